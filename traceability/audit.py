@@ -1,0 +1,202 @@
+"""The append-only, hash-chained audit trail.
+
+Every write records an event in the same transaction as the change: who, what (action, entity type and business
+key), when, old and new values and the reason. Each event carries the hash of the one before it; ``seq`` is
+contiguous, so a removed event leaves a gap and an inserted or edited one breaks the chain. The database refuses
+UPDATE and DELETE on ``audit_event`` (triggers installed by the migrations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from .db import lock_audit_chain
+from .errors import InvalidInput
+from .models import AuditEvent, utcnow
+
+GENESIS_HASH = "0" * 64
+_HEAD_KEY = "plasmatrace.audit_head"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_json(values: dict[str, Any] | None) -> str | None:
+    if values is None:
+        return None
+    return json.dumps(_plain(values), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(fields: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of every field of an event except its own hash and surrogate id."""
+    body = {k: _plain(v) for k, v in fields.items() if k not in ("hash", "id")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _hashed_fields(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "occurred_at": event.occurred_at,
+        "actor": event.actor,
+        "action": event.action,
+        "entity_type": event.entity_type,
+        "entity_key": event.entity_key,
+        "old_values": event.old_values,
+        "new_values": event.new_values,
+        "reason": event.reason,
+        "prev_hash": event.prev_hash,
+    }
+
+
+def _head(session: Session) -> tuple[int, str]:
+    transaction = session.get_transaction()
+    cached = session.info.get(_HEAD_KEY)
+    if cached is not None and cached[0] is transaction:
+        return cached[1], cached[2]
+    lock_audit_chain(session)
+    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+
+def record(
+    session: Session,
+    *,
+    action: str,
+    entity_type: str,
+    entity_key: str,
+    actor: str,
+    old: dict[str, Any] | None = None,
+    new: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction."""
+    seq, prev_hash = _head(session)
+    event = AuditEvent(
+        seq=seq + 1,
+        occurred_at=utcnow(),
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_key=entity_key,
+        old_values=to_json(old),
+        new_values=to_json(new),
+        reason=reason,
+        prev_hash=prev_hash,
+        hash="",
+    )
+    event.hash = event_hash(_hashed_fields(event))
+    session.add(event)
+    session.flush()
+    session.info[_HEAD_KEY] = (session.get_transaction(), event.seq, event.hash)
+    return event
+
+
+def require_reason(reason: str | None, what: str) -> str:
+    if reason is None or not reason.strip():
+        raise InvalidInput(f"{what} needs a reason (--reason).")
+    return reason.strip()
+
+
+# --- verification ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    events: int
+    head_seq: int
+    head_hash: str
+    problem: str | None = None
+
+    @property
+    def checkpoint(self) -> str:
+        return f"{self.head_seq}:{self.head_hash}"
+
+
+def _events(session: Session, batch: int = 5_000) -> Iterator[AuditEvent]:
+    last = None
+    while True:
+        query = select(AuditEvent).order_by(AuditEvent.seq).limit(batch)
+        if last is not None:
+            query = query.where(AuditEvent.seq > last)
+        rows = session.execute(query).scalars().all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def parse_checkpoint(token: str) -> tuple[int, str]:
+    seq, _, digest = token.strip().partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidInput(f"Checkpoint {token!r} is not of the form SEQ:SHA256 (as printed by `audit checkpoint`).")
+    return int(seq), digest
+
+
+def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
+    """Recompute the chain and name the first event that was changed, removed, inserted or reordered."""
+    expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
+    wanted = parse_checkpoint(checkpoint) if checkpoint else None
+    seen_checkpoint = False
+    for event in _events(session):
+        where = f"event {event.seq} ({event.action} {event.entity_type} {event.entity_key}, {event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)"
+        if event.seq != expected_seq:
+            problem = (
+                f"event {expected_seq} is missing (the chain jumps to {where}): an event was removed"
+                if event.seq > expected_seq
+                else f"{where} is out of sequence: an event was inserted or reordered"
+            )
+            return Verification(False, count, expected_seq - 1, prev_hash, problem)
+        if event.prev_hash != prev_hash:
+            return Verification(
+                False, count, event.seq - 1, prev_hash,
+                f"{where} does not follow the event before it: an event was inserted, removed or reordered here",
+            )
+        if event_hash(_hashed_fields(event)) != event.hash:
+            return Verification(False, count, event.seq - 1, prev_hash, f"{where} was changed after it was recorded")
+        if wanted and event.seq == wanted[0]:
+            seen_checkpoint = True
+            if event.hash != wanted[1]:
+                return Verification(
+                    False, count, event.seq, event.hash,
+                    f"{where} does not match the checkpoint: the chain was rewritten from here or earlier",
+                )
+        prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
+    if wanted and not seen_checkpoint:
+        return Verification(
+            False, count, expected_seq - 1, prev_hash,
+            f"the chain ends at event {expected_seq - 1} but the checkpoint names event {wanted[0]}: "
+            "events after it were removed",
+        )
+    return Verification(True, count, expected_seq - 1, prev_hash)
+
+
+def head_checkpoint(session: Session) -> str:
+    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    seq, digest = (row[0], row[1]) if row else (0, GENESIS_HASH)
+    return f"{seq}:{digest}"

@@ -1,0 +1,195 @@
+"""Exit codes and the expected failures that carry them.
+
+Rules and services raise these; only ``cli.py`` catches them, prints the message and exits with the code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    RULE_VIOLATION = 3
+    NOT_FOUND = 4
+    INVALID_INPUT = 5
+    CONFLICT = 6
+
+
+class TraceabilityError(Exception):
+    """An expected failure: the CLI prints the message and exits with exit_code."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILURE
+
+
+class RuleViolation(TraceabilityError):
+    exit_code = ExitCode.RULE_VIOLATION
+
+
+class NotFound(TraceabilityError):
+    exit_code = ExitCode.NOT_FOUND
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key} not found.")
+        self.kind, self.key = kind, key
+
+
+class InvalidInput(TraceabilityError):
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class Conflict(TraceabilityError):
+    exit_code = ExitCode.CONFLICT
+
+
+class DatabaseUnavailable(TraceabilityError):
+    """The database cannot be opened, is read-only, or stayed locked too long."""
+
+    exit_code = ExitCode.FAILURE
+
+
+# --- not found -------------------------------------------------------------------------------------------------
+
+
+class EstablishmentNotFound(NotFound):
+    def __init__(self, code: str) -> None:
+        super().__init__("Establishment", code)
+
+
+class DonorNotFound(NotFound):
+    def __init__(self, donor_code: str) -> None:
+        super().__init__("Donor", donor_code)
+
+
+class UnitNotFound(NotFound):
+    def __init__(self, unit_number: str) -> None:
+        super().__init__("Unit", unit_number)
+
+
+class PoolNotFound(NotFound):
+    def __init__(self, pool_number: str) -> None:
+        super().__init__("Pool", pool_number)
+
+
+class LotNotFound(NotFound):
+    def __init__(self, lot_number: str) -> None:
+        super().__init__("Lot", lot_number)
+
+
+class CaseNotFound(NotFound):
+    def __init__(self, case_number: str) -> None:
+        super().__init__("Look-back case", case_number)
+
+
+class StepNotFound(NotFound):
+    def __init__(self, step_key: str) -> None:
+        super().__init__("Step", step_key)
+
+
+# --- invalid input ---------------------------------------------------------------------------------------------
+
+
+class InvalidUnitNumber(InvalidInput):
+    def __init__(self, text: str, problem: str) -> None:
+        super().__init__(f"Unit number {text!r} is invalid: {problem}")
+        self.text, self.problem = text, problem
+
+
+class InvalidPolicy(InvalidInput):
+    pass
+
+
+class InvalidImportFile(InvalidInput):
+    """A file with at least one bad row; ``problems`` lists every one as FILE:LINE: column: message."""
+
+    def __init__(self, path: str, problems: list[str], *, total: int | None = None, shown: int = 50) -> None:
+        count = total if total is not None else len(problems)
+        head = "\n".join(problems[:shown])
+        more = f"\n... and {count - shown:,} more." if count > shown else ""
+        super().__init__(
+            f"{path}: {count:,} problem{'s' if count != 1 else ''}; nothing was loaded.\n{head}{more}\n"
+            "Fix the file, or load the good rows with --skip-invalid (the bad ones go to a rejects file)."
+        )
+        self.path, self.problems, self.total = path, problems, count
+
+
+# --- conflicts -------------------------------------------------------------------------------------------------
+
+
+class DuplicateKey(Conflict):
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key} already exists.")
+        self.kind, self.key = kind, key
+
+
+class UnitAlreadyPooled(Conflict):
+    def __init__(self, unit_number: str, pool_number: str | None) -> None:
+        where = f"pool {pool_number}" if pool_number else "another pool"
+        super().__init__(f"Unit {unit_number} is already in {where}; a unit can be in one pool only.")
+        self.unit_number, self.pool_number = unit_number, pool_number
+
+
+class UnitsAlreadyPooled(Conflict):
+    def __init__(self, pooled: list[tuple[str, str | None]], *, shown: int = 20) -> None:
+        lines = "\n".join(f"  {unit}: in pool {pool}" for unit, pool in pooled[:shown])
+        more = f"\n  ... and {len(pooled) - shown:,} more." if len(pooled) > shown else ""
+        super().__init__(
+            f"{len(pooled):,} units are already pooled; a unit can be in one pool only. Nothing was changed.\n"
+            + lines + more
+        )
+        self.pooled = pooled
+
+
+class ConcurrentChange(Conflict):
+    pass
+
+
+# --- rules -----------------------------------------------------------------------------------------------------
+
+
+class IneligibleUnits(RuleViolation):
+    """One or more units may not be pooled; ``reasons`` maps each unit number to every reason."""
+
+    def __init__(self, pool_number: str, reasons: dict[str, list[str]], *, shown: int = 50) -> None:
+        lines = [f"  {unit}: {'; '.join(why)}" for unit, why in list(reasons.items())[:shown]]
+        more = f"\n  ... and {len(reasons) - shown:,} more units." if len(reasons) > shown else ""
+        noun = "unit is" if len(reasons) == 1 else "units are"
+        super().__init__(
+            f"Pool {pool_number}: {len(reasons):,} {noun} not eligible for pooling; nothing was changed.\n"
+            + "\n".join(lines)
+            + more
+        )
+        self.pool_number, self.reasons = pool_number, reasons
+
+
+class NotEnoughDonors(RuleViolation):
+    def __init__(self, pool_number: str, *, found: int, required: int) -> None:
+        super().__init__(f"Pool {pool_number} has {found:,} distinct donors; {required:,} are required.")
+        self.pool_number, self.found, self.required = pool_number, found, required
+
+
+class WrongState(RuleViolation):
+    pass
+
+
+class PoolNotReleasable(RuleViolation):
+    def __init__(self, pool_number: str, problems: list[str]) -> None:
+        super().__init__(f"Pool {pool_number} cannot be released:\n" + "\n".join(f"  {p}" for p in problems))
+        self.pool_number, self.problems = pool_number, problems
+
+
+class LotNotReleasable(RuleViolation):
+    def __init__(self, lot_number: str, problems: list[str]) -> None:
+        super().__init__(f"Lot {lot_number} cannot be released:\n" + "\n".join(f"  {p}" for p in problems))
+        self.lot_number, self.problems = lot_number, problems
+
+
+class InputNotReleased(RuleViolation):
+    pass
+
+
+class LineageCycle(RuleViolation):
+    pass

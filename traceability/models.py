@@ -1,0 +1,430 @@
+"""Every table of plasmatrace and its enums.
+
+Each table has a surrogate ``id`` and a unique business key; each row records who created it and when. Times are
+UTC (``UTCDateTime``), volumes integer millilitres. Enums are stored as strings with CHECK constraints so that the
+migrations look the same on SQLite and PostgreSQL. Regulated rows are never deleted: corrections add versions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import Enum, StrEnum as _StdStrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from .identifiers import UnitScheme
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back time-zone aware (SQLite keeps no zone of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"timestamp {value.isoformat()} has no time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StrEnum(_StdStrEnum):
+    """Enums stored and printed as their value."""
+
+
+class EstablishmentKind(StrEnum):
+    COLLECTION = "collection"
+    TESTING = "testing"
+    FRACTIONATION = "fractionation"
+
+
+class PlasmaKind(StrEnum):
+    SOURCE = "source"
+    RECOVERED = "recovered"
+
+
+class UnitStatus(StrEnum):
+    IN_INVENTORY = "in-inventory"
+    POOLED = "pooled"
+    INTERDICTED = "interdicted"
+    DISCARDED = "discarded"
+    REJECTED = "rejected"
+
+
+class Marker(StrEnum):
+    HBSAG = "hbsag"
+    ANTI_HIV = "anti-hiv"
+    ANTI_HCV = "anti-hcv"
+    HIV_RNA = "hiv-rna"
+    HCV_RNA = "hcv-rna"
+    HBV_DNA = "hbv-dna"
+    HAV_RNA = "hav-rna"
+    B19_DNA = "b19-dna"
+    SYPHILIS = "syphilis"
+
+
+class ResultValue(StrEnum):
+    NONREACTIVE = "nonreactive"
+    REACTIVE = "reactive"
+    INVALID = "invalid"
+
+
+class TestMethod(StrEnum):
+    SEROLOGY = "serology"
+    NAT = "nat"
+
+
+class DeferralSource(StrEnum):
+    MANUAL = "manual"
+    REACTIVE_RESULT = "reactive-result"
+    LOOKBACK = "lookback"
+
+
+class PoolStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    QUARANTINED = "quarantined"
+
+
+class StepMethod(StrEnum):
+    SOLVENT_DETERGENT = "solvent-detergent"
+    PASTEURIZATION = "pasteurization"
+    LOW_PH = "low-ph"
+    CAPRYLATE = "caprylate"
+    NANOFILTRATION = "nanofiltration"
+    DRY_HEAT = "dry-heat"
+
+
+class StepOutcome(StrEnum):
+    COMPLETED = "completed"
+    DEVIATION = "deviation"
+    FAILED = "failed"
+
+
+class LotKind(StrEnum):
+    INTERMEDIATE = "intermediate"
+    FINAL = "final"
+
+
+class LotStatus(StrEnum):
+    PENDING = "pending"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    QUARANTINED = "quarantined"
+
+
+class CaseStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def enum_column(enum: type[Enum], *, nullable: bool = False, default: Any = None, index: bool = False) -> Any:
+    """A string column limited to the enum's values by a named CHECK constraint."""
+    sa_type = sa.Enum(
+        enum,
+        native_enum=False,
+        create_constraint=True,
+        length=max(len(member.value) for member in enum) + 4,
+        values_callable=lambda members: [member.value for member in members],
+        name=enum.__name__.lower(),
+        validate_strings=True,
+    )
+    return Field(default=default, sa_type=sa_type, nullable=nullable, index=index)
+
+
+def utc_column(*, nullable: bool = False, index: bool = False, default_factory: Any = None) -> Any:
+    if default_factory is not None:
+        return Field(default_factory=default_factory, sa_type=UTCDateTime, nullable=nullable, index=index)
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class Recorded(SQLModel):
+    """Who created a row, and when."""
+
+    created_at: datetime = utc_column(default_factory=utcnow)
+    created_by: str = Field(max_length=100)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One entry of the append-only, hash-chained audit trail."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(unique=True)
+    occurred_at: datetime = utc_column(default_factory=utcnow)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=60, index=True)
+    entity_type: str = Field(max_length=40)
+    entity_key: str = Field(max_length=200)
+    old_values: str | None = Field(default=None, sa_type=sa.Text)
+    new_values: str | None = Field(default=None, sa_type=sa.Text)
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+    prev_hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64, unique=True)
+
+    __table_args__ = (sa.Index("ix_audit_event_entity", "entity_type", "entity_key"),)
+
+
+class Establishment(Recorded, table=True):
+    """A collection centre, testing laboratory or fractionation site."""
+
+    __tablename__ = "establishment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=40, unique=True, index=True)
+    name: str = Field(max_length=200)
+    kind: EstablishmentKind = enum_column(EstablishmentKind)
+
+
+class Donor(Recorded, table=True):
+    """A donor, known only by a pseudonymous code."""
+
+    __tablename__ = "donor"
+
+    id: int | None = Field(default=None, primary_key=True)
+    donor_code: str = Field(max_length=40, unique=True, index=True)
+    establishment_id: int = Field(foreign_key="establishment.id", index=True)
+    registered_on: date | None = None
+    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+
+
+class Deferral(Recorded, table=True):
+    """A period in which a donor may not donate; no end date means permanent."""
+
+    __tablename__ = "deferral"
+
+    id: int | None = Field(default=None, primary_key=True)
+    donor_id: int = Field(foreign_key="donor.id", index=True)
+    sequence: int
+    reason: str = Field(sa_type=sa.Text)
+    source: DeferralSource = enum_column(DeferralSource, default=DeferralSource.MANUAL)
+    starts_on: date
+    ends_on: date | None = None  # first day the donor may donate again; None = permanent
+    lifted_on: date | None = None
+    lift_reason: str | None = Field(default=None, sa_type=sa.Text)
+
+    __table_args__ = (
+        sa.UniqueConstraint("donor_id", "sequence"),
+        sa.CheckConstraint("ends_on IS NULL OR ends_on > starts_on", name="ends_after_start"),
+    )
+
+
+class Donation(Recorded, table=True):
+    """One plasma collection in one container, by unit number (the canonical DIN for ISBT 128)."""
+
+    __tablename__ = "donation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    unit_number: str = Field(max_length=40, unique=True, index=True)
+    scheme: UnitScheme = enum_column(UnitScheme, default=UnitScheme.ISBT128)
+    flag: str | None = Field(default=None, max_length=2)
+    donor_id: int = Field(foreign_key="donor.id", index=True)
+    establishment_id: int | None = Field(default=None, foreign_key="establishment.id")
+    collected_at: datetime = utc_column(index=True)
+    frozen_at: datetime | None = utc_column(nullable=True)
+    volume_ml: int
+    plasma_kind: PlasmaKind = enum_column(PlasmaKind, default=PlasmaKind.SOURCE)
+    status: UnitStatus = enum_column(UnitStatus, default=UnitStatus.IN_INVENTORY, index=True)
+    status_reason: str | None = Field(default=None, sa_type=sa.Text)
+    version: int = 1
+    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+
+    __table_args__ = (
+        sa.CheckConstraint("volume_ml >= 0", name="volume_not_negative"),
+        sa.CheckConstraint("frozen_at IS NULL OR frozen_at >= collected_at", name="frozen_after_collection"),
+    )
+
+
+class TestResult(Recorded, table=True):
+    """A screening result for one marker on one unit; a repeat or correction is a new version."""
+
+    __tablename__ = "test_result"
+
+    id: int | None = Field(default=None, primary_key=True)
+    donation_id: int = Field(foreign_key="donation.id")
+    marker: Marker = enum_column(Marker)
+    version: int = 1
+    result: ResultValue = enum_column(ResultValue)
+    value: float | None = None
+    value_unit: str | None = Field(default=None, max_length=20)
+    method: TestMethod | None = enum_column(TestMethod, nullable=True)
+    lab_id: int | None = Field(default=None, foreign_key="establishment.id")
+    tested_at: datetime = utc_column()
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+
+    __table_args__ = (sa.UniqueConstraint("donation_id", "marker", "version"),)
+
+
+class Pool(Recorded, table=True):
+    """A fractionation pool for one product."""
+
+    __tablename__ = "pool"
+
+    id: int | None = Field(default=None, primary_key=True)
+    pool_number: str = Field(max_length=40, unique=True, index=True)
+    product: str = Field(max_length=40)
+    status: PoolStatus = enum_column(PoolStatus, default=PoolStatus.OPEN)
+    closed_at: datetime | None = utc_column(nullable=True)
+    released_at: datetime | None = utc_column(nullable=True)
+    status_reason: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class PoolMember(Recorded, table=True):
+    """A unit in a pool; the unique donation_id is what keeps a unit in one pool only."""
+
+    __tablename__ = "pool_member"
+
+    id: int | None = Field(default=None, primary_key=True)
+    pool_id: int = Field(foreign_key="pool.id", index=True)
+    donation_id: int = Field(foreign_key="donation.id", unique=True)
+    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+
+
+class PoolTest(Recorded, table=True):
+    """A test on a manufacturing pool sample; a repeat is a new version."""
+
+    __tablename__ = "pool_test"
+
+    id: int | None = Field(default=None, primary_key=True)
+    pool_id: int = Field(foreign_key="pool.id")
+    marker: Marker = enum_column(Marker)
+    version: int = 1
+    result: ResultValue = enum_column(ResultValue)
+    value: float | None = None
+    value_unit: str | None = Field(default=None, max_length=20)
+    tested_at: datetime = utc_column()
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+
+    __table_args__ = (sa.UniqueConstraint("pool_id", "marker", "version"),)
+
+
+class Lot(Recorded, table=True):
+    """An intermediate (paste, fraction) or final product lot."""
+
+    __tablename__ = "lot"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lot_number: str = Field(max_length=40, unique=True, index=True)
+    product: str = Field(max_length=40)
+    kind: LotKind = enum_column(LotKind, default=LotKind.FINAL)
+    status: LotStatus = enum_column(LotStatus, default=LotStatus.PENDING)
+    released_at: datetime | None = utc_column(nullable=True)
+    status_reason: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class LotInput(Recorded, table=True):
+    """An edge of the lineage graph: a pool or an earlier lot that went into a lot, with its quantity."""
+
+    __tablename__ = "lot_input"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lot_id: int = Field(foreign_key="lot.id", index=True)
+    input_pool_id: int | None = Field(default=None, foreign_key="pool.id", index=True)
+    input_lot_id: int | None = Field(default=None, foreign_key="lot.id", index=True)
+    quantity: int | None = None
+
+    __table_args__ = (
+        sa.CheckConstraint("(input_pool_id IS NULL) <> (input_lot_id IS NULL)", name="one_input"),
+        sa.CheckConstraint("input_lot_id IS NULL OR input_lot_id <> lot_id", name="not_itself"),
+        sa.CheckConstraint("quantity IS NULL OR quantity > 0", name="quantity_positive"),
+        sa.UniqueConstraint("lot_id", "input_pool_id"),
+        sa.UniqueConstraint("lot_id", "input_lot_id"),
+    )
+
+
+class Step(Recorded, table=True):
+    """A viral inactivation or removal step applied to a pool or a lot, with its validated log reductions."""
+
+    __tablename__ = "step"
+
+    id: int | None = Field(default=None, primary_key=True)
+    step_key: str = Field(max_length=60, unique=True, index=True)
+    pool_id: int | None = Field(default=None, foreign_key="pool.id", index=True)
+    lot_id: int | None = Field(default=None, foreign_key="lot.id", index=True)
+    method: StepMethod = enum_column(StepMethod)
+    started_at: datetime = utc_column()
+    ended_at: datetime = utc_column()
+    parameters: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
+    lrv_enveloped: float | None = None
+    lrv_non_enveloped: float | None = None
+    outcome: StepOutcome = enum_column(StepOutcome, default=StepOutcome.COMPLETED)
+    operator: str = Field(max_length=100)
+    deviation_closed_at: datetime | None = utc_column(nullable=True)
+    deviation_closure: str | None = Field(default=None, sa_type=sa.Text)
+
+    __table_args__ = (
+        sa.CheckConstraint("(pool_id IS NULL) <> (lot_id IS NULL)", name="one_target"),
+        sa.CheckConstraint("ended_at >= started_at", name="ends_after_start"),
+        sa.CheckConstraint("lrv_enveloped IS NULL OR lrv_enveloped >= 0", name="lrv_env_not_negative"),
+        sa.CheckConstraint("lrv_non_enveloped IS NULL OR lrv_non_enveloped >= 0", name="lrv_nonenv_not_negative"),
+    )
+
+
+class Shipment(Recorded, table=True):
+    """A quantity of a lot sent to a consignee on a date."""
+
+    __tablename__ = "shipment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    shipment_number: str = Field(max_length=60, unique=True, index=True)
+    lot_id: int = Field(foreign_key="lot.id", index=True)
+    consignee: str = Field(max_length=200)
+    quantity: int
+    shipped_on: date
+
+    __table_args__ = (sa.CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+
+class LookbackCase(Recorded, table=True):
+    """An investigation opened from post-donation information about a donor."""
+
+    __tablename__ = "lookback_case"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_number: str = Field(max_length=40, unique=True, index=True)
+    donor_id: int = Field(foreign_key="donor.id", index=True)
+    reason: str = Field(sa_type=sa.Text)
+    status: CaseStatus = enum_column(CaseStatus, default=CaseStatus.OPEN)
+    window_start: datetime | None = utc_column(nullable=True)
+    closed_at: datetime | None = utc_column(nullable=True)
+    closure: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class CaseFinding(Recorded, table=True):
+    """A unit implicated by a look-back case, with what was done about it."""
+
+    __tablename__ = "case_finding"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="lookback_case.id", index=True)
+    donation_id: int = Field(foreign_key="donation.id", index=True)
+    pool_id: int | None = Field(default=None, foreign_key="pool.id")
+    action: str = Field(max_length=40)
+
+    __table_args__ = (sa.UniqueConstraint("case_id", "donation_id"),)

@@ -1,0 +1,96 @@
+"""The lineage graph: pools and lots joined by lot inputs, walked with recursive CTEs (one statement per hop kind)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..models import LotInput, Step
+
+
+@dataclass
+class Upstream:
+    """Everything upstream of one lot: the lots (itself included), the pools and the edges between them."""
+
+    lot_ids: set[int] = field(default_factory=set)
+    pool_ids: set[int] = field(default_factory=set)
+    # lot_id -> list of (kind, id, quantity) with kind "pool" or "lot"
+    inputs: dict[int, list[tuple[str, int, int | None]]] = field(default_factory=lambda: defaultdict(list))
+
+
+def upstream(session: Session, lot_id: int) -> Upstream:
+    """Two statements: the recursive set of upstream lots, then every input edge of those lots."""
+    up = select(sa.literal(lot_id, sa.Integer).label("lot_id")).cte("up", recursive=True)
+    up = up.union(
+        select(LotInput.input_lot_id).join(up, LotInput.lot_id == up.c.lot_id).where(LotInput.input_lot_id.is_not(None))
+    )
+    result = Upstream()
+    result.lot_ids = {row[0] for row in session.execute(select(up.c.lot_id))}
+    edges = session.execute(
+        select(LotInput.lot_id, LotInput.input_pool_id, LotInput.input_lot_id, LotInput.quantity).where(
+            LotInput.lot_id.in_(result.lot_ids)
+        )
+    )
+    for target, pool_id, input_lot_id, quantity in edges:
+        if pool_id is not None:
+            result.pool_ids.add(pool_id)
+            result.inputs[target].append(("pool", pool_id, quantity))
+        else:
+            result.inputs[target].append(("lot", input_lot_id, quantity))
+    return result
+
+
+def paths_to(graph: Upstream, lot_id: int, limit: int = 10_000) -> list[list[tuple[str, int]]]:
+    """Every path from a pool to the lot, pool first, as (kind, id) nodes. Lineage is a DAG, so this ends."""
+    paths: list[list[tuple[str, int]]] = []
+
+    def walk(node_lot: int, suffix: list[tuple[str, int]]) -> None:
+        for kind, ident, _ in graph.inputs.get(node_lot, []):
+            if len(paths) >= limit:
+                return
+            if kind == "pool":
+                paths.append([("pool", ident), *suffix])
+            else:
+                walk(ident, [("lot", ident), *suffix])
+
+    walk(lot_id, [("lot", lot_id)])
+    return paths
+
+
+def downstream_lots(session: Session, pool_ids: Sequence[int]) -> dict[int, set[int]]:
+    """For each pool, every lot made from it directly or through other lots (one recursive statement)."""
+    if not pool_ids:
+        return {}
+    down = (
+        select(LotInput.input_pool_id.label("origin"), LotInput.lot_id.label("lot_id"))
+        .where(LotInput.input_pool_id.in_(list(pool_ids)))
+        .cte("down", recursive=True)
+    )
+    down = down.union(select(down.c.origin, LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
+    result: dict[int, set[int]] = defaultdict(set)
+    for origin, lot in session.execute(select(down.c.origin, down.c.lot_id)):
+        result[origin].add(lot)
+    return result
+
+
+def downstream_of_lot(session: Session, lot_id: int) -> set[int]:
+    """Every lot made from this lot, directly or not (not itself)."""
+    down = select(LotInput.lot_id.label("lot_id")).where(LotInput.input_lot_id == lot_id).cte("dl", recursive=True)
+    down = down.union(select(LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
+    return {row[0] for row in session.execute(select(down.c.lot_id))}
+
+
+def steps_for(session: Session, *, pool_ids: set[int], lot_ids: set[int]) -> list[Step]:
+    """Every step on the given pools and lots, in one statement."""
+    if not pool_ids and not lot_ids:
+        return []
+    return list(
+        session.execute(
+            select(Step).where(sa.or_(Step.pool_id.in_(pool_ids), Step.lot_id.in_(lot_ids))).order_by(Step.started_at)
+        ).scalars()
+    )

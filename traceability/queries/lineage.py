@@ -1,0 +1,426 @@
+"""Lineage traces, forward from a donor or unit and backward from a lot or pool.
+
+Each trace runs a fixed number of statements whatever the size of the pools (joins, recursive CTEs and GROUP BYs,
+never one statement per unit) and returns plain read models that outlive the session.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from ..models import (
+    Deferral,
+    Donation,
+    Donor,
+    Establishment,
+    Lot,
+    Pool,
+    PoolMember,
+    PoolTest,
+    Shipment,
+    Step,
+    TestResult,
+)
+from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
+from .clearance import lot_clearance
+from .eligibility import current_results_query, lookback_window_start
+from .graph import downstream_lots, downstream_of_lot, steps_for, upstream
+from .lookup import get_donor, get_lot, get_pool, get_unit
+
+
+def _iso(value: datetime | date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass
+class ShipmentLine:
+    shipment_number: str
+    lot_number: str
+    consignee: str
+    shipped_on: str
+    quantity: int
+
+
+@dataclass
+class StepLine:
+    step_key: str
+    target: str
+    method: str
+    started_at: str
+    ended_at: str
+    outcome: str
+    deviation_open: bool
+    lrv_enveloped: float | None
+    lrv_non_enveloped: float | None
+    parameters: dict[str, str]
+    operator: str
+
+
+@dataclass
+class LotLine:
+    lot_number: str
+    product: str
+    kind: str
+    status: str
+
+
+def _shipments(session: Session, lot_ids: set[int]) -> list[ShipmentLine]:
+    if not lot_ids:
+        return []
+    rows = session.execute(
+        select(Shipment.shipment_number, Lot.lot_number, Shipment.consignee, Shipment.shipped_on, Shipment.quantity)
+        .join(Lot, Lot.id == Shipment.lot_id)
+        .where(Shipment.lot_id.in_(lot_ids))
+        .order_by(Shipment.shipped_on, Shipment.shipment_number)
+    )
+    return [ShipmentLine(n, lot, to, on.isoformat(), q) for n, lot, to, on, q in rows]
+
+
+def _lots(session: Session, lot_ids: set[int]) -> dict[int, LotLine]:
+    if not lot_ids:
+        return {}
+    rows = session.execute(select(Lot.id, Lot.lot_number, Lot.product, Lot.kind, Lot.status).where(Lot.id.in_(lot_ids)))
+    return {i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in rows}
+
+
+def _step_lines(steps: list[Step], pool_names: dict[int, str], lot_names: dict[int, str]) -> list[StepLine]:
+    return [
+        StepLine(
+            step_key=s.step_key,
+            target=pool_names.get(s.pool_id or -1) or lot_names.get(s.lot_id or -1, ""),
+            method=s.method.value,
+            started_at=s.started_at.isoformat(),
+            ended_at=s.ended_at.isoformat(),
+            outcome=s.outcome.value,
+            deviation_open=s.outcome.value == "deviation" and s.deviation_closed_at is None,
+            lrv_enveloped=s.lrv_enveloped,
+            lrv_non_enveloped=s.lrv_non_enveloped,
+            parameters=dict(s.parameters or {}),
+            operator=s.operator,
+        )
+        for s in steps
+    ]
+
+
+# --- forward: donor and unit -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DonationLine:
+    unit_number: str
+    collected_at: str
+    volume_ml: int
+    status: str
+    pool_number: str | None
+    lot_numbers: list[str]
+    results: dict[str, str]
+    in_lookback_window: bool
+    changed: bool
+
+
+@dataclass
+class DonorTrace:
+    donor_code: str
+    establishment: str
+    registered_on: str | None
+    deferrals: list[dict[str, Any]]
+    lookback_window_start: str | None
+    donations: list[DonationLine]
+    pools: list[str]
+    lots: list[str]
+    shipments: list[ShipmentLine]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DonorTrace:
+    """Every donation of a donor and where each went: inventory, pool, every lot downstream, every shipment."""
+    donor = get_donor(session, donor_code)
+    site = session.get_one(Establishment, donor.establishment_id)
+    rows = session.execute(
+        select(Donation.id, Donation.unit_number, Donation.collected_at, Donation.volume_ml, Donation.status,
+               Donation.version, Pool.id, Pool.pool_number)
+        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
+        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
+        .where(Donation.donor_id == donor.id)
+        .order_by(Donation.collected_at)
+    ).all()
+    results: dict[int, dict[str, str]] = defaultdict(dict)
+    donor_units = select(Donation.id).where(Donation.donor_id == donor.id)
+    for donation_id, marker, value, _ in session.execute(current_results_query(donor_units)):
+        results[donation_id][marker.value] = value.value
+    pool_ids = sorted({r[6] for r in rows if r[6] is not None})
+    lots_by_pool = downstream_lots(session, pool_ids)
+    all_lot_ids = set().union(*lots_by_pool.values()) if lots_by_pool else set()
+    lots = _lots(session, all_lot_ids)
+    start = lookback_window_start(session, donor.id, policy=policy)
+    deferrals = session.execute(
+        select(Deferral).where(Deferral.donor_id == donor.id).order_by(Deferral.sequence)
+    ).scalars()
+    return DonorTrace(
+        donor_code=donor.donor_code,
+        establishment=site.code,
+        registered_on=_iso(donor.registered_on),
+        deferrals=[
+            {"sequence": d.sequence, "reason": d.reason, "source": d.source.value, "starts_on": _iso(d.starts_on),
+             "ends_on": _iso(d.ends_on), "lifted_on": _iso(d.lifted_on)}
+            for d in deferrals
+        ],
+        lookback_window_start=_iso(start),
+        donations=[
+            DonationLine(
+                unit_number=r[1], collected_at=r[2].isoformat(), volume_ml=r[3], status=r[4].value,
+                pool_number=r[7], lot_numbers=sorted(lots[i].lot_number for i in lots_by_pool.get(r[6], ())),
+                results=dict(sorted(results.get(r[0], {}).items())),
+                in_lookback_window=start is None or r[2] >= start, changed=r[5] > 1,
+            )
+            for r in rows
+        ],
+        pools=sorted({r[7] for r in rows if r[7] is not None}),
+        lots=sorted(line.lot_number for line in lots.values()),
+        shipments=_shipments(session, all_lot_ids),
+    )
+
+
+@dataclass
+class UnitTrace:
+    unit_number: str
+    scheme: str
+    donor_code: str
+    collected_at: str
+    frozen_at: str | None
+    volume_ml: int
+    plasma_kind: str
+    status: str
+    status_reason: str | None
+    version: int
+    pool_number: str | None
+    results: list[dict[str, Any]]
+    lots: list[str]
+    shipments: list[ShipmentLine]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trace_unit(session: Session, unit_number: str) -> UnitTrace:
+    """One unit: its donor, every result version, its pool, every lot downstream and every shipment."""
+    unit = get_unit(session, unit_number)
+    donor_code = session.execute(select(Donor.donor_code).where(Donor.id == unit.donor_id)).scalar_one()
+    pool = session.execute(
+        select(Pool.id, Pool.pool_number).join(PoolMember, PoolMember.pool_id == Pool.id)
+        .where(PoolMember.donation_id == unit.id)
+    ).first()
+    results = session.execute(
+        select(TestResult).where(TestResult.donation_id == unit.id).order_by(TestResult.marker, TestResult.version)
+    ).scalars().all()
+    latest = {r.marker: r.version for r in results}
+    lot_ids = downstream_lots(session, [pool[0]]).get(pool[0], set()) if pool else set()
+    lots = _lots(session, lot_ids)
+    return UnitTrace(
+        unit_number=unit.unit_number, scheme=unit.scheme.value, donor_code=donor_code,
+        collected_at=unit.collected_at.isoformat(), frozen_at=_iso(unit.frozen_at), volume_ml=unit.volume_ml,
+        plasma_kind=unit.plasma_kind.value, status=unit.status.value, status_reason=unit.status_reason,
+        version=unit.version, pool_number=pool[1] if pool else None,
+        results=[
+            {"marker": r.marker.value, "version": r.version, "current": latest[r.marker] == r.version,
+             "result": r.result.value, "value": r.value, "unit": r.value_unit,
+             "method": r.method.value if r.method else None, "tested_at": r.tested_at.isoformat(),
+             "reason": r.reason}
+            for r in results
+        ],
+        lots=sorted(line.lot_number for line in lots.values()),
+        shipments=_shipments(session, lot_ids),
+    )
+
+
+# --- backward: pool and lot ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PoolLine:
+    pool_number: str
+    product: str
+    status: str
+    donor_count: int
+    donation_count: int
+    volume_ml: int
+
+
+@dataclass
+class MemberLine:
+    unit_number: str
+    donor_code: str
+    pool_number: str
+    collected_at: str
+
+
+def _pool_lines(session: Session, pool_ids: set[int]) -> dict[int, PoolLine]:
+    if not pool_ids:
+        return {}
+    rows = session.execute(
+        select(Pool.id, Pool.pool_number, Pool.product, Pool.status,
+               func.count(func.distinct(Donation.donor_id)), func.count(Donation.id),
+               func.coalesce(func.sum(Donation.volume_ml), 0))
+        .outerjoin(PoolMember, PoolMember.pool_id == Pool.id)
+        .outerjoin(Donation, Donation.id == PoolMember.donation_id)
+        .where(Pool.id.in_(pool_ids))
+        .group_by(Pool.id, Pool.pool_number, Pool.product, Pool.status)
+    )
+    return {i: PoolLine(n, p, s.value, int(d), int(c), int(v)) for i, n, p, s, d, c, v in rows}
+
+
+def _members(session: Session, pool_ids: set[int]) -> list[MemberLine]:
+    if not pool_ids:
+        return []
+    rows = session.execute(
+        select(Donation.unit_number, Donor.donor_code, Pool.pool_number, Donation.collected_at)
+        .join(PoolMember, PoolMember.donation_id == Donation.id)
+        .join(Pool, Pool.id == PoolMember.pool_id)
+        .join(Donor, Donor.id == Donation.donor_id)
+        .where(PoolMember.pool_id.in_(pool_ids))
+        .order_by(Pool.pool_number, Donation.unit_number)
+    )
+    return [MemberLine(u, d, p, c.isoformat()) for u, d, p, c in rows]
+
+
+def _pool_tests(session: Session, pool_ids: set[int]) -> dict[int, list[dict[str, Any]]]:
+    tests: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if not pool_ids:
+        return tests
+    rows = session.execute(
+        select(PoolTest).where(PoolTest.pool_id.in_(pool_ids)).order_by(PoolTest.marker, PoolTest.version)
+    ).scalars()
+    for t in rows:
+        tests[t.pool_id].append({"marker": t.marker.value, "version": t.version, "result": t.result.value,
+                                 "value": t.value, "unit": t.value_unit, "tested_at": t.tested_at.isoformat()})
+    return tests
+
+
+@dataclass
+class LotTrace:
+    lot_number: str
+    product: str
+    kind: str
+    status: str
+    pools: list[PoolLine]
+    lots: list[str]
+    inputs: list[dict[str, Any]]
+    donor_count: int
+    donation_count: int
+    volume_ml: int
+    steps: list[StepLine]
+    pool_tests: dict[str, list[dict[str, Any]]]
+    clearance: list[dict[str, Any]]
+    clearance_problems: list[str]
+    shipments: list[ShipmentLine]
+    donations: list[MemberLine] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.donations is None:
+            data.pop("donations")
+        return data
+
+
+def trace_lot(session: Session, lot_number: str, *, members: bool = False, policy: Policy = DEFAULT_POLICY) -> LotTrace:
+    """A lot's whole genealogy: every upstream pool and lot, distinct donors and donations over the whole
+    lineage, every step, pool test and shipment, clearance per path, and with ``members`` every donation."""
+    lot = get_lot(session, lot_number)
+    graph = upstream(session, lot.id)
+    pools = _pool_lines(session, graph.pool_ids)
+    lots = _lots(session, graph.lot_ids)
+    totals = (0, 0, 0)
+    if graph.pool_ids:
+        totals = session.execute(
+            select(func.count(func.distinct(Donation.donor_id)), func.count(Donation.id),
+                   func.coalesce(func.sum(Donation.volume_ml), 0))
+            .join(PoolMember, PoolMember.donation_id == Donation.id)
+            .where(PoolMember.pool_id.in_(graph.pool_ids))
+        ).one()
+    steps = steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids)
+    pool_names = {i: p.pool_number for i, p in pools.items()}
+    lot_names = {i: line.lot_number for i, line in lots.items()}
+    paths = lot_clearance(session, lot, policy, graph=graph, steps=steps)
+    tests = _pool_tests(session, graph.pool_ids)
+    return LotTrace(
+        lot_number=lot.lot_number, product=lot.product, kind=lot.kind.value, status=lot.status.value,
+        pools=sorted(pools.values(), key=lambda p: p.pool_number),
+        lots=sorted(n for i, n in lot_names.items() if i != lot.id),
+        inputs=sorted(
+            (
+                {"lot_number": lot_names[target], "input_kind": kind,
+                 "input": pool_names[ident] if kind == "pool" else lot_names[ident], "quantity": quantity}
+                for target, edges in graph.inputs.items() for kind, ident, quantity in edges
+            ),
+            key=lambda e: (e["lot_number"], e["input"]),
+        ),
+        donor_count=int(totals[0]), donation_count=int(totals[1]), volume_ml=int(totals[2]),
+        steps=_step_lines(steps, pool_names, lot_names),
+        pool_tests={pool_names[i]: t for i, t in tests.items()},
+        clearance=[{"path": p.path, "cumulative_log10": p.cumulative, "effective_mechanisms": p.effective_mechanisms,
+                    "problems": p.problems} for p in paths],
+        clearance_problems=final_lot_clearance_problems(paths, policy.clearance) if lot.kind.value == "final" else [],
+        shipments=_shipments(session, {lot.id}),
+        donations=_members(session, graph.pool_ids) if members else None,
+    )
+
+
+@dataclass
+class PoolTrace:
+    pool_number: str
+    product: str
+    status: str
+    created_at: str
+    closed_at: str | None
+    released_at: str | None
+    donor_count: int
+    donation_count: int
+    volume_ml: int
+    min_donors: int
+    tests: list[dict[str, Any]]
+    steps: list[StepLine]
+    lots: list[str]
+    shipments: list[ShipmentLine]
+    donations: list[MemberLine] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.donations is None:
+            data.pop("donations")
+        return data
+
+
+def trace_pool(session: Session, pool_number: str, *, members: bool = False, policy: Policy = DEFAULT_POLICY) -> PoolTrace:
+    """A pool: its composition, tests and steps, every lot made from it and every shipment of those lots."""
+    pool = get_pool(session, pool_number)
+    line = _pool_lines(session, {pool.id})[pool.id]
+    lot_ids = downstream_lots(session, [pool.id]).get(pool.id, set())
+    lots = _lots(session, lot_ids)
+    steps = steps_for(session, pool_ids={pool.id}, lot_ids=set())
+    return PoolTrace(
+        pool_number=pool.pool_number, product=pool.product, status=pool.status.value,
+        created_at=pool.created_at.isoformat(), closed_at=_iso(pool.closed_at), released_at=_iso(pool.released_at),
+        donor_count=line.donor_count, donation_count=line.donation_count, volume_ml=line.volume_ml,
+        min_donors=policy.min_donors_for(pool.product) if pool.product in policy.products else policy.min_donors,
+        tests=_pool_tests(session, {pool.id}).get(pool.id, []),
+        steps=_step_lines(steps, {pool.id: pool.pool_number}, {}),
+        lots=sorted(x.lot_number for x in lots.values()),
+        shipments=_shipments(session, lot_ids),
+        donations=_members(session, {pool.id}) if members else None,
+    )
+
+
+def lots_downstream_of_lot(session: Session, lot_number: str) -> list[str]:
+    lot = get_lot(session, lot_number)
+    ids = downstream_of_lot(session, lot.id)
+    return sorted(x.lot_number for x in _lots(session, ids).values())
+
+

@@ -1,0 +1,74 @@
+"""get_* lookups by business key: one row, else the matching NotFound error."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..errors import (
+    DonorNotFound,
+    EstablishmentNotFound,
+    LotNotFound,
+    PoolNotFound,
+    StepNotFound,
+    UnitNotFound,
+)
+from ..identifiers import parse_unit_number
+from ..models import Donation, Donor, Establishment, Lot, Pool, Step
+
+
+def canonical_unit_number(text: str) -> str:
+    """The stored form of a unit number typed, scanned or printed in any accepted form."""
+    return parse_unit_number(text).value
+
+
+def get_establishment(session: Session, code: str) -> Establishment:
+    row = session.execute(select(Establishment).where(Establishment.code == code)).scalar_one_or_none()
+    if row is None:
+        raise EstablishmentNotFound(code)
+    return row
+
+
+def get_donor(session: Session, donor_code: str) -> Donor:
+    row = session.execute(select(Donor).where(Donor.donor_code == donor_code)).scalar_one_or_none()
+    if row is None:
+        raise DonorNotFound(donor_code)
+    return row
+
+
+def get_unit(session: Session, unit_number: str, *, for_update: bool = False) -> Donation:
+    canonical = canonical_unit_number(unit_number)
+    query = select(Donation).where(Donation.unit_number == canonical)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise UnitNotFound(canonical)
+    return row
+
+
+def get_pool(session: Session, pool_number: str, *, for_update: bool = False) -> Pool:
+    query = select(Pool).where(Pool.pool_number == pool_number)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise PoolNotFound(pool_number)
+    return row
+
+
+def get_lot(session: Session, lot_number: str, *, for_update: bool = False) -> Lot:
+    query = select(Lot).where(Lot.lot_number == lot_number)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise LotNotFound(lot_number)
+    return row
+
+
+def get_step(session: Session, step_key: str) -> Step:
+    row = session.execute(select(Step).where(Step.step_key == step_key)).scalar_one_or_none()
+    if row is None:
+        raise StepNotFound(step_key)
+    return row

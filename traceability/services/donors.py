@@ -1,0 +1,114 @@
+"""Establishments, donors and deferrals."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from .. import audit
+from ..errors import DuplicateKey, InvalidInput, NotFound
+from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind
+from ..queries.lookup import get_donor, get_establishment
+from .common import unique_or_conflict
+
+_CODE_MAX = 40
+
+
+def _check_code(value: str, what: str) -> str:
+    code = value.strip()
+    if not code:
+        raise InvalidInput(f"{what} is empty.")
+    if len(code) > _CODE_MAX:
+        raise InvalidInput(f"{what} {code!r} is longer than {_CODE_MAX} characters.")
+    if any(ch.isspace() or not ch.isprintable() for ch in code):
+        raise InvalidInput(f"{what} {code!r} contains spaces or control characters.")
+    return code
+
+
+def add_establishment(session: Session, *, code: str, name: str, kind: EstablishmentKind, actor: str) -> Establishment:
+    """Register a collection centre, testing lab or fractionation site. Raises DuplicateKey."""
+    code = _check_code(code, "Establishment code")
+    if not name.strip():
+        raise InvalidInput(f"Establishment {code} needs a name.")
+    if session.execute(select(Establishment.id).where(Establishment.code == code)).first():
+        raise DuplicateKey("Establishment", code)
+    row = Establishment(code=code, name=name.strip(), kind=kind, created_by=actor)
+    with unique_or_conflict(session, "Establishment", code):
+        session.add(row)
+    audit.record(session, action="establishment.added", entity_type="establishment", entity_key=code, actor=actor,
+                 new={"name": row.name, "kind": kind})
+    return row
+
+
+def add_donor(
+    session: Session, *, donor_code: str, establishment: str, registered_on: date | None, actor: str
+) -> Donor:
+    """Register a donor by pseudonymous code. Raises EstablishmentNotFound, DuplicateKey."""
+    donor_code = _check_code(donor_code, "Donor code")
+    site = get_establishment(session, establishment)
+    if session.execute(select(Donor.id).where(Donor.donor_code == donor_code)).first():
+        raise DuplicateKey("Donor", donor_code)
+    row = Donor(donor_code=donor_code, establishment_id=site.id, registered_on=registered_on, created_by=actor)
+    with unique_or_conflict(session, "Donor", donor_code):
+        session.add(row)
+    audit.record(session, action="donor.added", entity_type="donor", entity_key=donor_code, actor=actor,
+                 new={"establishment": site.code, "registered_on": registered_on})
+    return row
+
+
+def defer_donor(
+    session: Session,
+    *,
+    donor_code: str,
+    reason: str,
+    starts_on: date,
+    ends_on: date | None,
+    actor: str,
+    source: DeferralSource = DeferralSource.MANUAL,
+) -> Deferral:
+    """Defer a donor from starts_on until ends_on (the first day they may donate again); no end is permanent."""
+    reason = audit.require_reason(reason, f"Deferring donor {donor_code}")
+    if ends_on is not None and ends_on <= starts_on:
+        raise InvalidInput(
+            f"Deferral of donor {donor_code} would end on {ends_on} but starts on {starts_on}; the end must be later."
+        )
+    donor = get_donor(session, donor_code)
+    sequence = (
+        session.execute(select(func.max(Deferral.sequence)).where(Deferral.donor_id == donor.id)).scalar() or 0
+    ) + 1
+    row = Deferral(donor_id=donor.id, sequence=sequence, reason=reason, source=source, starts_on=starts_on,
+                   ends_on=ends_on, created_by=actor)
+    session.add(row)
+    session.flush()
+    audit.record(session, action="donor.deferred", entity_type="donor", entity_key=donor_code, actor=actor,
+                 new={"deferral": sequence, "starts_on": starts_on, "ends_on": ends_on, "source": source},
+                 reason=reason)
+    return row
+
+
+def lift_deferral(session: Session, *, donor_code: str, sequence: int, lifted_on: date, reason: str, actor: str) -> Deferral:
+    """End a deferral early. The deferral stays on record with the day and reason it was lifted."""
+    reason = audit.require_reason(reason, f"Lifting a deferral of donor {donor_code}")
+    donor = get_donor(session, donor_code)
+    row = session.execute(
+        select(Deferral).where(Deferral.donor_id == donor.id, Deferral.sequence == sequence)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("Deferral", f"{donor_code}#{sequence}")
+    if row.lifted_on is not None:
+        raise InvalidInput(f"Deferral {donor_code}#{sequence} was already lifted on {row.lifted_on}.")
+    if row.source == DeferralSource.REACTIVE_RESULT:
+        raise InvalidInput(
+            f"Deferral {donor_code}#{sequence} follows a reactive screening result and is permanent; "
+            "re-entry needs a documented re-entry algorithm outside plasmatrace."
+        )
+    if lifted_on < row.starts_on:
+        raise InvalidInput(f"Deferral {donor_code}#{sequence} starts on {row.starts_on}; it cannot be lifted before.")
+    row.lifted_on, row.lift_reason = lifted_on, reason
+    session.flush()
+    audit.record(session, action="donor.deferral_lifted", entity_type="donor", entity_key=donor_code, actor=actor,
+                 old={"deferral": sequence, "lifted_on": None}, new={"deferral": sequence, "lifted_on": lifted_on},
+                 reason=reason)
+    return row

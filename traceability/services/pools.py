@@ -1,0 +1,248 @@
+"""Fractionation pools: create, add units, close, test, release."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from .. import audit
+from ..errors import (
+    DuplicateKey,
+    IneligibleUnits,
+    InvalidInput,
+    PoolNotReleasable,
+    UnitAlreadyPooled,
+    UnitNotFound,
+    UnitsAlreadyPooled,
+    WrongState,
+)
+from ..models import (
+    Donation,
+    Marker,
+    Pool,
+    PoolMember,
+    PoolStatus,
+    PoolTest,
+    ResultValue,
+    UnitStatus,
+    utcnow,
+)
+from ..queries.eligibility import unit_facts
+from ..queries.lookup import get_pool
+from ..rules import (
+    DEFAULT_POLICY,
+    Policy,
+    PoolTestFacts,
+    check_pool_composition,
+    eligibility_problems,
+    pool_release_problems,
+)
+from .common import unique_or_conflict
+from .donors import _check_code
+from .units import parse_unit_list
+
+INSERT_BATCH = 5_000
+
+
+def create_pool(session: Session, *, pool_number: str, product: str, actor: str, policy: Policy = DEFAULT_POLICY) -> Pool:
+    """Open a new pool for a product the policy knows. Raises InvalidInput, DuplicateKey."""
+    pool_number = _check_code(pool_number, "Pool number")
+    policy.product(product)
+    if session.execute(select(Pool.id).where(Pool.pool_number == pool_number)).first():
+        raise DuplicateKey("Pool", pool_number)
+    pool = Pool(pool_number=pool_number, product=product, created_by=actor)
+    with unique_or_conflict(session, "Pool", pool_number):
+        session.add(pool)
+    audit.record(session, action="pool.created", entity_type="pool", entity_key=pool_number, actor=actor,
+                 new={"product": product, "status": pool.status, "min_donors": policy.min_donors_for(product)})
+    return pool
+
+
+def _require_status(pool: Pool, *allowed: PoolStatus, doing: str) -> None:
+    if pool.status not in allowed:
+        need = " or ".join(s.value for s in allowed)
+        raise WrongState(f"Pool {pool.pool_number} is {pool.status.value}; {doing} needs a pool that is {need}.")
+
+
+def add_units(
+    session: Session,
+    *,
+    pool_number: str,
+    unit_numbers: list[str],
+    actor: str,
+    policy: Policy = DEFAULT_POLICY,
+    now: datetime | None = None,
+    import_event_id: int | None = None,
+) -> int:
+    """Add eligible units to an open pool, all or none; returns how many were added.
+
+    Raises PoolNotFound, WrongState, InvalidUnitNumber, UnitNotFound, IneligibleUnits (every reason for every
+    unit), UnitAlreadyPooled (also when another process pooled a unit at the same moment).
+    """
+    numbers = parse_unit_list(unit_numbers)
+    if not numbers:
+        raise InvalidInput(f"Pool {pool_number}: no unit numbers given.")
+    pool = get_pool(session, pool_number, for_update=True)
+    _require_status(pool, PoolStatus.OPEN, doing="adding units")
+    facts = unit_facts(session, unit_numbers=numbers, policy=policy)
+    missing = [n for n in numbers if n not in facts]
+    if missing:
+        if len(missing) == 1:
+            raise UnitNotFound(missing[0])
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20:,} more" if len(missing) > 20 else "")
+        raise UnitNotFound(f"{shown} ({len(missing):,} units)")
+    now = now or utcnow()
+    pooled = [(n, facts[n].already_pooled_in) for n in numbers if facts[n].already_pooled_in is not None]
+    if pooled:
+        raise UnitAlreadyPooled(pooled[0][0], pooled[0][1]) if len(pooled) == 1 else UnitsAlreadyPooled(pooled)
+    reasons = {n: why for n in numbers if (why := eligibility_problems(facts[n], now=now, policy=policy))}
+    if reasons:
+        raise IneligibleUnits(pool.pool_number, reasons)
+
+    id_by_number = _ids_in_chunks(session, numbers)
+    stamp = utcnow()
+    try:
+        for start in range(0, len(numbers), INSERT_BATCH):
+            chunk = numbers[start : start + INSERT_BATCH]
+            session.execute(
+                insert(PoolMember),
+                [
+                    {"pool_id": pool.id, "donation_id": id_by_number[n], "created_at": stamp, "created_by": actor,
+                     "import_event_id": import_event_id}
+                    for n in chunk
+                ],
+            )
+            changed = session.execute(
+                update(Donation)
+                .where(Donation.id.in_([id_by_number[n] for n in chunk]), Donation.status == UnitStatus.IN_INVENTORY)
+                .values(status=UnitStatus.POOLED)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed != len(chunk):
+                raise UnitAlreadyPooled(chunk[0], None)
+    except IntegrityError as error:
+        # Another transaction pooled one of these units after we read them: the unique key refused ours.
+        raise UnitAlreadyPooled(numbers[0] if len(numbers) == 1 else f"one of the {len(numbers):,} units", None) from error
+    audit.record(session, action="pool.units_added", entity_type="pool", entity_key=pool.pool_number, actor=actor,
+                 new={"count": len(numbers), "units": numbers}, reason=None)
+    return len(numbers)
+
+
+def _ids_in_chunks(session: Session, numbers: list[str]) -> dict[str, int]:
+    result: dict[str, int] = {}
+    for start in range(0, len(numbers), 10_000):
+        chunk = numbers[start : start + 10_000]
+        result.update((n, i) for i, n in session.execute(
+            select(Donation.id, Donation.unit_number).where(Donation.unit_number.in_(chunk))))
+    return result
+
+
+@dataclass(frozen=True)
+class Composition:
+    donor_count: int
+    donation_count: int
+    volume_ml: int
+
+
+def pool_composition(session: Session, pool: Pool) -> Composition:
+    """Distinct donors, units and volume of a pool, in one statement."""
+    row = session.execute(
+        select(
+            func.count(func.distinct(Donation.donor_id)), func.count(Donation.id),
+            func.coalesce(func.sum(Donation.volume_ml), 0),
+        )
+        .join(PoolMember, PoolMember.donation_id == Donation.id)
+        .where(PoolMember.pool_id == pool.id)
+    ).one()
+    return Composition(int(row[0]), int(row[1]), int(row[2]))
+
+
+def close_pool(
+    session: Session, *, pool_number: str, actor: str, policy: Policy = DEFAULT_POLICY, now: datetime | None = None
+) -> tuple[Pool, Composition]:
+    """Seal a pool for fractionation. Raises PoolNotFound, WrongState, IneligibleUnits, NotEnoughDonors."""
+    pool = get_pool(session, pool_number, for_update=True)
+    _require_status(pool, PoolStatus.OPEN, doing="closing")
+    composition = pool_composition(session, pool)
+    facts = unit_facts(session, pool_id=pool.id, policy=policy)
+    now = now or utcnow()
+    reasons = {
+        n: why for n, f in sorted(facts.items())
+        if (why := eligibility_problems(f, now=now, policy=policy, pooled_ok_in=pool.pool_number))
+    }
+    if reasons:
+        raise IneligibleUnits(pool.pool_number, reasons)
+    check_pool_composition(pool.pool_number, composition.donor_count, policy.min_donors_for(pool.product))
+    pool.status, pool.closed_at = PoolStatus.CLOSED, now
+    session.flush()
+    audit.record(session, action="pool.closed", entity_type="pool", entity_key=pool.pool_number, actor=actor,
+                 old={"status": PoolStatus.OPEN},
+                 new={"status": PoolStatus.CLOSED, "donors": composition.donor_count,
+                      "units": composition.donation_count, "volume_ml": composition.volume_ml})
+    return pool, composition
+
+
+def test_pool(
+    session: Session,
+    *,
+    pool_number: str,
+    marker: Marker,
+    result: ResultValue,
+    tested_at: datetime,
+    actor: str,
+    value: float | None = None,
+    value_unit: str | None = None,
+) -> PoolTest:
+    """Record a manufacturing-pool test; a repeat becomes the newest version."""
+    pool = get_pool(session, pool_number, for_update=True)
+    if pool.status == PoolStatus.OPEN:
+        raise WrongState(f"Pool {pool.pool_number} is open; pool tests are recorded after it is closed.")
+    if (value is None) != (value_unit is None):
+        raise InvalidInput(f"Pool {pool.pool_number}: a quantitative result needs both --value and --unit.")
+    if value is not None and value < 0:
+        raise InvalidInput(f"Pool {pool.pool_number}: value {value:g} is negative.")
+    version = (
+        session.execute(
+            select(func.max(PoolTest.version)).where(PoolTest.pool_id == pool.id, PoolTest.marker == marker)
+        ).scalar()
+        or 0
+    ) + 1
+    row = PoolTest(pool_id=pool.id, marker=marker, version=version, result=result, value=value,
+                   value_unit=value_unit, tested_at=tested_at, created_by=actor,
+                   reason="repeat test" if version > 1 else None)
+    session.add(row)
+    session.flush()
+    audit.record(session, action="pool.tested", entity_type="pool", entity_key=pool.pool_number, actor=actor,
+                 new={"marker": marker, "version": version, "result": result, "value": value, "unit": value_unit,
+                      "tested_at": tested_at})
+    return row
+
+
+def current_pool_tests(session: Session, pool_id: int) -> dict[str, PoolTestFacts]:
+    latest = (
+        select(PoolTest.marker, func.max(PoolTest.version).label("v"))
+        .where(PoolTest.pool_id == pool_id).group_by(PoolTest.marker).subquery()
+    )
+    rows = session.execute(
+        select(PoolTest).join(latest, (PoolTest.marker == latest.c.marker) & (PoolTest.version == latest.c.v))
+        .where(PoolTest.pool_id == pool_id)
+    ).scalars()
+    return {r.marker.value: PoolTestFacts(r.marker.value, r.result.value, r.value, r.value_unit) for r in rows}
+
+
+def release_pool(session: Session, *, pool_number: str, actor: str, policy: Policy = DEFAULT_POLICY) -> Pool:
+    """Release a closed pool whose required pool tests are all present and pass. Raises PoolNotReleasable."""
+    pool = get_pool(session, pool_number, for_update=True)
+    _require_status(pool, PoolStatus.CLOSED, doing="release")
+    problems = pool_release_problems(current_pool_tests(session, pool.id), policy.product(pool.product))
+    if problems:
+        raise PoolNotReleasable(pool.pool_number, problems)
+    pool.status, pool.released_at = PoolStatus.RELEASED, utcnow()
+    session.flush()
+    audit.record(session, action="pool.released", entity_type="pool", entity_key=pool.pool_number, actor=actor,
+                 old={"status": PoolStatus.CLOSED}, new={"status": PoolStatus.RELEASED})
+    return pool

@@ -1,0 +1,275 @@
+"""Donations (units), their screening results, corrections and discards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from .. import audit
+from ..errors import DuplicateKey, InvalidInput, WrongState
+from ..identifiers import parse_unit_number
+from ..models import (
+    Deferral,
+    DeferralSource,
+    Donation,
+    Donor,
+    Marker,
+    PlasmaKind,
+    Pool,
+    PoolMember,
+    ResultValue,
+    TestMethod,
+    TestResult,
+    UnitStatus,
+    utcnow,
+)
+from ..parsing import parse_choice, parse_positive_int, parse_timestamp
+from ..queries.eligibility import lookback_window_start
+from ..queries.lookup import get_donor, get_establishment, get_unit
+from ..rules import DEFAULT_POLICY, Policy
+from .common import unique_or_conflict
+from .donors import defer_donor
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _not_in_future(value: datetime, what: str, key: str) -> None:
+    if value > utcnow() + CLOCK_SKEW:
+        raise InvalidInput(f"{key}: {what} {value.isoformat()} is in the future.")
+
+
+def add_donation(
+    session: Session,
+    *,
+    unit_number: str,
+    donor_code: str,
+    collected_at: datetime,
+    volume_ml: int,
+    actor: str,
+    establishment: str | None = None,
+    plasma_kind: PlasmaKind = PlasmaKind.SOURCE,
+    frozen_at: datetime | None = None,
+    import_event_id: int | None = None,
+) -> Donation:
+    """Record a collection. Raises InvalidUnitNumber, DonorNotFound, EstablishmentNotFound, DuplicateKey."""
+    number = parse_unit_number(unit_number)
+    key = f"Unit {number.value}"
+    if volume_ml < 0:
+        raise InvalidInput(f"{key}: volume {volume_ml} mL is negative.")
+    _not_in_future(collected_at, "collection time", key)
+    if frozen_at is not None and frozen_at < collected_at:
+        raise InvalidInput(f"{key}: frozen at {frozen_at.isoformat()}, before it was collected.")
+    donor = get_donor(session, donor_code)
+    site_id = get_establishment(session, establishment).id if establishment else donor.establishment_id
+    if session.execute(select(Donation.id).where(Donation.unit_number == number.value)).first():
+        raise DuplicateKey("Unit", number.value)
+    row = Donation(
+        unit_number=number.value, scheme=number.scheme.value, flag=number.flag, donor_id=donor.id,
+        establishment_id=site_id, collected_at=collected_at, frozen_at=frozen_at, volume_ml=volume_ml,
+        plasma_kind=plasma_kind, created_by=actor, import_event_id=import_event_id,
+    )
+    with unique_or_conflict(session, "Unit", number.value):
+        session.add(row)
+    audit.record(session, action="donation.added", entity_type="donation", entity_key=number.value, actor=actor,
+                 new={"donor": donor_code, "collected_at": collected_at, "volume_ml": volume_ml,
+                      "scheme": number.scheme.value, "plasma_kind": plasma_kind})
+    return row
+
+
+CORRECTABLE = ("collected_at", "frozen_at", "volume_ml", "plasma_kind", "establishment")
+
+
+def correct_donation(
+    session: Session, *, unit_number: str, changes: dict[str, str], reason: str, actor: str
+) -> Donation:
+    """Correct recorded fields of a donation; the old values stay in the audit trail with the reason."""
+    reason = audit.require_reason(reason, f"Correcting unit {unit_number}")
+    unit = get_unit(session, unit_number, for_update=True)
+    if not changes:
+        raise InvalidInput(f"Unit {unit.unit_number}: nothing to correct; give --set FIELD=VALUE.")
+    unknown = sorted(set(changes) - set(CORRECTABLE))
+    if unknown:
+        raise InvalidInput(
+            f"Unit {unit.unit_number}: {', '.join(unknown)} cannot be corrected; correctable fields: "
+            f"{', '.join(CORRECTABLE)}."
+        )
+    key = f"Unit {unit.unit_number}"
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    for name, text in changes.items():
+        value: Any
+        if name in ("collected_at", "frozen_at"):
+            value = parse_timestamp(text, f"{key}: {name}")
+        elif name == "volume_ml":
+            value = parse_positive_int(text, f"{key}: volume_ml", allow_zero=True)
+        elif name == "plasma_kind":
+            value = parse_choice(PlasmaKind, text, f"{key}: plasma_kind")
+        else:
+            site = get_establishment(session, text)
+            old["establishment_id"], new["establishment_id"] = unit.establishment_id, site.id
+            unit.establishment_id = site.id
+            continue
+        old[name], new[name] = getattr(unit, name), value
+        setattr(unit, name, value)
+    if unit.frozen_at is not None and unit.frozen_at < unit.collected_at:
+        raise InvalidInput(f"{key}: frozen at {unit.frozen_at.isoformat()}, before it was collected.")
+    _not_in_future(unit.collected_at, "collection time", key)
+    old["version"], unit.version = unit.version, unit.version + 1
+    new["version"] = unit.version
+    session.flush()
+    audit.record(session, action="donation.corrected", entity_type="donation", entity_key=unit.unit_number,
+                 actor=actor, old=old, new=new, reason=reason)
+    return unit
+
+
+def discard_donation(session: Session, *, unit_number: str, reason: str, actor: str) -> Donation:
+    """Mark a unit discarded (destroyed). A pooled unit cannot be discarded."""
+    reason = audit.require_reason(reason, f"Discarding unit {unit_number}")
+    unit = get_unit(session, unit_number, for_update=True)
+    if unit.status in (UnitStatus.POOLED, UnitStatus.DISCARDED):
+        raise WrongState(f"Unit {unit.unit_number} is {unit.status.value}; it cannot be discarded.")
+    old = unit.status
+    unit.status, unit.status_reason = UnitStatus.DISCARDED, reason
+    session.flush()
+    audit.record(session, action="donation.discarded", entity_type="donation", entity_key=unit.unit_number,
+                 actor=actor, old={"status": old}, new={"status": unit.status}, reason=reason)
+    return unit
+
+
+@dataclass
+class ResultOutcome:
+    """A recorded result and what it set off."""
+
+    result: TestResult
+    unit_number: str
+    donor_code: str
+    rejected: bool = False
+    deferred: bool = False
+    interdicted: list[str] = field(default_factory=list)
+    pooled_in_window: list[tuple[str, str]] = field(default_factory=list)
+    still_pooled: str | None = None
+
+
+def add_result(
+    session: Session,
+    *,
+    unit_number: str,
+    marker: Marker,
+    result: ResultValue,
+    tested_at: datetime,
+    actor: str,
+    method: TestMethod | None = None,
+    lab: str | None = None,
+    value: float | None = None,
+    value_unit: str | None = None,
+    reason: str | None = None,
+    policy: Policy = DEFAULT_POLICY,
+    import_event_id: int | None = None,
+) -> ResultOutcome:
+    """Record a screening result as the newest version for its marker.
+
+    A reactive result on a required-panel marker rejects the unit, defers the donor permanently and interdicts
+    the donor's units still in inventory within the look-back window.
+    """
+    unit = get_unit(session, unit_number, for_update=True)
+    key = f"Unit {unit.unit_number}"
+    if (value is None) != (value_unit is None):
+        raise InvalidInput(f"{key}: a quantitative result needs both --value and --unit.")
+    _not_in_future(tested_at, "test time", key)
+    if tested_at < unit.collected_at:
+        raise InvalidInput(f"{key}: tested at {tested_at.isoformat()}, before it was collected.")
+    lab_id = get_establishment(session, lab).id if lab else None
+    version = (
+        session.execute(
+            select(func.max(TestResult.version)).where(TestResult.donation_id == unit.id, TestResult.marker == marker)
+        ).scalar()
+        or 0
+    ) + 1
+    if version > 1 and reason is None:
+        reason = "repeat test"
+    row = TestResult(
+        donation_id=unit.id, marker=marker, version=version, result=result, value=value, value_unit=value_unit,
+        method=method, lab_id=lab_id, tested_at=tested_at, reason=reason, created_by=actor,
+        import_event_id=import_event_id,
+    )
+    session.add(row)
+    session.flush()
+    donor = session.get_one(Donor, unit.donor_id)
+    outcome = ResultOutcome(result=row, unit_number=unit.unit_number, donor_code=donor.donor_code)
+    if import_event_id is None:
+        audit.record(session, action="result.added", entity_type="donation", entity_key=unit.unit_number,
+                     actor=actor, new={"marker": marker, "version": version, "result": result, "value": value,
+                                       "unit": value_unit, "tested_at": tested_at}, reason=reason)
+    if result == ResultValue.REACTIVE:
+        _apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
+    return outcome
+
+
+def _apply_reactive(
+    session: Session, unit: Donation, marker: Marker, outcome: ResultOutcome, *, actor: str, policy: Policy
+) -> None:
+    why = f"reactive {marker.value} on unit {unit.unit_number}"
+    if unit.status in (UnitStatus.IN_INVENTORY, UnitStatus.INTERDICTED):
+        old = unit.status
+        unit.status, unit.status_reason = UnitStatus.REJECTED, why
+        session.flush()
+        outcome.rejected = True
+        audit.record(session, action="donation.rejected", entity_type="donation", entity_key=unit.unit_number,
+                     actor=actor, old={"status": old}, new={"status": UnitStatus.REJECTED}, reason=why)
+    elif unit.status == UnitStatus.POOLED:
+        outcome.still_pooled = session.execute(
+            select(Pool.pool_number).join(PoolMember, PoolMember.pool_id == Pool.id)
+            .where(PoolMember.donation_id == unit.id)
+        ).scalar()
+    if marker not in policy.required_panel:
+        return
+    permanent = session.execute(
+        select(Deferral.id).where(
+            Deferral.donor_id == unit.donor_id, Deferral.ends_on.is_(None), Deferral.lifted_on.is_(None),
+            Deferral.starts_on <= unit.collected_at.date(),
+        )
+    ).first()
+    if permanent is None:
+        defer_donor(session, donor_code=outcome.donor_code, reason=why, starts_on=unit.collected_at.date(),
+                    ends_on=None, actor=actor, source=DeferralSource.REACTIVE_RESULT)
+        outcome.deferred = True
+    start = lookback_window_start(session, unit.donor_id, before=unit.collected_at, policy=policy)
+    in_window = select(Donation.id).where(Donation.donor_id == unit.donor_id, Donation.id != unit.id)
+    if start is not None:
+        in_window = in_window.where(Donation.collected_at >= start)
+    interdicted = session.execute(
+        update(Donation)
+        .where(Donation.id.in_(in_window), Donation.status == UnitStatus.IN_INVENTORY)
+        .values(status=UnitStatus.INTERDICTED, status_reason=f"look-back: {why}")
+        .returning(Donation.unit_number)
+    ).scalars().all()
+    outcome.interdicted = sorted(interdicted)
+    if interdicted:
+        audit.record(session, action="donation.interdicted", entity_type="donor", entity_key=outcome.donor_code,
+                     actor=actor, new={"units": outcome.interdicted, "window_start": start,
+                                       "status": UnitStatus.INTERDICTED}, reason=f"look-back: {why}")
+    outcome.pooled_in_window = [
+        (u, p) for u, p in session.execute(
+            select(Donation.unit_number, Pool.pool_number)
+            .join(PoolMember, PoolMember.donation_id == Donation.id).join(Pool, Pool.id == PoolMember.pool_id)
+            .where(Donation.id.in_(in_window)).order_by(Donation.collected_at)
+        )
+    ]
+
+
+def parse_unit_list(texts: list[str]) -> list[str]:
+    """Canonical unit numbers in the given order, each once. Raises InvalidInput naming every bad one."""
+    seen: dict[str, None] = {}
+    problems = []
+    for text in texts:
+        try:
+            seen[parse_unit_number(text).value] = None
+        except InvalidInput as error:
+            problems.append(str(error))
+    if problems:
+        raise InvalidInput("\n".join(problems[:50]) + (f"\n... and {len(problems) - 50:,} more." if len(problems) > 50 else ""))
+    return list(seen)
