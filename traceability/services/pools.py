@@ -14,6 +14,7 @@ from ..errors import (
     DuplicateKey,
     IneligibleUnits,
     InvalidInput,
+    NotFound,
     PoolNotReleasable,
     UnitAlreadyPooled,
     UnitNotFound,
@@ -94,7 +95,7 @@ def add_units(
         if len(missing) == 1:
             raise UnitNotFound(missing[0])
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20:,} more" if len(missing) > 20 else "")
-        raise UnitNotFound(f"{shown} ({len(missing):,} units)")
+        raise NotFound(f"{len(missing):,} units", f"({shown})")
     now = now or utcnow()
     pooled = [(n, facts[n].already_pooled_in) for n in numbers if facts[n].already_pooled_in is not None]
     if pooled:

@@ -68,7 +68,7 @@ def add_donation(
     if session.execute(select(Donation.id).where(Donation.unit_number == number.value)).first():
         raise DuplicateKey("Unit", number.value)
     row = Donation(
-        unit_number=number.value, scheme=number.scheme.value, flag=number.flag, donor_id=donor.id,
+        unit_number=number.value, scheme=number.scheme, flag=number.flag, donor_id=donor.id,
         establishment_id=site_id, collected_at=collected_at, frozen_at=frozen_at, volume_ml=volume_ml,
         plasma_kind=plasma_kind, created_by=actor, import_event_id=import_event_id,
     )
@@ -248,10 +248,10 @@ def _apply_reactive(
         .returning(Donation.unit_number)
     ).scalars().all()
     outcome.interdicted = sorted(interdicted)
-    if interdicted:
-        audit.record(session, action="donation.interdicted", entity_type="donor", entity_key=outcome.donor_code,
-                     actor=actor, new={"units": outcome.interdicted, "window_start": start,
-                                       "status": UnitStatus.INTERDICTED}, reason=f"look-back: {why}")
+    for number in outcome.interdicted:
+        audit.record(session, action="donation.interdicted", entity_type="donation", entity_key=number, actor=actor,
+                     old={"status": UnitStatus.IN_INVENTORY},
+                     new={"status": UnitStatus.INTERDICTED, "window_start": start}, reason=f"look-back: {why}")
     outcome.pooled_in_window = [
         (u, p) for u, p in session.execute(
             select(Donation.unit_number, Pool.pool_number)

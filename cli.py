@@ -1,0 +1,759 @@
+"""plasmatrace: plasma-pool batch traceability from donor to consignee and back.
+
+Parse, open a unit of work, call one service or query, render. Messages and errors go to stderr; tables, JSON and
+CSV go to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlmodel import Session
+
+from traceability import audit, db, migrate
+from traceability.config import Settings
+from traceability.errors import DatabaseUnavailable, ExitCode, TraceabilityError
+from traceability.models import EstablishmentKind, LotKind, PlasmaKind, StepMethod, StepOutcome, TestMethod
+from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
+from traceability.queries import lineage, listings
+from traceability.reports import sections, writers
+from traceability.rules import Policy, load_policy
+from traceability.services import donors, inactivation, lots, pools, units
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_show_locals=False, context_settings=CONTEXT, add_completion=False,
+    help="Plasma-pool batch traceability: donors, units, pools, lots and shipments, traced both ways.",
+)
+out, err = Console(), Console(stderr=True)
+if not out.is_terminal:
+    out = Console(width=200)  # piped tables: wide enough that timestamps and keys are not folded
+
+
+def group(name: str, help: str, *, hidden: bool = False) -> typer.Typer:
+    sub = typer.Typer(help=help, no_args_is_help=True, context_settings=CONTEXT)
+    app.add_typer(sub, name=name, hidden=hidden)
+    return sub
+
+
+establishment_app = group("establishment", "Register collection centres, testing labs and fractionation sites.")
+donor_app = group("donor", "Register donors (pseudonymous codes) and defer them.")
+donation_app = typer.Typer(help="Record plasma units (donations): add, correct, discard, inspect.", no_args_is_help=True,
+                           context_settings=CONTEXT)
+app.add_typer(donation_app, name="donation")
+app.add_typer(donation_app, name="unit", help="Alias of `donation`.", hidden=True)
+result_app = group("result", "Record screening results of units.")
+pool_app = group("pool", "Build, close, test, release and inspect fractionation pools.")
+step_app = group("step", "Record viral inactivation and removal steps on pools and lots.")
+lot_app = group("lot", "Create, release, ship and inspect intermediate and final lots.")
+trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lot back to every donation.")
+import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
+audit_app = group("audit", "Read and verify the hash-chained audit trail.")
+policy_app = group("policy", "Show the thresholds in force.")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")]
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    policy: Policy
+
+    @property
+    def actor(self) -> str:
+        return self.settings.actor
+
+
+def fail(error: TraceabilityError | str, code: int = ExitCode.FAILURE) -> typer.Exit:
+    message = str(error)
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code=getattr(error, "exit_code", code))
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    db_url: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (env PLASMATRACE_DB); default sqlite:///plasmatrace.db.", show_default=False)] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who is acting (env PLASMATRACE_ACTOR); default the OS user.", show_default=False)] = None,
+    policy_file: Annotated[Path | None, typer.Option("--policy", help="TOML policy overrides (env PLASMATRACE_POLICY).", show_default=False)] = None,
+) -> None:
+    """Plasma-pool batch traceability. Example: plasmatrace --db sqlite:///site.db trace donor D-000123"""
+    overrides: dict[str, Any] = {}
+    if db_url:
+        overrides["database_url"] = db_url
+    if actor:
+        overrides["actor"] = actor
+    if policy_file:
+        overrides["policy_file"] = policy_file
+    try:
+        settings = Settings(**overrides)
+        ctx.obj = AppContext(settings=settings, policy=load_policy(settings.policy_file))
+    except TraceabilityError as error:
+        raise fail(error) from None
+
+
+@contextmanager
+def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success; an expected failure prints its message and exits with its code."""
+    try:
+        with db.unit_of_work(ctx.obj.settings, readonly=readonly) as session:
+            yield session
+    except TraceabilityError as error:
+        raise fail(error) from None
+    except ProgrammingError as error:
+        raise fail(DatabaseUnavailable(db.describe_operational_error(error, ctx.obj.settings.database_url))) from None
+
+
+def when(text: str | None, what: str) -> datetime | None:
+    return None if text is None else parse_timestamp(text, what)
+
+
+def day(text: str | None, what: str) -> date | None:
+    return None if text is None else parse_date(text, what)
+
+
+def parsed(parse: Callable[..., Any], *args: Any) -> Any:
+    """Run a parser on a command-line value; bad input exits 5 with the parser's message."""
+    try:
+        return parse(*args)
+    except TraceabilityError as error:
+        raise fail(error) from None
+
+
+# --- rendering -------------------------------------------------------------------------------------------------
+
+
+def print_rows(columns: list[str], rows: list[list[Any]], fmt: OutputFormat, *, title: str | None = None) -> None:
+    if fmt == OutputFormat.json:
+        writers.write_json([dict(zip(columns, row, strict=True)) for row in rows], sys.stdout)
+    elif fmt == OutputFormat.csv:
+        writers.write_csv(columns, rows, sys.stdout)
+    else:
+        table = Table(title=title, header_style="bold", title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(_text(v)) for v in row))
+        out.print(table)
+        if not rows:
+            err.print("No records.")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def print_document(document: sections.Document, trace: Any, fmt: OutputFormat) -> None:
+    if fmt == OutputFormat.json:
+        writers.write_json(trace.as_json(), sys.stdout)
+        return
+    if fmt == OutputFormat.csv:
+        primary = document.section(document.primary)
+        writers.write_csv(primary.columns, primary.rows, sys.stdout)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in document.summary:
+        grid.add_row(label, escape(_text(value)))
+    out.print(f"[bold underline]{escape(document.title)}[/]")
+    out.print(grid)
+    for section in document.sections:
+        if section.rows:
+            out.print()
+            print_rows(section.columns, section.rows, OutputFormat.table, title=section.title)
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[int], None]]:
+    """A live progress line with rows per second on a terminal; nothing when piped."""
+    if not err.is_terminal:
+        yield lambda _n: None
+        return
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(),
+                   console=err, transient=True)
+    with bar:
+        task = bar.add_task(description, total=None, rate="")
+        started = datetime.now(UTC)
+
+        def update(n: int) -> None:
+            seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-6)
+            bar.update(task, completed=n, rate=f"{n / seconds:,.0f} rows/s")
+
+        yield update
+
+
+# --- init, policy ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the database or upgrade it to the newest schema. Example: plasmatrace --db sqlite:///site.db init"""
+    settings: Settings = ctx.obj.settings
+    try:
+        before, after = migrate.upgrade(db.engine_for(settings))
+    except OperationalError as error:
+        raise fail(DatabaseUnavailable(db.describe_operational_error(error, settings.database_url))) from None
+    where = db.safe_url(settings.database_url)
+    if before == after:
+        err.print(f"Database {where} is up to date (schema {after}).")
+    else:
+        err.print(f"Database {where} upgraded from schema {before or 'none'} to {after}.")
+
+
+@policy_app.command("show")
+def policy_show(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """Show every threshold in force (defaults plus the --policy file). Example: plasmatrace policy show --format json"""
+    policy: Policy = ctx.obj.policy
+    if fmt == OutputFormat.json:
+        writers.write_json(policy.as_dict(), sys.stdout)
+        return
+    rows: list[list[Any]] = [
+        ["required_panel", " ".join(m.value for m in policy.required_panel), "markers every unit needs, nonreactive"],
+        ["hold_days", policy.hold_days, "inventory hold after collection"],
+        ["qualification_donations", policy.qualification_donations, "donations with complete nonreactive panels"],
+        ["qualification_window_days", policy.qualification_window_days, "... whose collections lie within this"],
+        ["lookback_days", policy.lookback_days, "look-back before the last nonreactive donation"],
+        ["min_donors", policy.min_donors, "distinct donors to close a pool (never below 1,000)"],
+        ["clearance.min_step_log", policy.clearance.min_step_log, "steps below this are not counted"],
+        ["clearance.effective_log", policy.clearance.effective_log, "an effective step reaches this"],
+        ["clearance.enveloped_steps", policy.clearance.enveloped_steps, "effective steps, different mechanisms"],
+        ["clearance.non_enveloped_steps", policy.clearance.non_enveloped_steps, "effective steps, non-enveloped"],
+    ]
+    rows += [[f"clearance.mechanisms.{m.value}", v, "steps of one mechanism are not added"]
+             for m, v in policy.clearance.mechanisms.items()]
+    for name, product in sorted(policy.products.items()):
+        limits = ", ".join(f"{m.value} <= {v:,.0f} IU/mL" for m, v in product.pool_limits_iu_per_ml.items())
+        rows.append([f"products.{name}", f"min_donors {policy.min_donors_for(name):,}; pool tests "
+                     + " ".join(m.value for m in product.pool_tests) + (f"; {limits}" if limits else ""), ""])
+    print_rows(["key", "value", "meaning"], rows, fmt, title="Policy")
+
+
+# --- establishments and donors ---------------------------------------------------------------------------------
+
+
+@establishment_app.command("add")
+def establishment_add(
+    ctx: typer.Context,
+    code: str,
+    name: Annotated[str, typer.Option("--name", help="Full name of the site.")],
+    kind: Annotated[EstablishmentKind, typer.Option("--kind", help="collection, testing or fractionation.")],
+) -> None:
+    """Register an establishment. Example: plasmatrace establishment add C-BOS --name "Boston centre" --kind collection"""
+    with work(ctx) as session:
+        donors.add_establishment(session, code=code, name=name, kind=kind, actor=ctx.obj.actor)
+    err.print(f"Establishment {code} added.")
+
+
+@establishment_app.command("list")
+def establishment_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List establishments. Example: plasmatrace establishment list"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_establishments(session)
+    print_rows(columns, rows, fmt, title="Establishments")
+
+
+@donor_app.command("add")
+def donor_add(
+    ctx: typer.Context,
+    code: str,
+    establishment: Annotated[str, typer.Option("--establishment", "-e", help="Establishment code.")],
+    registered_on: Annotated[str | None, typer.Option("--registered-on", help="YYYY-MM-DD.")] = None,
+) -> None:
+    """Register a donor by pseudonymous code. Example: plasmatrace donor add D-000123 --establishment C-BOS"""
+    registered = parsed(day, registered_on, "--registered-on")
+    with work(ctx) as session:
+        donors.add_donor(session, donor_code=code, establishment=establishment, registered_on=registered,
+                         actor=ctx.obj.actor)
+    err.print(f"Donor {code} added.")
+
+
+@donor_app.command("show")
+def donor_show(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table) -> None:
+    """Show a donor with deferrals and every donation. Example: plasmatrace donor show D-000123"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_donor(session, code, policy=ctx.obj.policy)
+    print_document(sections.donor_document(trace), trace, fmt)
+
+
+@donor_app.command("list")
+def donor_list(
+    ctx: typer.Context,
+    establishment: Annotated[str | None, typer.Option("--establishment", "-e")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 200,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List donors with their number of donations. Example: plasmatrace donor list --establishment C-BOS"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_donors(session, establishment=establishment, limit=limit)
+    print_rows(columns, rows, fmt, title="Donors")
+
+
+@donor_app.command("defer")
+def donor_defer(
+    ctx: typer.Context,
+    code: str,
+    reason: ReasonOption,
+    starts: Annotated[str | None, typer.Option("--from", help="First day of the deferral (default today).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="First day the donor may donate again; none = permanent.")] = None,
+) -> None:
+    """Defer a donor; without --until the deferral is permanent.
+    Example: plasmatrace donor defer D-000123 --reason "travel" --from 2026-03-01 --until 2026-09-01"""
+    start = parsed(day, starts, "--from") or datetime.now(UTC).date()
+    end = parsed(day, until, "--until")
+    with work(ctx) as session:
+        row = donors.defer_donor(session, donor_code=code, reason=reason, starts_on=start, ends_on=end,
+                                 actor=ctx.obj.actor)
+    err.print(f"Donor {code} deferred from {start} " + (f"until {end}" if end else "permanently")
+              + f" (deferral #{row.sequence}).")
+
+
+@donor_app.command("lift")
+def donor_lift(
+    ctx: typer.Context,
+    code: str,
+    deferral: Annotated[int, typer.Option("--deferral", help="Deferral number, as shown by donor show.")],
+    reason: ReasonOption,
+    on: Annotated[str | None, typer.Option("--on", help="Day it ends (default today).")] = None,
+) -> None:
+    """Lift a temporary deferral early, with a reason. Example: plasmatrace donor lift D-000123 --deferral 1 --reason "cleared by physician\""""
+    lifted = parsed(day, on, "--on") or datetime.now(UTC).date()
+    with work(ctx) as session:
+        donors.lift_deferral(session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason,
+                             actor=ctx.obj.actor)
+    err.print(f"Deferral #{deferral} of donor {code} lifted on {lifted}.")
+
+
+# --- donations and results -------------------------------------------------------------------------------------
+
+
+@donation_app.command("add")
+def donation_add(
+    ctx: typer.Context,
+    unit: str,
+    donor: Annotated[str, typer.Option("--donor", help="Donor code.")],
+    collected_at: Annotated[str, typer.Option("--collected-at", help="ISO 8601; UTC when no offset.")],
+    volume_ml: Annotated[int, typer.Option("--volume-ml", help="Volume in whole millilitres.")],
+    establishment: Annotated[str | None, typer.Option("--establishment", "-e", help="Default: the donor's.")] = None,
+    kind: Annotated[PlasmaKind, typer.Option("--kind", help="source or recovered.")] = PlasmaKind.SOURCE,
+    frozen_at: Annotated[str | None, typer.Option("--frozen-at")] = None,
+) -> None:
+    """Record a plasma unit (any ISBT 128 printed form, Codabar or local number).
+    Example: plasmatrace donation add "=A99992612345600" --donor D-000123 --collected-at 2026-03-01T09:30Z --volume-ml 780"""
+    collected = parsed(parse_timestamp, collected_at, "--collected-at")
+    frozen = parsed(when, frozen_at, "--frozen-at")
+    with work(ctx) as session:
+        row = units.add_donation(session, unit_number=unit, donor_code=donor, collected_at=collected,
+                                 volume_ml=volume_ml, establishment=establishment, plasma_kind=kind,
+                                 frozen_at=frozen, actor=ctx.obj.actor)
+        number, scheme = row.unit_number, row.scheme.value
+    err.print(f"Unit {number} ({scheme}) added for donor {donor}.")
+
+
+@donation_app.command("show")
+def donation_show(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table) -> None:
+    """Show a unit with every result version, its pool, lots and shipments. Example: plasmatrace donation show A999926123456"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_unit(session, unit)
+    print_document(sections.unit_document(trace), trace, fmt)
+
+
+@donation_app.command("list")
+def donation_list(
+    ctx: typer.Context,
+    donor: Annotated[str | None, typer.Option("--donor")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="in-inventory, pooled, interdicted, discarded, rejected.")] = None,
+    pool: Annotated[str | None, typer.Option("--pool")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 200,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List units, newest first. Example: plasmatrace donation list --status interdicted"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_donations(session, donor=donor, status=status, pool=pool, limit=limit)
+    print_rows(columns, rows, fmt, title="Donations")
+
+
+@donation_app.command("correct")
+def donation_correct(
+    ctx: typer.Context,
+    unit: str,
+    assignments: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE: collected_at, frozen_at, volume_ml, plasma_kind, establishment.")],
+    reason: ReasonOption,
+) -> None:
+    """Correct recorded fields; the old values stay readable in the audit trail.
+    Example: plasmatrace donation correct A999926123456 --set volume_ml=760 --reason "scale misread\""""
+    changes = parsed(parse_assignments, assignments, "--set")
+    with work(ctx) as session:
+        row = units.correct_donation(session, unit_number=unit, changes=changes, reason=reason, actor=ctx.obj.actor)
+        number, version = row.unit_number, row.version
+    err.print(f"Unit {number} corrected (record version {version}).")
+
+
+@donation_app.command("discard")
+def donation_discard(ctx: typer.Context, unit: str, reason: ReasonOption) -> None:
+    """Mark a unit destroyed. Example: plasmatrace donation discard A999926123456 --reason "bag leaked\""""
+    with work(ctx) as session:
+        number = units.discard_donation(session, unit_number=unit, reason=reason, actor=ctx.obj.actor).unit_number
+    err.print(f"Unit {number} discarded.")
+
+
+@result_app.command("add")
+def result_add(
+    ctx: typer.Context,
+    unit: str,
+    marker: Annotated[str, typer.Option("--marker", help="hbsag, anti-hiv, anti-hcv, hiv-rna, hcv-rna, hbv-dna, hav-rna, b19-dna, syphilis.")],
+    result: Annotated[str, typer.Option("--result", help="nonreactive (NR), reactive (R), invalid.")],
+    tested_at: Annotated[str | None, typer.Option("--tested-at", help="Default now.")] = None,
+    method: Annotated[TestMethod | None, typer.Option("--method")] = None,
+    lab: Annotated[str | None, typer.Option("--lab", help="Testing establishment code.")] = None,
+    value: Annotated[str | None, typer.Option("--value")] = None,
+    value_unit: Annotated[str | None, typer.Option("--unit", help="Unit of --value, e.g. IU/mL.")] = None,
+) -> None:
+    """Record a screening result; a reactive one rejects the unit, defers the donor and interdicts.
+    Example: plasmatrace result add A999926123456 --marker hiv-rna --result NR --method nat"""
+    parsed_marker, parsed_result = parsed(parse_marker, marker), parsed(parse_result, result)
+    tested = parsed(when, tested_at, "--tested-at") or datetime.now(UTC)
+    number = parsed(parse_float, value, "--value") if value is not None else None
+    with work(ctx) as session:
+        outcome = units.add_result(session, unit_number=unit, marker=parsed_marker, result=parsed_result,
+                                   tested_at=tested, method=method, lab=lab, value=number, value_unit=value_unit,
+                                   actor=ctx.obj.actor, policy=ctx.obj.policy)
+        version = outcome.result.version
+    err.print(f"Unit {outcome.unit_number}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
+    if outcome.rejected:
+        err.print(f"[bold yellow]Unit {outcome.unit_number} rejected.[/]")
+    if outcome.deferred:
+        err.print(f"[bold yellow]Donor {outcome.donor_code} deferred permanently.[/]")
+    if outcome.interdicted:
+        err.print(f"[bold yellow]Interdicted {len(outcome.interdicted)} unit(s) in the look-back window:[/] "
+                  + ", ".join(outcome.interdicted))
+    if outcome.still_pooled:
+        err.print(f"[bold red]Unit {outcome.unit_number} is already in pool {outcome.still_pooled}.[/]")
+    if outcome.pooled_in_window:
+        err.print("[bold red]Pooled units in the look-back window:[/] "
+                  + ", ".join(f"{u} (pool {p})" for u, p in outcome.pooled_in_window)
+                  + f"\nTrace them: plasmatrace trace donor {outcome.donor_code}")
+
+
+# --- pools -----------------------------------------------------------------------------------------------------
+
+
+@pool_app.command("create")
+def pool_create(ctx: typer.Context, pool: str, product: Annotated[str, typer.Option("--product", help="A product of the policy: ivig, albumin, anti-d.")]) -> None:
+    """Open a new pool for a product. Example: plasmatrace pool create P-0042 --product ivig"""
+    with work(ctx) as session:
+        pools.create_pool(session, pool_number=pool, product=product, actor=ctx.obj.actor, policy=ctx.obj.policy)
+    err.print(f"Pool {pool} created for {product}.")
+
+
+@pool_app.command("add")
+def pool_add(
+    ctx: typer.Context,
+    pool: str,
+    unit_numbers: Annotated[list[str] | None, typer.Argument(help="Unit numbers.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", exists=True, dir_okay=False, help="One unit number per line.")] = None,
+) -> None:
+    """Add eligible units to an open pool, all or none. Example: plasmatrace pool add P-0042 --file units.txt"""
+    numbers = list(unit_numbers or [])
+    if file:
+        numbers += [line.strip() for line in file.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+    with work(ctx) as session:
+        added = pools.add_units(session, pool_number=pool, unit_numbers=numbers, actor=ctx.obj.actor,
+                                policy=ctx.obj.policy)
+    err.print(f"{added:,} units added to pool {pool}.")
+
+
+@pool_app.command("close")
+def pool_close(ctx: typer.Context, pool: str) -> None:
+    """Close a pool: at least min_donors distinct donors and every member still eligible. Example: plasmatrace pool close P-0042"""
+    with work(ctx) as session:
+        _, composition = pools.close_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
+    err.print(f"Pool {pool} closed: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
+              f"{composition.volume_ml / 1000:,.1f} L.")
+
+
+@pool_app.command("test")
+def pool_test(
+    ctx: typer.Context,
+    pool: str,
+    marker: Annotated[str, typer.Option("--marker")],
+    result: Annotated[str, typer.Option("--result")],
+    value: Annotated[str | None, typer.Option("--value")] = None,
+    value_unit: Annotated[str | None, typer.Option("--unit", help="e.g. IU/mL")] = None,
+    tested_at: Annotated[str | None, typer.Option("--tested-at")] = None,
+) -> None:
+    """Record a manufacturing-pool test. Example: plasmatrace pool test P-0042 --marker b19-dna --result R --value 120 --unit IU/mL"""
+    parsed_marker, parsed_result = parsed(parse_marker, marker), parsed(parse_result, result)
+    number = parsed(parse_float, value, "--value") if value is not None else None
+    tested = parsed(when, tested_at, "--tested-at") or datetime.now(UTC)
+    with work(ctx) as session:
+        row = pools.test_pool(session, pool_number=pool, marker=parsed_marker, result=parsed_result, tested_at=tested,
+                              value=number, value_unit=value_unit, actor=ctx.obj.actor)
+        version = row.version
+    err.print(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
+
+
+@pool_app.command("release")
+def pool_release(ctx: typer.Context, pool: str) -> None:
+    """Release a closed pool whose required pool tests pass. Example: plasmatrace pool release P-0042"""
+    with work(ctx) as session:
+        pools.release_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
+    err.print(f"Pool {pool} released.")
+
+
+@pool_app.command("show")
+def pool_show(
+    ctx: typer.Context, pool: str, members: Annotated[bool, typer.Option("--members")] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show a pool: composition, tests, steps, lots. Example: plasmatrace pool show P-0042"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_pool(session, pool, members=members, policy=ctx.obj.policy)
+    print_document(sections.pool_document(trace), trace, fmt)
+
+
+@pool_app.command("list")
+def pool_list(
+    ctx: typer.Context, status: Annotated[str | None, typer.Option("--status")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List pools with distinct donors and volume. Example: plasmatrace pool list --status open"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_pools(session, status=status)
+    print_rows(columns, rows, fmt, title="Pools")
+
+
+# --- steps and lots --------------------------------------------------------------------------------------------
+
+
+def _lrv(items: list[str]) -> dict[str, float]:
+    pairs = parse_assignments(items, "--lrv")
+    return {k: parse_float(v, f"--lrv {k}") for k, v in pairs.items()}
+
+
+@step_app.command("add")
+def step_add(
+    ctx: typer.Context,
+    method: Annotated[StepMethod, typer.Option("--method")],
+    started_at: Annotated[str, typer.Option("--started-at")],
+    ended_at: Annotated[str, typer.Option("--ended-at")],
+    pool: Annotated[str | None, typer.Option("--pool")] = None,
+    lot: Annotated[str | None, typer.Option("--lot")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE, e.g. temperature_c=30.")] = None,
+    lrv: Annotated[list[str] | None, typer.Option("--lrv", help="enveloped=LOG10 or non-enveloped=LOG10.")] = None,
+    outcome: Annotated[StepOutcome, typer.Option("--outcome")] = StepOutcome.COMPLETED,
+    operator: Annotated[str | None, typer.Option("--operator", help="Default: the actor.")] = None,
+) -> None:
+    """Record a viral inactivation/removal step on a pool or lot.
+    Example: plasmatrace step add --pool P-0042 --method solvent-detergent --started-at 2026-05-01T08:00Z --ended-at 2026-05-01T14:00Z --param tnbp_pct=0.3 --lrv enveloped=6.1"""
+    start, end = parsed(parse_timestamp, started_at, "--started-at"), parsed(parse_timestamp, ended_at, "--ended-at")
+    params = parsed(parse_assignments, param or [], "--param")
+    claims = parsed(_lrv, lrv or [])
+    with work(ctx) as session:
+        key = inactivation.add_step(session, method=method, started_at=start, ended_at=end, pool_number=pool,
+                                    lot_number=lot, parameters=params, lrv=claims, outcome=outcome,
+                                    operator=operator, actor=ctx.obj.actor).step_key
+    err.print(f"Step {key} ({method.value}, {outcome.value}) recorded.")
+
+
+@step_app.command("close-deviation")
+def step_close_deviation(ctx: typer.Context, step: str, reason: ReasonOption) -> None:
+    """Close a step's deviation after QA assessment. Example: plasmatrace step close-deviation P-0042-S1 --reason "CAPA-17: within validated range\""""
+    with work(ctx) as session:
+        inactivation.close_deviation(session, step_key=step, reason=reason, actor=ctx.obj.actor)
+    err.print(f"Deviation of step {step} closed.")
+
+
+def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:
+    specs = []
+    for item in items:
+        number, sep, qty = item.partition("=")
+        quantity = None
+        if sep:
+            if not qty.strip().isdigit():
+                raise typer.BadParameter(f"{item!r}: quantity must be a whole number, as in {number}=1200.")
+            quantity = int(qty)
+        specs.append(lots.InputSpec(kind, number.strip(), quantity))
+    return specs
+
+
+@lot_app.command("create")
+def lot_create(
+    ctx: typer.Context,
+    lot: str,
+    product: Annotated[str, typer.Option("--product")],
+    pool: Annotated[list[str] | None, typer.Option("--pool", help="POOL[=QTY]; repeat for several.")] = None,
+    from_lot: Annotated[list[str] | None, typer.Option("--lot", help="LOT[=QTY]; repeat for several.")] = None,
+    kind: Annotated[LotKind, typer.Option("--kind")] = LotKind.FINAL,
+) -> None:
+    """Create a lot from released pools and/or released lots.
+    Example: plasmatrace lot create IVG-2605 --product ivig --lot PASTE-II-7=120 --kind final"""
+    inputs = _inputs("pool", pool or []) + _inputs("lot", from_lot or [])
+    with work(ctx) as session:
+        lots.create_lot(session, lot_number=lot, product=product, inputs=inputs, kind=kind, actor=ctx.obj.actor)
+    err.print(f"Lot {lot} ({kind.value}) created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
+
+
+@lot_app.command("release")
+def lot_release(ctx: typer.Context, lot: str) -> None:
+    """Release a lot; a final lot must meet the viral-clearance rule on every path. Example: plasmatrace lot release IVG-2605"""
+    with work(ctx) as session:
+        lots.release_lot(session, lot_number=lot, actor=ctx.obj.actor, policy=ctx.obj.policy)
+    err.print(f"Lot {lot} released.")
+
+
+@lot_app.command("show")
+def lot_show(
+    ctx: typer.Context, lot: str, members: Annotated[bool, typer.Option("--members")] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show a lot's genealogy, steps, clearance and shipments. Example: plasmatrace lot show IVG-2605"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_lot(session, lot, members=members, policy=ctx.obj.policy)
+    print_document(sections.lot_document(trace), trace, fmt)
+
+
+@lot_app.command("list")
+def lot_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List lots. Example: plasmatrace lot list"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_lots(session)
+    print_rows(columns, rows, fmt, title="Lots")
+
+
+@lot_app.command("ship")
+def lot_ship(
+    ctx: typer.Context,
+    lot: str,
+    to: Annotated[str, typer.Option("--to", help="Consignee.")],
+    quantity: Annotated[int, typer.Option("--quantity", help="Containers shipped.")],
+    shipped_on: Annotated[str | None, typer.Option("--shipped-on", help="YYYY-MM-DD, default today.")] = None,
+) -> None:
+    """Record a shipment of a released lot. Example: plasmatrace lot ship IVG-2605 --to "St Mary's Hospital" --quantity 40"""
+    on = parsed(day, shipped_on, "--shipped-on") or datetime.now(UTC).date()
+    with work(ctx) as session:
+        number = lots.ship_lot(session, lot_number=lot, consignee=to, quantity=quantity, shipped_on=on,
+                               actor=ctx.obj.actor).shipment_number
+    err.print(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
+
+
+# --- trace -----------------------------------------------------------------------------------------------------
+
+MembersOption = Annotated[bool, typer.Option("--members", help="Include every donation (unit, donor, pool).")]
+
+
+@trace_app.command("donor")
+def trace_donor(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+    """Every donation of a donor and where it went: inventory, pool, lots, consignees. Example: plasmatrace trace donor D-000123 --format json"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_donor(session, code, policy=ctx.obj.policy)
+    print_document(sections.donor_document(trace), trace, fmt)
+
+
+@trace_app.command("unit")
+def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+    """One unit forward: results, pool, lots, shipments. Example: plasmatrace trace unit "=A99992612345600\""""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_unit(session, unit)
+    print_document(sections.unit_document(trace), trace, fmt)
+
+
+@trace_app.command("pool")
+def trace_pool(ctx: typer.Context, pool: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+    """A pool back to its donations and forward to its lots and shipments. Example: plasmatrace trace pool P-0042 --members --format csv"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_pool(session, pool, members=members, policy=ctx.obj.policy)
+    print_document(sections.pool_document(trace), trace, fmt)
+
+
+@trace_app.command("lot")
+def trace_lot(ctx: typer.Context, lot: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+    """A lot back through every lot and pool to every donation and donor. Example: plasmatrace trace lot IVG-2605 --members --format json"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_lot(session, lot, members=members, policy=ctx.obj.policy)
+    print_document(sections.lot_document(trace), trace, fmt)
+
+
+# --- audit -----------------------------------------------------------------------------------------------------
+
+
+@audit_app.command("log")
+def audit_log(
+    ctx: typer.Context,
+    entity: Annotated[str | None, typer.Option("--entity", help="donor, donation, pool, lot, step, import, ...")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Business key, e.g. a unit number.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 500,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show audit events, oldest first: who, what, when, old and new values, reason.
+    Example: plasmatrace audit log --entity donation --key A999926123456"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.audit_log(session, entity=entity, key=key, limit=limit)
+    print_rows(columns, rows, fmt, title="Audit trail")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="A token from `audit checkpoint`.")] = None,
+) -> None:
+    """Recompute the hash chain and name the first event that was changed, removed or inserted.
+    Example: plasmatrace audit verify --checkpoint 1234:9f2c..."""
+    with work(ctx, readonly=True) as session:
+        result = audit.verify(session, checkpoint=checkpoint)
+    if not result.ok:
+        err.print(f"[bold red]Audit trail broken:[/] {escape(result.problem or '')}")
+        raise typer.Exit(code=ExitCode.RULE_VIOLATION)
+    err.print(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}.")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(ctx: typer.Context) -> None:
+    """Print the chain head as one token (SEQ:SHA256) to keep outside the database. Example: plasmatrace audit checkpoint"""
+    with work(ctx, readonly=True) as session:
+        token = audit.head_checkpoint(session)
+    print(token)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,142 @@
+"""Read models turned into titled sections of rows: the one shape behind tables, CSV exports and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..queries.lineage import DonorTrace, LotTrace, PoolTrace, UnitTrace
+
+
+@dataclass
+class Section:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    """A titled summary (label, value pairs) followed by sections; ``primary`` names the section CSV exports."""
+
+    title: str
+    summary: list[tuple[str, Any]]
+    sections: list[Section]
+    primary: str
+
+    def section(self, title: str) -> Section:
+        return next(s for s in self.sections if s.title == title)
+
+
+def _shipments(trace: Any) -> Section:
+    return Section("Shipments", ["shipment", "lot", "consignee", "shipped on", "quantity"],
+                   [[s.shipment_number, s.lot_number, s.consignee, s.shipped_on, s.quantity] for s in trace.shipments])
+
+
+def _steps(steps: list[Any]) -> Section:
+    return Section(
+        "Viral inactivation / removal steps",
+        ["step", "on", "method", "started", "ended", "outcome", "LRV env.", "LRV non-env.", "parameters", "operator"],
+        [[s.step_key, s.target, s.method, s.started_at, s.ended_at,
+          s.outcome + (" (open)" if s.deviation_open else ""), s.lrv_enveloped, s.lrv_non_enveloped,
+          ", ".join(f"{k}={v}" for k, v in s.parameters.items()), s.operator] for s in steps],
+    )
+
+
+def donor_document(trace: DonorTrace) -> Document:
+    deferrals = "; ".join(
+        f"#{d['sequence']} {d['reason']} from {d['starts_on']} " + (f"until {d['ends_on']}" if d["ends_on"] else "permanent")
+        + (f" (lifted {d['lifted_on']})" if d["lifted_on"] else "")
+        for d in trace.deferrals
+    ) or "none"
+    donations = Section(
+        "Donations",
+        ["unit", "collected at", "volume mL", "status", "pool", "lots", "look-back window", "screening", "changed"],
+        [[d.unit_number, d.collected_at, d.volume_ml, d.status, d.pool_number or "", ", ".join(d.lot_numbers),
+          "yes" if d.in_lookback_window else "no",
+          ", ".join(f"{m} {r}" for m, r in d.results.items() if r != "nonreactive") or
+          ("all nonreactive" if d.results else "not tested"),
+          "corrected" if d.changed else ""] for d in trace.donations],
+    )
+    return Document(
+        title=f"Donor {trace.donor_code}",
+        summary=[("establishment", trace.establishment), ("registered on", trace.registered_on or ""),
+                 ("deferrals", deferrals), ("look-back window starts", trace.lookback_window_start or "all donations"),
+                 ("donations", len(trace.donations)), ("pools", ", ".join(trace.pools) or "none"),
+                 ("lots", ", ".join(trace.lots) or "none"), ("shipments", len(trace.shipments))],
+        sections=[donations, _shipments(trace)],
+        primary="Donations",
+    )
+
+
+def unit_document(trace: UnitTrace) -> Document:
+    results = Section(
+        "Screening results", ["marker", "version", "current", "result", "value", "method", "tested at", "reason"],
+        [[r["marker"], r["version"], "yes" if r["current"] else "superseded", r["result"],
+          f"{r['value']:g} {r['unit']}" if r["value"] is not None else "", r["method"] or "", r["tested_at"],
+          r["reason"] or ""] for r in trace.results],
+    )
+    return Document(
+        title=f"Unit {trace.unit_number}",
+        summary=[("scheme", trace.scheme), ("donor", trace.donor_code), ("collected at", trace.collected_at),
+                 ("frozen at", trace.frozen_at or ""), ("volume mL", trace.volume_ml), ("kind", trace.plasma_kind),
+                 ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
+                 ("record version", trace.version if trace.version == 1 else f"{trace.version} (corrected)"),
+                 ("pool", trace.pool_number or "not pooled"), ("lots", ", ".join(trace.lots) or "none")],
+        sections=[results, _shipments(trace)],
+        primary="Screening results",
+    )
+
+
+def _members(trace: Any) -> Section:
+    return Section("Donations", ["unit", "donor", "pool", "collected at"],
+                   [[m.unit_number, m.donor_code, m.pool_number, m.collected_at] for m in trace.donations or []])
+
+
+def pool_document(trace: PoolTrace) -> Document:
+    tests = Section("Pool tests", ["marker", "version", "result", "value", "tested at"],
+                    [[t["marker"], t["version"], t["result"],
+                      f"{t['value']:g} {t['unit']}" if t["value"] is not None else "", t["tested_at"]]
+                     for t in trace.tests])
+    sections = [tests, _steps(trace.steps), _shipments(trace)]
+    if trace.donations is not None:
+        sections.append(_members(trace))
+    return Document(
+        title=f"Pool {trace.pool_number}",
+        summary=[("product", trace.product), ("status", trace.status), ("distinct donors", f"{trace.donor_count:,}"),
+                 ("donations", f"{trace.donation_count:,}"), ("volume", f"{trace.volume_ml / 1000:,.1f} L"),
+                 ("donors required", f"{trace.min_donors:,}"), ("closed at", trace.closed_at or ""),
+                 ("released at", trace.released_at or ""), ("lots", ", ".join(trace.lots) or "none")],
+        sections=sections,
+        primary="Donations" if trace.donations is not None else "Pool tests",
+    )
+
+
+def lot_document(trace: LotTrace) -> Document:
+    pools = Section("Pools", ["pool", "product", "status", "distinct donors", "donations", "volume mL"],
+                    [[p.pool_number, p.product, p.status, p.donor_count, p.donation_count, p.volume_ml]
+                     for p in trace.pools])
+    inputs = Section("Lineage (inputs)", ["lot", "input kind", "input", "quantity"],
+                     [[e["lot_number"], e["input_kind"], e["input"], e["quantity"] or ""] for e in trace.inputs])
+    clearance = Section(
+        "Viral clearance per path", ["path", "cumulative log10 env.", "cumulative log10 non-env.",
+                                     "effective mechanisms env.", "effective mechanisms non-env.", "problems"],
+        [[" -> ".join(c["path"]), c["cumulative_log10"].get("enveloped"), c["cumulative_log10"].get("non-enveloped"),
+          ", ".join(c["effective_mechanisms"].get("enveloped", [])),
+          ", ".join(c["effective_mechanisms"].get("non-enveloped", [])), "; ".join(c["problems"])]
+         for c in trace.clearance],
+    )
+    sections = [pools, inputs, _steps(trace.steps), clearance, _shipments(trace)]
+    if trace.donations is not None:
+        sections.append(_members(trace))
+    verdict = "meets the rule on every path" if not trace.clearance_problems else "; ".join(trace.clearance_problems)
+    return Document(
+        title=f"Lot {trace.lot_number}",
+        summary=[("product", trace.product), ("kind", trace.kind), ("status", trace.status),
+                 ("distinct donors", f"{trace.donor_count:,}"), ("donations", f"{trace.donation_count:,}"),
+                 ("pools", ", ".join(p.pool_number for p in trace.pools) or "none"),
+                 ("upstream lots", ", ".join(trace.lots) or "none"),
+                 ("clearance", verdict if trace.kind == "final" else "judged on final lots")],
+        sections=sections,
+        primary="Donations" if trace.donations is not None else "Pools",
+    )
