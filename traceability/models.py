@@ -92,6 +92,7 @@ class ResultValue(StrEnum):
 
 
 class TestMethod(StrEnum):
+    __test__ = False  # not a pytest test class
     SEROLOGY = "serology"
     NAT = "nat"
 
@@ -264,6 +265,7 @@ class TestResult(Recorded, table=True):
     """A screening result for one marker on one unit; a repeat or correction is a new version."""
 
     __tablename__ = "test_result"
+    __test__ = False  # not a pytest test class
 
     id: int | None = Field(default=None, primary_key=True)
     donation_id: int = Field(foreign_key="donation.id")
