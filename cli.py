@@ -38,7 +38,7 @@ app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_show_locals=False, context_settings=CONTEXT, add_completion=False,
     help="Plasma-pool batch traceability: donors, units, pools, lots and shipments, traced both ways.",
 )
-out, err = Console(), Console(stderr=True)
+out, err = Console(), Console(stderr=True, soft_wrap=True)
 if not out.is_terminal:
     out = Console(width=200)  # piped tables: wide enough that timestamps and keys are not folded
 

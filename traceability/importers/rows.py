@@ -1,0 +1,315 @@
+"""Row models of the import files (SPEC §6): the columns of each kind and the typed, validated rows.
+
+Everything here is pure: a row is checked on its own, without the database. References (donors, units,
+establishments, pools) and keys already recorded are resolved by :mod:`traceability.importers.load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import TypeVar
+
+from ..errors import InvalidInput
+from ..identifiers import UnitNumber, parse_unit_number
+from ..models import Marker, PlasmaKind, ResultValue, TestMethod
+from ..parsing import (
+    parse_choice,
+    parse_date,
+    parse_float,
+    parse_marker,
+    parse_positive_int,
+    parse_result,
+    parse_timestamp,
+)
+from ..services.units import CLOCK_SKEW
+
+T = TypeVar("T")
+
+CODE_MAX = 40
+"""The longest donor code, establishment code or pool number the database holds."""
+VALUE_UNIT_MAX = 20
+
+ROW = "row"
+"""The column named in problems that concern a whole row (field count, encoding) rather than one cell."""
+
+
+class ImportKind(StrEnum):
+    """What an import file holds; the value is the name used on the command line."""
+
+    DONORS = "donors"
+    DONATIONS = "donations"
+    RESULTS = "results"
+    POOL_MEMBERS = "pool-members"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The header an import file of one kind may have."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    # A rejects file adds these two; ignoring them lets a corrected rejects file be imported as it is.
+    ignored: tuple[str, ...] = ("line", "problem")
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+    def describe(self) -> str:
+        optional = f" (optional: {', '.join(self.optional)})" if self.optional else ""
+        return f"{', '.join(self.required)}{optional}"
+
+
+COLUMNS: dict[ImportKind, Columns] = {
+    ImportKind.DONORS: Columns(("donor_code", "establishment"), ("registered_on",)),
+    ImportKind.DONATIONS: Columns(
+        ("unit_number", "donor_code", "collected_at", "volume_ml"), ("establishment", "plasma_kind", "frozen_at")
+    ),
+    ImportKind.RESULTS: Columns(("unit_number", "marker", "result", "tested_at"), ("method", "lab", "value", "unit")),
+    ImportKind.POOL_MEMBERS: Columns(("pool_number", "unit_number")),
+}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One problem of one row: the physical line it starts on, the column (or ``row``), and what is wrong."""
+
+    line: int
+    field: str
+    message: str
+
+    def render(self, file: str) -> str:
+        """The problem as ``FILE:LINE: column: message``."""
+        return f"{file}:{self.line}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class DonorRow:
+    line: int
+    donor_code: str
+    establishment: str
+    registered_on: date | None
+
+    @property
+    def key(self) -> str:
+        return self.donor_code
+
+    @property
+    def label(self) -> str:
+        return f"donor {self.donor_code}"
+
+
+@dataclass(frozen=True)
+class DonationRow:
+    line: int
+    unit: UnitNumber
+    donor_code: str
+    collected_at: datetime
+    volume_ml: int
+    establishment: str | None
+    plasma_kind: PlasmaKind | None
+    frozen_at: datetime | None
+
+    @property
+    def unit_number(self) -> str:
+        return self.unit.value
+
+    @property
+    def key(self) -> str:
+        return self.unit.value
+
+    @property
+    def label(self) -> str:
+        return f"unit {self.unit.value}"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    line: int
+    unit_number: str
+    marker: Marker
+    result: ResultValue
+    tested_at: datetime
+    method: TestMethod | None
+    lab: str | None
+    value: float | None
+    value_unit: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.unit_number}|{self.marker.value}|{self.tested_at.isoformat()}"
+
+    @property
+    def label(self) -> str:
+        return f"unit {self.unit_number} {self.marker.value} tested at {self.tested_at.isoformat()}"
+
+
+@dataclass(frozen=True)
+class PoolMemberRow:
+    line: int
+    pool_number: str
+    unit_number: str
+
+    @property
+    def key(self) -> str:
+        # A unit can be in one pool only, so the unit alone is the key: the same unit twice is a duplicate even
+        # when both lines name the same pool.
+        return self.unit_number
+
+    @property
+    def label(self) -> str:
+        return f"unit {self.unit_number}"
+
+
+Row = DonorRow | DonationRow | ResultRow | PoolMemberRow
+
+
+class _Cells:
+    """Reads the cells of one row, collecting a problem per bad cell instead of stopping at the first."""
+
+    def __init__(self, line: int, cells: dict[str, str | None]) -> None:
+        self.line, self.cells = line, cells
+        self.problems: list[RowProblem] = []
+
+    def problem(self, column: str, message: str) -> None:
+        self.problems.append(RowProblem(self.line, column, message))
+
+    def required(self, column: str, parse: Callable[[str], T]) -> T | None:
+        if column not in self.cells:
+            return None  # unusable (e.g. too long): already reported by the reader
+        text = self.cells[column]
+        if text is None:
+            self.problem(column, "is empty; a value is required.")
+            return None
+        return self._parse(column, parse, text)
+
+    def optional(self, column: str, parse: Callable[[str], T]) -> T | None:
+        text = self.cells.get(column)
+        return None if text is None else self._parse(column, parse, text)
+
+    def _parse(self, column: str, parse: Callable[[str], T], text: str) -> T | None:
+        try:
+            return parse(text)
+        except InvalidInput as error:
+            self.problem(column, str(error))
+            return None
+
+
+def parse_code(text: str, what: str) -> str:
+    """A donor code, establishment code or pool number: printable, no spaces, at most 40 characters."""
+    if len(text) > CODE_MAX:
+        raise InvalidInput(f"{what} {text[:CODE_MAX]!r}... is longer than {CODE_MAX} characters.")
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise InvalidInput(f"{what} {text!r} contains spaces or control characters.")
+    return text
+
+
+def _unit(text: str) -> UnitNumber:
+    return parse_unit_number(text)
+
+
+def _not_future(cells: _Cells, column: str, value: datetime | None, now: datetime) -> None:
+    if value is not None and value > now + CLOCK_SKEW:
+        cells.problem(column, f"{value.isoformat()} is in the future.")
+
+
+def parse_donor(line: int, cells: dict[str, str | None], *, now: datetime) -> tuple[DonorRow | None, list[RowProblem]]:
+    """A donors-file row, or the problems that stop it."""
+    c = _Cells(line, cells)
+    donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
+    establishment = c.required("establishment", lambda t: parse_code(t, "establishment code"))
+    registered_on = c.optional("registered_on", lambda t: parse_date(t, "date"))
+    if registered_on is not None and registered_on > (now + CLOCK_SKEW).date():
+        c.problem("registered_on", f"{registered_on.isoformat()} is in the future.")
+    if c.problems or donor_code is None or establishment is None:
+        return None, c.problems
+    return DonorRow(line, donor_code, establishment, registered_on), []
+
+
+def parse_donation(
+    line: int, cells: dict[str, str | None], *, now: datetime
+) -> tuple[DonationRow | None, list[RowProblem]]:
+    """A donations-file row, or the problems that stop it."""
+    c = _Cells(line, cells)
+    unit = c.required("unit_number", _unit)
+    donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
+    collected_at = c.required("collected_at", lambda t: parse_timestamp(t, "time"))
+    volume_ml = c.required("volume_ml", lambda t: parse_positive_int(t, "volume (mL)", allow_zero=True))
+    establishment = c.optional("establishment", lambda t: parse_code(t, "establishment code"))
+    plasma_kind = c.optional("plasma_kind", lambda t: parse_choice(PlasmaKind, t, "plasma kind"))
+    frozen_at = c.optional("frozen_at", lambda t: parse_timestamp(t, "time"))
+    _not_future(c, "collected_at", collected_at, now)
+    if frozen_at is not None and collected_at is not None and frozen_at < collected_at:
+        c.problem("frozen_at", f"{frozen_at.isoformat()} is before the collection at {collected_at.isoformat()}.")
+    if c.problems or unit is None or donor_code is None or collected_at is None or volume_ml is None:
+        return None, c.problems
+    return DonationRow(line, unit, donor_code, collected_at, volume_ml, establishment, plasma_kind, frozen_at), []
+
+
+def _value_unit(text: str) -> str:
+    if len(text) > VALUE_UNIT_MAX:
+        raise InvalidInput(f"unit {text[:VALUE_UNIT_MAX]!r}... is longer than {VALUE_UNIT_MAX} characters.")
+    return text
+
+
+def _value(text: str) -> float:
+    value = parse_float(text, "value")
+    if value < 0:
+        raise InvalidInput(f"value {value:g} is negative.")
+    return value
+
+
+def parse_test_result(
+    line: int, cells: dict[str, str | None], *, now: datetime
+) -> tuple[ResultRow | None, list[RowProblem]]:
+    """A results-file row, or the problems that stop it."""
+    c = _Cells(line, cells)
+    unit = c.required("unit_number", _unit)
+    marker = c.required("marker", parse_marker)
+    result = c.required("result", parse_result)
+    tested_at = c.required("tested_at", lambda t: parse_timestamp(t, "time"))
+    method = c.optional("method", lambda t: parse_choice(TestMethod, t, "method"))
+    lab = c.optional("lab", lambda t: parse_code(t, "establishment code"))
+    value = c.optional("value", _value)
+    value_unit = c.optional("unit", _value_unit)
+    _not_future(c, "tested_at", tested_at, now)
+    if "value" in cells and "unit" in cells and (cells["value"] is None) != (cells["unit"] is None):
+        blank = "unit" if cells["unit"] is None else "value"
+        c.problem(blank, "is empty; a quantitative result needs both value and unit.")
+    if c.problems or unit is None or marker is None or result is None or tested_at is None:
+        return None, c.problems
+    return ResultRow(line, unit.value, marker, result, tested_at, method, lab, value, value_unit), []
+
+
+def parse_pool_member(
+    line: int, cells: dict[str, str | None], *, now: datetime
+) -> tuple[PoolMemberRow | None, list[RowProblem]]:
+    """A pool-members-file row, or the problems that stop it."""
+    c = _Cells(line, cells)
+    pool_number = c.required("pool_number", lambda t: parse_code(t, "pool number"))
+    unit = c.required("unit_number", _unit)
+    if c.problems or pool_number is None or unit is None:
+        return None, c.problems
+    return PoolMemberRow(line, pool_number, unit.value), []
+
+
+PARSERS: dict[ImportKind, Callable[..., tuple[Row | None, list[RowProblem]]]] = {
+    ImportKind.DONORS: parse_donor,
+    ImportKind.DONATIONS: parse_donation,
+    ImportKind.RESULTS: parse_test_result,
+    ImportKind.POOL_MEMBERS: parse_pool_member,
+}
+
+
+def parse_row(
+    kind: ImportKind, line: int, cells: dict[str, str | None], *, now: datetime
+) -> tuple[Row | None, list[RowProblem]]:
+    """Validate one row of a file of the given kind: the typed row, or None and every problem found.
+
+    ``cells`` maps each column to its stripped text, None when blank; a column left out was already reported
+    as unusable by the reader and is not checked again.
+    """
+    return PARSERS[kind](line, cells, now=now)
