@@ -31,7 +31,7 @@ from traceability.parsing import parse_assignments, parse_date, parse_float, par
 from traceability.queries import lineage, listings
 from traceability.reports import sections, writers
 from traceability.rules import Policy, load_policy
-from traceability.services import donors, inactivation, lots, pools, units
+from traceability.services import donors, inactivation, lookback, lots, pools, units
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -61,6 +61,7 @@ step_app = group("step", "Record viral inactivation and removal steps on pools a
 lot_app = group("lot", "Create, release, ship and inspect intermediate and final lots.")
 trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lot back to every donation.")
 import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
+lookback_app = group("lookback", "Open and follow look-back cases from post-donation information.")
 audit_app = group("audit", "Read and verify the hash-chained audit trail.")
 policy_app = group("policy", "Show the thresholds in force.")
 
@@ -176,6 +177,10 @@ def _text(value: Any) -> str:
         return ", ".join(_text(v) for v in value)
     if isinstance(value, Enum):
         return str(value.value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -238,6 +243,47 @@ def init(ctx: typer.Context) -> None:
         err.print(f"Database {where} is up to date (schema {after}).")
     else:
         err.print(f"Database {where} upgraded from schema {before or 'none'} to {after}.")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    donors_count: Annotated[int, typer.Option("--donors", min=2200, help="Donors to generate (two pools need 1,000+ each).")] = 2500,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same site.")] = 7,
+) -> None:
+    """Build a realistic synthetic site in an empty database and walk through it: import, pool, release, ship, recall.
+    Example: plasmatrace --db sqlite:///demo.db demo --seed 7"""
+    from functools import partial
+
+    from traceability import demo as demo_site
+
+    settings: Settings = ctx.obj.settings
+    where = db.safe_url(settings.database_url)
+    try:
+        migrate.upgrade(db.engine_for(settings))
+    except OperationalError as error:
+        raise fail(DatabaseUnavailable(db.describe_operational_error(error, settings.database_url))) from None
+    with work(ctx, readonly=True) as session:
+        demo_site.ensure_empty(session, where)
+    err.print(f"Building a demo site in {where} (seed {seed}, {donors_count:,} donors).")
+    with progress("Importing") as update:
+        try:
+            result = demo_site.build(partial(db.unit_of_work, settings), donors_count=donors_count, seed=seed,
+                                     actor=ctx.obj.actor, say=lambda text: err.print(escape(text), highlight=False),
+                                     progress=update, policy=ctx.obj.policy)
+        except TraceabilityError as error:
+            raise fail(error) from None
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_pools(session)
+        lot_trace = lineage.trace_lot(session, result.final_lots[0], policy=ctx.obj.policy)
+        donor_trace = lineage.trace_donor(session, result.recall_donor, policy=ctx.obj.policy)
+    out.rule("Pools")
+    print_rows(columns, rows, OutputFormat.table, title="Pool summary")
+    out.rule(f"Lot {lot_trace.lot_number}: back to every donation")
+    print_document(sections.lot_document(lot_trace), lot_trace, OutputFormat.table)
+    out.rule(f"Donor {donor_trace.donor_code}: forward to every consignee")
+    print_document(sections.donor_document(donor_trace), donor_trace, OutputFormat.table)
+    err.print(f"\nTry: plasmatrace --db {settings.database_url} trace donor {result.recall_donor} --format json")
 
 
 @policy_app.command("show")
@@ -712,6 +758,45 @@ def trace_lot(ctx: typer.Context, lot: str, fmt: FormatOption = OutputFormat.tab
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_lot(session, lot, members=members, policy=ctx.obj.policy)
     print_document(sections.lot_document(trace), trace, fmt)
+
+
+# --- look-back -------------------------------------------------------------------------------------------------
+
+
+@lookback_app.command("open")
+def lookback_open(ctx: typer.Context, donor: str, reason: ReasonOption) -> None:
+    """Open a case: interdict the donor's units in inventory in the window, list the pooled ones.
+    Example: plasmatrace lookback open D-000123 --reason "PDI: later HCV RNA reactive at another centre\""""
+    with work(ctx) as session:
+        opened = lookback.open_case(session, donor_code=donor, reason=reason, actor=ctx.obj.actor,
+                                    policy=ctx.obj.policy)
+    err.print(f"Look-back case {opened.case_number} opened for donor {donor}: {len(opened.interdicted)} unit(s) "
+              f"interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already out of inventory.")
+    err.print(f"Next: plasmatrace lookback show {opened.case_number}")
+
+
+@lookback_app.command("show")
+def lookback_show(ctx: typer.Context, case: str, fmt: FormatOption = OutputFormat.table) -> None:
+    """Show a case: each implicated unit, its pool, every lot downstream and every consignee. Example: plasmatrace lookback show LB-2026-0001"""
+    with work(ctx, readonly=True) as session:
+        trace = lineage.trace_case(session, case)
+    print_document(sections.case_document(trace), trace, fmt)
+
+
+@lookback_app.command("list")
+def lookback_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List look-back cases. Example: plasmatrace lookback list"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = lineage.list_cases(session)
+    print_rows(columns, rows, fmt, title="Look-back cases")
+
+
+@lookback_app.command("close")
+def lookback_close(ctx: typer.Context, case: str, reason: Annotated[str, typer.Option("--reason", help="The conclusion.")]) -> None:
+    """Close a case with its conclusion. Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance\""""
+    with work(ctx) as session:
+        lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor)
+    err.print(f"Look-back case {case} closed.")
 
 
 # --- audit -----------------------------------------------------------------------------------------------------

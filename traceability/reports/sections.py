@@ -140,3 +140,22 @@ def lot_document(trace: LotTrace) -> Document:
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pools",
     )
+
+
+def case_document(trace: Any) -> Document:
+    findings = Section(
+        "Implicated units", ["unit", "collected at", "status now", "action", "pool", "pool status", "lots"],
+        [[f["unit_number"], f["collected_at"], f["status"], f["action"], f["pool_number"] or "",
+          f["pool_status"] or "", ", ".join(f["lot_numbers"])] for f in trace.findings],
+    )
+    return Document(
+        title=f"Look-back case {trace.case_number}",
+        summary=[("status", trace.status), ("donor", trace.donor_code), ("reason", trace.reason),
+                 ("opened", f"{trace.opened_at} by {trace.opened_by}"),
+                 ("window starts", trace.window_start or "all donations"),
+                 ("pools", ", ".join(trace.pools) or "none"), ("lots", ", ".join(trace.lots) or "none"),
+                 ("consignees to notify", ", ".join(sorted({s.consignee for s in trace.shipments})) or "none"),
+                 ("closed", f"{trace.closed_at}: {trace.closure}" if trace.closed_at else "")],
+        sections=[findings, _shipments(trace)],
+        primary="Implicated units",
+    )

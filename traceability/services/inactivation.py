@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlmodel import Session
@@ -40,6 +40,8 @@ def add_step(
         raise InvalidInput(f"--lrv values must lie between 0 and 20 log10; got {bad}.")
     if ended_at < started_at:
         raise InvalidInput(f"Step ends at {ended_at.isoformat()}, before it starts at {started_at.isoformat()}.")
+    if ended_at > utcnow() + timedelta(minutes=5):
+        raise InvalidInput(f"Step ends at {ended_at.isoformat()}, in the future; record a step once it has ended.")
     if pool_number is not None:
         pool = get_pool(session, pool_number, for_update=True)
         if pool.status not in (PoolStatus.CLOSED, PoolStatus.RELEASED):

@@ -1,0 +1,245 @@
+"""A realistic synthetic site, built through the same importers and services as every command.
+
+Two collection centres export donors, donations and screening results; QA imports them, builds two pools of more
+than 1,000 distinct donors (and is refused when trying to pool an applicant's unit or a unit still on hold),
+tests and releases them, records the viral inactivation steps, makes an intermediate and two final lots and ships
+them. Then a late reactive result arrives for a donor whose earlier donations went into a pool: the unit is
+rejected, the donor deferred, the units still in the freezer interdicted, and the trace shows where the rest went.
+Deterministic for a seed (apart from the timestamps of the run itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from .errors import Conflict, IneligibleUnits
+from .identifiers import din_check_character
+from .importers.load import ImportKind, import_file
+from .models import AuditEvent, EstablishmentKind, LotKind, Marker, ResultValue, StepMethod, utcnow
+from .rules import DEFAULT_POLICY, Policy
+from .services import donors, inactivation, lots, pools, units
+
+Work = Callable[[], AbstractContextManager[Session]]
+Say = Callable[[str], None]
+
+CENTRES = [("C-NORTH", "Northgate Plasma Centre", "W1234"), ("C-SOUTH", "Southbank Plasma Centre", "W5678")]
+LAB, PLANT = "LAB-CENTRAL", "FRAC-01"
+CONSIGNEES = ["St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow", "University Hospital, Cardiff"]
+
+
+@dataclass
+class DemoResult:
+    pools: list[str] = field(default_factory=list)
+    final_lots: list[str] = field(default_factory=list)
+    intermediate: str = ""
+    recall_donor: str = ""
+    files: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Unit:
+    number: str
+    donor: str
+    centre: str
+    collected_at: datetime
+    volume_ml: int
+
+
+def ensure_empty(session: Session, where: str) -> None:
+    """The demo fills only an empty database."""
+    events = session.execute(select(func.count(AuditEvent.id))).scalar() or 0
+    if events:
+        raise Conflict(
+            f"Database {where} already holds data ({events:,} audit events); the demo fills only an empty database. "
+            "Run it on a new file, e.g. plasmatrace --db sqlite:///demo.db demo"
+        )
+
+
+def _site(rng: random.Random, donor_count: int, now: datetime) -> tuple[list[tuple[str, str, str]], list[_Unit], set[str]]:
+    """Donors (code, centre, registered on), their units, and the applicants (one donation so far)."""
+    donor_rows: list[tuple[str, str, str]] = []
+    made: list[_Unit] = []
+    sequence = {fin: rng.randrange(100_000, 200_000) for _, _, fin in CENTRES}
+    applicants: set[str] = set()
+    for i in range(donor_count):
+        code = f"D-{i + 1:06d}"
+        centre, _, fin = CENTRES[i % 2]
+        start = now - timedelta(days=rng.randint(150, 330), hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
+        donor_rows.append((code, centre, (start - timedelta(days=rng.randint(0, 3))).date().isoformat()))
+        visits = 1 if rng.random() < 0.004 else rng.choice([2, 2, 3, 3, 4, 5])
+        if visits == 1:
+            applicants.add(code)
+        when = start
+        for _ in range(visits):
+            if when > now - timedelta(days=3):
+                break
+            sequence[fin] += 1
+            number = f"{fin}{when:%y}{sequence[fin]:06d}"
+            made.append(_Unit(number, code, centre, when, rng.randint(625, 800)))
+            when += timedelta(days=rng.choice([3, 4, 7, 7, 14, 21, 35]), minutes=rng.randint(-90, 90))
+    return donor_rows, made, applicants
+
+
+def _write(path: Path, header: list[str], rows: Iterator[list[str]] | list[list[str]]) -> int:
+    count = 0
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def _printed_din(number: str, rng: random.Random) -> str:
+    """Centres export DINs the way scanners and people type them: canonical, with '=' and flags, or spaced."""
+    style = rng.random()
+    if style < 0.6:
+        return number
+    if style < 0.9:
+        return f"={number}00"
+    return f"{number[:5]} {number[5:7]} {number[7:]} {din_check_character(number)}"
+
+
+def build(work: Work, *, donors_count: int = 2500, seed: int = 7, actor: str = "demo", say: Say = print,
+          progress: Callable[[int], None] | None = None, policy: Policy = DEFAULT_POLICY) -> DemoResult:
+    """Build the demo site through the importers and services, one unit of work per step a user would take."""
+    rng = random.Random(seed)
+    now = utcnow().replace(microsecond=0)
+    result = DemoResult()
+    donor_rows, made, applicants = _site(rng, donors_count, now)
+    reactive = {u.number: rng.choice([Marker.HBSAG, Marker.ANTI_HCV, Marker.HIV_RNA])
+                for u in rng.sample(made, 4) if u.donor not in applicants}
+
+    with work() as session:
+        for code, name, _ in CENTRES:
+            donors.add_establishment(session, code=code, name=name, kind=EstablishmentKind.COLLECTION, actor=actor)
+        donors.add_establishment(session, code=LAB, name="Central Testing Laboratory", kind=EstablishmentKind.TESTING,
+                                 actor=actor)
+        donors.add_establishment(session, code=PLANT, name="Fractionation Plant 1",
+                                 kind=EstablishmentKind.FRACTIONATION, actor=actor)
+    say(f"Registered {len(CENTRES)} collection centres, a testing laboratory and a fractionation plant.")
+
+    with tempfile.TemporaryDirectory(prefix="plasmatrace-demo-") as tmp:
+        folder = Path(tmp)
+        result.files["donors"] = _write(folder / "donors.csv", ["donor_code", "establishment", "registered_on"],
+                                        [list(r) for r in donor_rows])
+        result.files["donations"] = _write(
+            folder / "donations.csv",
+            ["unit_number", "donor_code", "collected_at", "volume_ml", "plasma_kind", "frozen_at"],
+            ([_printed_din(u.number, rng), u.donor, u.collected_at.isoformat(), str(u.volume_ml), "source",
+              (u.collected_at + timedelta(minutes=rng.randint(40, 300))).isoformat()] for u in made),
+        )
+        panel = list(policy.required_panel)
+        result.files["results"] = _write(
+            folder / "results.csv", ["unit_number", "marker", "result", "tested_at", "method", "lab"],
+            ([u.number, m.value,
+              "R" if reactive.get(u.number) == m else rng.choice(["NR", "nonreactive", "NR"]),
+              (u.collected_at + timedelta(days=1, hours=rng.randint(0, 20))).isoformat(),
+              "nat" if m.value.endswith(("rna", "dna")) else "serology", LAB]
+             for u in made if u.collected_at < now - timedelta(days=2) for m in panel),
+        )
+        for kind in (ImportKind.DONORS, ImportKind.DONATIONS, ImportKind.RESULTS):
+            with work() as session:
+                report = import_file(session, kind, folder / f"{kind.value}.csv", actor=actor, policy=policy,
+                                     progress=progress)
+            say(f"Imported {report.loaded:,} {kind.value} from {kind.value}.csv (SHA-256 {report.sha256[:12]}...).")
+    say(f"Screening: {len(reactive)} reactive results; those units were rejected and their donors deferred. "
+        f"{len(applicants)} applicant donor(s) have a single donation and wait to qualify.")
+
+    # Pools: each takes the held, fully tested units of half the donors. QA first tries a few it may not pool.
+    reactive_donors = {u.donor for u in made if u.number in reactive}
+    eligible_by_half: list[list[str]] = [[], []]
+    held: list[str] = []
+    for u in made:
+        if u.donor in applicants or u.donor in reactive_donors:
+            continue
+        if u.collected_at + timedelta(days=policy.hold_days) > now:
+            held.append(u.number)
+            continue
+        eligible_by_half[int(u.donor[2:]) % 2].append(u.number)
+    products = ["ivig", "ivig"]
+    for index, members in enumerate(eligible_by_half):
+        number = f"P-{now:%y}-{index + 1:04d}"
+        with work() as session:
+            pools.create_pool(session, pool_number=number, product=products[index], actor=actor, policy=policy)
+        if index == 0:
+            refused = [held[0]] + [u.number for u in made if u.donor in applicants][:1]
+            try:
+                with work() as session:
+                    pools.add_units(session, pool_number=number, unit_numbers=members[:5] + refused, actor=actor,
+                                    policy=policy)
+            except IneligibleUnits as error:
+                say("QA tried to pool a unit still on hold and an applicant's unit; plasmatrace refused:\n"
+                    + str(error))
+        with work() as session:
+            pools.add_units(session, pool_number=number, unit_numbers=members, actor=actor, policy=policy)
+        with work() as session:
+            _, composition = pools.close_pool(session, pool_number=number, actor=actor, policy=policy)
+        with work() as session:
+            for marker in policy.product(products[index]).pool_tests:
+                pools.test_pool(session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE,
+                                tested_at=now, actor=actor)
+            pools.release_pool(session, pool_number=number, actor=actor, policy=policy)
+            inactivation.add_step(session, pool_number=number, method=StepMethod.SOLVENT_DETERGENT,
+                                  started_at=now - timedelta(hours=12), ended_at=now - timedelta(hours=6),
+                                  parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
+                                  lrv={"enveloped": round(rng.uniform(5.5, 6.5), 1)}, actor=actor)
+        result.pools.append(number)
+        say(f"Pool {number}: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
+            f"{composition.volume_ml / 1000:,.1f} L; closed, tested, released; solvent-detergent step recorded.")
+
+    paste = f"FII-{now:%y}-001"
+    with work() as session:
+        lots.create_lot(session, lot_number=paste, product="fraction-ii-paste", kind=LotKind.INTERMEDIATE,
+                        inputs=[lots.InputSpec("pool", p, 1000) for p in result.pools], actor=actor)
+        inactivation.add_step(session, lot_number=paste, method=StepMethod.LOW_PH, started_at=now - timedelta(hours=5),
+                              ended_at=now - timedelta(hours=4), parameters={"ph": "4.0", "temperature_c": "37", "hours": "21"},
+                              lrv={"enveloped": 4.6}, actor=actor)
+        lots.release_lot(session, lot_number=paste, actor=actor, policy=policy)
+    result.intermediate = paste
+    for k in (1, 2):
+        final = f"IVG-{now:%y}-{k:03d}"
+        with work() as session:
+            lots.create_lot(session, lot_number=final, product="ivig", kind=LotKind.FINAL,
+                            inputs=[lots.InputSpec("lot", paste, 400)], actor=actor)
+            inactivation.add_step(session, lot_number=final, method=StepMethod.NANOFILTRATION,
+                                  started_at=now - timedelta(hours=3), ended_at=now - timedelta(hours=1), parameters={"filter": "Planova 20N", "pore_nm": "20"},
+                                  lrv={"enveloped": 5.2, "non-enveloped": 4.4}, actor=actor)
+            lots.release_lot(session, lot_number=final, actor=actor, policy=policy)
+            for consignee in rng.sample(CONSIGNEES, 2):
+                lots.ship_lot(session, lot_number=final, consignee=consignee, quantity=rng.choice([24, 40, 60]),
+                              shipped_on=now.date(), actor=actor)
+        result.final_lots.append(final)
+    say(f"Intermediate {paste} (low pH) from both pools; final lots {', '.join(result.final_lots)} "
+        "(nanofiltration) released and shipped.")
+
+    # Post-donation information: a donor whose earlier units went into a pool returns, and the new donation is
+    # HCV RNA reactive. Prefer a donor who also has units still on hold, so the interdiction shows.
+    pooled = set(eligible_by_half[0])
+    donors_pooled = {u.donor for u in made if u.number in pooled}
+    donors_held = {u.donor for u in made if u.number in held}
+    donor_code = sorted(donors_pooled & donors_held or donors_pooled)[0]
+    centre, fin = next((c, f) for c, _, f in CENTRES if c == next(u.centre for u in made if u.donor == donor_code))
+    new_unit = f"{fin}{now:%y}{999_001 + seed % 900:06d}"
+    with work() as session:
+        units.add_donation(session, unit_number=new_unit, donor_code=donor_code, collected_at=now - timedelta(hours=2),
+                           volume_ml=700, establishment=centre, actor=actor)
+        outcome = units.add_result(session, unit_number=new_unit, marker=Marker.HCV_RNA, result=ResultValue.REACTIVE,
+                                   tested_at=now, actor=actor, policy=policy, lab=LAB)
+    late = _Unit(new_unit, donor_code, centre, now, 700)
+    result.recall_donor = late.donor
+    say(f"Donor {late.donor} returned; the new unit {late.number} tested HCV RNA reactive. "
+        f"Rejected it, deferred the donor, interdicted {len(outcome.interdicted)} unit(s) still in the freezer; "
+        f"{len(outcome.pooled_in_window)} earlier unit(s) are already pooled.")
+    return result

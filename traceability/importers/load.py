@@ -1,0 +1,658 @@
+"""Loading import files (SPEC §6): donors, donations, screening results and pool members.
+
+An import reads its file twice. The first pass hashes it, counts the rows and refuses a file that cannot be read
+as a whole. The second pass validates every row and loads the file chunk by chunk: per chunk one query per kind
+of reference (donors, units, establishments, pools, keys already recorded) and one set-based INSERT, never a
+query per row. Everything happens inside a SAVEPOINT, so a file with a bad row (without ``skip_invalid``), a
+conflict or a dry run leaves the database exactly as it was, even for a caller that carries on afterwards.
+
+Each import is one audit event ``import.<kind>`` (file name, SHA-256, row count), written before any row and
+named by every row it loaded (``import_event_id``), then ``import.<kind>.completed`` with the counts. The same
+file imported again is found by that event and adds nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlmodel import Session
+
+from .. import audit
+from ..errors import Conflict, IneligibleUnits, InvalidImportFile, InvalidInput
+from ..models import (
+    AuditEvent,
+    Donation,
+    Donor,
+    Establishment,
+    PlasmaKind,
+    Pool,
+    PoolMember,
+    PoolStatus,
+    ResultValue,
+    TestResult,
+    UnitStatus,
+    utcnow,
+)
+from ..rules import DEFAULT_POLICY, Policy
+from ..services import pools
+from ..services.units import ResultOutcome, _apply_reactive
+from .readers import Record, read_records, scan
+from .rows import (
+    COLUMNS,
+    DonationRow,
+    DonorRow,
+    ImportKind,
+    PoolMemberRow,
+    ResultRow,
+    Row,
+    RowProblem,
+    parse_row,
+)
+
+__all__ = ["CHUNK_ROWS", "ImportKind", "ImportReport", "default_rejects_path", "import_file"]
+
+CHUNK_ROWS = 5_000
+"""Rows validated, resolved and inserted together: large enough for set-based work, small enough for memory."""
+PROBLEMS_KEPT = 50
+_ENTITY_KEY_MAX = 200
+
+_HINTS = {
+    ImportKind.DONORS: "a donor's recorded establishment and registration date are not changed by an import",
+    ImportKind.DONATIONS: "corrections go through 'plasmatrace donation correct'",
+    ImportKind.RESULTS: "a corrected result is a new test: give it its own tested_at, or use 'plasmatrace result add'",
+    ImportKind.POOL_MEMBERS: "a unit can be in one pool only",
+}
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, for a dry run, would do)."""
+
+    kind: ImportKind
+    path: str
+    sha256: str
+    rows: int
+    loaded: int
+    already_present: int
+    rejected: int
+    problems: list[str]  # "FILE:LINE: column: message", at most the first PROBLEMS_KEPT
+    problem_count: int
+    rejects_path: str | None  # where the rejected rows were written (skip_invalid), else None
+    dry_run: bool
+    already_imported: bool  # this file (same SHA-256 and kind) was imported before: nothing was added
+    event_seq: int | None  # seq of this import's audit event (of the earlier one when already imported)
+    reactive: list[str] = field(default_factory=list)  # units given a reactive result by a results import
+
+    @property
+    def summary(self) -> str:
+        """One sentence for the user, e.g. ``donations.csv: 1,200 rows loaded, 3 already present.``"""
+        if self.already_imported:
+            return (f"{self.path} was already imported (audit event {self.event_seq}, SHA-256 {self.sha256[:12]}...); "
+                    "nothing was added.")
+        if self.rows == 0:
+            return f"{self.path} has a header but no data rows; 0 rows loaded."
+        verb = "would be loaded" if self.dry_run else "loaded"
+        text = f"{self.path}: {self.loaded:,} of {self.rows:,} rows {verb}"
+        if self.already_present:
+            text += f", {self.already_present:,} already present"
+        if self.rejected:
+            text += f", {self.rejected:,} rejected"
+            if self.rejects_path:
+                text += f" (written to {self.rejects_path})"
+        return text + (" (dry run: nothing was written)." if self.dry_run else ".")
+
+
+def default_rejects_path(path: Path) -> Path:
+    """Where skip_invalid writes rejected rows: beside the file, ``donations.csv`` -> ``donations.rejects.csv``."""
+    return path.with_suffix(".rejects.csv")
+
+
+def import_file(
+    session: Session,
+    kind: ImportKind | str,
+    path: Path,
+    *,
+    actor: str,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    rejects_path: Path | None = None,
+    policy: Policy = DEFAULT_POLICY,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Validate and load one import file in the caller's transaction; see the module docstring.
+
+    Without ``skip_invalid`` any bad row raises InvalidImportFile (every problem as ``FILE:LINE: column:
+    message``) and nothing stays written; with it, good rows load and bad ones go to ``rejects_path`` (default:
+    :func:`default_rejects_path`) with ``line`` and ``problem`` columns, ready to be corrected and imported.
+    ``dry_run`` validates and counts, then undoes everything and writes no rejects file. ``progress`` is called
+    with the number of rows processed after each chunk.
+
+    Raises InvalidInput (missing file), InvalidImportFile (unreadable file or bad rows), Conflict (a row whose
+    key is recorded with different values; a unit in another pool), and whatever pools.add_units raises that
+    cannot be tied to a row.
+    """
+    kind = ImportKind(kind)
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise InvalidInput(f"Import file {file} does not exist.")
+    if not path.is_file():
+        raise InvalidInput(f"Import file {file} is not a file.")
+    columns = COLUMNS[kind]
+    first = scan(path, columns)
+    if first.problems:
+        raise InvalidImportFile(file, [p.render(file) for p in first.problems[:PROBLEMS_KEPT]],
+                                total=len(first.problems))
+
+    job = _Import(session, kind, path, actor=actor, policy=policy, dry_run=dry_run, skip_invalid=skip_invalid)
+    savepoint = session.begin_nested()
+    writer: _RejectsWriter | None = None
+    try:
+        event = audit.record(session, action=f"import.{kind.value}", entity_type="import",
+                             entity_key=path.name[:_ENTITY_KEY_MAX], actor=actor,
+                             new={"sha256": first.sha256, "rows": first.rows, "file": file})
+        # Looked up only after our own event is written: on PostgreSQL writing it took the audit-chain lock, so a
+        # concurrent import of the same file has committed by now and is seen here.
+        earlier = _earlier_import(session, kind, first.sha256, exclude=event.id)
+        if earlier is not None:
+            _undo(session, savepoint)
+            return job.report(first.sha256, first.rows, already_imported=True, event_seq=earlier.seq)
+        job.event_id = event.id
+        if skip_invalid and not dry_run:
+            writer = job.rejects = _RejectsWriter(rejects_path or default_rejects_path(path), columns.ignored)
+
+        stream = read_records(path, columns)
+        processed = 0
+        for chunk in _chunks(stream, CHUNK_ROWS):
+            if writer is not None:
+                writer.header = stream.header  # known once reading has started
+            job.process(chunk)
+            processed += len(chunk)
+            if progress is not None:
+                progress(processed)
+
+        if stream.problems or stream.sha256 != first.sha256:
+            raise InvalidImportFile(file, [f"{file}:1: file: changed while it was being imported; import it again."])
+        job.raise_if_failed()
+        if not dry_run:
+            audit.record(session, action=f"import.{kind.value}.completed", entity_type="import",
+                         entity_key=path.name[:_ENTITY_KEY_MAX], actor=actor,
+                         new={"sha256": first.sha256, "rows": first.rows, "loaded": job.loaded,
+                              "already_present": job.present, "rejected": job.rejected})
+        if dry_run:
+            _undo(session, savepoint)
+        else:
+            savepoint.commit()
+    except BaseException:
+        _undo(session, savepoint)
+        if writer is not None:
+            writer.discard()
+        raise
+    written = writer.finish() if writer is not None else None
+    return job.report(first.sha256, first.rows, already_imported=False,
+                      event_seq=None if dry_run else event.seq,
+                      rejects_path=str(written) if written else None)
+
+
+# --- the import run --------------------------------------------------------------------------------------------
+
+
+def _undo(session: Session, savepoint: Any) -> None:
+    if savepoint.is_active:
+        savepoint.rollback()
+    # audit.record caches the chain head per outer transaction; after a rolled-back SAVEPOINT that head names an
+    # event that no longer exists, and the next event would break the chain.
+    session.info.pop(audit._HEAD_KEY, None)
+
+
+def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude: int | None) -> AuditEvent | None:
+    candidates = session.execute(
+        select(AuditEvent)
+        .where(AuditEvent.action == f"import.{kind.value}", AuditEvent.new_values.contains(sha256),
+               AuditEvent.id != exclude)
+        .order_by(AuditEvent.seq)
+    ).scalars()
+    for event in candidates:
+        if json.loads(event.new_values or "{}").get("sha256") == sha256:
+            return event
+    return None
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(blank)"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class _Import:
+    """The state of one import: counts, problems, keys seen so far in the file, and the rejects writer."""
+
+    def __init__(self, session: Session, kind: ImportKind, path: Path, *, actor: str, policy: Policy,
+                 dry_run: bool, skip_invalid: bool) -> None:
+        self.session, self.kind, self.path, self.file = session, kind, path, str(path)
+        self.actor, self.policy, self.dry_run, self.skip_invalid = actor, policy, dry_run, skip_invalid
+        self.now = self.stamp = utcnow()
+        self.event_id: int | None = None
+        self.rejects: _RejectsWriter | None = None
+        self.loaded = self.present = self.rejected = 0
+        self.problems: list[str] = []
+        self.problem_count = 0
+        self.conflicts: list[str] = []
+        self.conflict_count = 0
+        self.reactive: list[str] = []
+        self._reactive_seen: set[str] = set()
+        # The one structure that grows with the file: each key once, to name both lines of a duplicate.
+        self.seen: dict[str, int] = {}
+        self._sites: dict[str, int] = {}
+        self._records: dict[int, Record] = {}
+        self._loader = _LOADERS[kind]
+
+    # -- outcome -------------------------------------------------------------------------------------------------
+
+    @property
+    def failing(self) -> bool:
+        """True once the import is bound to be undone: its side effects need not be worked out any more."""
+        return self.conflict_count > 0 or (self.problem_count > 0 and not self.skip_invalid)
+
+    def raise_if_failed(self) -> None:
+        if self.conflict_count:
+            more = self.conflict_count - len(self.conflicts)
+            lines = self.conflicts + ([f"... and {more:,} more."] if more > 0 else [])
+            other = (f"\nThe file also has {self.problem_count:,} other problem"
+                     f"{'s' if self.problem_count != 1 else ''}." if self.problem_count else "")
+            raise Conflict("\n".join(lines) + other + "\nNothing was loaded.")
+        if self.problem_count and not self.skip_invalid:
+            raise InvalidImportFile(self.file, self.problems, total=self.problem_count)
+
+    def report(self, sha256: str, rows: int, *, already_imported: bool, event_seq: int | None,
+               rejects_path: str | None = None) -> ImportReport:
+        return ImportReport(
+            kind=self.kind, path=self.file, sha256=sha256, rows=rows, loaded=self.loaded,
+            already_present=self.present, rejected=self.rejected, problems=list(self.problems),
+            problem_count=self.problem_count, rejects_path=rejects_path, dry_run=self.dry_run,
+            already_imported=already_imported, event_seq=event_seq, reactive=list(self.reactive),
+        )
+
+    # -- rows ----------------------------------------------------------------------------------------------------
+
+    def process(self, chunk: list[Record]) -> None:
+        """Validate one chunk of records, then resolve and load its valid rows."""
+        self._records = {record.line: record for record in chunk}
+        valid: list[Row] = []
+        for record in chunk:
+            row, problems = parse_row(self.kind, record.line, record.cells, now=self.now)
+            problems = record.problems + problems
+            if row is not None and not problems:
+                first = self.seen.get(row.key)
+                if first is not None:
+                    problems.append(RowProblem(
+                        record.line, _key_column(self.kind), f"{row.label} is also on line {first:,} of this file."
+                    ))
+                else:
+                    self.seen[row.key] = record.line
+            if problems:
+                self.reject(record.line, problems)
+            elif row is not None:
+                valid.append(row)
+        if valid:
+            self._loader(self, valid)
+
+    def reject(self, line: int, problems: list[RowProblem]) -> None:
+        self.rejected += 1
+        self.problem_count += len(problems)
+        for problem in problems:
+            if len(self.problems) < PROBLEMS_KEPT:
+                self.problems.append(problem.render(self.file))
+        if self.rejects is not None:
+            self.rejects.write(self._records[line], problems)
+
+    def compare(self, row: Row, pairs: list[tuple[str, Any, Any]]) -> None:
+        """Count a row whose key is already recorded as present, or record a conflict naming each difference."""
+        diffs = [f"{column}: {_shown(old)} -> {_shown(new)}" for column, old, new in pairs if old != new]
+        if not diffs:
+            self.present += 1
+            return
+        self.conflict(row.line, f"{row.label}: already recorded with different values ({', '.join(diffs)}); "
+                                f"{_HINTS[self.kind]}")
+
+    def conflict(self, line: int, message: str) -> None:
+        self.conflict_count += 1
+        if len(self.conflicts) < PROBLEMS_KEPT:
+            self.conflicts.append(f"{self.file}:{line}: {message}")
+
+    def insert(self, model: type[Any], values: list[dict[str, Any]]) -> None:
+        if values:
+            self.session.execute(insert(model), values)
+            self.loaded += len(values)
+
+    def recorded(self) -> dict[str, Any]:
+        return {"created_at": self.stamp, "created_by": self.actor, "import_event_id": self.event_id}
+
+    def establishment_ids(self, codes: Iterable[str | None]) -> dict[str, int]:
+        """Ids of the named establishments that exist; there are few, so they are remembered for the run."""
+        wanted = {c for c in codes if c and c not in self._sites}
+        if wanted:
+            self._sites.update(self.session.execute(
+                select(Establishment.code, Establishment.id).where(Establishment.code.in_(wanted))
+            ).all())
+        return self._sites
+
+    def note_reactive(self, unit_number: str) -> None:
+        if unit_number not in self._reactive_seen:
+            self._reactive_seen.add(unit_number)
+            self.reactive.append(unit_number)
+
+
+def _key_column(kind: ImportKind) -> str:
+    return "donor_code" if kind == ImportKind.DONORS else "unit_number"
+
+
+def _missing(line: int, column: str, what: str, key: str, fix: str) -> RowProblem:
+    return RowProblem(line, column, f"{what} {key} is not in the database; {fix}.")
+
+
+# --- one loader per kind ---------------------------------------------------------------------------------------
+
+
+def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
+    sites = job.establishment_ids(r.establishment for r in rows)
+    existing = {
+        code: (site, registered_on)
+        for code, site, registered_on in job.session.execute(
+            select(Donor.donor_code, Establishment.code, Donor.registered_on)
+            .join(Establishment, Establishment.id == Donor.establishment_id)
+            .where(Donor.donor_code.in_([r.donor_code for r in rows]))
+        ).all()
+    }
+    new = []
+    for r in rows:
+        if r.establishment not in sites:
+            job.reject(r.line, [_missing(r.line, "establishment", "establishment", r.establishment,
+                                         "add it first with 'plasmatrace establishment add'")])
+        elif r.donor_code in existing:
+            site, registered_on = existing[r.donor_code]
+            job.compare(r, [("establishment", site, r.establishment),
+                            ("registered_on", registered_on, r.registered_on)])
+        else:
+            new.append({"donor_code": r.donor_code, "establishment_id": sites[r.establishment],
+                        "registered_on": r.registered_on, **job.recorded()})
+    job.insert(Donor, new)
+
+
+def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
+    session = job.session
+    donors = {
+        code: (donor_id, site_id, site)
+        for code, donor_id, site_id, site in session.execute(
+            select(Donor.donor_code, Donor.id, Donor.establishment_id, Establishment.code)
+            .join(Establishment, Establishment.id == Donor.establishment_id)
+            .where(Donor.donor_code.in_({r.donor_code for r in rows}))
+        ).all()
+    }
+    sites = job.establishment_ids(r.establishment for r in rows)
+    existing = {
+        row.unit_number: row
+        for row in session.execute(
+            select(Donation.unit_number, Donor.donor_code, Establishment.code.label("establishment"),
+                   Donation.collected_at, Donation.volume_ml, Donation.plasma_kind, Donation.frozen_at)
+            .join(Donor, Donor.id == Donation.donor_id)
+            .outerjoin(Establishment, Establishment.id == Donation.establishment_id)
+            .where(Donation.unit_number.in_([r.unit_number for r in rows]))
+        )
+    }
+    new = []
+    for r in rows:
+        problems = []
+        donor = donors.get(r.donor_code)
+        if donor is None:
+            problems.append(_missing(r.line, "donor_code", "donor", r.donor_code,
+                                     "import the donors file first, or add the donor with 'plasmatrace donor add'"))
+        if r.establishment is not None and r.establishment not in sites:
+            problems.append(_missing(r.line, "establishment", "establishment", r.establishment,
+                                     "add it first with 'plasmatrace establishment add'"))
+        if problems or donor is None:
+            job.reject(r.line, problems)
+            continue
+        donor_id, donor_site_id, donor_site = donor
+        site = r.establishment or donor_site
+        kind = r.plasma_kind or PlasmaKind.SOURCE
+        old = existing.get(r.unit_number)
+        if old is not None:
+            job.compare(r, [
+                ("donor_code", old.donor_code, r.donor_code), ("collected_at", old.collected_at, r.collected_at),
+                ("volume_ml", old.volume_ml, r.volume_ml), ("establishment", old.establishment, site),
+                ("plasma_kind", old.plasma_kind, kind), ("frozen_at", old.frozen_at, r.frozen_at),
+            ])
+            continue
+        new.append({
+            "unit_number": r.unit.value, "scheme": r.unit.scheme, "flag": r.unit.flag, "donor_id": donor_id,
+            "establishment_id": sites[r.establishment] if r.establishment else donor_site_id,
+            "collected_at": r.collected_at, "frozen_at": r.frozen_at, "volume_ml": r.volume_ml, "plasma_kind": kind,
+            "status": UnitStatus.IN_INVENTORY, "status_reason": None, "version": 1, **job.recorded(),
+        })
+    job.insert(Donation, new)
+
+
+def _load_results(job: _Import, rows: list[ResultRow]) -> None:
+    session = job.session
+    units = {
+        row.unit_number: row
+        for row in session.execute(
+            select(Donation.unit_number, Donation.id, Donation.collected_at, Donor.donor_code)
+            .join(Donor, Donor.id == Donation.donor_id)
+            .where(Donation.unit_number.in_({r.unit_number for r in rows}))
+        )
+    }
+    labs = job.establishment_ids(r.lab for r in rows)
+    latest: dict[tuple[int, str], int] = {}
+    recorded: dict[tuple[int, str, datetime], Any] = {}
+    if units:
+        for old in session.execute(
+            select(TestResult.donation_id, TestResult.marker, TestResult.version, TestResult.tested_at,
+                   TestResult.result, TestResult.value, TestResult.value_unit, TestResult.method,
+                   Establishment.code.label("lab"))
+            .outerjoin(Establishment, Establishment.id == TestResult.lab_id)
+            .where(TestResult.donation_id.in_([u.id for u in units.values()]))
+            .order_by(TestResult.version)
+        ):
+            latest[(old.donation_id, old.marker.value)] = old.version
+            recorded[(old.donation_id, old.marker.value, old.tested_at)] = old  # the newest version wins
+    new = []
+    reactive: list[tuple[ResultRow, int, int]] = []
+    for r in rows:
+        problems = []
+        unit = units.get(r.unit_number)
+        if unit is None:
+            problems.append(_missing(r.line, "unit_number", "unit", r.unit_number,
+                                     "import the donations file first, or add it with 'plasmatrace donation add'"))
+        elif r.tested_at < unit.collected_at:
+            problems.append(RowProblem(r.line, "tested_at", f"{r.tested_at.isoformat()} is before unit "
+                                       f"{r.unit_number} was collected ({unit.collected_at.isoformat()})."))
+        if r.lab is not None and r.lab not in labs:
+            problems.append(_missing(r.line, "lab", "establishment", r.lab,
+                                     "add it first with 'plasmatrace establishment add'"))
+        if problems or unit is None:
+            job.reject(r.line, problems)
+            continue
+        old = recorded.get((unit.id, r.marker.value, r.tested_at))
+        if old is not None:
+            job.compare(r, [
+                ("result", old.result, r.result), ("value", old.value, r.value),
+                ("unit", old.value_unit, r.value_unit), ("method", old.method, r.method), ("lab", old.lab, r.lab),
+            ])
+            continue
+        version = latest.get((unit.id, r.marker.value), 0) + 1
+        latest[(unit.id, r.marker.value)] = version
+        new.append({
+            "donation_id": unit.id, "marker": r.marker, "version": version, "result": r.result, "value": r.value,
+            "value_unit": r.value_unit, "method": r.method, "lab_id": labs[r.lab] if r.lab else None,
+            "tested_at": r.tested_at, "reason": "repeat test" if version > 1 else None, **job.recorded(),
+        })
+        if r.result == ResultValue.REACTIVE:
+            reactive.append((r, unit.id, version))
+    job.insert(TestResult, new)
+    for r, _, _ in reactive:
+        job.note_reactive(r.unit_number)
+    if reactive and not job.dry_run and not job.failing:
+        _apply_reactive_results(job, reactive, {n: u.donor_code for n, u in units.items()})
+
+
+def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, int]], donors: dict[str, str]) -> None:
+    """Reject, defer and interdict for each reactive row, as recording the result by hand does.
+
+    Reactive results are rare, so this goes row by row through the same code as ``result add``.
+    """
+    session = job.session
+    ids = sorted({donation_id for _, donation_id, _ in reactive})
+    # populate_existing: set-based updates elsewhere (pooling) may have left copies in the session stale.
+    units = {
+        unit.id: unit for unit in session.execute(
+            select(Donation).where(Donation.id.in_(ids)).execution_options(populate_existing=True)
+        ).scalars()
+    }
+    results = {
+        (result.donation_id, result.marker.value, result.version): result for result in session.execute(
+            select(TestResult).where(TestResult.donation_id.in_(ids), TestResult.import_event_id == job.event_id)
+        ).scalars()
+    }
+    for row, donation_id, version in reactive:
+        unit = units[donation_id]
+        outcome = ResultOutcome(result=results[(donation_id, row.marker.value, version)],
+                                unit_number=unit.unit_number, donor_code=donors[row.unit_number])
+        _apply_reactive(session, unit, row.marker, outcome, actor=job.actor, policy=job.policy)
+
+
+def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
+    session = job.session
+    pool_rows = {
+        number: (pool_id, status)
+        for number, pool_id, status in session.execute(
+            select(Pool.pool_number, Pool.id, Pool.status).where(Pool.pool_number.in_({r.pool_number for r in rows}))
+        ).all()
+    }
+    units = dict(session.execute(
+        select(Donation.unit_number, Pool.pool_number)
+        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
+        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
+        .where(Donation.unit_number.in_([r.unit_number for r in rows]))
+    ).all())
+    by_pool: dict[str, list[PoolMemberRow]] = defaultdict(list)
+    for r in rows:
+        problems = []
+        pool = pool_rows.get(r.pool_number)
+        if pool is None:
+            problems.append(_missing(r.line, "pool_number", "pool", r.pool_number,
+                                     "create it first with 'plasmatrace pool create'"))
+        if r.unit_number not in units:
+            problems.append(_missing(r.line, "unit_number", "unit", r.unit_number,
+                                     "import the donations file first, or add it with 'plasmatrace donation add'"))
+        if problems or pool is None:
+            job.reject(r.line, problems)
+            continue
+        pooled_in = units[r.unit_number]
+        if pooled_in == r.pool_number:
+            job.present += 1
+        elif pooled_in is not None:
+            job.conflict(r.line, f"{r.label}: already in pool {pooled_in}, not {r.pool_number}; {_HINTS[job.kind]}.")
+        elif pool[1] != PoolStatus.OPEN:
+            job.reject(r.line, [RowProblem(r.line, "pool_number", f"pool {r.pool_number} is {pool[1].value}; "
+                                           "units can be added to an open pool only.")])
+        else:
+            by_pool[r.pool_number].append(r)
+    for pool_number, members in by_pool.items():
+        _add_to_pool(job, pool_number, members)
+
+
+def _add_to_pool(job: _Import, pool_number: str, members: list[PoolMemberRow]) -> None:
+    try:
+        job.loaded += pools.add_units(job.session, pool_number=pool_number,
+                                      unit_numbers=[m.unit_number for m in members], actor=job.actor,
+                                      policy=job.policy, import_event_id=job.event_id)
+        return
+    except IneligibleUnits as error:
+        reasons = error.reasons
+    # add_units changes nothing when it refuses, and eligibility is judged unit by unit: the others can go in.
+    for m in members:
+        if m.unit_number in reasons:
+            job.reject(m.line, [RowProblem(m.line, "unit_number", f"unit {m.unit_number} is not eligible for pool "
+                                           f"{pool_number}: {'; '.join(reasons[m.unit_number])}.")])
+    eligible = [m for m in members if m.unit_number not in reasons]
+    if eligible:
+        job.loaded += pools.add_units(job.session, pool_number=pool_number,
+                                      unit_numbers=[m.unit_number for m in eligible], actor=job.actor,
+                                      policy=job.policy, import_event_id=job.event_id)
+
+
+_LOADERS: dict[ImportKind, Callable[[_Import, Any], None]] = {
+    ImportKind.DONORS: _load_donors,
+    ImportKind.DONATIONS: _load_donations,
+    ImportKind.RESULTS: _load_results,
+    ImportKind.POOL_MEMBERS: _load_pool_members,
+}
+
+
+# --- rejects file ----------------------------------------------------------------------------------------------
+
+
+class _RejectsWriter:
+    """Rejected rows with their original cells plus ``line`` and ``problem``; written beside the target, then
+    moved into place, so a failed run never leaves half a rejects file."""
+
+    def __init__(self, target: Path, ignored: tuple[str, ...]) -> None:
+        self.target, self.ignored = target, ignored
+        self.header: list[str] = []
+        self._temp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        self._file: Any = None
+        self._csv: Any = None
+
+    def write(self, record: Record, problems: list[RowProblem]) -> None:
+        keep = [i for i, name in enumerate(self.header) if name not in self.ignored]
+        if self._file is None:
+            self._file = self._temp.open("w", encoding="utf-8", newline="")
+            self._csv = csv.writer(self._file, lineterminator="\n")
+            self._csv.writerow([self.header[i] for i in keep] + ["line", "problem"])
+        fields = record.fields
+        text = "; ".join(f"{p.field}: {p.message}" if p.line == record.line else
+                         f"{p.field} (line {p.line}): {p.message}" for p in problems)
+        if len(fields) > len(self.header):
+            text += f" Extra fields: {' | '.join(fields[len(self.header):])}"
+        self._csv.writerow([fields[i] if i < len(fields) else "" for i in keep] + [record.line, text])
+
+    def finish(self) -> Path | None:
+        if self._file is None:
+            return None
+        self._file.close()
+        os.replace(self._temp, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._temp.unlink(missing_ok=True)
