@@ -760,6 +760,67 @@ def trace_lot(ctx: typer.Context, lot: str, fmt: FormatOption = OutputFormat.tab
     print_document(sections.lot_document(trace), trace, fmt)
 
 
+# --- import --------------------------------------------------------------------------------------------------
+
+
+def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_invalid: bool, rejects: Path | None) -> None:
+    from traceability.importers.load import ImportKind, import_file
+
+    with progress(f"Importing {file.name}") as update, work(ctx) as session:
+        report = import_file(session, ImportKind(kind), file, actor=ctx.obj.actor, dry_run=dry_run,
+                             skip_invalid=skip_invalid, rejects_path=rejects, policy=ctx.obj.policy, progress=update)
+    if report.already_imported:
+        err.print(f"{file}: this file was imported before (audit event {report.event_seq}); nothing was added.")
+        return
+    verb = "would load" if dry_run else "loaded"
+    err.print(f"{file}: {report.rows:,} rows; {verb} {report.loaded:,}, {report.already_present:,} already present"
+              + (f", {report.rejected:,} rejected to {report.rejects_path}" if report.rejected else "")
+              + ("; nothing was written (dry run)." if dry_run else "."))
+    for line in report.problems:
+        err.print(escape(line), highlight=False)
+    if report.reactive:
+        err.print(f"[bold yellow]{len(report.reactive):,} unit(s) received a reactive result[/]: "
+                  + ", ".join(report.reactive[:20]) + " — their donors were deferred; trace them with "
+                  "plasmatrace trace donor.")
+
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")]
+SkipInvalid = Annotated[bool, typer.Option("--skip-invalid", help="Load the good rows; write the bad ones to a rejects CSV.")]
+Rejects = Annotated[Path | None, typer.Option("--rejects", dir_okay=False, help="Rejects file (default FILE.rejects.csv).")]
+ImportFile = Annotated[Path, typer.Argument(help="UTF-8 CSV with a header row.", show_default=False)]
+
+
+@import_app.command("donors")
+def import_donors(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
+                  rejects: Rejects = None) -> None:
+    """Import donors (donor_code, establishment, registered_on). Example: plasmatrace import donors donors.csv --dry-run"""
+    _import(ctx, "donors", file, dry_run, skip_invalid, rejects)
+
+
+@import_app.command("donations")
+def import_donations(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
+                     rejects: Rejects = None) -> None:
+    """Import donations (unit_number, donor_code, collected_at, volume_ml[, establishment, plasma_kind, frozen_at]).
+    Example: plasmatrace import donations donations.csv --skip-invalid"""
+    _import(ctx, "donations", file, dry_run, skip_invalid, rejects)
+
+
+@import_app.command("results")
+def import_results(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
+                   rejects: Rejects = None) -> None:
+    """Import screening results (unit_number, marker, result, tested_at[, method, lab, value, unit]).
+    Example: plasmatrace import results results.csv"""
+    _import(ctx, "results", file, dry_run, skip_invalid, rejects)
+
+
+@import_app.command("pool-members")
+def import_pool_members(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False,
+                        skip_invalid: SkipInvalid = False, rejects: Rejects = None) -> None:
+    """Import pool memberships (pool_number, unit_number); each pool's units are checked set-based.
+    Example: plasmatrace import pool-members members.csv"""
+    _import(ctx, "pool-members", file, dry_run, skip_invalid, rejects)
+
+
 # --- look-back -------------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, create_engine
 from .config import Settings, normalise_database_url
 from .errors import DatabaseUnavailable
 
-_engines: dict[str, Engine] = {}
+_engines: dict[str, Engine] = {}  # one per URL and lock timeout, for the life of the process
 
 
 def safe_url(url: str | URL) -> str:
@@ -67,10 +67,10 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
 
 def engine_for(settings: Settings) -> Engine:
     """One cached engine per URL for the life of the process."""
-    url = settings.database_url
-    if url not in _engines:
-        _engines[url] = make_engine(url, lock_timeout_s=settings.lock_timeout_s)
-    return _engines[url]
+    key = f"{settings.database_url}|{settings.lock_timeout_s}"
+    if key not in _engines:
+        _engines[key] = make_engine(settings.database_url, lock_timeout_s=settings.lock_timeout_s)
+    return _engines[key]
 
 
 def describe_operational_error(error: DBAPIError, url: str | URL) -> str:

@@ -1,0 +1,144 @@
+"""Pools from the command line: the 1,000-donor boundary, eligibility refusals, one pool per unit, test and release."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.cli.conftest import Cli, seeded
+from tests.factories import PANEL, bulk_units, make_donor, make_unit
+from traceability.errors import ExitCode
+from traceability.models import Marker, ResultValue
+
+
+def pool_json(run: Cli, pool: str) -> dict:
+    return run.json("pool", "show", pool)
+
+
+def test_a_pool_of_999_donors_cannot_close_and_the_1000th_donor_closes_it_then_it_is_tested_and_released(
+    run: Cli,
+) -> None:
+    with seeded(run.db_url) as session:
+        numbers = bulk_units(session, donors_count=999, units_per_donor=2)
+        extra = bulk_units(session, donors_count=1, units_per_donor=2)
+    members = numbers[:1002] + numbers[1002::2]  # 999 donors: 501 with both units, 498 with one
+    assert len(members) == 1500
+
+    run("pool", "create", "P-0042", "--product", "ivig")
+    added = run("pool", "add", "P-0042", "--file", run.units_file(members))
+    assert "1,500" in added.stderr
+
+    refused = run("pool", "close", "P-0042", code=ExitCode.RULE_VIOLATION)
+    assert "P-0042" in refused.stderr
+    assert "999" in refused.stderr and "1,000" in refused.stderr
+    shown = pool_json(run, "P-0042")
+    assert (shown["status"], shown["donor_count"], shown["donation_count"]) == ("open", 999, 1500)
+
+    run("pool", "add", "P-0042", "--file", run.units_file(extra[:1], "one-more.txt"))
+
+    # A product may raise the minimum: the same 1,000-donor pool does not close under a 1,200-donor policy.
+    stricter = run.workdir / "stricter.toml"
+    stricter.write_text("[products.ivig]\nmin_donors = 1200\n", encoding="utf-8")
+    raised = run("--policy", str(stricter), "pool", "close", "P-0042", code=ExitCode.RULE_VIOLATION)
+    assert "P-0042" in raised.stderr and "1,000" in raised.stderr and "1,200" in raised.stderr
+    assert pool_json(run, "P-0042")["status"] == "open"
+
+    closed = run("pool", "close", "P-0042")
+    assert "1,000 distinct donors" in closed.stderr and "1,501 units" in closed.stderr
+    shown = pool_json(run, "P-0042")
+    assert (shown["status"], shown["donor_count"], shown["donation_count"]) == ("closed", 1000, 1501)
+    assert shown["volume_ml"] == 1501 * 750
+
+    late = run("pool", "add", "P-0042", extra[1], code=ExitCode.RULE_VIOLATION)
+    assert "P-0042" in late.stderr
+    assert pool_json(run, "P-0042")["donation_count"] == 1501
+
+    unreleased = run("lot", "create", "INT-0001", "--product", "ivig", "--pool", "P-0042=100", "--kind",
+                     "intermediate", code=ExitCode.RULE_VIOLATION)
+    assert "P-0042" in unreleased.stderr
+    assert run.json("lot", "list") == []
+
+    run("pool", "test", "P-0042", "--marker", "hbsag", "--result", "NR")
+    run("pool", "test", "P-0042", "--marker", "anti-hiv", "--result", "nonreactive")
+    missing = run("pool", "release", "P-0042", code=ExitCode.RULE_VIOLATION)
+    assert "P-0042" in missing.stderr and "hcv-rna" in missing.stderr
+    assert "hbsag" not in missing.stderr
+
+    run("pool", "test", "P-0042", "--marker", "hcv-rna", "--result", "R")
+    reactive = run("pool", "release", "P-0042", code=ExitCode.RULE_VIOLATION)
+    assert "hcv-rna" in reactive.stderr and "reactive" in reactive.stderr
+
+    retest = run("pool", "test", "P-0042", "--marker", "hcv-rna", "--result", "negative")
+    assert "version 2" in retest.stderr
+    run("pool", "release", "P-0042")
+    shown = pool_json(run, "P-0042")
+    assert shown["status"] == "released"
+    assert {(t["marker"], t["version"], t["result"]) for t in shown["tests"]} == {
+        ("hbsag", 1, "nonreactive"), ("anti-hiv", 1, "nonreactive"), ("hcv-rna", 1, "reactive"),
+        ("hcv-rna", 2, "nonreactive")}
+    assert [row["pool"] for row in run.json("pool", "list", "--status", "released")] == ["P-0042"]
+
+
+def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(run: Cli) -> None:
+    recent = datetime.now(UTC) - timedelta(days=20)
+    with seeded(run.db_url) as session:
+        good = bulk_units(session, donors_count=1, units_per_donor=2)
+        [applicant] = bulk_units(session, donors_count=1, units_per_donor=1)
+        held = bulk_units(session, donors_count=1, units_per_donor=2, collected_at=recent)[1]
+        donor = make_donor(session)
+        untested = make_unit(session, donor=donor, panel=None).unit_number
+        partial = make_unit(session, donor=donor, panel={m: ResultValue.NONREACTIVE for m in PANEL
+                                                         if m != Marker.HBV_DNA}).unit_number
+        discarded = bulk_units(session, donors_count=1, units_per_donor=2)[0]
+    run("donation", "discard", discarded, "--reason", "bag leaked")
+    run("pool", "create", "P-0007", "--product", "albumin")
+
+    cases = {
+        untested: "screening incomplete: no result for hbsag, anti-hiv, anti-hcv, hiv-rna, hcv-rna, hbv-dna",
+        partial: "screening incomplete: no result for hbv-dna",
+        held: "inventory hold until",
+        applicant: "not qualified",
+        discarded: "not in inventory: discarded",
+    }
+    for unit, reason in cases.items():
+        refused = run("pool", "add", "P-0007", unit, code=ExitCode.RULE_VIOLATION)
+        assert "P-0007" in refused.stderr, unit
+        assert unit in refused.stderr and reason in refused.stderr, unit
+        assert pool_json(run, "P-0007")["donation_count"] == 0
+
+    # A refusal lists every reason for every unit, and takes none of them, not even the eligible one.
+    everything = run("pool", "add", "P-0007", "--file", run.units_file([good[0], *cases]),
+                     code=ExitCode.RULE_VIOLATION)
+    assert "5 units are not eligible" in everything.stderr
+    for unit, reason in cases.items():
+        assert unit in everything.stderr and reason in everything.stderr, unit
+    assert good[0] not in everything.stderr
+    assert pool_json(run, "P-0007")["donation_count"] == 0
+    assert run.json("donation", "show", good[0])["status"] == "in-inventory"
+
+    assert "2 units added" in run("pool", "add", "P-0007", *good).stderr
+    assert pool_json(run, "P-0007")["donation_count"] == 2
+
+
+def test_a_unit_cannot_be_added_to_two_pools(run: Cli) -> None:
+    with seeded(run.db_url) as session:
+        units = bulk_units(session, donors_count=2, units_per_donor=2)
+    run("pool", "create", "P-A", "--product", "ivig")
+    run("pool", "create", "P-B", "--product", "ivig")
+    run("pool", "add", "P-A", units[0], units[2])
+
+    conflict = run("pool", "add", "P-B", units[0], code=ExitCode.CONFLICT)
+    assert units[0] in conflict.stderr and "P-A" in conflict.stderr
+
+    partly = run("pool", "add", "P-B", units[1], units[2], code=ExitCode.CONFLICT)
+    assert units[2] in partly.stderr and "P-A" in partly.stderr
+    assert pool_json(run, "P-B")["donation_count"] == 0
+    assert run.json("donation", "show", units[1])["status"] == "in-inventory"
+
+    both = run("pool", "add", "P-B", "--file", run.units_file([units[0], units[2]]), code=ExitCode.CONFLICT)
+    assert units[0] in both.stderr and units[2] in both.stderr and "P-A" in both.stderr
+
+    again = run("pool", "add", "P-A", units[0], code=ExitCode.CONFLICT)
+    assert units[0] in again.stderr and "P-A" in again.stderr
+
+    assert pool_json(run, "P-A")["donation_count"] == 2
+    assert run.json("trace", "unit", units[0])["pool_number"] == "P-A"
