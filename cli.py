@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,11 +62,12 @@ lot_app = group("lot", "Create, release, ship and inspect intermediate and final
 trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lot back to every donation.")
 import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
 lookback_app = group("lookback", "Open and follow look-back cases from post-donation information.")
+report_app = group("report", "Write lineage reports for auditors: HTML, PDF, JSON or CSV.")
 audit_app = group("audit", "Read and verify the hash-chained audit trail.")
 policy_app = group("policy", "Show the thresholds in force.")
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -858,6 +859,56 @@ def lookback_close(ctx: typer.Context, case: str, reason: Annotated[str, typer.O
     with work(ctx) as session:
         lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor)
     err.print(f"Look-back case {case} closed.")
+
+
+# --- reports -------------------------------------------------------------------------------------------------
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    pdf = "pdf"
+    json = "json"
+    csv = "csv"
+
+
+ReportFormatOption = Annotated[ReportFormat, typer.Option("--format", "-f", help="html, pdf, json or csv.")]
+OutputOption = Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")]
+
+
+def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: Path) -> None:
+    from traceability.reports.lineage_report import build_report, write_report
+
+    with progress(f"Building the {kind} report"), work(ctx, readonly=True) as session:
+        report = build_report(session, kind, key, actor=ctx.obj.actor, policy=ctx.obj.policy)
+    try:
+        write_report(report, fmt.value, output)
+    except OSError as error:
+        raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+    err.print(f"Report of {kind} {key} written to {output} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
+    if not report.audit_chain_ok:
+        err.print(f"[bold red]Warning: the audit trail is broken:[/] {escape(report.audit_problem or '')}")
+
+
+@report_app.command("lot")
+def report_lot(ctx: typer.Context, lot: str, fmt: ReportFormatOption = ReportFormat.html,
+               output: OutputOption = Path("report.html")) -> None:
+    """A lot's genealogy back to every donation and donor, with tests, steps, clearance, shipments and history.
+    Example: plasmatrace report lot IVG-2605 --format pdf --output IVG-2605.pdf"""
+    _report(ctx, "lot", lot, fmt, output)
+
+
+@report_app.command("pool")
+def report_pool(ctx: typer.Context, pool: str, fmt: ReportFormatOption = ReportFormat.html,
+                output: OutputOption = Path("report.html")) -> None:
+    """A pool's members, tests, steps, lots and shipments, with history. Example: plasmatrace report pool P-0042 --format html --output P-0042.html"""
+    _report(ctx, "pool", pool, fmt, output)
+
+
+@report_app.command("case")
+def report_case(ctx: typer.Context, case: str, fmt: ReportFormatOption = ReportFormat.html,
+                output: OutputOption = Path("report.html")) -> None:
+    """A look-back case: implicated units, pools, lots, consignees and history. Example: plasmatrace report case LB-2026-0001 --format pdf --output LB-2026-0001.pdf"""
+    _report(ctx, "case", case, fmt, output)
 
 
 # --- audit -----------------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
+from sqlmodel import SQLModel
 
 import traceability.models  # noqa: F401  (registers every table on the metadata)
-from sqlmodel import SQLModel
 from traceability.config import Settings
 from traceability.db import make_engine
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from traceability.identifiers import din_check_character
 from traceability.models import (
     Donation,
     Donor,

@@ -8,7 +8,8 @@ migrations look the same on SQLite and PostgreSQL. Regulated rows are never dele
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from enum import Enum, StrEnum as _StdStrEnum
+from enum import Enum
+from enum import StrEnum as _StdStrEnum
 from typing import Any
 
 import sqlalchemy as sa

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from tests.factories import ACTOR, NOW, bulk_units, make_donor, make_establishment, make_unit
 from traceability.errors import DuplicateKey, InvalidInput, InvalidUnitNumber, UnitNotFound, WrongState
-from traceability.models import Deferral, Donation, Marker, ResultValue, TestResult, UnitStatus
+from traceability.models import Deferral, Donation, Marker, ResultValue, TestResult
 from traceability.queries.lineage import trace_donor, trace_unit
 from traceability.services import pools, units
 

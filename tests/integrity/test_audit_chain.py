@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from tests.factories import ACTOR, make_donor, make_establishment
+from tests.factories import make_donor, make_establishment
 from traceability import audit
 from traceability.db import make_engine
 from traceability.services import donors

@@ -128,6 +128,7 @@ def import_file(
     rejects_path: Path | None = None,
     policy: Policy = DEFAULT_POLICY,
     progress: Callable[[int], None] | None = None,
+    on_rows_counted: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Validate and load one import file in the caller's transaction; see the module docstring.
 
@@ -135,19 +136,27 @@ def import_file(
     message``) and nothing stays written; with it, good rows load and bad ones go to ``rejects_path`` (default:
     :func:`default_rejects_path`) with ``line`` and ``problem`` columns, ready to be corrected and imported.
     ``dry_run`` validates and counts, then undoes everything and writes no rejects file. ``progress`` is called
-    with the number of rows processed after each chunk.
+    with the number of rows processed after each chunk; ``on_rows_counted`` once, before loading starts, with the
+    number of data rows (the total of a progress bar).
 
     Raises InvalidInput (missing file), InvalidImportFile (unreadable file or bad rows), Conflict (a row whose
     key is recorded with different values; a unit in another pool), and whatever pools.add_units raises that
     cannot be tied to a row.
     """
-    kind = ImportKind(kind)
+    try:
+        kind = ImportKind(kind)
+    except ValueError:
+        raise InvalidInput(f"{kind!r} is not a kind of import file; use one of: "
+                           f"{', '.join(k.value for k in ImportKind)}.") from None
     path = Path(path)
     file = str(path)
     if not path.exists():
         raise InvalidInput(f"Import file {file} does not exist.")
     if not path.is_file():
         raise InvalidInput(f"Import file {file} is not a file.")
+    rejects_target = rejects_path or default_rejects_path(path)
+    if skip_invalid and rejects_target.resolve() == path.resolve():
+        raise InvalidInput(f"The rejects file {rejects_target} would overwrite the file being imported.")
     columns = COLUMNS[kind]
     first = scan(path, columns)
     if first.problems:
@@ -169,7 +178,9 @@ def import_file(
             return job.report(first.sha256, first.rows, already_imported=True, event_seq=earlier.seq)
         job.event_id = event.id
         if skip_invalid and not dry_run:
-            writer = job.rejects = _RejectsWriter(rejects_path or default_rejects_path(path), columns.ignored)
+            writer = job.rejects = _RejectsWriter(rejects_target, columns.ignored)
+        if on_rows_counted is not None:
+            on_rows_counted(first.rows)
 
         stream = read_records(path, columns)
         processed = 0

@@ -132,8 +132,12 @@ class _Reader:
 
     def __iter__(self) -> Iterator[Record]:
         with self.path.open("rb") as raw:
-            if raw.read(2) in _UTF16_BOMS:
+            head = raw.read(4096)
+            if head[:2] in _UTF16_BOMS:
                 self.problem(1, "file", "is UTF-16 encoded; save it as UTF-8 (in a spreadsheet: CSV UTF-8).")
+                return
+            if not head.removeprefix(_BOM).strip() and not raw.read(1):
+                self.problem(1, "file", f"is empty; expected a header row with the columns {self.columns.describe()}.")
                 return
             raw.seek(0)
             lines = _Lines(raw, self.digest)
@@ -187,6 +191,12 @@ class _Reader:
             self.problem(1, "header", f"column {', '.join(twice)} appears more than once.")
         allowed = set(self.columns.known) | set(self.columns.ignored)
         unknown = [n for n in self.header if n and n not in allowed]
+        separator = next((s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]), None)
+        if separator is not None:
+            shown = "a tab" if separator == "\t" else repr(separator)
+            self.problem(1, "header", f"columns are separated by {shown}; import files are comma-separated "
+                                      f"(CSV). {expected.capitalize()}")
+            return False
         if unknown:
             self.problem(1, "header", f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                                       f"{expected}")

@@ -1,0 +1,188 @@
+"""Steps, lots, shipments and traces from the command line, on a lineage of two released 1,000-donor pools.
+
+Pool P-A: 1,000 donors, 1,500 units. Pool P-B: 1,000 donors, 1,000 units, of whom 500 also gave to P-A.
+Intermediate INT-1 is made from both pools, final FIN-1 from INT-1: 1,500 distinct donors and 2,500 donations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tests.cli.conftest import Cli, seeded
+from tests.factories import bulk_units
+from traceability.errors import ExitCode
+
+STARTED, ENDED = "2026-06-10T08:00:00Z", "2026-06-10T14:00:00Z"
+
+
+@dataclass
+class Site:
+    pool_a: list[str]
+    pool_b: list[str]
+    shared: list[str]  # units of donors who gave to both pools: (their P-A unit, their P-B unit) pairs flattened
+
+
+def released_pools(run: Cli) -> Site:
+    """Two released pools with a solvent-detergent step each, built through the CLI from bulk test units."""
+    with seeded(run.db_url) as session:
+        first = bulk_units(session, donors_count=1000, units_per_donor=2)  # donor i: first[2i], first[2i + 1]
+        second = bulk_units(session, donors_count=500, units_per_donor=2)
+    pool_a = [first[2 * i] for i in range(500)] + first[1000:]  # donors 0-499 once, donors 500-999 twice
+    pool_b = [first[2 * i + 1] for i in range(500)] + second[::2]  # donors 0-499 again, plus 500 new donors
+    for pool, units in (("P-A", pool_a), ("P-B", pool_b)):
+        run("pool", "create", pool, "--product", "ivig")
+        run("pool", "add", pool, "--file", run.units_file(units, f"{pool}.txt"))
+        run("pool", "close", pool)
+        for marker in ("hbsag", "anti-hiv", "hcv-rna"):
+            run("pool", "test", pool, "--marker", marker, "--result", "NR")
+        run("pool", "release", pool)
+        run("step", "add", "--pool", pool, "--method", "solvent-detergent", "--started-at", STARTED,
+            "--ended-at", ENDED, "--param", "tnbp_pct=0.3", "--lrv", "enveloped=6")
+    return Site(pool_a=pool_a, pool_b=pool_b, shared=[first[0], first[1]])
+
+
+def make_lots(run: Cli) -> None:
+    run("lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90",
+        "--kind", "intermediate")
+    run("lot", "release", "INT-1")
+    run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
+
+
+def test_a_final_lot_is_released_only_with_clearance_on_every_path_and_then_shipped(run: Cli) -> None:
+    released_pools(run)
+    created = run("lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90",
+                  "--kind", "intermediate")
+    assert "INT-1" in created.stderr
+    not_yet = run("lot", "ship", "INT-1", "--to", "Hospital A", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
+    assert "INT-1" in not_yet.stderr
+    run("lot", "release", "INT-1")
+
+    run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
+    refused = run("lot", "release", "FIN-1", code=ExitCode.RULE_VIOLATION)
+    assert "FIN-1" in refused.stderr
+    for path in ("P-A -> INT-1 -> FIN-1", "P-B -> INT-1 -> FIN-1"):
+        assert path in refused.stderr
+    assert "non-enveloped" in refused.stderr
+    assert run.json("lot", "show", "FIN-1")["status"] == "pending"
+
+    step = run("step", "add", "--lot", "FIN-1", "--method", "nanofiltration", "--started-at", "2026-06-20T08:00Z",
+               "--ended-at", "2026-06-20T12:00Z", "--param", "pore_nm=20", "--lrv", "non-enveloped=4.5",
+               "--lrv", "enveloped=5")
+    assert "FIN-1-S1" in step.stderr
+    run("lot", "release", "FIN-1")
+    lot = run.json("lot", "show", "FIN-1")
+    assert lot["status"] == "released" and lot["clearance_problems"] == []
+
+    late_step = run("step", "add", "--lot", "FIN-1", "--method", "low-ph", "--started-at", STARTED,
+                    "--ended-at", ENDED, "--lrv", "enveloped=4", code=ExitCode.RULE_VIOLATION)
+    assert "FIN-1" in late_step.stderr
+
+    shipped = run("lot", "ship", "FIN-1", "--to", "Hospital A", "--quantity", "10")
+    assert "FIN-1" in shipped.stderr and "Hospital A" in shipped.stderr
+    listed = {row["lot"]: row for row in run.json("lot", "list")}
+    assert listed["FIN-1"]["status"] == "released" and listed["FIN-1"]["shipped"] == 10
+    assert (listed["INT-1"]["kind"], listed["INT-1"]["inputs"]) == ("intermediate", 2)
+
+
+def test_material_that_skipped_a_step_keeps_the_final_lot_from_release_on_that_path(run: Cli) -> None:
+    released_pools(run)
+    run("lot", "create", "INT-2", "--product", "ivig", "--pool", "P-A=50", "--kind", "intermediate")
+    run("step", "add", "--lot", "INT-2", "--method", "nanofiltration", "--started-at", STARTED, "--ended-at", ENDED,
+        "--lrv", "non-enveloped=4.5", "--lrv", "enveloped=5")
+    run("lot", "release", "INT-2")
+    run("lot", "create", "FIN-2", "--product", "ivig", "--lot", "INT-2=40", "--pool", "P-B=10", "--kind", "final")
+
+    refused = run("lot", "release", "FIN-2", code=ExitCode.RULE_VIOLATION)
+    assert "P-B -> FIN-2" in refused.stderr
+    assert "P-A -> INT-2 -> FIN-2" not in refused.stderr
+    clearance = {" -> ".join(c["path"]): c for c in run.json("trace", "lot", "FIN-2")["clearance"]}
+    assert set(clearance) == {"P-A -> INT-2 -> FIN-2", "P-B -> FIN-2"}
+    assert clearance["P-A -> INT-2 -> FIN-2"]["cumulative_log10"] == {"enveloped": 11.0, "non-enveloped": 4.5}
+    assert clearance["P-B -> FIN-2"]["cumulative_log10"] == {"enveloped": 6.0, "non-enveloped": 0.0}
+
+
+def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage(run: Cli) -> None:
+    site = released_pools(run)
+    make_lots(run)
+    run("step", "add", "--lot", "FIN-1", "--method", "nanofiltration", "--started-at", STARTED, "--ended-at", ENDED,
+        "--lrv", "non-enveloped=4.5", "--lrv", "enveloped=5")
+    run("lot", "release", "FIN-1")
+    run("lot", "ship", "FIN-1", "--to", "Hospital A", "--quantity", "10", "--shipped-on", "2026-07-01")
+    run("lot", "ship", "FIN-1", "--to", "Clinic B", "--quantity", "5")
+    today = datetime.now(UTC).date().isoformat()
+
+    lot = run.json("trace", "lot", "FIN-1")
+    assert {"lot_number", "pools", "lots", "donor_count", "donation_count", "steps", "shipments"} <= lot.keys()
+    assert "donations" not in lot
+    assert lot["lot_number"] == "FIN-1"
+    assert lot["pools"] == [
+        {"pool_number": "P-A", "product": "ivig", "status": "released", "donor_count": 1000, "donation_count": 1500,
+         "volume_ml": 1500 * 750},
+        {"pool_number": "P-B", "product": "ivig", "status": "released", "donor_count": 1000, "donation_count": 1000,
+         "volume_ml": 1000 * 750},
+    ]
+    assert lot["lots"] == ["INT-1"]
+    assert (lot["donor_count"], lot["donation_count"]) == (1500, 2500)
+    assert sorted(s["step_key"] for s in lot["steps"]) == ["FIN-1-S1", "P-A-S1", "P-B-S1"]
+    assert [(s["lot_number"], s["consignee"], s["quantity"], s["shipped_on"]) for s in lot["shipments"]] == [
+        ("FIN-1", "Hospital A", 10, "2026-07-01"), ("FIN-1", "Clinic B", 5, today)]
+
+    members = run.json("trace", "lot", "FIN-1", "--members")
+    donations = members["donations"]
+    assert len(donations) == 2500
+    assert len({d["unit_number"] for d in donations}) == 2500
+    assert len({d["donor_code"] for d in donations}) == 1500
+    assert {d["unit_number"] for d in donations} == set(site.pool_a) | set(site.pool_b)
+    by_unit = {d["unit_number"]: d for d in donations}
+    assert by_unit[site.pool_a[0]]["pool_number"] == "P-A" and by_unit[site.pool_b[0]]["pool_number"] == "P-B"
+    assert all({"unit_number", "donor_code", "pool_number"} <= d.keys() for d in donations)
+
+    intermediate = run.json("trace", "lot", "INT-1")
+    assert (intermediate["donor_count"], intermediate["donation_count"], intermediate["lots"]) == (1500, 2500, [])
+
+    pool = run.json("trace", "pool", "P-A")
+    assert {"pool_number", "status", "donor_count", "donation_count", "volume_ml", "lots", "shipments"} <= pool.keys()
+    assert (pool["pool_number"], pool["status"], pool["donor_count"], pool["donation_count"]) == (
+        "P-A", "released", 1000, 1500)
+    assert pool["volume_ml"] == 1500 * 750
+    assert pool["lots"] == ["FIN-1", "INT-1"]
+    assert sorted(s["consignee"] for s in pool["shipments"]) == ["Clinic B", "Hospital A"]
+    assert len(run.json("trace", "pool", "P-B", "--members")["donations"]) == 1000
+
+    donor_code = run.json("donation", "show", site.shared[0])["donor_code"]
+    donor = run.json("trace", "donor", donor_code)
+    assert {"donor_code", "donations", "pools", "lots", "shipments"} <= donor.keys()
+    assert donor["donor_code"] == donor_code
+    assert [(d["unit_number"], d["status"], d["pool_number"], d["lot_numbers"]) for d in donor["donations"]] == [
+        (site.shared[0], "pooled", "P-A", ["FIN-1", "INT-1"]),
+        (site.shared[1], "pooled", "P-B", ["FIN-1", "INT-1"]),
+    ]
+    assert all(d["collected_at"].startswith("2026-01-") for d in donor["donations"])
+    assert donor["pools"] == ["P-A", "P-B"] and donor["lots"] == ["FIN-1", "INT-1"]
+    assert sorted((s["lot_number"], s["consignee"], s["shipped_on"], s["quantity"]) for s in donor["shipments"]) == [
+        ("FIN-1", "Clinic B", today, 5), ("FIN-1", "Hospital A", "2026-07-01", 10)]
+
+    unit = run.json("trace", "unit", site.shared[1])
+    assert (unit["pool_number"], unit["lots"], len(unit["shipments"])) == ("P-B", ["FIN-1", "INT-1"], 2)
+
+
+def test_csv_traces_print_a_header_line_and_tables_name_the_records(run: Cli) -> None:
+    site = released_pools(run)
+    make_lots(run)
+
+    lot_csv = run("trace", "lot", "FIN-1", "--format", "csv").stdout.splitlines()
+    assert lot_csv[0] == "pool,product,status,distinct donors,donations,volume mL"
+    assert [line.split(",")[0] for line in lot_csv[1:]] == ["P-A", "P-B"]
+
+    members_csv = run("trace", "lot", "FIN-1", "--members", "--format", "csv").stdout.splitlines()
+    assert members_csv[0] == "unit,donor,pool,collected at"
+    assert len(members_csv) == 1 + 2500
+
+    donor_code = run.json("donation", "show", site.shared[0])["donor_code"]
+    donor_csv = run("trace", "donor", donor_code, "-f", "csv").stdout.splitlines()
+    assert donor_csv[0].startswith("unit,collected at,")
+    assert len(donor_csv) == 3
+
+    table = run("trace", "lot", "FIN-1").stdout
+    assert "FIN-1" in table and "P-A" in table and "INT-1" in table and "1,500" in table
