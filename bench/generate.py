@@ -193,8 +193,8 @@ def ensure_generated(out: Path, *, donations: int, seed: int = 1, panel: int = 6
     path = out / "manifest.json"
     if path.exists():
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        if all(manifest.get(k) == v for k, v in wanted.items()) and all((out / f).exists() for f in
-                                                                         ("donors.csv", "donations.csv", "results.csv")):
+        files = ("donors.csv", "donations.csv", "results.csv")
+        if all(manifest.get(k) == v for k, v in wanted.items()) and all((out / f).exists() for f in files):
             return manifest
     started = time.perf_counter()
     manifest = generate(out, donations=donations, seed=seed, panel=panel, **kw)

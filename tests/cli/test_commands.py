@@ -44,7 +44,9 @@ def test_init_creates_the_schema_in_a_fresh_sqlite_file_and_a_second_init_says_u
     assert second.stdout == ""
 
 
-def test_a_command_on_a_database_without_schema_says_to_run_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_command_on_a_database_without_schema_says_to_run_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     run = Cli(db_url=f"sqlite:///{tmp_path / 'empty.db'}", workdir=tmp_path)
     result = run("establishment", "list", code=ExitCode.FAILURE)

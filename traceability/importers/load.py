@@ -283,6 +283,7 @@ class _Import:
         self.seen: dict[str, int] = {}
         self._sites: dict[str, int] = {}
         self._records: dict[int, Record] = {}
+        self._rejected: list[tuple[int, list[RowProblem]]] = []
         self._loader = _LOADERS[kind]
 
     # -- outcome -------------------------------------------------------------------------------------------------
@@ -334,15 +335,23 @@ class _Import:
                 valid.append(row)
         if valid:
             self._loader(self, valid)
+        self._flush_rejected()
 
     def reject(self, line: int, problems: list[RowProblem]) -> None:
         self.rejected += 1
         self.problem_count += len(problems)
-        for problem in problems:
-            if len(self.problems) < PROBLEMS_KEPT:
-                self.problems.append(problem.render(self.file))
-        if self.rejects is not None:
-            self.rejects.write(self._records[line], problems)
+        self._rejected.append((line, problems))
+
+    def _flush_rejected(self) -> None:
+        # Rows are rejected while reading and again while resolving references; reporting them in file order
+        # makes the list and the rejects file follow the file.
+        for line, problems in sorted(self._rejected, key=lambda item: item[0]):
+            for problem in problems:
+                if len(self.problems) < PROBLEMS_KEPT:
+                    self.problems.append(problem.render(self.file))
+            if self.rejects is not None:
+                self.rejects.write(self._records[line], problems)
+        self._rejected = []
 
     def compare(self, row: Row, pairs: list[tuple[str, Any, Any]]) -> None:
         """Count a row whose key is already recorded as present, or record a conflict naming each difference."""

@@ -75,7 +75,7 @@ COLUMNS: dict[ImportKind, Columns] = {
 
 @dataclass(frozen=True)
 class RowProblem:
-    """One problem of one row: the physical line it starts on, the column (or ``row``), and what is wrong."""
+    """One problem of one row: its physical line, the column (or ``row``), and what is wrong."""
 
     line: int
     field: str
@@ -88,6 +88,8 @@ class RowProblem:
 
 @dataclass(frozen=True)
 class DonorRow:
+    """A donor to register."""
+
     line: int
     donor_code: str
     establishment: str
@@ -104,6 +106,8 @@ class DonorRow:
 
 @dataclass(frozen=True)
 class DonationRow:
+    """A collection to record, its unit number parsed."""
+
     line: int
     unit: UnitNumber
     donor_code: str
@@ -128,6 +132,8 @@ class DonationRow:
 
 @dataclass(frozen=True)
 class ResultRow:
+    """A screening result; its key is the unit, the marker and the test time."""
+
     line: int
     unit_number: str
     marker: Marker
@@ -149,6 +155,8 @@ class ResultRow:
 
 @dataclass(frozen=True)
 class PoolMemberRow:
+    """A unit to add to a pool."""
+
     line: int
     pool_number: str
     unit_number: str
@@ -207,10 +215,6 @@ def parse_code(text: str, what: str) -> str:
     return text
 
 
-def _unit(text: str) -> UnitNumber:
-    return parse_unit_number(text)
-
-
 def _not_future(cells: _Cells, column: str, value: datetime | None, now: datetime) -> None:
     if value is not None and value > now + CLOCK_SKEW:
         cells.problem(column, f"{value.isoformat()} is in the future.")
@@ -234,7 +238,7 @@ def parse_donation(
 ) -> tuple[DonationRow | None, list[RowProblem]]:
     """A donations-file row, or the problems that stop it."""
     c = _Cells(line, cells)
-    unit = c.required("unit_number", _unit)
+    unit = c.required("unit_number", parse_unit_number)
     donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
     collected_at = c.required("collected_at", lambda t: parse_timestamp(t, "time"))
     volume_ml = c.required("volume_ml", lambda t: parse_positive_int(t, "volume (mL)", allow_zero=True))
@@ -267,7 +271,7 @@ def parse_test_result(
 ) -> tuple[ResultRow | None, list[RowProblem]]:
     """A results-file row, or the problems that stop it."""
     c = _Cells(line, cells)
-    unit = c.required("unit_number", _unit)
+    unit = c.required("unit_number", parse_unit_number)
     marker = c.required("marker", parse_marker)
     result = c.required("result", parse_result)
     tested_at = c.required("tested_at", lambda t: parse_timestamp(t, "time"))
@@ -290,7 +294,7 @@ def parse_pool_member(
     """A pool-members-file row, or the problems that stop it."""
     c = _Cells(line, cells)
     pool_number = c.required("pool_number", lambda t: parse_code(t, "pool number"))
-    unit = c.required("unit_number", _unit)
+    unit = c.required("unit_number", parse_unit_number)
     if c.problems or pool_number is None or unit is None:
         return None, c.problems
     return PoolMemberRow(line, pool_number, unit.value), []
