@@ -208,11 +208,21 @@ def print_document(document: sections.Document, trace: Any, fmt: OutputFormat) -
             print_rows(section.columns, section.rows, OutputFormat.table, title=section.title)
 
 
+class ProgressHook:
+    """Callbacks for long work: ``update(done)`` and ``total(n)``; no-ops when not on a terminal."""
+
+    def __init__(self, update: Callable[[int], None], total: Callable[[int], None]) -> None:
+        self.update, self.total = update, total
+
+    def __call__(self, done: int) -> None:
+        self.update(done)
+
+
 @contextmanager
-def progress(description: str) -> Iterator[Callable[[int], None]]:
-    """A live progress line with rows per second on a terminal; nothing when piped."""
+def progress(description: str) -> Iterator[ProgressHook]:
+    """A live progress bar with rows per second on a terminal; nothing when piped."""
     if not err.is_terminal:
-        yield lambda _n: None
+        yield ProgressHook(lambda _n: None, lambda _n: None)
         return
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(),
@@ -225,7 +235,7 @@ def progress(description: str) -> Iterator[Callable[[int], None]]:
             seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-6)
             bar.update(task, completed=n, rate=f"{n / seconds:,.0f} rows/s")
 
-        yield update
+        yield ProgressHook(update, lambda n: bar.update(task, total=n))
 
 
 # --- init, policy ----------------------------------------------------------------------------------------------
@@ -769,14 +779,9 @@ def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_inval
 
     with progress(f"Importing {file.name}") as update, work(ctx) as session:
         report = import_file(session, ImportKind(kind), file, actor=ctx.obj.actor, dry_run=dry_run,
-                             skip_invalid=skip_invalid, rejects_path=rejects, policy=ctx.obj.policy, progress=update)
-    if report.already_imported:
-        err.print(f"{file}: this file was imported before (audit event {report.event_seq}); nothing was added.")
-        return
-    verb = "would load" if dry_run else "loaded"
-    err.print(f"{file}: {report.rows:,} rows; {verb} {report.loaded:,}, {report.already_present:,} already present"
-              + (f", {report.rejected:,} rejected to {report.rejects_path}" if report.rejected else "")
-              + ("; nothing was written (dry run)." if dry_run else "."))
+                             skip_invalid=skip_invalid, rejects_path=rejects, policy=ctx.obj.policy, progress=update,
+                             on_rows_counted=update.total)
+    err.print(escape(report.summary), highlight=False)
     for line in report.problems:
         err.print(escape(line), highlight=False)
     if report.reactive:

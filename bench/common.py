@@ -287,12 +287,17 @@ def _sqlite_time(text: str) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def raw_sqlite_load(db: Path, folder: Path) -> dict[str, float]:
+def _result_fields(row: list[str], col: dict[str, int]) -> list[str]:
+    return [row[col[c]] if c in col else "" for c in ("unit_number", "marker", "result", "tested_at", "method", "lab")]
+
+
+def raw_sqlite_load(db: Path, folder: Path, *, set_aside: list[list[str]] | None = None) -> dict[str, float]:
     """csv module + sqlite3 executemany of donors, donations and results, in one transaction.
 
     The same pragmas as the application (WAL, synchronous=NORMAL, foreign keys on), the same tables and
     indexes (the file is migrated by the application's migrations). References are resolved with one SELECT per
-    table into a dict. Returns seconds per file.
+    table into a dict. Returns seconds per file. With ``set_aside``, reactive results are appended to it (as
+    ``[unit_number, marker, result, tested_at, method, lab]``) instead of being inserted.
     """
     seconds: dict[str, float] = {}
     con = sqlite3.connect(db, isolation_level=None)
@@ -347,6 +352,9 @@ def raw_sqlite_load(db: Path, folder: Path) -> dict[str, float]:
         def results() -> Iterator[tuple[Any, ...]]:
             for r in reader:
                 lab = r[c_lab] if c_lab is not None else ""
+                if set_aside is not None and r[c_result] == "reactive":
+                    set_aside.append(_result_fields(r, col))
+                    continue
                 yield (units[r[c_unit]], r[c_marker], 1, r[c_result], (r[c_method] if c_method is not None else "")
                        or None, sites[lab] if lab else None, _sqlite_time(r[c_at]), stamp, ACTOR)
 
@@ -361,11 +369,11 @@ def raw_sqlite_load(db: Path, folder: Path) -> dict[str, float]:
     return seconds
 
 
-def raw_postgres_copy(url: str, folder: Path) -> dict[str, float]:
+def raw_postgres_copy(url: str, folder: Path, *, set_aside: list[list[str]] | None = None) -> dict[str, float]:
     """csv module + COPY ... FROM STDIN (psycopg 3) of donors, donations and results, in one transaction.
 
     Times go to PostgreSQL as text (it parses ISO 8601 with offsets itself); references are resolved with one
-    SELECT per table into a dict. Returns seconds per file.
+    SELECT per table into a dict. Returns seconds per file. ``set_aside`` as for :func:`raw_sqlite_load`.
     """
     import psycopg
 
@@ -410,6 +418,9 @@ def raw_postgres_copy(url: str, folder: Path) -> dict[str, float]:
             c_method, c_lab = col.get("method"), col.get("lab")
             for r in reader:
                 lab = r[c_lab] if c_lab is not None else ""
+                if set_aside is not None and r[c_result] == "reactive":
+                    set_aside.append(_result_fields(r, col))
+                    continue
                 copy.write_row((units[r[c_unit]], r[c_marker], 1, r[c_result],
                                 (r[c_method] if c_method is not None else "") or None, sites[lab] if lab else None,
                                 r[c_at], stamp, ACTOR))

@@ -17,7 +17,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlmodel import Session
 
 from .db import lock_audit_chain
@@ -70,6 +70,12 @@ def _hashed_fields(event: AuditEvent) -> dict[str, Any]:
         "reason": event.reason,
         "prev_hash": event.prev_hash,
     }
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_head(session: Session, _transaction: Any) -> None:
+    """Any transaction or savepoint that ends may have rolled back the cached head: read it afresh next time."""
+    session.info.pop(_HEAD_KEY, None)
 
 
 def _head(session: Session) -> tuple[int, str]:

@@ -43,6 +43,13 @@ def test_init_creates_the_schema_in_a_fresh_sqlite_file_and_a_second_init_says_u
     assert "up to date" in second.stderr
     assert second.stdout == ""
 
+    # --db overrides PLASMATRACE_DB.
+    other = tmp_path / "other.db"
+    run("--db", f"sqlite:///{other}", "init")
+    run("--db", f"sqlite:///{other}", "establishment", "add", "C-NYC", "--name", "New York", "--kind", "collection")
+    assert [row["code"] for row in run.json("--db", f"sqlite:///{other}", "establishment", "list")] == ["C-NYC"]
+    assert run.json("establishment", "list") == []
+
 
 def test_a_command_on_a_database_without_schema_says_to_run_init(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -83,20 +90,27 @@ def test_establishments_and_donors_are_added_listed_and_shown(run: Cli) -> None:
 
     table = run("donor", "list")
     assert "D-000123" in table.stdout and "D-000124" in table.stdout
+    assert added.stdout == ""
+
+    # CSV exports neutralise cells a spreadsheet would evaluate.
+    run("donor", "add", "=1+2", "--establishment", "C-BOS")
+    exported = run("donor", "list", "--format", "csv").stdout.splitlines()
+    assert exported[0] == "donor,establishment,registered on,donations"
+    assert "'=1+2,C-BOS,,0" in exported
+    assert run.json("donor", "show", "=1+2")["donor_code"] == "=1+2"
 
 
-def test_a_duplicate_donor_is_a_conflict_naming_the_code(run: Cli) -> None:
+def test_a_duplicate_donor_is_a_conflict_and_an_unknown_establishment_is_not_found(run: Cli) -> None:
     site_with_donor(run, "D-000123")
-    result = run("donor", "add", "D-000123", "--establishment", "C-BOS", code=ExitCode.CONFLICT)
-    assert "D-000123" in result.stderr
-    assert "already exists" in result.stderr
-    assert len(run.json("donor", "list")) == 1
+    duplicate = run("donor", "add", "D-000123", "--establishment", "C-BOS", code=ExitCode.CONFLICT)
+    assert "D-000123" in duplicate.stderr
+    assert "already exists" in duplicate.stderr
+    assert "C-BOS" in run("establishment", "add", "C-BOS", "--name", "Again", "--kind", "testing",
+                          code=ExitCode.CONFLICT).stderr
 
-
-def test_a_donor_of_an_unknown_establishment_is_not_found(run: Cli) -> None:
-    result = run("donor", "add", "D-000123", "--establishment", "C-NOWHERE", code=ExitCode.NOT_FOUND)
-    assert "C-NOWHERE" in result.stderr
-    assert run.json("donor", "list") == []
+    unknown = run("donor", "add", "D-000124", "--establishment", "C-NOWHERE", code=ExitCode.NOT_FOUND)
+    assert "C-NOWHERE" in unknown.stderr
+    assert [row["donor"] for row in run.json("donor", "list")] == ["D-000123"]
 
 
 # --- donations -------------------------------------------------------------------------------------------------
@@ -104,13 +118,13 @@ def test_a_donor_of_an_unknown_establishment_is_not_found(run: Cli) -> None:
 
 def test_every_printed_din_form_is_stored_as_the_canonical_din(run: Cli) -> None:
     donor = site_with_donor(run)
-    scanned = run("donation", "add", "=G12341765432170", "--donor", donor, "--collected-at", COLLECTED,
-                  "--volume-ml", "780")
+    scanned = run("donation", "add", "=G12341765432170", "--donor", donor, "--collected-at",
+                  "2026-05-01T11:30:00+02:00", "--volume-ml", "780")
     assert "G123417654321" in scanned.stderr
     shown = run.json("donation", "show", "G123417654321")
     assert (shown["unit_number"], shown["scheme"], shown["donor_code"]) == ("G123417654321", "isbt128", donor)
     assert shown["volume_ml"] == 780
-    assert shown["collected_at"].startswith("2026-05-01T09:30:00")
+    assert shown["collected_at"] == "2026-05-01T09:30:00+00:00"
 
     # The keyboard form of the same DIN is the same unit: it is refused as a duplicate under its canonical number.
     again = run("donation", "add", "G123417654321A", "--donor", donor, "--collected-at", COLLECTED,
@@ -124,12 +138,6 @@ def test_every_printed_din_form_is_stored_as_the_canonical_din(run: Cli) -> None
     assert run.json("donation", "show", "G1234 17 654321 A")["unit_number"] == "G123417654321"
     assert run.json("donation", "show", "=W00000912345602")["unit_number"] == "W000009123456"
     assert sorted(row["unit"] for row in run.json("donation", "list")) == ["G123417654321", "W000009123456"]
-
-
-def test_the_keyboard_form_alone_is_stored_canonical(run: Cli) -> None:
-    donor = site_with_donor(run)
-    run("donation", "add", "G123417654321A", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "780")
-    assert run.json("donation", "show", "G123417654321")["unit_number"] == "G123417654321"
 
 
 def test_a_wrong_check_character_is_invalid_input_naming_the_input_and_the_expected_character(run: Cli) -> None:
@@ -152,14 +160,6 @@ def test_codabar_and_local_unit_numbers_are_accepted_with_their_scheme(run: Cli)
     assert (local["unit_number"], local["scheme"]) == ("LOC-2026/0001", "local")
     assert sorted(d["unit_number"] for d in run.json("trace", "donor", donor)["donations"]) == [
         "12345678", "LOC-2026/0001"]
-
-
-def test_a_donation_of_an_unknown_donor_is_not_found_and_nothing_is_written(run: Cli) -> None:
-    site_with_donor(run)
-    result = run("donation", "add", "G123417654321", "--donor", "D-GHOST", "--collected-at", COLLECTED,
-                 "--volume-ml", "780", code=ExitCode.NOT_FOUND)
-    assert "D-GHOST" in result.stderr
-    assert run.json("donation", "list") == []
 
 
 # --- results ---------------------------------------------------------------------------------------------------
@@ -185,26 +185,28 @@ def test_result_aliases_are_recorded_as_nonreactive_and_reactive(run: Cli) -> No
 
 def test_a_reactive_hiv_rna_rejects_the_unit_defers_the_donor_and_interdicts_the_other_unit(run: Cli) -> None:
     donor = site_with_donor(run)
-    run("donation", "add", "A999926000001", "--donor", donor, "--collected-at", "2026-04-01T09:00:00Z",
-        "--volume-ml", "780")
+    for unit, collected in (("A999925000001", "2025-01-15T09:00:00Z"), ("A999926000001", "2026-04-01T09:00:00Z")):
+        run("donation", "add", unit, "--donor", donor, "--collected-at", collected, "--volume-ml", "780")
+        for marker in PANEL:
+            run("result", "add", unit, "--marker", marker, "--result", "NR", "--tested-at", collected[:10] + "T18:00Z")
     run("donation", "add", "A999926000002", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "780")
-    for marker in PANEL:
-        run("result", "add", "A999926000001", "--marker", marker, "--result", "NR", "--tested-at", "2026-04-03T10:00Z")
 
     reactive = run("result", "add", "A999926000002", "--marker", "hiv-rna", "--result", "R", "--method", "nat",
                    "--tested-at", "2026-05-03T10:00Z")
     assert "A999926000002 rejected" in reactive.stderr
     assert f"Donor {donor} deferred permanently" in reactive.stderr
     assert "A999926000001" in reactive.stderr
+    assert "A999925000001" not in reactive.stderr
 
     rejected = run.json("donation", "show", "A999926000002")
     assert rejected["status"] == "rejected"
     assert "hiv-rna" in rejected["status_reason"]
     assert run.json("donation", "show", "A999926000001")["status"] == "interdicted"
 
+    # The look-back window reaches 365 days before the last nonreactive donation (2026-04-01), not further.
     trace = run.json("trace", "donor", donor)
     assert {d["unit_number"]: d["status"] for d in trace["donations"]} == {
-        "A999926000001": "interdicted", "A999926000002": "rejected"}
+        "A999925000001": "in-inventory", "A999926000001": "interdicted", "A999926000002": "rejected"}
     [deferral] = trace["deferrals"]
     assert deferral["ends_on"] is None and deferral["source"] == "reactive-result"
     assert [row["unit"] for row in run.json("donation", "list", "--status", "interdicted")] == ["A999926000001"]
@@ -233,6 +235,8 @@ def test_unknown_business_keys_are_not_found_and_named(run: Cli) -> None:
         (["donation", "show", "A999926000009"], "A999926000009"),
         (["trace", "unit", "=A99992600000900"], "A999926000009"),
         (["result", "add", "A999926000009", "--marker", "hbsag", "--result", "NR"], "A999926000009"),
+        (["donation", "add", "A999926000001", "--donor", "D-9999", "--collected-at", COLLECTED, "--volume-ml", "780"],
+         "D-9999"),
         (["step", "add", "--pool", "P-9999", "--method", "solvent-detergent", "--started-at", "2026-05-01T08:00Z",
           "--ended-at", "2026-05-01T14:00Z", "--lrv", "enveloped=6"], "P-9999"),
     ]
@@ -241,6 +245,7 @@ def test_unknown_business_keys_are_not_found_and_named(run: Cli) -> None:
         assert key in result.stderr, args
         assert result.stdout == "", args
     assert run.json("pool", "show", "P-0001")["donation_count"] == 0
+    assert run.json("donation", "list") == []
 
 
 def test_usage_errors_exit_2_without_a_traceback(run: Cli) -> None:
@@ -260,3 +265,33 @@ def test_usage_errors_exit_2_without_a_traceback(run: Cli) -> None:
     for args in cases:
         result = run(*args, code=ExitCode.USAGE)
         assert result.stdout == "", args
+
+
+# --- known defects: these assert the behaviour the SPEC asks for ----------------------------------------------
+
+
+@pytest.mark.xfail(reason="list --status passes an unknown status to the database: LookupError traceback, exit 1",
+                   strict=True)
+def test_an_unknown_status_filter_is_a_usage_error(run: Cli) -> None:
+    for args in (["donation", "list", "--status", "bogus"], ["pool", "list", "--status", "bogus"]):
+        result = run(*args, code=ExitCode.USAGE)
+        assert "bogus" in result.stderr, args
+
+
+@pytest.mark.xfail(reason="donor list --establishment with an unknown code lists nothing and exits 0", strict=True)
+def test_listing_donors_of_an_unknown_establishment_is_not_found(run: Cli) -> None:
+    site_with_donor(run)
+    result = run("donor", "list", "--establishment", "C-NOWHERE", code=ExitCode.NOT_FOUND)
+    assert "C-NOWHERE" in result.stderr
+
+
+@pytest.mark.xfail(reason="success messages put business keys into Rich markup unescaped: '[b]' vanishes from the "
+                          "key and '[/]' crashes with MarkupError after the commit", strict=True)
+def test_messages_name_keys_with_square_brackets_verbatim(run: Cli) -> None:
+    site_with_donor(run)
+    shown = run("donor", "add", "D-[b]7", "--establishment", "C-BOS")
+    assert "D-[b]7" in shown.stderr
+    crashed = run("donor", "add", "D-[/]8", "--establishment", "C-BOS")
+    assert "D-[/]8" in crashed.stderr
+    pool = run("pool", "create", "P-[red]1", "--product", "ivig")
+    assert "P-[red]1" in pool.stderr

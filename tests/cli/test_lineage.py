@@ -56,6 +56,13 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
     assert "INT-1" in created.stderr
     not_yet = run("lot", "ship", "INT-1", "--to", "Hospital A", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
     assert "INT-1" in not_yet.stderr
+
+    # A step with an open deviation holds the lot until QA closes the deviation.
+    run("step", "add", "--lot", "INT-1", "--method", "low-ph", "--started-at", STARTED, "--ended-at", ENDED,
+        "--param", "ph=4.2", "--lrv", "enveloped=2", "--outcome", "deviation")
+    deviation = run("lot", "release", "INT-1", code=ExitCode.RULE_VIOLATION)
+    assert "INT-1" in deviation.stderr and "INT-1-S1" in deviation.stderr and "deviation" in deviation.stderr
+    run("step", "close-deviation", "INT-1-S1", "--reason", "CAPA-17: within validated range")
     run("lot", "release", "INT-1")
 
     run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
@@ -139,12 +146,21 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     intermediate = run.json("trace", "lot", "INT-1")
     assert (intermediate["donor_count"], intermediate["donation_count"], intermediate["lots"]) == (1500, 2500, [])
 
+    # P-A reaches this lot twice, directly and through INT-1: its donors and donations still count once.
+    run("lot", "create", "DIA-1", "--product", "ivig", "--lot", "INT-1=5", "--pool", "P-A=5", "--kind", "final")
+    diamond = run.json("trace", "lot", "DIA-1", "--members")
+    assert [p["pool_number"] for p in diamond["pools"]] == ["P-A", "P-B"] and diamond["lots"] == ["INT-1"]
+    assert (diamond["donor_count"], diamond["donation_count"]) == (1500, 2500)
+    assert len(diamond["donations"]) == len({d["unit_number"] for d in diamond["donations"]}) == 2500
+    assert {" -> ".join(c["path"]) for c in diamond["clearance"]} == {
+        "P-A -> INT-1 -> DIA-1", "P-B -> INT-1 -> DIA-1", "P-A -> DIA-1"}
+
     pool = run.json("trace", "pool", "P-A")
     assert {"pool_number", "status", "donor_count", "donation_count", "volume_ml", "lots", "shipments"} <= pool.keys()
     assert (pool["pool_number"], pool["status"], pool["donor_count"], pool["donation_count"]) == (
         "P-A", "released", 1000, 1500)
     assert pool["volume_ml"] == 1500 * 750
-    assert pool["lots"] == ["FIN-1", "INT-1"]
+    assert pool["lots"] == ["DIA-1", "FIN-1", "INT-1"]
     assert sorted(s["consignee"] for s in pool["shipments"]) == ["Clinic B", "Hospital A"]
     assert len(run.json("trace", "pool", "P-B", "--members")["donations"]) == 1000
 
@@ -153,16 +169,16 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert {"donor_code", "donations", "pools", "lots", "shipments"} <= donor.keys()
     assert donor["donor_code"] == donor_code
     assert [(d["unit_number"], d["status"], d["pool_number"], d["lot_numbers"]) for d in donor["donations"]] == [
-        (site.shared[0], "pooled", "P-A", ["FIN-1", "INT-1"]),
-        (site.shared[1], "pooled", "P-B", ["FIN-1", "INT-1"]),
+        (site.shared[0], "pooled", "P-A", ["DIA-1", "FIN-1", "INT-1"]),
+        (site.shared[1], "pooled", "P-B", ["DIA-1", "FIN-1", "INT-1"]),
     ]
     assert all(d["collected_at"].startswith("2026-01-") for d in donor["donations"])
-    assert donor["pools"] == ["P-A", "P-B"] and donor["lots"] == ["FIN-1", "INT-1"]
+    assert donor["pools"] == ["P-A", "P-B"] and donor["lots"] == ["DIA-1", "FIN-1", "INT-1"]
     assert sorted((s["lot_number"], s["consignee"], s["shipped_on"], s["quantity"]) for s in donor["shipments"]) == [
         ("FIN-1", "Clinic B", today, 5), ("FIN-1", "Hospital A", "2026-07-01", 10)]
 
     unit = run.json("trace", "unit", site.shared[1])
-    assert (unit["pool_number"], unit["lots"], len(unit["shipments"])) == ("P-B", ["FIN-1", "INT-1"], 2)
+    assert (unit["pool_number"], unit["lots"], len(unit["shipments"])) == ("P-B", ["DIA-1", "FIN-1", "INT-1"], 2)
 
     lot_csv = run("trace", "lot", "FIN-1", "--format", "csv").stdout.splitlines()
     assert lot_csv[0] == "pool,product,status,distinct donors,donations,volume mL"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from tests.cli.conftest import Cli, seeded
 from tests.factories import PANEL, bulk_units, make_donor, make_unit
 from traceability.errors import ExitCode
+from traceability.identifiers import din_check_character
 from traceability.models import Marker, ResultValue
 
 
@@ -88,8 +89,12 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
         untested = make_unit(session, donor=donor, panel=None).unit_number
         partial = make_unit(session, donor=donor, panel={m: ResultValue.NONREACTIVE for m in PANEL
                                                          if m != Marker.HBV_DNA}).unit_number
-        discarded = bulk_units(session, donors_count=1, units_per_donor=2)[0]
+        discarded, empty, deferred, reactive = bulk_units(session, donors_count=4, units_per_donor=2)[::2]
     run("donation", "discard", discarded, "--reason", "bag leaked")
+    run("donation", "correct", empty, "--set", "volume_ml=0", "--reason", "empty bag")
+    deferred_donor = run.json("donation", "show", deferred)["donor_code"]
+    run("donor", "defer", deferred_donor, "--reason", "travel", "--from", "2025-12-01", "--until", "2026-12-01")
+    run("result", "add", reactive, "--marker", "hcv-rna", "--result", "positive", "--tested-at", "2026-01-05T10:00Z")
     run("pool", "create", "P-0007", "--product", "albumin")
 
     cases = {
@@ -98,6 +103,9 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
         held: "inventory hold until",
         applicant: "not qualified",
         discarded: "not in inventory: discarded",
+        empty: "volume 0 mL is not positive",
+        deferred: "was deferred at collection",
+        reactive: "reactive: hcv-rna",
     }
     for unit, reason in cases.items():
         refused = run("pool", "add", "P-0007", unit, code=ExitCode.RULE_VIOLATION)
@@ -108,7 +116,7 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
     # A refusal lists every reason for every unit, and takes none of them, not even the eligible one.
     everything = run("pool", "add", "P-0007", "--file", run.units_file([good[0], *cases]),
                      code=ExitCode.RULE_VIOLATION)
-    assert "5 units are not eligible" in everything.stderr
+    assert f"{len(cases)} units are not eligible" in everything.stderr
     for unit, reason in cases.items():
         assert unit in everything.stderr and reason in everything.stderr, unit
     assert good[0] not in everything.stderr
@@ -117,6 +125,16 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
 
     assert "2 units added" in run("pool", "add", "P-0007", *good).stderr
     assert pool_json(run, "P-0007")["donation_count"] == 2
+
+    # The applicant's first unit waits until a second tested donation qualifies the donor.
+    applicant_donor = run.json("donation", "show", applicant)["donor_code"]
+    run("donation", "add", "A888826000001", "--donor", applicant_donor, "--collected-at", "2026-03-01T09:00Z",
+        "--volume-ml", "700")
+    for marker in PANEL:
+        run("result", "add", "A888826000001", "--marker", marker.value, "--result", "NR",
+            "--tested-at", "2026-03-02T09:00Z")
+    run("pool", "add", "P-0007", applicant, "A888826000001")
+    assert pool_json(run, "P-0007")["donation_count"] == 4
 
 
 def test_a_unit_cannot_be_added_to_two_pools(run: Cli) -> None:
@@ -128,6 +146,10 @@ def test_a_unit_cannot_be_added_to_two_pools(run: Cli) -> None:
 
     conflict = run("pool", "add", "P-B", units[0], code=ExitCode.CONFLICT)
     assert units[0] in conflict.stderr and "P-A" in conflict.stderr
+
+    # The same unit in a printed form is the same unit.
+    printed = run("pool", "add", "P-B", units[0] + din_check_character(units[0]), code=ExitCode.CONFLICT)
+    assert units[0] in printed.stderr and "P-A" in printed.stderr
 
     partly = run("pool", "add", "P-B", units[1], units[2], code=ExitCode.CONFLICT)
     assert units[2] in partly.stderr and "P-A" in partly.stderr

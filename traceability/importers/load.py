@@ -45,7 +45,7 @@ from ..models import (
 )
 from ..rules import DEFAULT_POLICY, Policy
 from ..services import pools
-from ..services.units import ResultOutcome, _apply_reactive
+from ..services.units import ResultOutcome, apply_reactive
 from .readers import Record, read_records, scan
 from .rows import (
     COLUMNS,
@@ -221,9 +221,6 @@ def import_file(
 def _undo(session: Session, savepoint: Any) -> None:
     if savepoint.is_active:
         savepoint.rollback()
-    # audit.record caches the chain head per outer transaction; after a rolled-back SAVEPOINT that head names an
-    # event that no longer exists, and the next event would break the chain.
-    session.info.pop(audit._HEAD_KEY, None)
 
 
 def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude: int | None) -> AuditEvent | None:
@@ -566,7 +563,7 @@ def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, i
         unit = units[donation_id]
         outcome = ResultOutcome(result=results[(donation_id, row.marker.value, version)],
                                 unit_number=unit.unit_number, donor_code=donors[row.unit_number])
-        _apply_reactive(session, unit, row.marker, outcome, actor=job.actor, policy=job.policy)
+        apply_reactive(session, unit, row.marker, outcome, actor=job.actor, policy=job.policy)
 
 
 def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:

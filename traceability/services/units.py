@@ -205,13 +205,15 @@ def add_result(
                      actor=actor, new={"marker": marker, "version": version, "result": result, "value": value,
                                        "unit": value_unit, "tested_at": tested_at}, reason=reason)
     if result == ResultValue.REACTIVE:
-        _apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
+        apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
     return outcome
 
 
-def _apply_reactive(
+def apply_reactive(
     session: Session, unit: Donation, marker: Marker, outcome: ResultOutcome, *, actor: str, policy: Policy
 ) -> None:
+    """What a reactive result sets off: reject the unit; for a panel marker, also defer the donor permanently
+    and interdict the donor's units still in inventory within the look-back window. Fills ``outcome``."""
     why = f"reactive {marker.value} on unit {unit.unit_number}"
     if unit.status in (UnitStatus.IN_INVENTORY, UnitStatus.INTERDICTED):
         old = unit.status
