@@ -23,7 +23,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import Session
 
-from traceability import audit, db, migrate
+from traceability import audit, db
 from traceability.config import Settings
 from traceability.errors import DatabaseUnavailable, ExitCode, TraceabilityError
 from traceability.models import EstablishmentKind, LotKind, PlasmaKind, StepMethod, StepOutcome, TestMethod
@@ -244,6 +244,8 @@ def progress(description: str) -> Iterator[ProgressHook]:
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create the database or upgrade it to the newest schema. Example: plasmatrace --db sqlite:///site.db init"""
+    from traceability import migrate
+
     settings: Settings = ctx.obj.settings
     try:
         before, after = migrate.upgrade(db.engine_for(settings))
@@ -267,6 +269,7 @@ def demo(
     from functools import partial
 
     from traceability import demo as demo_site
+    from traceability import migrate
 
     settings: Settings = ctx.obj.settings
     where = db.safe_url(settings.database_url)

@@ -9,6 +9,7 @@ from tests.factories import ACTOR, NOW, bulk_units, make_lot, make_step
 from traceability.errors import InputNotReleased, LineageCycle, LotNotReleasable, WrongState
 from traceability.models import LotKind, Marker, ResultValue, StepMethod, StepOutcome
 from traceability.queries.lineage import trace_donor, trace_lot, trace_pool
+from traceability.reports import json_schemas
 from traceability.services import inactivation, lots, pools
 
 
@@ -51,8 +52,11 @@ def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_onc
     json = trace.as_json()
     assert {"lot_number", "pools", "lots", "donor_count", "donation_count", "steps", "shipments",
             "donations"} <= set(json)
+    json_schemas.validate("trace-lot", json)
     donor_code = trace.donations[0].donor_code  # type: ignore[index]
     forward = trace_donor(session, donor_code)
+    json_schemas.validate("trace-donor", forward.as_json())
+    json_schemas.validate("trace-pool", trace_pool(session, "P-A", members=True).as_json())
     assert forward.pools == ["P-A"] and forward.lots == ["IVG-1", "PASTE-1"]
     assert forward.donations[0].lot_numbers == ["IVG-1", "PASTE-1"]
     assert [(s.lot_number, s.consignee, s.quantity) for s in forward.shipments] == [("IVG-1", "Hospital A", 40)]
