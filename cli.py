@@ -563,6 +563,20 @@ def pool_add(
     err.print(f"{added:,} units added to pool {pool}.")
 
 
+@pool_app.command("remove")
+def pool_remove(
+    ctx: typer.Context,
+    pool: str,
+    unit_numbers: Annotated[list[str], typer.Argument(help="Unit numbers.", show_default=False)],
+    reason: ReasonOption,
+) -> None:
+    """Take units back out of an open pool, with a reason. Example: plasmatrace pool remove P-0042 A999926123456 --reason "HBsAg reactive after allocation\""""
+    with work(ctx) as session:
+        removed = pools.remove_units(session, pool_number=pool, unit_numbers=unit_numbers, reason=reason,
+                                     actor=ctx.obj.actor, policy=ctx.obj.policy)
+    err.print(f"{removed:,} unit(s) removed from pool {pool}.")
+
+
 @pool_app.command("close")
 def pool_close(ctx: typer.Context, pool: str) -> None:
     """Close a pool: at least min_donors distinct donors and every member still eligible. Example: plasmatrace pool close P-0042"""

@@ -48,7 +48,7 @@ PANEL = common.PANEL
 LOOKBACK_DAYS = 365
 
 
-# --- build ---------------------------------------------------------------------------------------------------------
+# --- build -----------------------------------------------------------------------------------------------------
 
 
 def load(url: str, folder: Path, method: str) -> dict[str, float]:
@@ -107,7 +107,8 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
     from traceability.db import make_engine, transaction
     from traceability.models import LotKind, Marker, ResultValue, StepMethod, utcnow
     from traceability.rules import DEFAULT_POLICY
-    from traceability.services import inactivation, lots, pools as pool_service
+    from traceability.services import inactivation, lots
+    from traceability.services import pools as pool_service
 
     engine = make_engine(url)
     now = utcnow().replace(microsecond=0)
@@ -164,8 +165,8 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
         made["lots"].append(final)
     if pools >= 2:
         with transaction(engine) as session:
-            _final_lot(session, "IVG-MIX", [lots.InputSpec("lot", "FII-001", 300), lots.InputSpec("lot", "FII-002", 300)],
-                       now)
+            _final_lot(session, "IVG-MIX",
+                       [lots.InputSpec("lot", "FII-001", 300), lots.InputSpec("lot", "FII-002", 300)], now)
         made["lots"].append("IVG-MIX")
     engine.dispose()
     made["pooled_donors"] = cursor
@@ -203,10 +204,11 @@ def sample_donors(url: str, count: int, seed: int) -> dict[str, list[str]]:
         everyone = list(conn.execute(select(Donor.donor_code).order_by(Donor.id)).scalars())
     engine.dispose()
     rng = random.Random(seed)
-    return {"pooled": rng.sample(pooled, min(count, len(pooled))), "any": rng.sample(everyone, min(count, len(everyone)))}
+    return {"pooled": rng.sample(pooled, min(count, len(pooled))),
+            "any": rng.sample(everyone, min(count, len(everyone)))}
 
 
-# --- raw SQL answers -----------------------------------------------------------------------------------------------
+# --- raw SQL answers -------------------------------------------------------------------------------------------
 
 
 class RawTracer:
@@ -327,7 +329,8 @@ class RawTracer:
             answer["members"] = self.q(
                 "SELECT dn.unit_number, d.donor_code, p.pool_number, dn.collected_at FROM pool_member pm "  # noqa: S608
                 "JOIN donation dn ON dn.id = pm.donation_id JOIN pool p ON p.id = pm.pool_id "
-                f"JOIN donor d ON d.id = dn.donor_id WHERE pm.pool_id IN ({pids}) ORDER BY p.pool_number, dn.unit_number")
+                f"JOIN donor d ON d.id = dn.donor_id WHERE pm.pool_id IN ({pids}) "
+                "ORDER BY p.pool_number, dn.unit_number")
         answer["steps"] = self.q(
             "SELECT step_key, pool_id, lot_id, method, started_at, ended_at, outcome, lrv_enveloped, "  # noqa: S608
             f"lrv_non_enveloped, parameters, operator, deviation_closed_at FROM step WHERE {pool_filter} "
@@ -353,7 +356,7 @@ def same_lot(app: Any, raw: dict[str, Any]) -> bool:
             and len(app.steps) == len(raw["steps"]) and len(app.shipments) == len(raw["shipments"]))
 
 
-# --- timing worker ---------------------------------------------------------------------------------------------------
+# --- timing worker ---------------------------------------------------------------------------------------------
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -417,7 +420,7 @@ def worker(args: argparse.Namespace) -> None:
     common.emit(out)
 
 
-# --- whole command -----------------------------------------------------------------------------------------------------
+# --- whole command ---------------------------------------------------------------------------------------------
 
 
 def plasmatrace_executable() -> list[str]:
@@ -470,7 +473,7 @@ def import_time_top(count: int = 8) -> list[tuple[str, float]]:
     return sorted(rows, key=lambda r: -r[1])[:count]
 
 
-# --- orchestration -----------------------------------------------------------------------------------------------------
+# --- orchestration ---------------------------------------------------------------------------------------------
 
 
 def run_backend(backend: str, url: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:

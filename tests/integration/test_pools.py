@@ -11,6 +11,7 @@ from sqlmodel import Session
 from tests.factories import ACTOR, NOW, PANEL, bulk_units, make_donor, make_unit
 from traceability.errors import (
     IneligibleUnits,
+    InvalidInput,
     NotEnoughDonors,
     PoolNotReleasable,
     UnitAlreadyPooled,
@@ -140,6 +141,15 @@ def test_a_member_that_turns_reactive_stops_the_pool_closing(session: Session) -
                      tested_at=NOW, actor=ACTOR)
     with pytest.raises(IneligibleUnits, match=f"{numbers[0]}: reactive: hiv-rna"):
         pools.close_pool(session, pool_number=pool, actor=ACTOR, now=NOW)
+    with pytest.raises(InvalidInput, match="needs a reason"):
+        pools.remove_units(session, pool_number=pool, unit_numbers=[numbers[0]], reason="", actor=ACTOR)
+    assert pools.remove_units(session, pool_number=pool, unit_numbers=[numbers[0]], reason="reactive", actor=ACTOR) == 1
+    assert session.execute(select(Donation.status).where(Donation.unit_number == numbers[0])).scalar() == "rejected"
+    with pytest.raises(NotEnoughDonors, match="999 distinct donors"):
+        pools.close_pool(session, pool_number=pool, actor=ACTOR, now=NOW)
+    pools.add_units(session, pool_number=pool, unit_numbers=bulk_units(session, donors_count=1)[:1], actor=ACTOR,
+                    now=NOW)
+    assert pools.close_pool(session, pool_number=pool, actor=ACTOR, now=NOW)[1].donor_count == 1000
 
 
 def test_a_closed_pool_takes_no_more_members_and_release_needs_its_tests(session: Session) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -140,6 +140,37 @@ def _ids_in_chunks(session: Session, numbers: list[str]) -> dict[str, int]:
         result.update((n, i) for i, n in session.execute(
             select(Donation.id, Donation.unit_number).where(Donation.unit_number.in_(chunk))))
     return result
+
+
+def remove_units(
+    session: Session, *, pool_number: str, unit_numbers: list[str], reason: str, actor: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> int:
+    """Take units back out of an open pool (e.g. a member that turned reactive), with a reason.
+
+    The pool has not been made yet, so this corrects an allocation; the audit event keeps the old membership.
+    A unit with a reactive current result goes to rejected, any other back to inventory.
+    """
+    reason = audit.require_reason(reason, f"Removing units from pool {pool_number}")
+    numbers = parse_unit_list(unit_numbers)
+    pool = get_pool(session, pool_number, for_update=True)
+    _require_status(pool, PoolStatus.OPEN, doing="removing units")
+    facts = unit_facts(session, unit_numbers=numbers, policy=policy)
+    strangers = [n for n in numbers if n not in facts or facts[n].already_pooled_in != pool.pool_number]
+    if strangers:
+        raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
+    ids = _ids_in_chunks(session, numbers)
+    session.execute(delete(PoolMember).where(PoolMember.pool_id == pool.id,
+                                             PoolMember.donation_id.in_(list(ids.values()))))
+    reactive = [n for n in numbers if ResultValue.REACTIVE.value in facts[n].current_results.values()]
+    for status, group in ((UnitStatus.REJECTED, reactive), (UnitStatus.IN_INVENTORY, sorted(set(numbers) - set(reactive)))):
+        if group:
+            session.execute(update(Donation).where(Donation.id.in_([ids[n] for n in group]))
+                            .values(status=status, status_reason=f"removed from pool {pool.pool_number}: {reason}")
+                            .execution_options(synchronize_session=False))
+    audit.record(session, action="pool.units_removed", entity_type="pool", entity_key=pool.pool_number, actor=actor,
+                 old={"units": numbers}, new={"count": len(numbers), "rejected": reactive}, reason=reason)
+    return len(numbers)
 
 
 @dataclass(frozen=True)
