@@ -26,7 +26,16 @@ from sqlmodel import Session
 from traceability import audit, db
 from traceability.config import Settings
 from traceability.errors import DatabaseUnavailable, ExitCode, TraceabilityError
-from traceability.models import EstablishmentKind, LotKind, PlasmaKind, StepMethod, StepOutcome, TestMethod
+from traceability.models import (
+    EstablishmentKind,
+    LotKind,
+    PlasmaKind,
+    PoolStatus,
+    StepMethod,
+    StepOutcome,
+    TestMethod,
+    UnitStatus,
+)
 from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
 from traceability.queries import lineage, listings
 from traceability.reports import sections, writers
@@ -85,6 +94,11 @@ class AppContext:
     @property
     def actor(self) -> str:
         return self.settings.actor
+
+
+def say(text: str) -> None:
+    """A plain message on stderr: business keys are printed verbatim, never read as Rich markup."""
+    err.print(text, markup=False, highlight=False)
 
 
 def fail(error: TraceabilityError | str, code: int = ExitCode.FAILURE) -> typer.Exit:
@@ -159,7 +173,7 @@ def print_rows(columns: list[str], rows: list[list[Any]], fmt: OutputFormat, *, 
             table.add_row(*(escape(_text(v)) for v in row))
         out.print(table)
         if not rows:
-            err.print("No records.")
+            say("No records.")
 
 
 def _text(value: Any) -> str:
@@ -253,9 +267,9 @@ def init(ctx: typer.Context) -> None:
         raise fail(DatabaseUnavailable(db.describe_operational_error(error, settings.database_url))) from None
     where = db.safe_url(settings.database_url)
     if before == after:
-        err.print(f"Database {where} is up to date (schema {after}).")
+        say(f"Database {where} is up to date (schema {after}).")
     else:
-        err.print(f"Database {where} upgraded from schema {before or 'none'} to {after}.")
+        say(f"Database {where} upgraded from schema {before or 'none'} to {after}.")
 
 
 @app.command()
@@ -279,7 +293,7 @@ def demo(
         raise fail(DatabaseUnavailable(db.describe_operational_error(error, settings.database_url))) from None
     with work(ctx, readonly=True) as session:
         demo_site.ensure_empty(session, where)
-    err.print(f"Building a demo site in {where} (seed {seed}, {donors_count:,} donors).")
+    say(f"Building a demo site in {where} (seed {seed}, {donors_count:,} donors).")
     with progress("Importing") as update:
         try:
             result = demo_site.build(partial(db.unit_of_work, settings), donors_count=donors_count, seed=seed,
@@ -297,7 +311,7 @@ def demo(
     print_document(sections.lot_document(lot_trace), lot_trace, OutputFormat.table)
     out.rule(f"Donor {donor_trace.donor_code}: forward to every consignee")
     print_document(sections.donor_document(donor_trace), donor_trace, OutputFormat.table)
-    err.print(f"\nTry: plasmatrace --db {settings.database_url} trace donor {result.recall_donor} --format json")
+    say(f"\nTry: plasmatrace --db {settings.database_url} trace donor {result.recall_donor} --format json")
 
 
 @policy_app.command("show")
@@ -341,7 +355,7 @@ def establishment_add(
     """Register an establishment. Example: plasmatrace establishment add C-BOS --name "Boston centre" --kind collection"""
     with work(ctx) as session:
         donors.add_establishment(session, code=code, name=name, kind=kind, actor=ctx.obj.actor)
-    err.print(f"Establishment {code} added.")
+    say(f"Establishment {code} added.")
 
 
 @establishment_app.command("list")
@@ -364,7 +378,7 @@ def donor_add(
     with work(ctx) as session:
         donors.add_donor(session, donor_code=code, establishment=establishment, registered_on=registered,
                          actor=ctx.obj.actor)
-    err.print(f"Donor {code} added.")
+    say(f"Donor {code} added.")
 
 
 @donor_app.command("show")
@@ -403,7 +417,7 @@ def donor_defer(
     with work(ctx) as session:
         row = donors.defer_donor(session, donor_code=code, reason=reason, starts_on=start, ends_on=end,
                                  actor=ctx.obj.actor)
-    err.print(f"Donor {code} deferred from {start} " + (f"until {end}" if end else "permanently")
+    say(f"Donor {code} deferred from {start} " + (f"until {end}" if end else "permanently")
               + f" (deferral #{row.sequence}).")
 
 
@@ -420,7 +434,7 @@ def donor_lift(
     with work(ctx) as session:
         donors.lift_deferral(session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason,
                              actor=ctx.obj.actor)
-    err.print(f"Deferral #{deferral} of donor {code} lifted on {lifted}.")
+    say(f"Deferral #{deferral} of donor {code} lifted on {lifted}.")
 
 
 # --- donations and results -------------------------------------------------------------------------------------
@@ -446,7 +460,7 @@ def donation_add(
                                  volume_ml=volume_ml, establishment=establishment, plasma_kind=kind,
                                  frozen_at=frozen, actor=ctx.obj.actor)
         number, scheme = row.unit_number, row.scheme.value
-    err.print(f"Unit {number} ({scheme}) added for donor {donor}.")
+    say(f"Unit {number} ({scheme}) added for donor {donor}.")
 
 
 @donation_app.command("show")
@@ -461,14 +475,15 @@ def donation_show(ctx: typer.Context, unit: str, fmt: FormatOption = OutputForma
 def donation_list(
     ctx: typer.Context,
     donor: Annotated[str | None, typer.Option("--donor")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="in-inventory, pooled, interdicted, discarded, rejected.")] = None,
+    status: Annotated[UnitStatus | None, typer.Option("--status", help="Only units in this status.")] = None,
     pool: Annotated[str | None, typer.Option("--pool")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 200,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List units, newest first. Example: plasmatrace donation list --status interdicted"""
     with work(ctx, readonly=True) as session:
-        columns, rows = listings.list_donations(session, donor=donor, status=status, pool=pool, limit=limit)
+        columns, rows = listings.list_donations(session, donor=donor, status=status.value if status else None,
+                                                pool=pool, limit=limit)
     print_rows(columns, rows, fmt, title="Donations")
 
 
@@ -485,7 +500,7 @@ def donation_correct(
     with work(ctx) as session:
         row = units.correct_donation(session, unit_number=unit, changes=changes, reason=reason, actor=ctx.obj.actor)
         number, version = row.unit_number, row.version
-    err.print(f"Unit {number} corrected (record version {version}).")
+    say(f"Unit {number} corrected (record version {version}).")
 
 
 @donation_app.command("discard")
@@ -493,7 +508,7 @@ def donation_discard(ctx: typer.Context, unit: str, reason: ReasonOption) -> Non
     """Mark a unit destroyed. Example: plasmatrace donation discard A999926123456 --reason "bag leaked\""""
     with work(ctx) as session:
         number = units.discard_donation(session, unit_number=unit, reason=reason, actor=ctx.obj.actor).unit_number
-    err.print(f"Unit {number} discarded.")
+    say(f"Unit {number} discarded.")
 
 
 @result_app.command("add")
@@ -518,20 +533,20 @@ def result_add(
                                    tested_at=tested, method=method, lab=lab, value=number, value_unit=value_unit,
                                    actor=ctx.obj.actor, policy=ctx.obj.policy)
         version = outcome.result.version
-    err.print(f"Unit {outcome.unit_number}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
+    say(f"Unit {outcome.unit_number}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
     if outcome.rejected:
-        err.print(f"[bold yellow]Unit {outcome.unit_number} rejected.[/]")
+        err.print(f"[bold yellow]Unit {escape(outcome.unit_number)} rejected.[/]")
     if outcome.deferred:
-        err.print(f"[bold yellow]Donor {outcome.donor_code} deferred permanently.[/]")
+        err.print(f"[bold yellow]Donor {escape(outcome.donor_code)} deferred permanently.[/]")
     if outcome.interdicted:
         err.print(f"[bold yellow]Interdicted {len(outcome.interdicted)} unit(s) in the look-back window:[/] "
-                  + ", ".join(outcome.interdicted))
+                  + escape(", ".join(outcome.interdicted)))
     if outcome.still_pooled:
-        err.print(f"[bold red]Unit {outcome.unit_number} is already in pool {outcome.still_pooled}.[/]")
+        err.print(f"[bold red]Unit {escape(outcome.unit_number)} is already in pool {escape(outcome.still_pooled)}.[/]")
     if outcome.pooled_in_window:
         err.print("[bold red]Pooled units in the look-back window:[/] "
-                  + ", ".join(f"{u} (pool {p})" for u, p in outcome.pooled_in_window)
-                  + f"\nTrace them: plasmatrace trace donor {outcome.donor_code}")
+                  + escape(", ".join(f"{u} (pool {p})" for u, p in outcome.pooled_in_window)
+                           + f"\nTrace them: plasmatrace trace donor {outcome.donor_code}"))
 
 
 # --- pools -----------------------------------------------------------------------------------------------------
@@ -542,7 +557,7 @@ def pool_create(ctx: typer.Context, pool: str, product: Annotated[str, typer.Opt
     """Open a new pool for a product. Example: plasmatrace pool create P-0042 --product ivig"""
     with work(ctx) as session:
         pools.create_pool(session, pool_number=pool, product=product, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    err.print(f"Pool {pool} created for {product}.")
+    say(f"Pool {pool} created for {product}.")
 
 
 @pool_app.command("add")
@@ -555,12 +570,12 @@ def pool_add(
     """Add eligible units to an open pool, all or none. Example: plasmatrace pool add P-0042 --file units.txt"""
     numbers = list(unit_numbers or [])
     if file:
-        numbers += [line.strip() for line in file.read_text(encoding="utf-8").splitlines()
+        numbers += [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines()
                     if line.strip() and not line.lstrip().startswith("#")]
     with work(ctx) as session:
         added = pools.add_units(session, pool_number=pool, unit_numbers=numbers, actor=ctx.obj.actor,
                                 policy=ctx.obj.policy)
-    err.print(f"{added:,} units added to pool {pool}.")
+    say(f"{added:,} units added to pool {pool}.")
 
 
 @pool_app.command("remove")
@@ -574,7 +589,7 @@ def pool_remove(
     with work(ctx) as session:
         removed = pools.remove_units(session, pool_number=pool, unit_numbers=unit_numbers, reason=reason,
                                      actor=ctx.obj.actor, policy=ctx.obj.policy)
-    err.print(f"{removed:,} unit(s) removed from pool {pool}.")
+    say(f"{removed:,} unit(s) removed from pool {pool}.")
 
 
 @pool_app.command("close")
@@ -582,7 +597,7 @@ def pool_close(ctx: typer.Context, pool: str) -> None:
     """Close a pool: at least min_donors distinct donors and every member still eligible. Example: plasmatrace pool close P-0042"""
     with work(ctx) as session:
         _, composition = pools.close_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    err.print(f"Pool {pool} closed: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
+    say(f"Pool {pool} closed: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
               f"{composition.volume_ml / 1000:,.1f} L.")
 
 
@@ -604,7 +619,7 @@ def pool_test(
         row = pools.test_pool(session, pool_number=pool, marker=parsed_marker, result=parsed_result, tested_at=tested,
                               value=number, value_unit=value_unit, actor=ctx.obj.actor)
         version = row.version
-    err.print(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
+    say(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
 
 
 @pool_app.command("release")
@@ -612,7 +627,7 @@ def pool_release(ctx: typer.Context, pool: str) -> None:
     """Release a closed pool whose required pool tests pass. Example: plasmatrace pool release P-0042"""
     with work(ctx) as session:
         pools.release_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    err.print(f"Pool {pool} released.")
+    say(f"Pool {pool} released.")
 
 
 @pool_app.command("show")
@@ -628,12 +643,12 @@ def pool_show(
 
 @pool_app.command("list")
 def pool_list(
-    ctx: typer.Context, status: Annotated[str | None, typer.Option("--status")] = None,
+    ctx: typer.Context, status: Annotated[PoolStatus | None, typer.Option("--status")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List pools with distinct donors and volume. Example: plasmatrace pool list --status open"""
     with work(ctx, readonly=True) as session:
-        columns, rows = listings.list_pools(session, status=status)
+        columns, rows = listings.list_pools(session, status=status.value if status else None)
     print_rows(columns, rows, fmt, title="Pools")
 
 
@@ -667,7 +682,7 @@ def step_add(
         key = inactivation.add_step(session, method=method, started_at=start, ended_at=end, pool_number=pool,
                                     lot_number=lot, parameters=params, lrv=claims, outcome=outcome,
                                     operator=operator, actor=ctx.obj.actor).step_key
-    err.print(f"Step {key} ({method.value}, {outcome.value}) recorded.")
+    say(f"Step {key} ({method.value}, {outcome.value}) recorded.")
 
 
 @step_app.command("close-deviation")
@@ -675,7 +690,7 @@ def step_close_deviation(ctx: typer.Context, step: str, reason: ReasonOption) ->
     """Close a step's deviation after QA assessment. Example: plasmatrace step close-deviation P-0042-S1 --reason "CAPA-17: within validated range\""""
     with work(ctx) as session:
         inactivation.close_deviation(session, step_key=step, reason=reason, actor=ctx.obj.actor)
-    err.print(f"Deviation of step {step} closed.")
+    say(f"Deviation of step {step} closed.")
 
 
 def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:
@@ -705,7 +720,7 @@ def lot_create(
     inputs = _inputs("pool", pool or []) + _inputs("lot", from_lot or [])
     with work(ctx) as session:
         lots.create_lot(session, lot_number=lot, product=product, inputs=inputs, kind=kind, actor=ctx.obj.actor)
-    err.print(f"Lot {lot} ({kind.value}) created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
+    say(f"Lot {lot} ({kind.value}) created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
 
 
 @lot_app.command("release")
@@ -713,7 +728,7 @@ def lot_release(ctx: typer.Context, lot: str) -> None:
     """Release a lot; a final lot must meet the viral-clearance rule on every path. Example: plasmatrace lot release IVG-2605"""
     with work(ctx) as session:
         lots.release_lot(session, lot_number=lot, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    err.print(f"Lot {lot} released.")
+    say(f"Lot {lot} released.")
 
 
 @lot_app.command("show")
@@ -748,7 +763,7 @@ def lot_ship(
     with work(ctx) as session:
         number = lots.ship_lot(session, lot_number=lot, consignee=to, quantity=quantity, shipped_on=on,
                                actor=ctx.obj.actor).shipment_number
-    err.print(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
+    say(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
 
 
 # --- trace -----------------------------------------------------------------------------------------------------
@@ -803,7 +818,7 @@ def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_inval
         err.print(escape(line), highlight=False)
     if report.reactive:
         err.print(f"[bold yellow]{len(report.reactive):,} unit(s) received a reactive result[/]: "
-                  + ", ".join(report.reactive[:20]) + " — their donors were deferred; trace them with "
+                  + escape(", ".join(report.reactive[:20])) + "; their donors were deferred; trace them with "
                   "plasmatrace trace donor.")
 
 
@@ -854,9 +869,9 @@ def lookback_open(ctx: typer.Context, donor: str, reason: ReasonOption) -> None:
     with work(ctx) as session:
         opened = lookback.open_case(session, donor_code=donor, reason=reason, actor=ctx.obj.actor,
                                     policy=ctx.obj.policy)
-    err.print(f"Look-back case {opened.case_number} opened for donor {donor}: {len(opened.interdicted)} unit(s) "
+    say(f"Look-back case {opened.case_number} opened for donor {donor}: {len(opened.interdicted)} unit(s) "
               f"interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already out of inventory.")
-    err.print(f"Next: plasmatrace lookback show {opened.case_number}")
+    say(f"Next: plasmatrace lookback show {opened.case_number}")
 
 
 @lookback_app.command("show")
@@ -880,7 +895,7 @@ def lookback_close(ctx: typer.Context, case: str, reason: Annotated[str, typer.O
     """Close a case with its conclusion. Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance\""""
     with work(ctx) as session:
         lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor)
-    err.print(f"Look-back case {case} closed.")
+    say(f"Look-back case {case} closed.")
 
 
 # --- reports -------------------------------------------------------------------------------------------------
@@ -906,7 +921,7 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
         write_report(report, fmt.value, output)
     except OSError as error:
         raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
-    err.print(f"Report of {kind} {key} written to {output} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
+    say(f"Report of {kind} {key} written to {output} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
     if not report.audit_chain_ok:
         err.print(f"[bold red]Warning: the audit trail is broken:[/] {escape(report.audit_problem or '')}")
 
@@ -963,7 +978,7 @@ def audit_verify(
     if not result.ok:
         err.print(f"[bold red]Audit trail broken:[/] {escape(result.problem or '')}")
         raise typer.Exit(code=ExitCode.RULE_VIOLATION)
-    err.print(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}.")
+    say(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}.")
 
 
 @audit_app.command("checkpoint")

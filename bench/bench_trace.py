@@ -70,6 +70,8 @@ def load(url: str, folder: Path, method: str) -> dict[str, float]:
         else:
             common.raw_postgres_copy(url, folder, set_aside=reactive)
     timings["raw load"] = t.seconds
+    if not url.startswith("sqlite"):
+        analyze(url, timings)  # as autovacuum would have by then; without statistics the look-back queries scan
     engine = make_engine(url)
     with common.Timer() as t, transaction(engine) as session:
         for unit, marker, result, tested_at, method_, lab in reactive:
@@ -79,6 +81,14 @@ def load(url: str, folder: Path, method: str) -> dict[str, float]:
     timings[f"{len(reactive)} reactive results (services)"] = t.seconds
     engine.dispose()
     return timings
+
+
+def analyze(url: str, timings: dict[str, float]) -> None:
+    import psycopg
+
+    with psycopg.connect(common.libpq_url(url), autocommit=True) as conn, common.Timer() as t:
+        conn.execute("ANALYZE")
+    timings["ANALYZE"] = timings.get("ANALYZE", 0.0) + t.seconds
 
 
 def eligible_units(session: Any, hold_until: datetime) -> dict[int, list[str]]:
@@ -482,11 +492,10 @@ def run_backend(backend: str, url: str, folder: Path, args: argparse.Namespace) 
         result["load"] = load(url, folder, args.build)
     result["load_seconds"] = t.seconds
     if not url.startswith("sqlite"):
-        import psycopg
-
-        with psycopg.connect(common.libpq_url(url), autocommit=True) as conn, common.Timer() as t:
-            conn.execute("ANALYZE")
-        result["load"]["ANALYZE"] = t.seconds
+        after: dict[str, float] = {}
+        analyze(url, after)
+        result["load"]["ANALYZE again"] = after["ANALYZE"]
+        result["load_seconds"] += after["ANALYZE"]
     print(f"  {backend}: loaded in {result['load_seconds']:.1f} s {result['load']}", file=sys.stderr)
     with common.Timer() as t:
         result["lineage"] = make_lineage(url, pools=args.pools, pool_units=args.pool_units, seed=args.seed)

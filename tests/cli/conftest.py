@@ -60,15 +60,35 @@ class Cli:
         return str(path)
 
 
+def dispose_engines(db_url: str, folder: Path) -> None:
+    """Close the engines the CLI cached (one per URL, for the life of the process) for this test's databases."""
+    for url in list(db._engines):
+        if url == normalise_database_url(db_url) or str(folder) in url:
+            db._engines.pop(url).dispose()
+
+
 @pytest.fixture(name="run")
 def run_fixture(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     """A CLI runner on a committed, migrated database; the working directory is a scratch folder."""
     monkeypatch.chdir(tmp_path)
     yield Cli(db_url=db_url, workdir=tmp_path)
-    # The CLI keeps one engine per URL for the life of the process: close this test's.
-    engine = db._engines.pop(normalise_database_url(db_url), None)
-    if engine is not None:
-        engine.dispose()
+    dispose_engines(db_url, tmp_path)
+
+
+@pytest.fixture(name="fresh")
+def fresh_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
+    """A CLI runner on a SQLite file that does not exist yet (no schema)."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'site.db'}"
+    yield Cli(db_url=url, workdir=tmp_path)
+    dispose_engines(url, tmp_path)
+
+
+@pytest.fixture(name="bare")
+def bare_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """A runner for commands that never open the database (help, usage errors, policy)."""
+    monkeypatch.chdir(tmp_path)
+    return Cli(db_url=f"sqlite:///{tmp_path / 'unused.db'}", workdir=tmp_path)
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -72,13 +71,6 @@ def test_audit_log_shows_who_changed_a_record_what_and_why(run: Cli) -> None:
 
 
 # --- policy: no database involved ------------------------------------------------------------------------------
-
-
-@pytest.fixture(name="bare")
-def bare_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """A runner for commands that never open the database."""
-    monkeypatch.chdir(tmp_path)
-    return Cli(db_url=f"sqlite:///{tmp_path / 'unused.db'}", workdir=tmp_path)
 
 
 def test_policy_show_prints_the_defaults_as_json(bare: Cli) -> None:

@@ -1,13 +1,11 @@
-"""Recording from the command line: init, establishments, donors, donations, results; not-found and usage errors."""
+"""Recording from the command line: init, establishments, donors, donations, results, look-back; errors."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from sqlalchemy import inspect
 
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, seeded
+from tests.factories import bulk_units
 from traceability.db import make_engine
 from traceability.errors import ExitCode
 
@@ -23,13 +21,8 @@ def site_with_donor(run: Cli, donor: str = "D-000123", site: str = "C-BOS") -> s
 # --- init ------------------------------------------------------------------------------------------------------
 
 
-def test_init_creates_the_schema_in_a_fresh_sqlite_file_and_a_second_init_says_up_to_date(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "site.db"
-    run = Cli(db_url=f"sqlite:///{path}", workdir=tmp_path)
-
+def test_init_creates_the_schema_in_a_fresh_sqlite_file_and_a_second_init_says_up_to_date(fresh: Cli) -> None:
+    run = fresh
     first = run("init")
     assert "upgraded from schema none" in first.stderr
     engine = make_engine(run.db_url)
@@ -44,19 +37,15 @@ def test_init_creates_the_schema_in_a_fresh_sqlite_file_and_a_second_init_says_u
     assert second.stdout == ""
 
     # --db overrides PLASMATRACE_DB.
-    other = tmp_path / "other.db"
+    other = run.workdir / "other.db"
     run("--db", f"sqlite:///{other}", "init")
     run("--db", f"sqlite:///{other}", "establishment", "add", "C-NYC", "--name", "New York", "--kind", "collection")
     assert [row["code"] for row in run.json("--db", f"sqlite:///{other}", "establishment", "list")] == ["C-NYC"]
     assert run.json("establishment", "list") == []
 
 
-def test_a_command_on_a_database_without_schema_says_to_run_init(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    run = Cli(db_url=f"sqlite:///{tmp_path / 'empty.db'}", workdir=tmp_path)
-    result = run("establishment", "list", code=ExitCode.FAILURE)
+def test_a_command_on_a_database_without_schema_says_to_run_init(fresh: Cli) -> None:
+    result = fresh("establishment", "list", code=ExitCode.FAILURE)
     assert "plasmatrace init" in result.stderr
 
 
@@ -116,7 +105,7 @@ def test_a_duplicate_donor_is_a_conflict_and_an_unknown_establishment_is_not_fou
 # --- donations -------------------------------------------------------------------------------------------------
 
 
-def test_every_printed_din_form_is_stored_as_the_canonical_din(run: Cli) -> None:
+def test_every_printed_din_form_is_stored_canonical_and_codabar_and_local_numbers_keep_their_scheme(run: Cli) -> None:
     donor = site_with_donor(run)
     scanned = run("donation", "add", "=G12341765432170", "--donor", donor, "--collected-at",
                   "2026-05-01T11:30:00+02:00", "--volume-ml", "780")
@@ -136,8 +125,19 @@ def test_every_printed_din_form_is_stored_as_the_canonical_din(run: Cli) -> None
 
     # Any printed form finds the stored unit.
     assert run.json("donation", "show", "G1234 17 654321 A")["unit_number"] == "G123417654321"
+    assert run.json("unit", "show", "G123417654321")["unit_number"] == "G123417654321"  # the alias group
     assert run.json("donation", "show", "=W00000912345602")["unit_number"] == "W000009123456"
     assert sorted(row["unit"] for row in run.json("donation", "list")) == ["G123417654321", "W000009123456"]
+
+    # Codabar and local numbers are accepted and marked with their scheme.
+    run("donation", "add", "A12345678B", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "650")
+    run("donation", "add", "LOC-2026/0001", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "650")
+    codabar = run.json("donation", "show", "12345678")
+    assert (codabar["unit_number"], codabar["scheme"]) == ("12345678", "codabar")
+    local = run.json("donation", "show", "LOC-2026/0001")
+    assert (local["unit_number"], local["scheme"]) == ("LOC-2026/0001", "local")
+    assert sorted(d["unit_number"] for d in run.json("trace", "donor", donor)["donations"]) == [
+        "12345678", "G123417654321", "LOC-2026/0001", "W000009123456"]
 
 
 def test_a_wrong_check_character_is_invalid_input_naming_the_input_and_the_expected_character(run: Cli) -> None:
@@ -148,18 +148,6 @@ def test_a_wrong_check_character_is_invalid_input_naming_the_input_and_the_expec
     assert "does not match A" in result.stderr
     assert run.json("donation", "list") == []
     assert run.json("donor", "show", donor)["donations"] == []
-
-
-def test_codabar_and_local_unit_numbers_are_accepted_with_their_scheme(run: Cli) -> None:
-    donor = site_with_donor(run)
-    run("donation", "add", "A12345678B", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "650")
-    run("donation", "add", "LOC-2026/0001", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "650")
-    codabar = run.json("donation", "show", "12345678")
-    assert (codabar["unit_number"], codabar["scheme"]) == ("12345678", "codabar")
-    local = run.json("donation", "show", "LOC-2026/0001")
-    assert (local["unit_number"], local["scheme"]) == ("LOC-2026/0001", "local")
-    assert sorted(d["unit_number"] for d in run.json("trace", "donor", donor)["donations"]) == [
-        "12345678", "LOC-2026/0001"]
 
 
 # --- results ---------------------------------------------------------------------------------------------------
@@ -212,6 +200,39 @@ def test_a_reactive_hiv_rna_rejects_the_unit_defers_the_donor_and_interdicts_the
     assert [row["unit"] for row in run.json("donation", "list", "--status", "interdicted")] == ["A999926000001"]
 
 
+# --- look-back ------------------------------------------------------------------------------------------------
+
+
+def test_a_lookback_case_interdicts_units_in_inventory_and_reports_the_pooled_ones(run: Cli) -> None:
+    with seeded(run.db_url) as session:
+        units = bulk_units(session, donors_count=2, units_per_donor=2)  # donor X: units[0:2], donor Y: units[2:4]
+    run("pool", "create", "P-0009", "--product", "ivig")
+    run("pool", "add", "P-0009", units[0], units[2])
+    donor = run.json("donation", "show", units[0])["donor_code"]
+    run("donation", "add", "A777726000001", "--donor", donor, "--collected-at", "2026-03-01T09:00Z",
+        "--volume-ml", "700")
+
+    opened = run("lookback", "open", donor, "--reason", "PDI: later HCV RNA reactive at another centre")
+    assert donor in opened.stderr and "2 unit(s) interdicted" in opened.stderr and "1 pooled" in opened.stderr
+    [listed] = run.json("lookback", "list")
+    case = listed["case"]
+    assert case in opened.stderr
+    assert (listed["status"], listed["donor"], listed["units"]) == ("open", donor, 3)
+
+    shown = run.json("lookback", "show", case)
+    assert shown["donor_code"] == donor and shown["pools"] == ["P-0009"]
+    assert {f["unit_number"]: (f["action"], f["pool_number"]) for f in shown["findings"]} == {
+        units[0]: ("pooled", "P-0009"), units[1]: ("interdicted", None), "A777726000001": ("interdicted", None)}
+    assert run.json("donation", "show", units[1])["status"] == "interdicted"
+    assert run.json("donation", "show", units[3])["status"] == "in-inventory"
+
+    run("lookback", "close", case, "--reason", "no pooled unit reached a lot")
+    assert run.json("lookback", "show", case)["status"] == "closed"
+    assert case in run("lookback", "close", case, "--reason", "again", code=ExitCode.RULE_VIOLATION).stderr
+    assert "LB-1999-0001" in run("lookback", "show", "LB-1999-0001", code=ExitCode.NOT_FOUND).stderr
+    assert "D-9999" in run("lookback", "open", "D-9999", "--reason", "PDI", code=ExitCode.NOT_FOUND).stderr
+
+
 # --- not found and usage errors --------------------------------------------------------------------------------
 
 
@@ -248,7 +269,7 @@ def test_unknown_business_keys_are_not_found_and_named(run: Cli) -> None:
     assert run.json("donation", "list") == []
 
 
-def test_usage_errors_exit_2_without_a_traceback(run: Cli) -> None:
+def test_usage_errors_exit_2_without_a_traceback(bare: Cli) -> None:
     cases = [
         ["pool", "list", "--no-such-option"],
         ["pool", "create"],
@@ -263,30 +284,22 @@ def test_usage_errors_exit_2_without_a_traceback(run: Cli) -> None:
         ["--no-such-root-option", "policy", "show"],
     ]
     for args in cases:
-        result = run(*args, code=ExitCode.USAGE)
+        result = bare(*args, code=ExitCode.USAGE)
         assert result.stdout == "", args
 
 
-# --- known defects: these assert the behaviour the SPEC asks for ----------------------------------------------
+# --- regressions -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="list --status passes an unknown status to the database: LookupError traceback, exit 1",
-                   strict=True)
-def test_an_unknown_status_filter_is_a_usage_error(run: Cli) -> None:
+def test_list_filters_refuse_unknown_values(run: Cli) -> None:
+    site_with_donor(run)
     for args in (["donation", "list", "--status", "bogus"], ["pool", "list", "--status", "bogus"]):
         result = run(*args, code=ExitCode.USAGE)
         assert "bogus" in result.stderr, args
+    unknown = run("donor", "list", "--establishment", "C-NOWHERE", code=ExitCode.NOT_FOUND)
+    assert "C-NOWHERE" in unknown.stderr
 
 
-@pytest.mark.xfail(reason="donor list --establishment with an unknown code lists nothing and exits 0", strict=True)
-def test_listing_donors_of_an_unknown_establishment_is_not_found(run: Cli) -> None:
-    site_with_donor(run)
-    result = run("donor", "list", "--establishment", "C-NOWHERE", code=ExitCode.NOT_FOUND)
-    assert "C-NOWHERE" in result.stderr
-
-
-@pytest.mark.xfail(reason="success messages put business keys into Rich markup unescaped: '[b]' vanishes from the "
-                          "key and '[/]' crashes with MarkupError after the commit", strict=True)
 def test_messages_name_keys_with_square_brackets_verbatim(run: Cli) -> None:
     site_with_donor(run)
     shown = run("donor", "add", "D-[b]7", "--establishment", "C-BOS")
@@ -295,3 +308,11 @@ def test_messages_name_keys_with_square_brackets_verbatim(run: Cli) -> None:
     assert "D-[/]8" in crashed.stderr
     pool = run("pool", "create", "P-[red]1", "--product", "ivig")
     assert "P-[red]1" in pool.stderr
+    assert "C-[i]2" in run("establishment", "add", "C-[i]2", "--name", "[/] lab", "--kind", "testing").stderr
+    unit = run("donation", "add", "A999926000001", "--donor", "D-[b]7", "--collected-at", COLLECTED,
+               "--volume-ml", "780")
+    assert "D-[b]7" in unit.stderr
+    assert "D-[/]8" in run("donor", "defer", "D-[/]8", "--reason", "[b]travel").stderr
+    assert "D-[b]7" in run("lookback", "open", "D-[b]7", "--reason", "PDI").stderr
+    assert "D-[/]8" in run("trace", "donor", "D-[/]8").stdout
+    assert [row["donor"] for row in run.json("donor", "list")] == ["D-000123", "D-[/]8", "D-[b]7"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from tests.cli.conftest import Cli, seeded
 from tests.factories import PANEL, bulk_units, make_donor, make_unit
 from traceability.errors import ExitCode
@@ -169,9 +167,6 @@ def test_a_unit_cannot_be_added_to_two_pools(run: Cli) -> None:
     assert run.json("trace", "unit", units[0])["pool_number"] == "P-A"
 
 
-
-@pytest.mark.xfail(reason="pool add --file keeps a UTF-8 byte-order mark as part of the first unit number and "
-                          "refuses the whole file (exit 5)", strict=True)
 def test_a_units_file_saved_with_a_byte_order_mark_and_crlf_line_ends_is_read(run: Cli) -> None:
     with seeded(run.db_url) as session:
         units = bulk_units(session, donors_count=2, units_per_donor=2)[::2]

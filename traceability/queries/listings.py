@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from ..models import AuditEvent, Donation, Donor, Establishment, Lot, LotInput, Pool, PoolMember, Shipment
-from .lookup import canonical_unit_number, get_donor, get_pool
+from .lookup import canonical_unit_number, get_donor, get_establishment, get_pool
 
 
 def list_establishments(session: Session) -> tuple[list[str], list[list[Any]]]:
@@ -27,7 +27,7 @@ def list_donors(session: Session, *, establishment: str | None = None, limit: in
         .limit(limit)
     )
     if establishment:
-        query = query.where(Establishment.code == establishment)
+        query = query.where(Establishment.id == get_establishment(session, establishment).id)
     return ["donor", "establishment", "registered on", "donations"], [list(r) for r in session.execute(query)]
 
 
