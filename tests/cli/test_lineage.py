@@ -20,7 +20,7 @@ STARTED, ENDED = "2026-06-10T08:00:00Z", "2026-06-10T14:00:00Z"
 class Site:
     pool_a: list[str]
     pool_b: list[str]
-    shared: list[str]  # units of donors who gave to both pools: (their P-A unit, their P-B unit) pairs flattened
+    shared: list[str]  # the two units of a donor who gave to both pools: the first in P-A, the second in P-B
 
 
 def released_pools(run: Cli) -> Site:
