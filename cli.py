@@ -44,7 +44,10 @@ from traceability.services import donors, inactivation, lookback, lots, pools, u
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    no_args_is_help=True, pretty_exceptions_show_locals=False, context_settings=CONTEXT, add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings=CONTEXT,
+    add_completion=False,
     help="Plasma-pool batch traceability: donors, units, pools, lots and shipments, traced both ways.",
 )
 out, err = Console(), Console(stderr=True, soft_wrap=True)
@@ -60,8 +63,11 @@ def group(name: str, help: str, *, hidden: bool = False) -> typer.Typer:
 
 establishment_app = group("establishment", "Register collection centres, testing labs and fractionation sites.")
 donor_app = group("donor", "Register donors (pseudonymous codes) and defer them.")
-donation_app = typer.Typer(help="Record plasma units (donations): add, correct, discard, inspect.", no_args_is_help=True,
-                           context_settings=CONTEXT)
+donation_app = typer.Typer(
+    help="Record plasma units (donations): add, correct, discard, inspect.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+)
 app.add_typer(donation_app, name="donation")
 app.add_typer(donation_app, name="unit", help="Alias of `donation`.", hidden=True)
 result_app = group("result", "Record screening results of units.")
@@ -110,9 +116,20 @@ def fail(error: TraceabilityError | str, code: int = ExitCode.FAILURE) -> typer.
 @app.callback()
 def main(
     ctx: typer.Context,
-    db_url: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (env PLASMATRACE_DB); default sqlite:///plasmatrace.db.", show_default=False)] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Who is acting (env PLASMATRACE_ACTOR); default the OS user.", show_default=False)] = None,
-    policy_file: Annotated[Path | None, typer.Option("--policy", help="TOML policy overrides (env PLASMATRACE_POLICY).", show_default=False)] = None,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="SQLAlchemy URL (env PLASMATRACE_DB); default sqlite:///plasmatrace.db.", show_default=False
+        ),
+    ] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option("--actor", help="Who is acting (env PLASMATRACE_ACTOR); default the OS user.", show_default=False),
+    ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="TOML policy overrides (env PLASMATRACE_POLICY).", show_default=False),
+    ] = None,
 ) -> None:
     """Plasma-pool batch traceability. Example: plasmatrace --db sqlite:///site.db trace donor D-000123"""
     overrides: dict[str, Any] = {}
@@ -238,9 +255,16 @@ def progress(description: str) -> Iterator[ProgressHook]:
     if not err.is_terminal:
         yield ProgressHook(lambda _n: None, lambda _n: None)
         return
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(),
-                   console=err, transient=True)
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
     with bar:
         task = bar.add_task(description, total=None, rate="")
         started = datetime.now(UTC)
@@ -275,7 +299,9 @@ def init(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     ctx: typer.Context,
-    donors_count: Annotated[int, typer.Option("--donors", min=2200, help="Donors to generate (two pools need 1,000+ each).")] = 2500,
+    donors_count: Annotated[
+        int, typer.Option("--donors", min=2200, help="Donors to generate (two pools need 1,000+ each).")
+    ] = 2500,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same site.")] = 7,
 ) -> None:
     """Build a realistic synthetic site in an empty database and walk through it: import, pool, release, ship, recall.
@@ -296,9 +322,15 @@ def demo(
     say(f"Building a demo site in {where} (seed {seed}, {donors_count:,} donors).")
     with progress("Importing") as update:
         try:
-            result = demo_site.build(partial(db.unit_of_work, settings), donors_count=donors_count, seed=seed,
-                                     actor=ctx.obj.actor, say=lambda text: err.print(escape(text), highlight=False),
-                                     progress=update, policy=ctx.obj.policy)
+            result = demo_site.build(
+                partial(db.unit_of_work, settings),
+                donors_count=donors_count,
+                seed=seed,
+                actor=ctx.obj.actor,
+                say=lambda text: err.print(escape(text), highlight=False),
+                progress=update,
+                policy=ctx.obj.policy,
+            )
         except TraceabilityError as error:
             raise fail(error) from None
     with work(ctx, readonly=True) as session:
@@ -333,12 +365,21 @@ def policy_show(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> N
         ["clearance.enveloped_steps", policy.clearance.enveloped_steps, "effective steps, different mechanisms"],
         ["clearance.non_enveloped_steps", policy.clearance.non_enveloped_steps, "effective steps, non-enveloped"],
     ]
-    rows += [[f"clearance.mechanisms.{m.value}", v, "steps of one mechanism are not added"]
-             for m, v in policy.clearance.mechanisms.items()]
+    rows += [
+        [f"clearance.mechanisms.{m.value}", v, "steps of one mechanism are not added"]
+        for m, v in policy.clearance.mechanisms.items()
+    ]
     for name, product in sorted(policy.products.items()):
         limits = ", ".join(f"{m.value} <= {v:,.0f} IU/mL" for m, v in product.pool_limits_iu_per_ml.items())
-        rows.append([f"products.{name}", f"min_donors {policy.min_donors_for(name):,}; pool tests "
-                     + " ".join(m.value for m in product.pool_tests) + (f"; {limits}" if limits else ""), ""])
+        rows.append(
+            [
+                f"products.{name}",
+                f"min_donors {policy.min_donors_for(name):,}; pool tests "
+                + " ".join(m.value for m in product.pool_tests)
+                + (f"; {limits}" if limits else ""),
+                "",
+            ]
+        )
     print_rows(["key", "value", "meaning"], rows, fmt, title="Policy")
 
 
@@ -376,8 +417,9 @@ def donor_add(
     """Register a donor by pseudonymous code. Example: plasmatrace donor add D-000123 --establishment C-BOS"""
     registered = parsed(day, registered_on, "--registered-on")
     with work(ctx) as session:
-        donors.add_donor(session, donor_code=code, establishment=establishment, registered_on=registered,
-                         actor=ctx.obj.actor)
+        donors.add_donor(
+            session, donor_code=code, establishment=establishment, registered_on=registered, actor=ctx.obj.actor
+        )
     say(f"Donor {code} added.")
 
 
@@ -408,17 +450,23 @@ def donor_defer(
     code: str,
     reason: ReasonOption,
     starts: Annotated[str | None, typer.Option("--from", help="First day of the deferral (default today).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="First day the donor may donate again; none = permanent.")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="First day the donor may donate again; none = permanent.")
+    ] = None,
 ) -> None:
     """Defer a donor; without --until the deferral is permanent.
     Example: plasmatrace donor defer D-000123 --reason "travel" --from 2026-03-01 --until 2026-09-01"""
     start = parsed(day, starts, "--from") or datetime.now(UTC).date()
     end = parsed(day, until, "--until")
     with work(ctx) as session:
-        row = donors.defer_donor(session, donor_code=code, reason=reason, starts_on=start, ends_on=end,
-                                 actor=ctx.obj.actor)
-    say(f"Donor {code} deferred from {start} " + (f"until {end}" if end else "permanently")
-              + f" (deferral #{row.sequence}).")
+        row = donors.defer_donor(
+            session, donor_code=code, reason=reason, starts_on=start, ends_on=end, actor=ctx.obj.actor
+        )
+    say(
+        f"Donor {code} deferred from {start} "
+        + (f"until {end}" if end else "permanently")
+        + f" (deferral #{row.sequence})."
+    )
 
 
 @donor_app.command("lift")
@@ -432,8 +480,9 @@ def donor_lift(
     """Lift a temporary deferral early, with a reason. Example: plasmatrace donor lift D-000123 --deferral 1 --reason "cleared by physician\""""
     lifted = parsed(day, on, "--on") or datetime.now(UTC).date()
     with work(ctx) as session:
-        donors.lift_deferral(session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason,
-                             actor=ctx.obj.actor)
+        donors.lift_deferral(
+            session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason, actor=ctx.obj.actor
+        )
     say(f"Deferral #{deferral} of donor {code} lifted on {lifted}.")
 
 
@@ -456,9 +505,17 @@ def donation_add(
     collected = parsed(parse_timestamp, collected_at, "--collected-at")
     frozen = parsed(when, frozen_at, "--frozen-at")
     with work(ctx) as session:
-        row = units.add_donation(session, unit_number=unit, donor_code=donor, collected_at=collected,
-                                 volume_ml=volume_ml, establishment=establishment, plasma_kind=kind,
-                                 frozen_at=frozen, actor=ctx.obj.actor)
+        row = units.add_donation(
+            session,
+            unit_number=unit,
+            donor_code=donor,
+            collected_at=collected,
+            volume_ml=volume_ml,
+            establishment=establishment,
+            plasma_kind=kind,
+            frozen_at=frozen,
+            actor=ctx.obj.actor,
+        )
         number, scheme = row.unit_number, row.scheme.value
     say(f"Unit {number} ({scheme}) added for donor {donor}.")
 
@@ -482,8 +539,9 @@ def donation_list(
 ) -> None:
     """List units, newest first. Example: plasmatrace donation list --status interdicted"""
     with work(ctx, readonly=True) as session:
-        columns, rows = listings.list_donations(session, donor=donor, status=status.value if status else None,
-                                                pool=pool, limit=limit)
+        columns, rows = listings.list_donations(
+            session, donor=donor, status=status.value if status else None, pool=pool, limit=limit
+        )
     print_rows(columns, rows, fmt, title="Donations")
 
 
@@ -491,7 +549,10 @@ def donation_list(
 def donation_correct(
     ctx: typer.Context,
     unit: str,
-    assignments: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE: collected_at, frozen_at, volume_ml, plasma_kind, establishment.")],
+    assignments: Annotated[
+        list[str],
+        typer.Option("--set", help="FIELD=VALUE: collected_at, frozen_at, volume_ml, plasma_kind, establishment."),
+    ],
     reason: ReasonOption,
 ) -> None:
     """Correct recorded fields; the old values stay readable in the audit trail.
@@ -515,7 +576,12 @@ def donation_discard(ctx: typer.Context, unit: str, reason: ReasonOption) -> Non
 def result_add(
     ctx: typer.Context,
     unit: str,
-    marker: Annotated[str, typer.Option("--marker", help="hbsag, anti-hiv, anti-hcv, hiv-rna, hcv-rna, hbv-dna, hav-rna, b19-dna, syphilis.")],
+    marker: Annotated[
+        str,
+        typer.Option(
+            "--marker", help="hbsag, anti-hiv, anti-hcv, hiv-rna, hcv-rna, hbv-dna, hav-rna, b19-dna, syphilis."
+        ),
+    ],
     result: Annotated[str, typer.Option("--result", help="nonreactive (NR), reactive (R), invalid.")],
     tested_at: Annotated[str | None, typer.Option("--tested-at", help="Default now.")] = None,
     method: Annotated[TestMethod | None, typer.Option("--method")] = None,
@@ -529,9 +595,19 @@ def result_add(
     tested = parsed(when, tested_at, "--tested-at") or datetime.now(UTC)
     number = parsed(parse_float, value, "--value") if value is not None else None
     with work(ctx) as session:
-        outcome = units.add_result(session, unit_number=unit, marker=parsed_marker, result=parsed_result,
-                                   tested_at=tested, method=method, lab=lab, value=number, value_unit=value_unit,
-                                   actor=ctx.obj.actor, policy=ctx.obj.policy)
+        outcome = units.add_result(
+            session,
+            unit_number=unit,
+            marker=parsed_marker,
+            result=parsed_result,
+            tested_at=tested,
+            method=method,
+            lab=lab,
+            value=number,
+            value_unit=value_unit,
+            actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
+        )
         version = outcome.result.version
     say(f"Unit {outcome.unit_number}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
     if outcome.rejected:
@@ -539,21 +615,31 @@ def result_add(
     if outcome.deferred:
         err.print(f"[bold yellow]Donor {escape(outcome.donor_code)} deferred permanently.[/]")
     if outcome.interdicted:
-        err.print(f"[bold yellow]Interdicted {len(outcome.interdicted)} unit(s) in the look-back window:[/] "
-                  + escape(", ".join(outcome.interdicted)))
+        err.print(
+            f"[bold yellow]Interdicted {len(outcome.interdicted)} unit(s) in the look-back window:[/] "
+            + escape(", ".join(outcome.interdicted))
+        )
     if outcome.still_pooled:
         err.print(f"[bold red]Unit {escape(outcome.unit_number)} is already in pool {escape(outcome.still_pooled)}.[/]")
     if outcome.pooled_in_window:
-        err.print("[bold red]Pooled units in the look-back window:[/] "
-                  + escape(", ".join(f"{u} (pool {p})" for u, p in outcome.pooled_in_window)
-                           + f"\nTrace them: plasmatrace trace donor {outcome.donor_code}"))
+        err.print(
+            "[bold red]Pooled units in the look-back window:[/] "
+            + escape(
+                ", ".join(f"{u} (pool {p})" for u, p in outcome.pooled_in_window)
+                + f"\nTrace them: plasmatrace trace donor {outcome.donor_code}"
+            )
+        )
 
 
 # --- pools -----------------------------------------------------------------------------------------------------
 
 
 @pool_app.command("create")
-def pool_create(ctx: typer.Context, pool: str, product: Annotated[str, typer.Option("--product", help="A product of the policy: ivig, albumin, anti-d.")]) -> None:
+def pool_create(
+    ctx: typer.Context,
+    pool: str,
+    product: Annotated[str, typer.Option("--product", help="A product of the policy: ivig, albumin, anti-d.")],
+) -> None:
     """Open a new pool for a product. Example: plasmatrace pool create P-0042 --product ivig"""
     with work(ctx) as session:
         pools.create_pool(session, pool_number=pool, product=product, actor=ctx.obj.actor, policy=ctx.obj.policy)
@@ -565,16 +651,22 @@ def pool_add(
     ctx: typer.Context,
     pool: str,
     unit_numbers: Annotated[list[str] | None, typer.Argument(help="Unit numbers.", show_default=False)] = None,
-    file: Annotated[Path | None, typer.Option("--file", exists=True, dir_okay=False, help="One unit number per line.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", exists=True, dir_okay=False, help="One unit number per line.")
+    ] = None,
 ) -> None:
     """Add eligible units to an open pool, all or none. Example: plasmatrace pool add P-0042 --file units.txt"""
     numbers = list(unit_numbers or [])
     if file:
-        numbers += [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
+        numbers += [
+            line.strip()
+            for line in file.read_text(encoding="utf-8-sig").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     with work(ctx) as session:
-        added = pools.add_units(session, pool_number=pool, unit_numbers=numbers, actor=ctx.obj.actor,
-                                policy=ctx.obj.policy)
+        added = pools.add_units(
+            session, pool_number=pool, unit_numbers=numbers, actor=ctx.obj.actor, policy=ctx.obj.policy
+        )
     say(f"{added:,} units added to pool {pool}.")
 
 
@@ -587,8 +679,14 @@ def pool_remove(
 ) -> None:
     """Take units back out of an open pool, with a reason. Example: plasmatrace pool remove P-0042 A999926123456 --reason "HBsAg reactive after allocation\""""
     with work(ctx) as session:
-        removed = pools.remove_units(session, pool_number=pool, unit_numbers=unit_numbers, reason=reason,
-                                     actor=ctx.obj.actor, policy=ctx.obj.policy)
+        removed = pools.remove_units(
+            session,
+            pool_number=pool,
+            unit_numbers=unit_numbers,
+            reason=reason,
+            actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
+        )
     say(f"{removed:,} unit(s) removed from pool {pool}.")
 
 
@@ -597,8 +695,10 @@ def pool_close(ctx: typer.Context, pool: str) -> None:
     """Close a pool: at least min_donors distinct donors and every member still eligible. Example: plasmatrace pool close P-0042"""
     with work(ctx) as session:
         _, composition = pools.close_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    say(f"Pool {pool} closed: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
-              f"{composition.volume_ml / 1000:,.1f} L.")
+    say(
+        f"Pool {pool} closed: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
+        f"{composition.volume_ml / 1000:,.1f} L."
+    )
 
 
 @pool_app.command("test")
@@ -616,8 +716,16 @@ def pool_test(
     number = parsed(parse_float, value, "--value") if value is not None else None
     tested = parsed(when, tested_at, "--tested-at") or datetime.now(UTC)
     with work(ctx) as session:
-        row = pools.test_pool(session, pool_number=pool, marker=parsed_marker, result=parsed_result, tested_at=tested,
-                              value=number, value_unit=value_unit, actor=ctx.obj.actor)
+        row = pools.test_pool(
+            session,
+            pool_number=pool,
+            marker=parsed_marker,
+            result=parsed_result,
+            tested_at=tested,
+            value=number,
+            value_unit=value_unit,
+            actor=ctx.obj.actor,
+        )
         version = row.version
     say(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
 
@@ -632,7 +740,9 @@ def pool_release(ctx: typer.Context, pool: str) -> None:
 
 @pool_app.command("show")
 def pool_show(
-    ctx: typer.Context, pool: str, members: Annotated[bool, typer.Option("--members")] = False,
+    ctx: typer.Context,
+    pool: str,
+    members: Annotated[bool, typer.Option("--members")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show a pool: composition, tests, steps, lots. Example: plasmatrace pool show P-0042"""
@@ -643,7 +753,8 @@ def pool_show(
 
 @pool_app.command("list")
 def pool_list(
-    ctx: typer.Context, status: Annotated[PoolStatus | None, typer.Option("--status")] = None,
+    ctx: typer.Context,
+    status: Annotated[PoolStatus | None, typer.Option("--status")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List pools with distinct donors and volume. Example: plasmatrace pool list --status open"""
@@ -679,9 +790,19 @@ def step_add(
     params = parsed(parse_assignments, param or [], "--param")
     claims = parsed(_lrv, lrv or [])
     with work(ctx) as session:
-        key = inactivation.add_step(session, method=method, started_at=start, ended_at=end, pool_number=pool,
-                                    lot_number=lot, parameters=params, lrv=claims, outcome=outcome,
-                                    operator=operator, actor=ctx.obj.actor).step_key
+        key = inactivation.add_step(
+            session,
+            method=method,
+            started_at=start,
+            ended_at=end,
+            pool_number=pool,
+            lot_number=lot,
+            parameters=params,
+            lrv=claims,
+            outcome=outcome,
+            operator=operator,
+            actor=ctx.obj.actor,
+        ).step_key
     say(f"Step {key} ({method.value}, {outcome.value}) recorded.")
 
 
@@ -733,7 +854,9 @@ def lot_release(ctx: typer.Context, lot: str) -> None:
 
 @lot_app.command("show")
 def lot_show(
-    ctx: typer.Context, lot: str, members: Annotated[bool, typer.Option("--members")] = False,
+    ctx: typer.Context,
+    lot: str,
+    members: Annotated[bool, typer.Option("--members")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show a lot's genealogy, steps, clearance and shipments. Example: plasmatrace lot show IVG-2605"""
@@ -761,8 +884,9 @@ def lot_ship(
     """Record a shipment of a released lot. Example: plasmatrace lot ship IVG-2605 --to "St Mary's Hospital" --quantity 40"""
     on = parsed(day, shipped_on, "--shipped-on") or datetime.now(UTC).date()
     with work(ctx) as session:
-        number = lots.ship_lot(session, lot_number=lot, consignee=to, quantity=quantity, shipped_on=on,
-                               actor=ctx.obj.actor).shipment_number
+        number = lots.ship_lot(
+            session, lot_number=lot, consignee=to, quantity=quantity, shipped_on=on, actor=ctx.obj.actor
+        ).shipment_number
     say(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
 
 
@@ -772,7 +896,9 @@ MembersOption = Annotated[bool, typer.Option("--members", help="Include every do
 
 
 @trace_app.command("donor")
-def trace_donor(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+def trace_donor(
+    ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
+) -> None:
     """Every donation of a donor and where it went: inventory, pool, lots, consignees. Example: plasmatrace trace donor D-000123 --format json"""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_donor(session, code, policy=ctx.obj.policy)
@@ -780,7 +906,9 @@ def trace_donor(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.
 
 
 @trace_app.command("unit")
-def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+def trace_unit(
+    ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
+) -> None:
     """One unit forward: results, pool, lots, shipments. Example: plasmatrace trace unit "=A99992612345600\""""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_unit(session, unit)
@@ -788,7 +916,9 @@ def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.t
 
 
 @trace_app.command("pool")
-def trace_pool(ctx: typer.Context, pool: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+def trace_pool(
+    ctx: typer.Context, pool: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
+) -> None:
     """A pool back to its donations and forward to its lots and shipments. Example: plasmatrace trace pool P-0042 --members --format csv"""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_pool(session, pool, members=members, policy=ctx.obj.policy)
@@ -796,7 +926,9 @@ def trace_pool(ctx: typer.Context, pool: str, fmt: FormatOption = OutputFormat.t
 
 
 @trace_app.command("lot")
-def trace_lot(ctx: typer.Context, lot: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False) -> None:
+def trace_lot(
+    ctx: typer.Context, lot: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
+) -> None:
     """A lot back through every lot and pool to every donation and donor. Example: plasmatrace trace lot IVG-2605 --members --format json"""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_lot(session, lot, members=members, policy=ctx.obj.policy)
@@ -810,50 +942,86 @@ def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_inval
     from traceability.importers.load import ImportKind, import_file
 
     with progress(f"Importing {file.name}") as update, work(ctx) as session:
-        report = import_file(session, ImportKind(kind), file, actor=ctx.obj.actor, dry_run=dry_run,
-                             skip_invalid=skip_invalid, rejects_path=rejects, policy=ctx.obj.policy, progress=update,
-                             on_rows_counted=update.total)
+        report = import_file(
+            session,
+            ImportKind(kind),
+            file,
+            actor=ctx.obj.actor,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            rejects_path=rejects,
+            policy=ctx.obj.policy,
+            progress=update,
+            on_rows_counted=update.total,
+        )
     err.print(escape(report.summary), highlight=False)
     for line in report.problems:
         err.print(escape(line), highlight=False)
     if report.reactive:
-        err.print(f"[bold yellow]{len(report.reactive):,} unit(s) received a reactive result[/]: "
-                  + escape(", ".join(report.reactive[:20])) + "; their donors were deferred; trace them with "
-                  "plasmatrace trace donor.")
+        err.print(
+            f"[bold yellow]{len(report.reactive):,} unit(s) received a reactive result[/]: "
+            + escape(", ".join(report.reactive[:20]))
+            + "; their donors were deferred; trace them with "
+            "plasmatrace trace donor."
+        )
 
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")]
-SkipInvalid = Annotated[bool, typer.Option("--skip-invalid", help="Load the good rows; write the bad ones to a rejects CSV.")]
-Rejects = Annotated[Path | None, typer.Option("--rejects", dir_okay=False, help="Rejects file (default FILE.rejects.csv).")]
+SkipInvalid = Annotated[
+    bool, typer.Option("--skip-invalid", help="Load the good rows; write the bad ones to a rejects CSV.")
+]
+Rejects = Annotated[
+    Path | None, typer.Option("--rejects", dir_okay=False, help="Rejects file (default FILE.rejects.csv).")
+]
 ImportFile = Annotated[Path, typer.Argument(help="UTF-8 CSV with a header row.", show_default=False)]
 
 
 @import_app.command("donors")
-def import_donors(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
-                  rejects: Rejects = None) -> None:
+def import_donors(
+    ctx: typer.Context,
+    file: ImportFile,
+    dry_run: DryRun = False,
+    skip_invalid: SkipInvalid = False,
+    rejects: Rejects = None,
+) -> None:
     """Import donors (donor_code, establishment, registered_on). Example: plasmatrace import donors donors.csv --dry-run"""
     _import(ctx, "donors", file, dry_run, skip_invalid, rejects)
 
 
 @import_app.command("donations")
-def import_donations(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
-                     rejects: Rejects = None) -> None:
+def import_donations(
+    ctx: typer.Context,
+    file: ImportFile,
+    dry_run: DryRun = False,
+    skip_invalid: SkipInvalid = False,
+    rejects: Rejects = None,
+) -> None:
     """Import donations (unit_number, donor_code, collected_at, volume_ml[, establishment, plasma_kind, frozen_at]).
     Example: plasmatrace import donations donations.csv --skip-invalid"""
     _import(ctx, "donations", file, dry_run, skip_invalid, rejects)
 
 
 @import_app.command("results")
-def import_results(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
-                   rejects: Rejects = None) -> None:
+def import_results(
+    ctx: typer.Context,
+    file: ImportFile,
+    dry_run: DryRun = False,
+    skip_invalid: SkipInvalid = False,
+    rejects: Rejects = None,
+) -> None:
     """Import screening results (unit_number, marker, result, tested_at[, method, lab, value, unit]).
     Example: plasmatrace import results results.csv"""
     _import(ctx, "results", file, dry_run, skip_invalid, rejects)
 
 
 @import_app.command("pool-members")
-def import_pool_members(ctx: typer.Context, file: ImportFile, dry_run: DryRun = False,
-                        skip_invalid: SkipInvalid = False, rejects: Rejects = None) -> None:
+def import_pool_members(
+    ctx: typer.Context,
+    file: ImportFile,
+    dry_run: DryRun = False,
+    skip_invalid: SkipInvalid = False,
+    rejects: Rejects = None,
+) -> None:
     """Import pool memberships (pool_number, unit_number); each pool's units are checked set-based.
     Example: plasmatrace import pool-members members.csv"""
     _import(ctx, "pool-members", file, dry_run, skip_invalid, rejects)
@@ -867,10 +1035,13 @@ def lookback_open(ctx: typer.Context, donor: str, reason: ReasonOption) -> None:
     """Open a case: interdict the donor's units in inventory in the window, list the pooled ones.
     Example: plasmatrace lookback open D-000123 --reason "PDI: later HCV RNA reactive at another centre\""""
     with work(ctx) as session:
-        opened = lookback.open_case(session, donor_code=donor, reason=reason, actor=ctx.obj.actor,
-                                    policy=ctx.obj.policy)
-    say(f"Look-back case {opened.case_number} opened for donor {donor}: {len(opened.interdicted)} unit(s) "
-              f"interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already out of inventory.")
+        opened = lookback.open_case(
+            session, donor_code=donor, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy
+        )
+    say(
+        f"Look-back case {opened.case_number} opened for donor {donor}: {len(opened.interdicted)} unit(s) "
+        f"interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already out of inventory."
+    )
     say(f"Next: plasmatrace lookback show {opened.case_number}")
 
 
@@ -891,7 +1062,9 @@ def lookback_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) ->
 
 
 @lookback_app.command("close")
-def lookback_close(ctx: typer.Context, case: str, reason: Annotated[str, typer.Option("--reason", help="The conclusion.")]) -> None:
+def lookback_close(
+    ctx: typer.Context, case: str, reason: Annotated[str, typer.Option("--reason", help="The conclusion.")]
+) -> None:
     """Close a case with its conclusion. Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance\""""
     with work(ctx) as session:
         lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor)
@@ -927,23 +1100,35 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
 
 
 @report_app.command("lot")
-def report_lot(ctx: typer.Context, lot: str, fmt: ReportFormatOption = ReportFormat.html,
-               output: OutputOption = Path("report.html")) -> None:
+def report_lot(
+    ctx: typer.Context,
+    lot: str,
+    fmt: ReportFormatOption = ReportFormat.html,
+    output: OutputOption = Path("report.html"),
+) -> None:
     """A lot's genealogy back to every donation and donor, with tests, steps, clearance, shipments and history.
     Example: plasmatrace report lot IVG-2605 --format pdf --output IVG-2605.pdf"""
     _report(ctx, "lot", lot, fmt, output)
 
 
 @report_app.command("pool")
-def report_pool(ctx: typer.Context, pool: str, fmt: ReportFormatOption = ReportFormat.html,
-                output: OutputOption = Path("report.html")) -> None:
+def report_pool(
+    ctx: typer.Context,
+    pool: str,
+    fmt: ReportFormatOption = ReportFormat.html,
+    output: OutputOption = Path("report.html"),
+) -> None:
     """A pool's members, tests, steps, lots and shipments, with history. Example: plasmatrace report pool P-0042 --format html --output P-0042.html"""
     _report(ctx, "pool", pool, fmt, output)
 
 
 @report_app.command("case")
-def report_case(ctx: typer.Context, case: str, fmt: ReportFormatOption = ReportFormat.html,
-                output: OutputOption = Path("report.html")) -> None:
+def report_case(
+    ctx: typer.Context,
+    case: str,
+    fmt: ReportFormatOption = ReportFormat.html,
+    output: OutputOption = Path("report.html"),
+) -> None:
     """A look-back case: implicated units, pools, lots, consignees and history. Example: plasmatrace report case LB-2026-0001 --format pdf --output LB-2026-0001.pdf"""
     _report(ctx, "case", case, fmt, output)
 
@@ -954,7 +1139,9 @@ def report_case(ctx: typer.Context, case: str, fmt: ReportFormatOption = ReportF
 @audit_app.command("log")
 def audit_log(
     ctx: typer.Context,
-    entity: Annotated[str | None, typer.Option("--entity", help="donor, donation, pool, lot, step, import, ...")] = None,
+    entity: Annotated[
+        str | None, typer.Option("--entity", help="donor, donation, pool, lot, step, import, ...")
+    ] = None,
     key: Annotated[str | None, typer.Option("--key", help="Business key, e.g. a unit number.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 500,
     fmt: FormatOption = OutputFormat.table,

@@ -157,11 +157,11 @@ def raw_postgres_add_close(url: str, pool: str, numbers: list[str]) -> dict[str,
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One measurement in a fresh process (cold imports do not count: they are done before the clock starts)."""
-    import traceability.services.pools  # noqa: F401 - imported before timing
-
+    """One measurement in a fresh process (imports are done before the clock starts)."""
     numbers = Path(args.units_file).read_text().split()
     if args.worker == "plasmatrace":
+        import traceability.services.pools  # noqa: F401 - imported before timing
+
         result = plasmatrace_add_close(args.db, args.pool, numbers)
     elif args.worker == "raw-sqlite":
         result = raw_sqlite_add_close(Path(args.db.removeprefix("sqlite:///")), args.pool, numbers)

@@ -93,7 +93,9 @@ def engine_name_fixture(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(name="session")
-def session_fixture(request: pytest.FixtureRequest, engine_name: str, sqlite_template: Path, tmp_path: Path) -> Iterator[Session]:
+def session_fixture(
+    request: pytest.FixtureRequest, engine_name: str, sqlite_template: Path, tmp_path: Path
+) -> Iterator[Session]:
     """A session on a migrated database: a fresh SQLite copy, or a PostgreSQL transaction rolled back after."""
     if engine_name == "sqlite":
         path = tmp_path / "session.db"

@@ -36,15 +36,21 @@ def make_din(n: int | None = None, *, fin: str = "A9999", year: str = "26") -> s
 
 def make_establishment(session: Session, **overrides: object) -> str:
     code = str(overrides.get("code") or f"C{next_id():04d}")
-    donors.add_establishment(session, code=code, name=str(overrides.get("name", f"Centre {code}")),
-                             kind=overrides.get("kind", EstablishmentKind.COLLECTION), actor=ACTOR)  # type: ignore[arg-type]
+    donors.add_establishment(
+        session,
+        code=code,
+        name=str(overrides.get("name", f"Centre {code}")),
+        kind=overrides.get("kind", EstablishmentKind.COLLECTION),
+        actor=ACTOR,
+    )  # type: ignore[arg-type]
     return code
 
 
 def make_donor(session: Session, *, establishment: str | None = None, donor_code: str | None = None) -> Donor:
     site = establishment or make_establishment(session)
-    return donors.add_donor(session, donor_code=donor_code or f"DN{next_id():07d}", establishment=site,
-                            registered_on=None, actor=ACTOR)
+    return donors.add_donor(
+        session, donor_code=donor_code or f"DN{next_id():07d}", establishment=site, registered_on=None, actor=ACTOR
+    )
 
 
 def make_unit(
@@ -58,12 +64,24 @@ def make_unit(
 ) -> Donation:
     """A unit, by default tested with the full panel all nonreactive."""
     collected = collected_at or NOW - timedelta(days=120)
-    unit = units.add_donation(session, unit_number=unit_number or make_din(), donor_code=donor.donor_code,
-                              collected_at=collected, volume_ml=volume_ml, actor=ACTOR)
+    unit = units.add_donation(
+        session,
+        unit_number=unit_number or make_din(),
+        donor_code=donor.donor_code,
+        collected_at=collected,
+        volume_ml=volume_ml,
+        actor=ACTOR,
+    )
     results = {m: ResultValue.NONREACTIVE for m in PANEL} if panel == "nonreactive" else (panel or {})
     for marker, result in results.items():  # type: ignore[union-attr]
-        units.add_result(session, unit_number=unit.unit_number, marker=marker, result=result,
-                         tested_at=collected + timedelta(days=2), actor=ACTOR)
+        units.add_result(
+            session,
+            unit_number=unit.unit_number,
+            marker=marker,
+            result=result,
+            tested_at=collected + timedelta(days=2),
+            actor=ACTOR,
+        )
     return unit
 
 
@@ -77,8 +95,14 @@ def make_qualified_donor_units(
     return donor, made
 
 
-def make_released_pool(session: Session, *, donors_count: int = 1000, units_per_donor: int = 1,
-                       product: str = "ivig", pool_number: str | None = None) -> str:
+def make_released_pool(
+    session: Session,
+    *,
+    donors_count: int = 1000,
+    units_per_donor: int = 1,
+    product: str = "ivig",
+    pool_number: str | None = None,
+) -> str:
     """A released pool of qualified donors' units, built through the services (slow-ish: ~1s per 1,000 units)."""
     site = make_establishment(session)
     number = pool_number or f"P-{next_id():05d}"
@@ -91,27 +115,62 @@ def make_released_pool(session: Session, *, donors_count: int = 1000, units_per_
     pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
     for marker in DEFAULT_POLICY.product(product).pool_tests:
         value, unit = (50.0, "IU/mL") if marker == Marker.B19_DNA else (None, None)
-        pools.test_pool(session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE,
-                        tested_at=NOW, actor=ACTOR, value=value, value_unit=unit)
+        pools.test_pool(
+            session,
+            pool_number=number,
+            marker=marker,
+            result=ResultValue.NONREACTIVE,
+            tested_at=NOW,
+            actor=ACTOR,
+            value=value,
+            value_unit=unit,
+        )
     pools.release_pool(session, pool_number=number, actor=ACTOR)
     return number
 
 
-def make_step(session: Session, *, method: StepMethod, pool: str | None = None, lot: str | None = None,
-              enveloped: float | None = None, non_enveloped: float | None = None, **kw: object) -> str:
+def make_step(
+    session: Session,
+    *,
+    method: StepMethod,
+    pool: str | None = None,
+    lot: str | None = None,
+    enveloped: float | None = None,
+    non_enveloped: float | None = None,
+    **kw: object,
+) -> str:
     lrv = {k: v for k, v in (("enveloped", enveloped), ("non-enveloped", non_enveloped)) if v is not None}
-    return inactivation.add_step(session, method=method, started_at=NOW, ended_at=NOW + timedelta(hours=6),
-                                 pool_number=pool, lot_number=lot, lrv=lrv, actor=ACTOR, **kw).step_key  # type: ignore[arg-type]
+    return inactivation.add_step(
+        session,
+        method=method,
+        started_at=NOW,
+        ended_at=NOW + timedelta(hours=6),
+        pool_number=pool,
+        lot_number=lot,
+        lrv=lrv,
+        actor=ACTOR,
+        **kw,
+    ).step_key  # type: ignore[arg-type]
 
 
-def make_lot(session: Session, *, inputs: list[tuple[str, str]], kind: LotKind = LotKind.FINAL,
-             lot_number: str | None = None, product: str = "ivig") -> str:
+def make_lot(
+    session: Session,
+    *,
+    inputs: list[tuple[str, str]],
+    kind: LotKind = LotKind.FINAL,
+    lot_number: str | None = None,
+    product: str = "ivig",
+) -> str:
     number = lot_number or f"L-{next_id():05d}"
-    lots.create_lot(session, lot_number=number, product=product, kind=kind,
-                    inputs=[lots.InputSpec(k, n) for k, n in inputs], actor=ACTOR)
+    lots.create_lot(
+        session,
+        lot_number=number,
+        product=product,
+        kind=kind,
+        inputs=[lots.InputSpec(k, n) for k, n in inputs],
+        actor=ACTOR,
+    )
     return number
-
-
 
 
 def bulk_units(
@@ -137,26 +196,47 @@ def bulk_units(
     site_id = session.execute(select(Establishment.id).where(Establishment.code == site)).scalar_one()
     base = next_id() * 10_000
     codes = [f"BD{base + i:09d}" for i in range(donors_count)]
-    session.execute(insert(Dn), [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR,
-                                  "created_at": NOW} for c in codes])
+    session.execute(
+        insert(Dn),
+        [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR, "created_at": NOW} for c in codes],
+    )
     ids = dict(session.execute(select(Dn.donor_code, Dn.id).where(Dn.donor_code.in_(codes))).all())
     first = collected_at or NOW - timedelta(days=150)
     numbers, rows = [], []
-    for i, code in enumerate(codes):
+    for code in codes:
         for k in range(units_per_donor):
             number = make_din()
             numbers.append(number)
-            rows.append({"unit_number": number, "scheme": "isbt128", "donor_id": ids[code],
-                         "establishment_id": site_id, "collected_at": first + timedelta(days=spacing_days * k),
-                         "volume_ml": 750, "plasma_kind": "source", "status": "in-inventory", "version": 1,
-                         "created_by": ACTOR, "created_at": NOW})
+            rows.append(
+                {
+                    "unit_number": number,
+                    "scheme": "isbt128",
+                    "donor_id": ids[code],
+                    "establishment_id": site_id,
+                    "collected_at": first + timedelta(days=spacing_days * k),
+                    "volume_ml": 750,
+                    "plasma_kind": "source",
+                    "status": "in-inventory",
+                    "version": 1,
+                    "created_by": ACTOR,
+                    "created_at": NOW,
+                }
+            )
     session.execute(insert(D), rows)
     unit_ids = dict(session.execute(select(D.unit_number, D.id).where(D.unit_number.in_(numbers))).all())
     results = [
-        {"donation_id": unit_ids[r["unit_number"]], "marker": m.value, "version": 1, "result": "nonreactive",
-         "tested_at": r["collected_at"] + timedelta(days=2), "created_by": ACTOR, "created_at": NOW}
-        for r in rows for m in PANEL
+        {
+            "donation_id": unit_ids[r["unit_number"]],
+            "marker": m.value,
+            "version": 1,
+            "result": "nonreactive",
+            "tested_at": r["collected_at"] + timedelta(days=2),
+            "created_by": ACTOR,
+            "created_at": NOW,
+        }
+        for r in rows
+        for m in PANEL
     ]
     for start in range(0, len(results), 20_000):
-        session.execute(insert(TestResult), results[start:start + 20_000])
+        session.execute(insert(TestResult), results[start : start + 20_000])
     return numbers

@@ -169,33 +169,43 @@ def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     wanted = parse_checkpoint(checkpoint) if checkpoint else None
     seen_checkpoint = False
-    for event in _events(session):
-        where = f"event {event.seq} ({event.action} {event.entity_type} {event.entity_key}, {event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)"
-        if event.seq != expected_seq:
+    for entry in _events(session):
+        at = f"{entry.occurred_at:%Y-%m-%d %H:%M:%S} UTC"
+        where = f"event {entry.seq} ({entry.action} {entry.entity_type} {entry.entity_key}, {at})"
+        if entry.seq != expected_seq:
             problem = (
                 f"event {expected_seq} is missing (the chain jumps to {where}): an event was removed"
-                if event.seq > expected_seq
+                if entry.seq > expected_seq
                 else f"{where} is out of sequence: an event was inserted or reordered"
             )
             return Verification(False, count, expected_seq - 1, prev_hash, problem)
-        if event.prev_hash != prev_hash:
+        if entry.prev_hash != prev_hash:
             return Verification(
-                False, count, event.seq - 1, prev_hash,
+                False,
+                count,
+                entry.seq - 1,
+                prev_hash,
                 f"{where} does not follow the event before it: an event was inserted, removed or reordered here",
             )
-        if event_hash(_hashed_fields(event)) != event.hash:
-            return Verification(False, count, event.seq - 1, prev_hash, f"{where} was changed after it was recorded")
-        if wanted and event.seq == wanted[0]:
+        if event_hash(_hashed_fields(entry)) != entry.hash:
+            return Verification(False, count, entry.seq - 1, prev_hash, f"{where} was changed after it was recorded")
+        if wanted and entry.seq == wanted[0]:
             seen_checkpoint = True
-            if event.hash != wanted[1]:
+            if entry.hash != wanted[1]:
                 return Verification(
-                    False, count, event.seq, event.hash,
+                    False,
+                    count,
+                    entry.seq,
+                    entry.hash,
                     f"{where} does not match the checkpoint: the chain was rewritten from here or earlier",
                 )
-        prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
+        prev_hash, expected_seq, count = entry.hash, expected_seq + 1, count + 1
     if wanted and not seen_checkpoint:
         return Verification(
-            False, count, expected_seq - 1, prev_hash,
+            False,
+            count,
+            expected_seq - 1,
+            prev_hash,
             f"the chain ends at event {expected_seq - 1} but the checkpoint names event {wanted[0]}: "
             "events after it were removed",
         )

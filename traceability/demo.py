@@ -65,7 +65,9 @@ def ensure_empty(session: Session, where: str) -> None:
         )
 
 
-def _site(rng: random.Random, donor_count: int, now: datetime) -> tuple[list[tuple[str, str, str]], list[_Unit], set[str]]:
+def _site(
+    rng: random.Random, donor_count: int, now: datetime
+) -> tuple[list[tuple[str, str, str]], list[_Unit], set[str]]:
     """Donors (code, centre, registered on), their units, and the applicants (one donation so far)."""
     donor_rows: list[tuple[str, str, str]] = []
     made: list[_Unit] = []
@@ -111,51 +113,86 @@ def _printed_din(number: str, rng: random.Random) -> str:
     return f"{number[:5]} {number[5:7]} {number[7:]} {din_check_character(number)}"
 
 
-def build(work: Work, *, donors_count: int = 2500, seed: int = 7, actor: str = "demo", say: Say = print,
-          progress: Callable[[int], None] | None = None, policy: Policy = DEFAULT_POLICY) -> DemoResult:
+def build(
+    work: Work,
+    *,
+    donors_count: int = 2500,
+    seed: int = 7,
+    actor: str = "demo",
+    say: Say = print,
+    progress: Callable[[int], None] | None = None,
+    policy: Policy = DEFAULT_POLICY,
+) -> DemoResult:
     """Build the demo site through the importers and services, one unit of work per step a user would take."""
     rng = random.Random(seed)
     now = utcnow().replace(microsecond=0)
     result = DemoResult()
     donor_rows, made, applicants = _site(rng, donors_count, now)
-    reactive = {u.number: rng.choice([Marker.HBSAG, Marker.ANTI_HCV, Marker.HIV_RNA])
-                for u in rng.sample(made, 4) if u.donor not in applicants}
+    reactive = {
+        u.number: rng.choice([Marker.HBSAG, Marker.ANTI_HCV, Marker.HIV_RNA])
+        for u in rng.sample(made, 4)
+        if u.donor not in applicants
+    }
 
     with work() as session:
         for code, name, _ in CENTRES:
             donors.add_establishment(session, code=code, name=name, kind=EstablishmentKind.COLLECTION, actor=actor)
-        donors.add_establishment(session, code=LAB, name="Central Testing Laboratory", kind=EstablishmentKind.TESTING,
-                                 actor=actor)
-        donors.add_establishment(session, code=PLANT, name="Fractionation Plant 1",
-                                 kind=EstablishmentKind.FRACTIONATION, actor=actor)
+        donors.add_establishment(
+            session, code=LAB, name="Central Testing Laboratory", kind=EstablishmentKind.TESTING, actor=actor
+        )
+        donors.add_establishment(
+            session, code=PLANT, name="Fractionation Plant 1", kind=EstablishmentKind.FRACTIONATION, actor=actor
+        )
     say(f"Registered {len(CENTRES)} collection centres, a testing laboratory and a fractionation plant.")
 
     with tempfile.TemporaryDirectory(prefix="plasmatrace-demo-") as tmp:
         folder = Path(tmp)
-        result.files["donors"] = _write(folder / "donors.csv", ["donor_code", "establishment", "registered_on"],
-                                        [list(r) for r in donor_rows])
+        result.files["donors"] = _write(
+            folder / "donors.csv", ["donor_code", "establishment", "registered_on"], [list(r) for r in donor_rows]
+        )
         result.files["donations"] = _write(
             folder / "donations.csv",
             ["unit_number", "donor_code", "collected_at", "volume_ml", "plasma_kind", "frozen_at"],
-            ([_printed_din(u.number, rng), u.donor, u.collected_at.isoformat(), str(u.volume_ml), "source",
-              (u.collected_at + timedelta(minutes=rng.randint(40, 300))).isoformat()] for u in made),
+            (
+                [
+                    _printed_din(u.number, rng),
+                    u.donor,
+                    u.collected_at.isoformat(),
+                    str(u.volume_ml),
+                    "source",
+                    (u.collected_at + timedelta(minutes=rng.randint(40, 300))).isoformat(),
+                ]
+                for u in made
+            ),
         )
         panel = list(policy.required_panel)
         result.files["results"] = _write(
-            folder / "results.csv", ["unit_number", "marker", "result", "tested_at", "method", "lab"],
-            ([u.number, m.value,
-              "R" if reactive.get(u.number) == m else rng.choice(["NR", "nonreactive", "NR"]),
-              (u.collected_at + timedelta(days=1, hours=rng.randint(0, 20))).isoformat(),
-              "nat" if m.value.endswith(("rna", "dna")) else "serology", LAB]
-             for u in made if u.collected_at < now - timedelta(days=2) for m in panel),
+            folder / "results.csv",
+            ["unit_number", "marker", "result", "tested_at", "method", "lab"],
+            (
+                [
+                    u.number,
+                    m.value,
+                    "R" if reactive.get(u.number) == m else rng.choice(["NR", "nonreactive", "NR"]),
+                    (u.collected_at + timedelta(days=1, hours=rng.randint(0, 20))).isoformat(),
+                    "nat" if m.value.endswith(("rna", "dna")) else "serology",
+                    LAB,
+                ]
+                for u in made
+                if u.collected_at < now - timedelta(days=2)
+                for m in panel
+            ),
         )
         for kind in (ImportKind.DONORS, ImportKind.DONATIONS, ImportKind.RESULTS):
             with work() as session:
-                report = import_file(session, kind, folder / f"{kind.value}.csv", actor=actor, policy=policy,
-                                     progress=progress)
+                report = import_file(
+                    session, kind, folder / f"{kind.value}.csv", actor=actor, policy=policy, progress=progress
+                )
             say(f"Imported {report.loaded:,} {kind.value} from {kind.value}.csv (SHA-256 {report.sha256[:12]}...).")
-    say(f"Screening: {len(reactive)} reactive results; those units were rejected and their donors deferred. "
-        f"{len(applicants)} applicant donor(s) have a single donation and wait to qualify.")
+    say(
+        f"Screening: {len(reactive)} reactive results; those units were rejected and their donors deferred. "
+        f"{len(applicants)} applicant donor(s) have a single donation and wait to qualify."
+    )
 
     # Pools: each takes the held, fully tested units of half the donors. QA first tries a few it may not pool.
     reactive_donors = {u.donor for u in made if u.number in reactive}
@@ -177,52 +214,102 @@ def build(work: Work, *, donors_count: int = 2500, seed: int = 7, actor: str = "
             refused = [held[0]] + [u.number for u in made if u.donor in applicants][:1]
             try:
                 with work() as session:
-                    pools.add_units(session, pool_number=number, unit_numbers=members[:5] + refused, actor=actor,
-                                    policy=policy)
+                    pools.add_units(
+                        session, pool_number=number, unit_numbers=members[:5] + refused, actor=actor, policy=policy
+                    )
             except IneligibleUnits as error:
-                say("QA tried to pool a unit still on hold and an applicant's unit; plasmatrace refused:\n"
-                    + str(error))
+                say(
+                    "QA tried to pool a unit still on hold and an applicant's unit; plasmatrace refused:\n" + str(error)
+                )
         with work() as session:
             pools.add_units(session, pool_number=number, unit_numbers=members, actor=actor, policy=policy)
         with work() as session:
             _, composition = pools.close_pool(session, pool_number=number, actor=actor, policy=policy)
         with work() as session:
             for marker in policy.product(products[index]).pool_tests:
-                pools.test_pool(session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE,
-                                tested_at=now, actor=actor)
+                pools.test_pool(
+                    session,
+                    pool_number=number,
+                    marker=marker,
+                    result=ResultValue.NONREACTIVE,
+                    tested_at=now,
+                    actor=actor,
+                )
             pools.release_pool(session, pool_number=number, actor=actor, policy=policy)
-            inactivation.add_step(session, pool_number=number, method=StepMethod.SOLVENT_DETERGENT,
-                                  started_at=now - timedelta(hours=12), ended_at=now - timedelta(hours=6),
-                                  parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
-                                  lrv={"enveloped": round(rng.uniform(5.5, 6.5), 1)}, actor=actor)
+            inactivation.add_step(
+                session,
+                pool_number=number,
+                method=StepMethod.SOLVENT_DETERGENT,
+                started_at=now - timedelta(hours=12),
+                ended_at=now - timedelta(hours=6),
+                parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
+                lrv={"enveloped": round(rng.uniform(5.5, 6.5), 1)},
+                actor=actor,
+            )
         result.pools.append(number)
-        say(f"Pool {number}: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
-            f"{composition.volume_ml / 1000:,.1f} L; closed, tested, released; solvent-detergent step recorded.")
+        say(
+            f"Pool {number}: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
+            f"{composition.volume_ml / 1000:,.1f} L; closed, tested, released; solvent-detergent step recorded."
+        )
 
     paste = f"FII-{now:%y}-001"
     with work() as session:
-        lots.create_lot(session, lot_number=paste, product="fraction-ii-paste", kind=LotKind.INTERMEDIATE,
-                        inputs=[lots.InputSpec("pool", p, 1000) for p in result.pools], actor=actor)
-        inactivation.add_step(session, lot_number=paste, method=StepMethod.LOW_PH, started_at=now - timedelta(hours=5),
-                              ended_at=now - timedelta(hours=4), parameters={"ph": "4.0", "temperature_c": "37", "hours": "21"},
-                              lrv={"enveloped": 4.6}, actor=actor)
+        lots.create_lot(
+            session,
+            lot_number=paste,
+            product="fraction-ii-paste",
+            kind=LotKind.INTERMEDIATE,
+            inputs=[lots.InputSpec("pool", p, 1000) for p in result.pools],
+            actor=actor,
+        )
+        inactivation.add_step(
+            session,
+            lot_number=paste,
+            method=StepMethod.LOW_PH,
+            started_at=now - timedelta(hours=5),
+            ended_at=now - timedelta(hours=4),
+            parameters={"ph": "4.0", "temperature_c": "37", "hours": "21"},
+            lrv={"enveloped": 4.6},
+            actor=actor,
+        )
         lots.release_lot(session, lot_number=paste, actor=actor, policy=policy)
     result.intermediate = paste
     for k in (1, 2):
         final = f"IVG-{now:%y}-{k:03d}"
         with work() as session:
-            lots.create_lot(session, lot_number=final, product="ivig", kind=LotKind.FINAL,
-                            inputs=[lots.InputSpec("lot", paste, 400)], actor=actor)
-            inactivation.add_step(session, lot_number=final, method=StepMethod.NANOFILTRATION,
-                                  started_at=now - timedelta(hours=3), ended_at=now - timedelta(hours=1), parameters={"filter": "Planova 20N", "pore_nm": "20"},
-                                  lrv={"enveloped": 5.2, "non-enveloped": 4.4}, actor=actor)
+            lots.create_lot(
+                session,
+                lot_number=final,
+                product="ivig",
+                kind=LotKind.FINAL,
+                inputs=[lots.InputSpec("lot", paste, 400)],
+                actor=actor,
+            )
+            inactivation.add_step(
+                session,
+                lot_number=final,
+                method=StepMethod.NANOFILTRATION,
+                started_at=now - timedelta(hours=3),
+                ended_at=now - timedelta(hours=1),
+                parameters={"filter": "Planova 20N", "pore_nm": "20"},
+                lrv={"enveloped": 5.2, "non-enveloped": 4.4},
+                actor=actor,
+            )
             lots.release_lot(session, lot_number=final, actor=actor, policy=policy)
             for consignee in rng.sample(CONSIGNEES, 2):
-                lots.ship_lot(session, lot_number=final, consignee=consignee, quantity=rng.choice([24, 40, 60]),
-                              shipped_on=now.date(), actor=actor)
+                lots.ship_lot(
+                    session,
+                    lot_number=final,
+                    consignee=consignee,
+                    quantity=rng.choice([24, 40, 60]),
+                    shipped_on=now.date(),
+                    actor=actor,
+                )
         result.final_lots.append(final)
-    say(f"Intermediate {paste} (low pH) from both pools; final lots {', '.join(result.final_lots)} "
-        "(nanofiltration) released and shipped.")
+    say(
+        f"Intermediate {paste} (low pH) from both pools; final lots {', '.join(result.final_lots)} "
+        "(nanofiltration) released and shipped."
+    )
 
     # Post-donation information: a donor whose earlier units went into a pool returns, and the new donation is
     # HCV RNA reactive. Prefer a donor who also has units still on hold, so the interdiction shows.
@@ -233,13 +320,30 @@ def build(work: Work, *, donors_count: int = 2500, seed: int = 7, actor: str = "
     centre, fin = next((c, f) for c, _, f in CENTRES if c == next(u.centre for u in made if u.donor == donor_code))
     new_unit = f"{fin}{now:%y}{999_001 + seed % 900:06d}"
     with work() as session:
-        units.add_donation(session, unit_number=new_unit, donor_code=donor_code, collected_at=now - timedelta(hours=2),
-                           volume_ml=700, establishment=centre, actor=actor)
-        outcome = units.add_result(session, unit_number=new_unit, marker=Marker.HCV_RNA, result=ResultValue.REACTIVE,
-                                   tested_at=now, actor=actor, policy=policy, lab=LAB)
+        units.add_donation(
+            session,
+            unit_number=new_unit,
+            donor_code=donor_code,
+            collected_at=now - timedelta(hours=2),
+            volume_ml=700,
+            establishment=centre,
+            actor=actor,
+        )
+        outcome = units.add_result(
+            session,
+            unit_number=new_unit,
+            marker=Marker.HCV_RNA,
+            result=ResultValue.REACTIVE,
+            tested_at=now,
+            actor=actor,
+            policy=policy,
+            lab=LAB,
+        )
     late = _Unit(new_unit, donor_code, centre, now, 700)
     result.recall_donor = late.donor
-    say(f"Donor {late.donor} returned; the new unit {late.number} tested HCV RNA reactive. "
+    say(
+        f"Donor {late.donor} returned; the new unit {late.number} tested HCV RNA reactive. "
         f"Rejected it, deferred the donor, interdicted {len(outcome.interdicted)} unit(s) still in the freezer; "
-        f"{len(outcome.pooled_in_window)} earlier unit(s) are already pooled.")
+        f"{len(outcome.pooled_in_window)} earlier unit(s) are already pooled."
+    )
     return result

@@ -138,7 +138,8 @@ class UnitsAlreadyPooled(Conflict):
         more = f"\n  ... and {len(pooled) - shown:,} more." if len(pooled) > shown else ""
         super().__init__(
             f"{len(pooled):,} units are already pooled; a unit can be in one pool only. Nothing was changed.\n"
-            + lines + more
+            + lines
+            + more
         )
         self.pooled = pooled
 

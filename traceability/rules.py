@@ -207,9 +207,7 @@ def panel_complete_and_nonreactive(current_results: dict[str, str], policy: Poli
     return all(current_results.get(m.value) == ResultValue.NONREACTIVE for m in policy.required_panel)
 
 
-def donor_is_qualified(
-    qualifying_collections: list[datetime], policy: Policy = DEFAULT_POLICY
-) -> bool:
+def donor_is_qualified(qualifying_collections: list[datetime], policy: Policy = DEFAULT_POLICY) -> bool:
     """At least N donations with complete nonreactive panels whose collections lie within the window of each other."""
     needed = policy.qualification_donations
     times = sorted(qualifying_collections)

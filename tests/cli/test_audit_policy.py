@@ -59,13 +59,33 @@ def test_audit_verify_passes_on_an_intact_trail_and_names_the_event_that_was_rem
 def test_audit_log_shows_who_changed_a_record_what_and_why(run: Cli) -> None:
     run("establishment", "add", "C-BOS", "--name", "Boston centre", "--kind", "collection")
     run("donor", "add", "D-000123", "--establishment", "C-BOS")
-    run("donation", "add", "=G12341765432170", "--donor", "D-000123", "--collected-at", "2026-05-01T09:30Z",
-        "--volume-ml", "780")
-    run("--actor", "qa.lead", "donation", "correct", "G123417654321", "--set", "volume_ml=760",
-        "--reason", "scale misread")
+    run(
+        "donation",
+        "add",
+        "=G12341765432170",
+        "--donor",
+        "D-000123",
+        "--collected-at",
+        "2026-05-01T09:30Z",
+        "--volume-ml",
+        "780",
+    )
+    run(
+        "--actor",
+        "qa.lead",
+        "donation",
+        "correct",
+        "G123417654321",
+        "--set",
+        "volume_ml=760",
+        "--reason",
+        "scale misread",
+    )
     history = run.json("audit", "log", "--entity", "donation", "--key", "G123417654321A")
-    assert [(e["action"], e["actor"]) for e in history] == [("donation.added", "qa.tester"),
-                                                            ("donation.corrected", "qa.lead")]
+    assert [(e["action"], e["actor"]) for e in history] == [
+        ("donation.added", "qa.tester"),
+        ("donation.corrected", "qa.lead"),
+    ]
     assert history[1]["old"]["volume_ml"] == 780 and history[1]["new"]["volume_ml"] == 760
     assert history[1]["reason"] == "scale misread"
 

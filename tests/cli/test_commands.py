@@ -94,8 +94,10 @@ def test_a_duplicate_donor_is_a_conflict_and_an_unknown_establishment_is_not_fou
     duplicate = run("donor", "add", "D-000123", "--establishment", "C-BOS", code=ExitCode.CONFLICT)
     assert "D-000123" in duplicate.stderr
     assert "already exists" in duplicate.stderr
-    assert "C-BOS" in run("establishment", "add", "C-BOS", "--name", "Again", "--kind", "testing",
-                          code=ExitCode.CONFLICT).stderr
+    assert (
+        "C-BOS"
+        in run("establishment", "add", "C-BOS", "--name", "Again", "--kind", "testing", code=ExitCode.CONFLICT).stderr
+    )
 
     unknown = run("donor", "add", "D-000124", "--establishment", "C-NOWHERE", code=ExitCode.NOT_FOUND)
     assert "C-NOWHERE" in unknown.stderr
@@ -107,8 +109,17 @@ def test_a_duplicate_donor_is_a_conflict_and_an_unknown_establishment_is_not_fou
 
 def test_every_printed_din_form_is_stored_canonical_and_codabar_and_local_numbers_keep_their_scheme(run: Cli) -> None:
     donor = site_with_donor(run)
-    scanned = run("donation", "add", "=G12341765432170", "--donor", donor, "--collected-at",
-                  "2026-05-01T11:30:00+02:00", "--volume-ml", "780")
+    scanned = run(
+        "donation",
+        "add",
+        "=G12341765432170",
+        "--donor",
+        donor,
+        "--collected-at",
+        "2026-05-01T11:30:00+02:00",
+        "--volume-ml",
+        "780",
+    )
     assert "G123417654321" in scanned.stderr
     shown = run.json("donation", "show", "G123417654321")
     assert (shown["unit_number"], shown["scheme"], shown["donor_code"]) == ("G123417654321", "isbt128", donor)
@@ -116,8 +127,18 @@ def test_every_printed_din_form_is_stored_canonical_and_codabar_and_local_number
     assert shown["collected_at"] == "2026-05-01T09:30:00+00:00"
 
     # The keyboard form of the same DIN is the same unit: it is refused as a duplicate under its canonical number.
-    again = run("donation", "add", "G123417654321A", "--donor", donor, "--collected-at", COLLECTED,
-                "--volume-ml", "780", code=ExitCode.CONFLICT)
+    again = run(
+        "donation",
+        "add",
+        "G123417654321A",
+        "--donor",
+        donor,
+        "--collected-at",
+        COLLECTED,
+        "--volume-ml",
+        "780",
+        code=ExitCode.CONFLICT,
+    )
     assert "G123417654321" in again.stderr
 
     run("donation", "add", "W0000 09 123456 02 G", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "700")
@@ -137,13 +158,27 @@ def test_every_printed_din_form_is_stored_canonical_and_codabar_and_local_number
     local = run.json("donation", "show", "LOC-2026/0001")
     assert (local["unit_number"], local["scheme"]) == ("LOC-2026/0001", "local")
     assert sorted(d["unit_number"] for d in run.json("trace", "donor", donor)["donations"]) == [
-        "12345678", "G123417654321", "LOC-2026/0001", "W000009123456"]
+        "12345678",
+        "G123417654321",
+        "LOC-2026/0001",
+        "W000009123456",
+    ]
 
 
 def test_a_wrong_check_character_is_invalid_input_naming_the_input_and_the_expected_character(run: Cli) -> None:
     donor = site_with_donor(run)
-    result = run("donation", "add", "G123417654321B", "--donor", donor, "--collected-at", COLLECTED,
-                 "--volume-ml", "780", code=ExitCode.INVALID_INPUT)
+    result = run(
+        "donation",
+        "add",
+        "G123417654321B",
+        "--donor",
+        donor,
+        "--collected-at",
+        COLLECTED,
+        "--volume-ml",
+        "780",
+        code=ExitCode.INVALID_INPUT,
+    )
     assert "G123417654321B" in result.stderr
     assert "does not match A" in result.stderr
     assert run.json("donation", "list") == []
@@ -159,13 +194,25 @@ PANEL = ["hbsag", "anti-hiv", "anti-hcv", "hiv-rna", "hcv-rna", "hbv-dna"]
 def test_result_aliases_are_recorded_as_nonreactive_and_reactive(run: Cli) -> None:
     donor = site_with_donor(run)
     run("donation", "add", "G123417654321", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "780")
-    for marker, given in [("hbsag", "NR"), ("anti-hiv", "non-reactive"), ("anti-hcv", "negative"),
-                          ("hav-rna", "R")]:
-        run("result", "add", "G123417654321", "--marker", marker, "--result", given,
-            "--tested-at", "2026-05-03T10:00:00Z")
+    for marker, given in [("hbsag", "NR"), ("anti-hiv", "non-reactive"), ("anti-hcv", "negative"), ("hav-rna", "R")]:
+        run(
+            "result",
+            "add",
+            "G123417654321",
+            "--marker",
+            marker,
+            "--result",
+            given,
+            "--tested-at",
+            "2026-05-03T10:00:00Z",
+        )
     results = {r["marker"]: r["result"] for r in run.json("donation", "show", "G123417654321")["results"]}
-    assert results == {"hbsag": "nonreactive", "anti-hiv": "nonreactive", "anti-hcv": "nonreactive",
-                       "hav-rna": "reactive"}
+    assert results == {
+        "hbsag": "nonreactive",
+        "anti-hiv": "nonreactive",
+        "anti-hcv": "nonreactive",
+        "hav-rna": "reactive",
+    }
 
     bad = run("result", "add", "G123417654321", "--marker", "hbsag", "--result", "maybe", code=ExitCode.INVALID_INPUT)
     assert "maybe" in bad.stderr
@@ -179,8 +226,19 @@ def test_a_reactive_hiv_rna_rejects_the_unit_defers_the_donor_and_interdicts_the
             run("result", "add", unit, "--marker", marker, "--result", "NR", "--tested-at", collected[:10] + "T18:00Z")
     run("donation", "add", "A999926000002", "--donor", donor, "--collected-at", COLLECTED, "--volume-ml", "780")
 
-    reactive = run("result", "add", "A999926000002", "--marker", "hiv-rna", "--result", "R", "--method", "nat",
-                   "--tested-at", "2026-05-03T10:00Z")
+    reactive = run(
+        "result",
+        "add",
+        "A999926000002",
+        "--marker",
+        "hiv-rna",
+        "--result",
+        "R",
+        "--method",
+        "nat",
+        "--tested-at",
+        "2026-05-03T10:00Z",
+    )
     assert "A999926000002 rejected" in reactive.stderr
     assert f"Donor {donor} deferred permanently" in reactive.stderr
     assert "A999926000001" in reactive.stderr
@@ -194,7 +252,10 @@ def test_a_reactive_hiv_rna_rejects_the_unit_defers_the_donor_and_interdicts_the
     # The look-back window reaches 365 days before the last nonreactive donation (2026-04-01), not further.
     trace = run.json("trace", "donor", donor)
     assert {d["unit_number"]: d["status"] for d in trace["donations"]} == {
-        "A999925000001": "in-inventory", "A999926000001": "interdicted", "A999926000002": "rejected"}
+        "A999925000001": "in-inventory",
+        "A999926000001": "interdicted",
+        "A999926000002": "rejected",
+    }
     [deferral] = trace["deferrals"]
     assert deferral["ends_on"] is None and deferral["source"] == "reactive-result"
     assert [row["unit"] for row in run.json("donation", "list", "--status", "interdicted")] == ["A999926000001"]
@@ -209,8 +270,17 @@ def test_a_lookback_case_interdicts_units_in_inventory_and_reports_the_pooled_on
     run("pool", "create", "P-0009", "--product", "ivig")
     run("pool", "add", "P-0009", units[0], units[2])
     donor = run.json("donation", "show", units[0])["donor_code"]
-    run("donation", "add", "A777726000001", "--donor", donor, "--collected-at", "2026-03-01T09:00Z",
-        "--volume-ml", "700")
+    run(
+        "donation",
+        "add",
+        "A777726000001",
+        "--donor",
+        donor,
+        "--collected-at",
+        "2026-03-01T09:00Z",
+        "--volume-ml",
+        "700",
+    )
 
     opened = run("lookback", "open", donor, "--reason", "PDI: later HCV RNA reactive at another centre")
     assert donor in opened.stderr and "2 unit(s) interdicted" in opened.stderr and "1 pooled" in opened.stderr
@@ -222,7 +292,10 @@ def test_a_lookback_case_interdicts_units_in_inventory_and_reports_the_pooled_on
     shown = run.json("lookback", "show", case)
     assert shown["donor_code"] == donor and shown["pools"] == ["P-0009"]
     assert {f["unit_number"]: (f["action"], f["pool_number"]) for f in shown["findings"]} == {
-        units[0]: ("pooled", "P-0009"), units[1]: ("interdicted", None), "A777726000001": ("interdicted", None)}
+        units[0]: ("pooled", "P-0009"),
+        units[1]: ("interdicted", None),
+        "A777726000001": ("interdicted", None),
+    }
     assert run.json("donation", "show", units[1])["status"] == "interdicted"
     assert run.json("donation", "show", units[3])["status"] == "in-inventory"
 
@@ -256,10 +329,37 @@ def test_unknown_business_keys_are_not_found_and_named(run: Cli) -> None:
         (["donation", "show", "A999926000009"], "A999926000009"),
         (["trace", "unit", "=A99992600000900"], "A999926000009"),
         (["result", "add", "A999926000009", "--marker", "hbsag", "--result", "NR"], "A999926000009"),
-        (["donation", "add", "A999926000001", "--donor", "D-9999", "--collected-at", COLLECTED, "--volume-ml", "780"],
-         "D-9999"),
-        (["step", "add", "--pool", "P-9999", "--method", "solvent-detergent", "--started-at", "2026-05-01T08:00Z",
-          "--ended-at", "2026-05-01T14:00Z", "--lrv", "enveloped=6"], "P-9999"),
+        (
+            [
+                "donation",
+                "add",
+                "A999926000001",
+                "--donor",
+                "D-9999",
+                "--collected-at",
+                COLLECTED,
+                "--volume-ml",
+                "780",
+            ],
+            "D-9999",
+        ),
+        (
+            [
+                "step",
+                "add",
+                "--pool",
+                "P-9999",
+                "--method",
+                "solvent-detergent",
+                "--started-at",
+                "2026-05-01T08:00Z",
+                "--ended-at",
+                "2026-05-01T14:00Z",
+                "--lrv",
+                "enveloped=6",
+            ],
+            "P-9999",
+        ),
     ]
     for args, key in cases:
         result = run(*args, code=ExitCode.NOT_FOUND)
@@ -309,8 +409,9 @@ def test_messages_name_keys_with_square_brackets_verbatim(run: Cli) -> None:
     pool = run("pool", "create", "P-[red]1", "--product", "ivig")
     assert "P-[red]1" in pool.stderr
     assert "C-[i]2" in run("establishment", "add", "C-[i]2", "--name", "[/] lab", "--kind", "testing").stderr
-    unit = run("donation", "add", "A999926000001", "--donor", "D-[b]7", "--collected-at", COLLECTED,
-               "--volume-ml", "780")
+    unit = run(
+        "donation", "add", "A999926000001", "--donor", "D-[b]7", "--collected-at", COLLECTED, "--volume-ml", "780"
+    )
     assert "D-[b]7" in unit.stderr
     assert "D-[/]8" in run("donor", "defer", "D-[/]8", "--reason", "[b]travel").stderr
     assert "D-[b]7" in run("lookback", "open", "D-[b]7", "--reason", "PDI").stderr

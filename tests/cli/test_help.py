@@ -43,12 +43,43 @@ def label(item: Node) -> str:
 
 def test_the_command_tree_has_the_documented_groups_and_commands() -> None:
     paths = {" ".join(path) for path, _ in TREE}
-    for expected in ("init", "establishment add", "establishment list", "donor add", "donor show", "donor list",
-                     "donor defer", "donation add", "donation show", "donation list", "donation correct",
-                     "donation discard", "result add", "pool create", "pool add", "pool close", "pool test",
-                     "pool release", "pool show", "pool list", "step add", "lot create", "lot release", "lot show",
-                     "lot list", "lot ship", "trace donor", "trace unit", "trace pool", "trace lot", "audit log",
-                     "audit verify", "audit checkpoint", "policy show", "unit add"):
+    for expected in (
+        "init",
+        "establishment add",
+        "establishment list",
+        "donor add",
+        "donor show",
+        "donor list",
+        "donor defer",
+        "donation add",
+        "donation show",
+        "donation list",
+        "donation correct",
+        "donation discard",
+        "result add",
+        "pool create",
+        "pool add",
+        "pool close",
+        "pool test",
+        "pool release",
+        "pool show",
+        "pool list",
+        "step add",
+        "lot create",
+        "lot release",
+        "lot show",
+        "lot list",
+        "lot ship",
+        "trace donor",
+        "trace unit",
+        "trace pool",
+        "trace lot",
+        "audit log",
+        "audit verify",
+        "audit checkpoint",
+        "policy show",
+        "unit add",
+    ):
         assert expected in paths, expected
 
 
@@ -76,8 +107,9 @@ def test_every_command_has_help_text_with_an_example(item: Node) -> None:
 
 
 def test_cli_py_help_runs_as_a_script_from_the_repository_root() -> None:
-    done = subprocess.run([sys.executable, "cli.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "cli.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "Usage" in done.stdout
     for path, group in GROUPS:

@@ -37,29 +37,61 @@ def released_pools(run: Cli) -> Site:
         for marker in ("hbsag", "anti-hiv", "hcv-rna"):
             run("pool", "test", pool, "--marker", marker, "--result", "NR")
         run("pool", "release", pool)
-        run("step", "add", "--pool", pool, "--method", "solvent-detergent", "--started-at", STARTED,
-            "--ended-at", ENDED, "--param", "tnbp_pct=0.3", "--lrv", "enveloped=6")
+        run(
+            "step",
+            "add",
+            "--pool",
+            pool,
+            "--method",
+            "solvent-detergent",
+            "--started-at",
+            STARTED,
+            "--ended-at",
+            ENDED,
+            "--param",
+            "tnbp_pct=0.3",
+            "--lrv",
+            "enveloped=6",
+        )
     return Site(pool_a=pool_a, pool_b=pool_b, shared=[first[0], first[1]])
 
 
 def make_lots(run: Cli) -> None:
-    run("lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90",
-        "--kind", "intermediate")
+    run(
+        "lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90", "--kind", "intermediate"
+    )
     run("lot", "release", "INT-1")
     run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
 
 
 def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(run: Cli) -> None:
     released_pools(run)
-    created = run("lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90",
-                  "--kind", "intermediate")
+    created = run(
+        "lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90", "--kind", "intermediate"
+    )
     assert "INT-1" in created.stderr
     not_yet = run("lot", "ship", "INT-1", "--to", "Hospital A", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
     assert "INT-1" in not_yet.stderr
 
     # A step with an open deviation holds the lot until QA closes the deviation.
-    run("step", "add", "--lot", "INT-1", "--method", "low-ph", "--started-at", STARTED, "--ended-at", ENDED,
-        "--param", "ph=4.2", "--lrv", "enveloped=2", "--outcome", "deviation")
+    run(
+        "step",
+        "add",
+        "--lot",
+        "INT-1",
+        "--method",
+        "low-ph",
+        "--started-at",
+        STARTED,
+        "--ended-at",
+        ENDED,
+        "--param",
+        "ph=4.2",
+        "--lrv",
+        "enveloped=2",
+        "--outcome",
+        "deviation",
+    )
     deviation = run("lot", "release", "INT-1", code=ExitCode.RULE_VIOLATION)
     assert "INT-1" in deviation.stderr and "INT-1-S1" in deviation.stderr and "deviation" in deviation.stderr
     run("step", "close-deviation", "INT-1-S1", "--reason", "CAPA-17: within validated range")
@@ -73,16 +105,44 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
     assert "non-enveloped" in refused.stderr
     assert run.json("lot", "show", "FIN-1")["status"] == "pending"
 
-    step = run("step", "add", "--lot", "FIN-1", "--method", "nanofiltration", "--started-at", "2026-06-20T08:00Z",
-               "--ended-at", "2026-06-20T12:00Z", "--param", "pore_nm=20", "--lrv", "non-enveloped=4.5",
-               "--lrv", "enveloped=5")
+    step = run(
+        "step",
+        "add",
+        "--lot",
+        "FIN-1",
+        "--method",
+        "nanofiltration",
+        "--started-at",
+        "2026-06-20T08:00Z",
+        "--ended-at",
+        "2026-06-20T12:00Z",
+        "--param",
+        "pore_nm=20",
+        "--lrv",
+        "non-enveloped=4.5",
+        "--lrv",
+        "enveloped=5",
+    )
     assert "FIN-1-S1" in step.stderr
     run("lot", "release", "FIN-1")
     lot = run.json("lot", "show", "FIN-1")
     assert lot["status"] == "released" and lot["clearance_problems"] == []
 
-    late_step = run("step", "add", "--lot", "FIN-1", "--method", "low-ph", "--started-at", STARTED,
-                    "--ended-at", ENDED, "--lrv", "enveloped=4", code=ExitCode.RULE_VIOLATION)
+    late_step = run(
+        "step",
+        "add",
+        "--lot",
+        "FIN-1",
+        "--method",
+        "low-ph",
+        "--started-at",
+        STARTED,
+        "--ended-at",
+        ENDED,
+        "--lrv",
+        "enveloped=4",
+        code=ExitCode.RULE_VIOLATION,
+    )
     assert "FIN-1" in late_step.stderr
 
     shipped = run("lot", "ship", "FIN-1", "--to", "Hospital A", "--quantity", "10")
@@ -93,8 +153,22 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
 
     # Material that skipped a step did not get its benefit: the final lot gets its worst path.
     run("lot", "create", "INT-2", "--product", "ivig", "--pool", "P-A=50", "--kind", "intermediate")
-    run("step", "add", "--lot", "INT-2", "--method", "nanofiltration", "--started-at", STARTED, "--ended-at", ENDED,
-        "--lrv", "non-enveloped=4.5", "--lrv", "enveloped=5")
+    run(
+        "step",
+        "add",
+        "--lot",
+        "INT-2",
+        "--method",
+        "nanofiltration",
+        "--started-at",
+        STARTED,
+        "--ended-at",
+        ENDED,
+        "--lrv",
+        "non-enveloped=4.5",
+        "--lrv",
+        "enveloped=5",
+    )
     run("lot", "release", "INT-2")
     run("lot", "create", "FIN-2", "--product", "ivig", "--lot", "INT-2=40", "--pool", "P-B=10", "--kind", "final")
 
@@ -110,8 +184,22 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
 def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and_tables(run: Cli) -> None:
     site = released_pools(run)
     make_lots(run)
-    run("step", "add", "--lot", "FIN-1", "--method", "nanofiltration", "--started-at", STARTED, "--ended-at", ENDED,
-        "--lrv", "non-enveloped=4.5", "--lrv", "enveloped=5")
+    run(
+        "step",
+        "add",
+        "--lot",
+        "FIN-1",
+        "--method",
+        "nanofiltration",
+        "--started-at",
+        STARTED,
+        "--ended-at",
+        ENDED,
+        "--lrv",
+        "non-enveloped=4.5",
+        "--lrv",
+        "enveloped=5",
+    )
     run("lot", "release", "FIN-1")
     run("lot", "ship", "FIN-1", "--to", "Hospital A", "--quantity", "10", "--shipped-on", "2026-07-01")
     run("lot", "ship", "FIN-1", "--to", "Clinic B", "--quantity", "5")
@@ -122,16 +210,30 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert "donations" not in lot
     assert lot["lot_number"] == "FIN-1"
     assert lot["pools"] == [
-        {"pool_number": "P-A", "product": "ivig", "status": "released", "donor_count": 1000, "donation_count": 1500,
-         "volume_ml": 1500 * 750},
-        {"pool_number": "P-B", "product": "ivig", "status": "released", "donor_count": 1000, "donation_count": 1000,
-         "volume_ml": 1000 * 750},
+        {
+            "pool_number": "P-A",
+            "product": "ivig",
+            "status": "released",
+            "donor_count": 1000,
+            "donation_count": 1500,
+            "volume_ml": 1500 * 750,
+        },
+        {
+            "pool_number": "P-B",
+            "product": "ivig",
+            "status": "released",
+            "donor_count": 1000,
+            "donation_count": 1000,
+            "volume_ml": 1000 * 750,
+        },
     ]
     assert lot["lots"] == ["INT-1"]
     assert (lot["donor_count"], lot["donation_count"]) == (1500, 2500)
     assert sorted(s["step_key"] for s in lot["steps"]) == ["FIN-1-S1", "P-A-S1", "P-B-S1"]
     assert [(s["lot_number"], s["consignee"], s["quantity"], s["shipped_on"]) for s in lot["shipments"]] == [
-        ("FIN-1", "Hospital A", 10, "2026-07-01"), ("FIN-1", "Clinic B", 5, today)]
+        ("FIN-1", "Hospital A", 10, "2026-07-01"),
+        ("FIN-1", "Clinic B", 5, today),
+    ]
 
     members = run.json("trace", "lot", "FIN-1", "--members")
     donations = members["donations"]
@@ -153,12 +255,19 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert (diamond["donor_count"], diamond["donation_count"]) == (1500, 2500)
     assert len(diamond["donations"]) == len({d["unit_number"] for d in diamond["donations"]}) == 2500
     assert {" -> ".join(c["path"]) for c in diamond["clearance"]} == {
-        "P-A -> INT-1 -> DIA-1", "P-B -> INT-1 -> DIA-1", "P-A -> DIA-1"}
+        "P-A -> INT-1 -> DIA-1",
+        "P-B -> INT-1 -> DIA-1",
+        "P-A -> DIA-1",
+    }
 
     pool = run.json("trace", "pool", "P-A")
     assert {"pool_number", "status", "donor_count", "donation_count", "volume_ml", "lots", "shipments"} <= pool.keys()
     assert (pool["pool_number"], pool["status"], pool["donor_count"], pool["donation_count"]) == (
-        "P-A", "released", 1000, 1500)
+        "P-A",
+        "released",
+        1000,
+        1500,
+    )
     assert pool["volume_ml"] == 1500 * 750
     assert pool["lots"] == ["DIA-1", "FIN-1", "INT-1"]
     assert sorted(s["consignee"] for s in pool["shipments"]) == ["Clinic B", "Hospital A"]
@@ -175,7 +284,9 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert all(d["collected_at"].startswith("2026-01-") for d in donor["donations"])
     assert donor["pools"] == ["P-A", "P-B"] and donor["lots"] == ["DIA-1", "FIN-1", "INT-1"]
     assert sorted((s["lot_number"], s["consignee"], s["shipped_on"], s["quantity"]) for s in donor["shipments"]) == [
-        ("FIN-1", "Clinic B", today, 5), ("FIN-1", "Hospital A", "2026-07-01", 10)]
+        ("FIN-1", "Clinic B", today, 5),
+        ("FIN-1", "Hospital A", "2026-07-01", 10),
+    ]
 
     unit = run.json("trace", "unit", site.shared[1])
     assert (unit["pool_number"], unit["lots"], len(unit["shipments"])) == ("P-B", ["DIA-1", "FIN-1", "INT-1"], 2)

@@ -54,8 +54,18 @@ def test_a_pool_of_999_donors_cannot_close_and_the_1000th_donor_closes_it_then_i
     assert "P-0042" in late.stderr
     assert pool_json(run, "P-0042")["donation_count"] == 1501
 
-    unreleased = run("lot", "create", "INT-0001", "--product", "ivig", "--pool", "P-0042=100", "--kind",
-                     "intermediate", code=ExitCode.RULE_VIOLATION)
+    unreleased = run(
+        "lot",
+        "create",
+        "INT-0001",
+        "--product",
+        "ivig",
+        "--pool",
+        "P-0042=100",
+        "--kind",
+        "intermediate",
+        code=ExitCode.RULE_VIOLATION,
+    )
     assert "P-0042" in unreleased.stderr
     assert run.json("lot", "list") == []
 
@@ -75,8 +85,11 @@ def test_a_pool_of_999_donors_cannot_close_and_the_1000th_donor_closes_it_then_i
     shown = pool_json(run, "P-0042")
     assert shown["status"] == "released"
     assert {(t["marker"], t["version"], t["result"]) for t in shown["tests"]} == {
-        ("hbsag", 1, "nonreactive"), ("anti-hiv", 1, "nonreactive"), ("hcv-rna", 1, "reactive"),
-        ("hcv-rna", 2, "nonreactive")}
+        ("hbsag", 1, "nonreactive"),
+        ("anti-hiv", 1, "nonreactive"),
+        ("hcv-rna", 1, "reactive"),
+        ("hcv-rna", 2, "nonreactive"),
+    }
     assert [row["pool"] for row in run.json("pool", "list", "--status", "released")] == ["P-0042"]
 
 
@@ -88,8 +101,9 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
         held = bulk_units(session, donors_count=1, units_per_donor=2, collected_at=recent)[1]
         donor = make_donor(session)
         untested = make_unit(session, donor=donor, panel=None).unit_number
-        partial = make_unit(session, donor=donor, panel={m: ResultValue.NONREACTIVE for m in PANEL
-                                                         if m != Marker.HBV_DNA}).unit_number
+        partial = make_unit(
+            session, donor=donor, panel={m: ResultValue.NONREACTIVE for m in PANEL if m != Marker.HBV_DNA}
+        ).unit_number
         discarded, empty, deferred, reactive = bulk_units(session, donors_count=4, units_per_donor=2)[::2]
     run("donation", "discard", discarded, "--reason", "bag leaked")
     run("donation", "correct", empty, "--set", "volume_ml=0", "--reason", "empty bag")
@@ -115,8 +129,7 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
         assert pool_json(run, "P-0007")["donation_count"] == 0
 
     # A refusal lists every reason for every unit, and takes none of them, not even the eligible one.
-    everything = run("pool", "add", "P-0007", "--file", run.units_file([good[0], *cases]),
-                     code=ExitCode.RULE_VIOLATION)
+    everything = run("pool", "add", "P-0007", "--file", run.units_file([good[0], *cases]), code=ExitCode.RULE_VIOLATION)
     assert f"{len(cases)} units are not eligible" in everything.stderr
     for unit, reason in cases.items():
         assert unit in everything.stderr and reason in everything.stderr, unit
@@ -129,11 +142,29 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(ru
 
     # The applicant's first unit waits until a second tested donation qualifies the donor.
     applicant_donor = run.json("donation", "show", applicant)["donor_code"]
-    run("donation", "add", "A888826000001", "--donor", applicant_donor, "--collected-at", "2026-03-01T09:00Z",
-        "--volume-ml", "700")
+    run(
+        "donation",
+        "add",
+        "A888826000001",
+        "--donor",
+        applicant_donor,
+        "--collected-at",
+        "2026-03-01T09:00Z",
+        "--volume-ml",
+        "700",
+    )
     for marker in PANEL:
-        run("result", "add", "A888826000001", "--marker", marker.value, "--result", "NR",
-            "--tested-at", "2026-03-02T09:00Z")
+        run(
+            "result",
+            "add",
+            "A888826000001",
+            "--marker",
+            marker.value,
+            "--result",
+            "NR",
+            "--tested-at",
+            "2026-03-02T09:00Z",
+        )
     run("pool", "add", "P-0007", applicant, "A888826000001")
     assert pool_json(run, "P-0007")["donation_count"] == 4
 

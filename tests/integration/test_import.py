@@ -45,8 +45,14 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 
 def counts(session: Session) -> dict[str, int]:
-    models = {"donors": Donor, "donations": Donation, "results": TestResult, "members": PoolMember,
-              "events": AuditEvent, "deferrals": Deferral}
+    models = {
+        "donors": Donor,
+        "donations": Donation,
+        "results": TestResult,
+        "members": PoolMember,
+        "events": AuditEvent,
+        "deferrals": Deferral,
+    }
     return {name: session.execute(select(func.count()).select_from(m)).scalar_one() for name, m in models.items()}
 
 
@@ -68,8 +74,9 @@ def donor_code_fixture(session: Session, site: str) -> str:
 
 
 def test_a_donors_file_loads_every_row_and_names_its_import_event(session: Session, site: str, tmp_path: Path) -> None:
-    path = write(tmp_path, "donors.csv",
-                 f"establishment,donor_code,registered_on\n{site},D-1,2025-03-01\n{site},D-2,\n")
+    path = write(
+        tmp_path, "donors.csv", f"establishment,donor_code,registered_on\n{site},D-1,2025-03-01\n{site},D-2,\n"
+    )
 
     report = import_(session, ImportKind.DONORS, path)
 
@@ -78,11 +85,16 @@ def test_a_donors_file_loads_every_row_and_names_its_import_event(session: Sessi
     event = session.execute(select(AuditEvent).where(AuditEvent.seq == report.event_seq)).scalar_one()
     assert (event.action, event.entity_type, event.entity_key) == ("import.donors", "import", "donors.csv")
     assert report.sha256 in (event.new_values or "")
-    rows = session.execute(select(Donor.donor_code, Donor.registered_on, Donor.import_event_id, Establishment.code)
-                           .join(Establishment).where(Donor.donor_code.in_(["D-1", "D-2"]))
-                           .order_by(Donor.donor_code)).all()
+    rows = session.execute(
+        select(Donor.donor_code, Donor.registered_on, Donor.import_event_id, Establishment.code)
+        .join(Establishment)
+        .where(Donor.donor_code.in_(["D-1", "D-2"]))
+        .order_by(Donor.donor_code)
+    ).all()
     assert [(r[0], r[1] and r[1].isoformat(), r[2], r[3]) for r in rows] == [
-        ("D-1", "2025-03-01", event.id, site), ("D-2", None, event.id, site)]
+        ("D-1", "2025-03-01", event.id, site),
+        ("D-2", None, event.id, site),
+    ]
     completed = session.execute(select(AuditEvent).where(AuditEvent.action == "import.donors.completed")).scalar_one()
     assert '"loaded":2' in (completed.new_values or "")
     assert audit.verify(session).ok
@@ -92,12 +104,17 @@ def test_a_donations_file_stores_canonical_unit_numbers_and_defaults_the_establi
     session: Session, site: str, donor_code: str, tmp_path: Path
 ) -> None:
     other = make_establishment(session, code="SITE-2")
-    path = write(tmp_path, "donations.csv", "\ufeff" + (
-        "unit_number,donor_code,collected_at,volume_ml,establishment,plasma_kind,frozen_at\r\n"
-        f"G123417654321A,{donor_code},2026-05-01T09:30:00+02:00,750,,,\r\n"
-        f"=G12341765432200,{donor_code},2026-05-08T09:30:00,690,{other},recovered,2026-05-08T11:00:00Z\r\n"
-        f"G1234 17 654323,{donor_code},2026-05-15,0,,SOURCE,\r\n"
-    ))
+    path = write(
+        tmp_path,
+        "donations.csv",
+        "\ufeff"
+        + (
+            "unit_number,donor_code,collected_at,volume_ml,establishment,plasma_kind,frozen_at\r\n"
+            f"G123417654321A,{donor_code},2026-05-01T09:30:00+02:00,750,,,\r\n"
+            f"=G12341765432200,{donor_code},2026-05-08T09:30:00,690,{other},recovered,2026-05-08T11:00:00Z\r\n"
+            f"G1234 17 654323,{donor_code},2026-05-15,0,,SOURCE,\r\n"
+        ),
+    )
 
     report = import_(session, "donations", path)
 
@@ -111,28 +128,44 @@ def test_a_donations_file_stores_canonical_unit_numbers_and_defaults_the_establi
     assert first.establishment_id == site_ids[site]
     assert second.establishment_id == site_ids[other] and second.flag == "00" and second.plasma_kind == "recovered"
     assert {u.import_event_id for u in units.values()} == {
-        session.execute(select(AuditEvent.id).where(AuditEvent.seq == report.event_seq)).scalar_one()}
+        session.execute(select(AuditEvent.id).where(AuditEvent.seq == report.event_seq)).scalar_one()
+    }
 
 
 def test_a_results_file_records_results_for_units_of_an_earlier_donations_file(
     session: Session, site: str, tmp_path: Path
 ) -> None:
     donors_file = write(tmp_path, "donors.csv", f"donor_code,establishment\nD-10,{site}\nD-11,{site}\n")
-    donations_file = write(tmp_path, "donations.csv", DONATIONS_HEADER
-                           + f"A999926000001,D-10,{T0},750\nA999926000002,D-11,{T0},700\n")
-    results_file = write(tmp_path, "results.csv", "unit_number,marker,result,tested_at,method,lab,value,unit\n"
-                         f"A999926000001,hbsag,NR,{NOW.isoformat()},serology,{site},,\n"
-                         f"A999926000001,hiv-rna,negative,{NOW.isoformat()},nat,,0.5,IU/mL\n"
-                         f"A999926000002,anti-hcv,nonreactive,{NOW.isoformat()},,,,\n")
+    donations_file = write(
+        tmp_path, "donations.csv", DONATIONS_HEADER + f"A999926000001,D-10,{T0},750\nA999926000002,D-11,{T0},700\n"
+    )
+    results_file = write(
+        tmp_path,
+        "results.csv",
+        "unit_number,marker,result,tested_at,method,lab,value,unit\n"
+        f"A999926000001,hbsag,NR,{NOW.isoformat()},serology,{site},,\n"
+        f"A999926000001,hiv-rna,negative,{NOW.isoformat()},nat,,0.5,IU/mL\n"
+        f"A999926000002,anti-hcv,nonreactive,{NOW.isoformat()},,,,\n",
+    )
 
     assert import_(session, "donors", donors_file).loaded == 2
     assert import_(session, "donations", donations_file).loaded == 2
     report = import_(session, "results", results_file)
 
     assert (report.loaded, report.reactive) == (3, [])
-    results = session.execute(select(Donation.unit_number, TestResult.marker, TestResult.version, TestResult.result,
-                                     TestResult.value, TestResult.value_unit, TestResult.method)
-                              .join(Donation).order_by(Donation.unit_number, TestResult.marker)).all()
+    results = session.execute(
+        select(
+            Donation.unit_number,
+            TestResult.marker,
+            TestResult.version,
+            TestResult.result,
+            TestResult.value,
+            TestResult.value_unit,
+            TestResult.method,
+        )
+        .join(Donation)
+        .order_by(Donation.unit_number, TestResult.marker)
+    ).all()
     assert [tuple(r) for r in results] == [
         ("A999926000001", Marker.HBSAG, 1, ResultValue.NONREACTIVE, None, None, "serology"),
         ("A999926000001", Marker.HIV_RNA, 1, ResultValue.NONREACTIVE, 0.5, "IU/mL", "nat"),
@@ -145,8 +178,13 @@ def test_a_pool_members_file_adds_eligible_units_to_their_pools(session: Session
     units = bulk_units(session, donors_count=3, units_per_donor=2)
     pools.create_pool(session, pool_number="P-A", product="ivig", actor=ACTOR)
     pools.create_pool(session, pool_number="P-B", product="albumin", actor=ACTOR)
-    path = write(tmp_path, "members.csv", "unit_number,pool_number\n"
-                 + "".join(f"{u},P-A\n" for u in units[:4]) + "".join(f"{u},P-B\n" for u in units[4:]))
+    path = write(
+        tmp_path,
+        "members.csv",
+        "unit_number,pool_number\n"
+        + "".join(f"{u},P-A\n" for u in units[:4])
+        + "".join(f"{u},P-B\n" for u in units[4:]),
+    )
 
     report = import_(session, ImportKind.POOL_MEMBERS, path)
 
@@ -182,11 +220,18 @@ def test_an_overlapping_file_counts_identical_rows_as_already_present(
     session: Session, donor_code: str, tmp_path: Path
 ) -> None:
     a, b, c = make_din(), make_din(), make_din()
-    import_(session, "donations", write(tmp_path, "week1.csv", DONATIONS_HEADER
-                                        + f"{a},{donor_code},{T0},750\n{b},{donor_code},{T0},700\n"))
-    overlapping = write(tmp_path, "week1-2.csv", "volume_ml,unit_number,collected_at,donor_code,plasma_kind\n"
-                        f"700,{b}{din_check_character(b)},{T0},{donor_code},source\n750,{a},{T0},{donor_code},\n"
-                        f"650,{c},{T0},{donor_code},\n")
+    import_(
+        session,
+        "donations",
+        write(tmp_path, "week1.csv", DONATIONS_HEADER + f"{a},{donor_code},{T0},750\n{b},{donor_code},{T0},700\n"),
+    )
+    overlapping = write(
+        tmp_path,
+        "week1-2.csv",
+        "volume_ml,unit_number,collected_at,donor_code,plasma_kind\n"
+        f"700,{b}{din_check_character(b)},{T0},{donor_code},source\n750,{a},{T0},{donor_code},\n"
+        f"650,{c},{T0},{donor_code},\n",
+    )
 
     report = import_(session, "donations", overlapping)
 
@@ -199,18 +244,27 @@ def test_a_changed_row_is_a_conflict_naming_its_line_and_the_difference(
     session: Session, donor_code: str, tmp_path: Path
 ) -> None:
     a, b = make_din(), make_din()
-    import_(session, "donations", write(tmp_path, "first.csv", DONATIONS_HEADER
-                                        + f"{a},{donor_code},{T0},750\n{b},{donor_code},{T0},700\n"))
+    import_(
+        session,
+        "donations",
+        write(tmp_path, "first.csv", DONATIONS_HEADER + f"{a},{donor_code},{T0},750\n{b},{donor_code},{T0},700\n"),
+    )
     before = counts(session)
-    changed = write(tmp_path, "second.csv", DONATIONS_HEADER + f"{make_din()},{donor_code},{T0},600\n"
-                    f"{a},{donor_code},{T0},750\n{b},{donor_code},{T0},800\n")
+    changed = write(
+        tmp_path,
+        "second.csv",
+        DONATIONS_HEADER + f"{make_din()},{donor_code},{T0},600\n"
+        f"{a},{donor_code},{T0},750\n{b},{donor_code},{T0},800\n",
+    )
 
     with pytest.raises(Conflict) as caught:
         import_(session, "donations", changed)
 
     assert caught.value.exit_code == ExitCode.CONFLICT
-    assert (f"{changed}:4: unit {b}: already recorded with different values (volume_ml: 700 -> 800); "
-            "corrections go through 'plasmatrace donation correct'") in str(caught.value)
+    assert (
+        f"{changed}:4: unit {b}: already recorded with different values (volume_ml: 700 -> 800); "
+        "corrections go through 'plasmatrace donation correct'"
+    ) in str(caught.value)
     assert "Nothing was loaded." in str(caught.value)
     assert counts(session) == before
 
@@ -219,14 +273,20 @@ def test_a_result_with_the_same_key_and_another_value_is_a_conflict(session: Ses
     unit = make_unit(session, donor=make_donor(session), panel=None)
     tested = (unit.collected_at + timedelta(days=1)).isoformat()
     import_(session, "results", write(tmp_path, "r1.csv", RESULTS_HEADER + f"{unit.unit_number},hbsag,NR,{tested}\n"))
-    again = write(tmp_path, "r2.csv", RESULTS_HEADER + f"{unit.unit_number},hbsag,nonreactive,{tested}\n"
-                  f"{unit.unit_number},anti-hcv,R,{tested}\n")
+    again = write(
+        tmp_path,
+        "r2.csv",
+        RESULTS_HEADER + f"{unit.unit_number},hbsag,nonreactive,{tested}\n{unit.unit_number},anti-hcv,R,{tested}\n",
+    )
     assert import_(session, "results", again, dry_run=True).already_present == 1
     before = counts(session)
 
     changed = write(tmp_path, "r3.csv", RESULTS_HEADER + f"{unit.unit_number},hbsag,reactive,{tested}\n")
-    with pytest.raises(Conflict, match=rf"r3\.csv:2: unit {unit.unit_number} hbsag tested at .*: already recorded "
-                                       r"with different values \(result: nonreactive -> reactive\)"):
+    with pytest.raises(
+        Conflict,
+        match=rf"r3\.csv:2: unit {unit.unit_number} hbsag tested at .*: already recorded "
+        r"with different values \(result: nonreactive -> reactive\)",
+    ):
         import_(session, "results", changed)
     assert counts(session) == before
 
@@ -234,16 +294,26 @@ def test_a_result_with_the_same_key_and_another_value_is_a_conflict(session: Ses
 def test_a_repeat_test_at_another_time_becomes_the_next_version(session: Session, tmp_path: Path) -> None:
     unit = make_unit(session, donor=make_donor(session), panel={Marker.HBSAG: ResultValue.INVALID})
     day = unit.collected_at + timedelta(days=3)
-    path = write(tmp_path, "repeat.csv", RESULTS_HEADER
-                 + f"{unit.unit_number},hbsag,NR,{day.isoformat()}\n"
-                 + f"{unit.unit_number},hbsag,NR,{(day + timedelta(hours=2)).isoformat()}\n")
+    path = write(
+        tmp_path,
+        "repeat.csv",
+        RESULTS_HEADER
+        + f"{unit.unit_number},hbsag,NR,{day.isoformat()}\n"
+        + f"{unit.unit_number},hbsag,NR,{(day + timedelta(hours=2)).isoformat()}\n",
+    )
 
     assert import_(session, "results", path).loaded == 2
 
-    versions = session.execute(select(TestResult.version, TestResult.result, TestResult.reason)
-                               .where(TestResult.donation_id == unit.id).order_by(TestResult.version)).all()
-    assert [tuple(v) for v in versions] == [(1, ResultValue.INVALID, None), (2, ResultValue.NONREACTIVE, "repeat test"),
-                                            (3, ResultValue.NONREACTIVE, "repeat test")]
+    versions = session.execute(
+        select(TestResult.version, TestResult.result, TestResult.reason)
+        .where(TestResult.donation_id == unit.id)
+        .order_by(TestResult.version)
+    ).all()
+    assert [tuple(v) for v in versions] == [
+        (1, ResultValue.INVALID, None),
+        (2, ResultValue.NONREACTIVE, "repeat test"),
+        (3, ResultValue.NONREACTIVE, "repeat test"),
+    ]
 
 
 def test_pool_members_already_in_the_pool_are_present_and_in_another_pool_a_conflict(
@@ -254,8 +324,9 @@ def test_pool_members_already_in_the_pool_are_present_and_in_another_pool_a_conf
         pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
     import_(session, "pool-members", write(tmp_path, "m1.csv", f"pool_number,unit_number\nP-A,{units[0]}\n"))
 
-    overlap = import_(session, "pool-members",
-                      write(tmp_path, "m2.csv", f"pool_number,unit_number\nP-A,{units[0]}\nP-A,{units[1]}\n"))
+    overlap = import_(
+        session, "pool-members", write(tmp_path, "m2.csv", f"pool_number,unit_number\nP-A,{units[0]}\nP-A,{units[1]}\n")
+    )
     assert (overlap.loaded, overlap.already_present) == (1, 1)
 
     before = counts(session)
@@ -263,7 +334,8 @@ def test_pool_members_already_in_the_pool_are_present_and_in_another_pool_a_conf
     with pytest.raises(Conflict) as caught:
         import_(session, "pool-members", moved)
     assert f"{moved}:3: unit {units[1]}: already in pool P-A, not P-B; a unit can be in one pool only" in str(
-        caught.value)
+        caught.value
+    )
     assert counts(session) == before
 
 
@@ -271,8 +343,11 @@ def test_an_ineligible_unit_in_a_pool_members_file_is_a_problem_on_its_line(sess
     units = bulk_units(session, donors_count=2, units_per_donor=2)[::2]
     untested = make_unit(session, donor=make_donor(session), panel=None).unit_number
     pools.create_pool(session, pool_number="P-A", product="ivig", actor=ACTOR)
-    path = write(tmp_path, "members.csv", f"pool_number,unit_number\nP-A,{units[0]}\nP-A,{untested}\n"
-                 f"P-A,{units[1]}\nP-404,{units[1]}\n")
+    path = write(
+        tmp_path,
+        "members.csv",
+        f"pool_number,unit_number\nP-A,{units[0]}\nP-A,{untested}\nP-A,{units[1]}\nP-404,{units[1]}\n",
+    )
     before = counts(session)
 
     with pytest.raises(InvalidImportFile) as caught:
@@ -296,70 +371,156 @@ BROKEN: dict[str, tuple[str, bytes, str]] = {
     "empty file": ("donations", b"", ":1: file: is empty; expected a header row with the columns unit_number"),
     "blank header": ("donations", b"\n" + GOOD.encode(), ":1: header: is blank"),
     "UTF-16": ("donations", (DONATIONS_HEADER + GOOD).encode("utf-16"), ":1: file: is UTF-16 encoded"),
-    "not UTF-8": ("donations", (DONATIONS_HEADER + GOOD).encode() + b"G123417654322,D-0\xe9,2026-05-01,750\n",
-                  ":3: row: is not valid UTF-8 (byte 0xE9 at byte 18 of the line)"),
-    "NUL byte": ("donations", (DONATIONS_HEADER + GOOD).encode() + b"G123417654322,D-0001\x00,2026-05-01,750\n",
-                 ":3: row: contains a NUL byte"),
-    "too many fields": ("donations", (DONATIONS_HEADER + GOOD + "G123417654322,D-0001,2026-05-01,750,9\n").encode(),
-                        ":3: row: has 5 fields; the header has 4"),
-    "too few fields": ("donations", (DONATIONS_HEADER + "G123417654322,D-0001,2026-05-01\n" + GOOD).encode(),
-                       ":2: row: has 3 fields; the header has 4"),
-    "truncated last line": ("donations", (DONATIONS_HEADER + GOOD + "G123417654322,D-00").encode(),
-                            ":3: row: has 2 fields; the header has 4"),
-    "unterminated quote": ("donations", (DONATIONS_HEADER + GOOD + 'G123417654322,"D-0001,2026-05-01,750\n'
-                                         + GOOD).encode(),
-                           ":3: row: a quoted field that starts on this line is never closed"),
-    "quote swallowing the file": ("donations", (DONATIONS_HEADER + '"' + GOOD * 2_000).encode(),
-                                  ":2: row: runs past 65,536 bytes"),
-    "text after a closing quote": ("donations",
-                                   (DONATIONS_HEADER + '"G123417654322"x,D-0001,2026-05-01,750\n').encode(),
-                                   ":2: row: a quoted field has text after its closing quote"),
-    "unknown column": ("donations", ("unit_number,donor_code,collected_at,volume_ml,colour\n" + GOOD).encode(),
-                       ":1: header: unknown column colour; expected a header row with the columns"),
-    "missing column": ("donations", (b"unit_number,donor_code,collected_at\nG123417654321,D-0001,2026-05-01\n"),
-                       ":1: header: missing required column volume_ml"),
-    "column twice": ("donations", (b"unit_number,donor_code,collected_at,volume_ml,UNIT_NUMBER\n"),
-                     ":1: header: column unit_number appears more than once"),
-    "unknown donor": ("donations", (DONATIONS_HEADER + GOOD + "G123417654322,D-404,2026-05-01,750\n").encode(),
-                      ":3: donor_code: donor D-404 is not in the database; import the donors file first"),
-    "unknown establishment": ("donors", b"donor_code,establishment\nD-9,SITE-404\n",
-                              ":2: establishment: establishment SITE-404 is not in the database"),
-    "duplicate key": ("donations", (DONATIONS_HEADER + GOOD + "G123417654322,D-0001,2026-05-01,700\n"
-                                    + "G123417654321,D-0001,2026-05-02,700\n").encode(),
-                      ":4: unit_number: unit G123417654321 is also on line 2 of this file."),
-    "duplicate donor": ("donors", b"donor_code,establishment\nD-7,SITE-1\nD-8,SITE-1\nD-7,SITE-1\n",
-                        ":4: donor_code: donor D-7 is also on line 2 of this file."),
-    "wrong check character": ("donations", (DONATIONS_HEADER + "G123417654321B,D-0001,2026-05-01,750\n").encode(),
-                              ":2: unit_number: Unit number 'G123417654321B' is invalid: check character B does not "
-                              "match A for DIN G123417654321"),
-    "bad date": ("donors", b"donor_code,establishment,registered_on\nD-9,SITE-1,2025-02-30\n",
-                 ":2: registered_on: date '2025-02-30' is not a date of the form YYYY-MM-DD."),
-    "bad time": ("donations", (DONATIONS_HEADER + "G123417654321,D-0001,01/05/2026,750\n").encode(),
-                 ":2: collected_at: time '01/05/2026' is not an ISO 8601 time"),
-    "collected in the future": ("donations", (DONATIONS_HEADER + "G123417654321,D-0001,2999-01-01,750\n").encode(),
-                                ":2: collected_at: 2999-01-01T00:00:00+00:00 is in the future."),
-    "frozen before collection": ("donations", (DONATIONS_HEADER.strip() + ",frozen_at\n"
-                                               "G123417654321,D-0001,2026-05-01T10:00Z,750,2026-05-01T09:00Z\n").encode(),
-                                 ":2: frozen_at: 2026-05-01T09:00:00+00:00 is before the collection"),
-    "negative volume": ("donations", (DONATIONS_HEADER + "G123417654321,D-0001,2026-05-01,-5\n").encode(),
-                        ":2: volume_ml: volume (mL) -5 must be zero or more."),
-    "empty required cell": ("donations", (DONATIONS_HEADER + "G123417654321,,2026-05-01,750\n").encode(),
-                            ":2: donor_code: is empty; a value is required."),
-    "huge field": ("donors", f"donor_code,establishment\n{LONG},SITE-1\n".encode(),
-                   ":2: donor_code: is 5,000 characters long; at most 1,000 are accepted."),
-    "unknown unit": ("results", (RESULTS_HEADER + "G123417654399,hbsag,NR,2026-05-03\n").encode(),
-                     ":2: unit_number: unit G123417654399 is not in the database"),
-    "unknown marker": ("results", (RESULTS_HEADER + "G123417654321,hiv,NR,2026-05-03\n").encode(),
-                       ":2: marker: marker 'hiv' is not one of: hbsag, anti-hiv"),
-    "unknown result": ("results", (RESULTS_HEADER + "G123417654321,hbsag,maybe,2026-05-03\n").encode(),
-                       ":2: result: result 'maybe' is not one of: nonreactive"),
-    "tested before collection": ("results", (RESULTS_HEADER + "G123417654321,hbsag,NR,2026-04-01\n").encode(),
-                                 ":2: tested_at: 2026-04-01T00:00:00+00:00 is before unit G123417654321 was collected"),
-    "value without unit": ("results", (b"unit_number,marker,result,tested_at,value,unit\n"
-                                       b"G123417654321,b19-dna,NR,2026-05-03,12.5,\n"),
-                           ":2: unit: is empty; a quantitative result needs both value and unit."),
-    "unknown pool": ("pool-members", b"pool_number,unit_number\nP-404,G123417654321\n",
-                     ":2: pool_number: pool P-404 is not in the database; create it first"),
+    "not UTF-8": (
+        "donations",
+        (DONATIONS_HEADER + GOOD).encode() + b"G123417654322,D-0\xe9,2026-05-01,750\n",
+        ":3: row: is not valid UTF-8 (byte 0xE9 at byte 18 of the line)",
+    ),
+    "NUL byte": (
+        "donations",
+        (DONATIONS_HEADER + GOOD).encode() + b"G123417654322,D-0001\x00,2026-05-01,750\n",
+        ":3: row: contains a NUL byte",
+    ),
+    "too many fields": (
+        "donations",
+        (DONATIONS_HEADER + GOOD + "G123417654322,D-0001,2026-05-01,750,9\n").encode(),
+        ":3: row: has 5 fields; the header has 4",
+    ),
+    "too few fields": (
+        "donations",
+        (DONATIONS_HEADER + "G123417654322,D-0001,2026-05-01\n" + GOOD).encode(),
+        ":2: row: has 3 fields; the header has 4",
+    ),
+    "truncated last line": (
+        "donations",
+        (DONATIONS_HEADER + GOOD + "G123417654322,D-00").encode(),
+        ":3: row: has 2 fields; the header has 4",
+    ),
+    "unterminated quote": (
+        "donations",
+        (DONATIONS_HEADER + GOOD + 'G123417654322,"D-0001,2026-05-01,750\n' + GOOD).encode(),
+        ":3: row: a quoted field that starts on this line is never closed",
+    ),
+    "quote swallowing the file": (
+        "donations",
+        (DONATIONS_HEADER + '"' + GOOD * 2_000).encode(),
+        ":2: row: runs past 65,536 bytes",
+    ),
+    "text after a closing quote": (
+        "donations",
+        (DONATIONS_HEADER + '"G123417654322"x,D-0001,2026-05-01,750\n').encode(),
+        ":2: row: a quoted field has text after its closing quote",
+    ),
+    "unknown column": (
+        "donations",
+        ("unit_number,donor_code,collected_at,volume_ml,colour\n" + GOOD).encode(),
+        ":1: header: unknown column colour; expected a header row with the columns",
+    ),
+    "missing column": (
+        "donations",
+        (b"unit_number,donor_code,collected_at\nG123417654321,D-0001,2026-05-01\n"),
+        ":1: header: missing required column volume_ml",
+    ),
+    "column twice": (
+        "donations",
+        (b"unit_number,donor_code,collected_at,volume_ml,UNIT_NUMBER\n"),
+        ":1: header: column unit_number appears more than once",
+    ),
+    "unknown donor": (
+        "donations",
+        (DONATIONS_HEADER + GOOD + "G123417654322,D-404,2026-05-01,750\n").encode(),
+        ":3: donor_code: donor D-404 is not in the database; import the donors file first",
+    ),
+    "unknown establishment": (
+        "donors",
+        b"donor_code,establishment\nD-9,SITE-404\n",
+        ":2: establishment: establishment SITE-404 is not in the database",
+    ),
+    "duplicate key": (
+        "donations",
+        (
+            DONATIONS_HEADER + GOOD + "G123417654322,D-0001,2026-05-01,700\n" + "G123417654321,D-0001,2026-05-02,700\n"
+        ).encode(),
+        ":4: unit_number: unit G123417654321 is also on line 2 of this file.",
+    ),
+    "duplicate donor": (
+        "donors",
+        b"donor_code,establishment\nD-7,SITE-1\nD-8,SITE-1\nD-7,SITE-1\n",
+        ":4: donor_code: donor D-7 is also on line 2 of this file.",
+    ),
+    "wrong check character": (
+        "donations",
+        (DONATIONS_HEADER + "G123417654321B,D-0001,2026-05-01,750\n").encode(),
+        ":2: unit_number: Unit number 'G123417654321B' is invalid: check character B does not "
+        "match A for DIN G123417654321",
+    ),
+    "bad date": (
+        "donors",
+        b"donor_code,establishment,registered_on\nD-9,SITE-1,2025-02-30\n",
+        ":2: registered_on: date '2025-02-30' is not a date of the form YYYY-MM-DD.",
+    ),
+    "bad time": (
+        "donations",
+        (DONATIONS_HEADER + "G123417654321,D-0001,01/05/2026,750\n").encode(),
+        ":2: collected_at: time '01/05/2026' is not an ISO 8601 time",
+    ),
+    "collected in the future": (
+        "donations",
+        (DONATIONS_HEADER + "G123417654321,D-0001,2999-01-01,750\n").encode(),
+        ":2: collected_at: 2999-01-01T00:00:00+00:00 is in the future.",
+    ),
+    "frozen before collection": (
+        "donations",
+        (
+            DONATIONS_HEADER.strip() + ",frozen_at\nG123417654321,D-0001,2026-05-01T10:00Z,750,2026-05-01T09:00Z\n"
+        ).encode(),
+        ":2: frozen_at: 2026-05-01T09:00:00+00:00 is before the collection",
+    ),
+    "negative volume": (
+        "donations",
+        (DONATIONS_HEADER + "G123417654321,D-0001,2026-05-01,-5\n").encode(),
+        ":2: volume_ml: volume (mL) -5 must be zero or more.",
+    ),
+    "empty required cell": (
+        "donations",
+        (DONATIONS_HEADER + "G123417654321,,2026-05-01,750\n").encode(),
+        ":2: donor_code: is empty; a value is required.",
+    ),
+    "huge field": (
+        "donors",
+        f"donor_code,establishment\n{LONG},SITE-1\n".encode(),
+        ":2: donor_code: is 5,000 characters long; at most 1,000 are accepted.",
+    ),
+    "unknown unit": (
+        "results",
+        (RESULTS_HEADER + "G123417654399,hbsag,NR,2026-05-03\n").encode(),
+        ":2: unit_number: unit G123417654399 is not in the database",
+    ),
+    "unknown marker": (
+        "results",
+        (RESULTS_HEADER + "G123417654321,hiv,NR,2026-05-03\n").encode(),
+        ":2: marker: marker 'hiv' is not one of: hbsag, anti-hiv",
+    ),
+    "unknown result": (
+        "results",
+        (RESULTS_HEADER + "G123417654321,hbsag,maybe,2026-05-03\n").encode(),
+        ":2: result: result 'maybe' is not one of: nonreactive",
+    ),
+    "tested before collection": (
+        "results",
+        (RESULTS_HEADER + "G123417654321,hbsag,NR,2026-04-01\n").encode(),
+        ":2: tested_at: 2026-04-01T00:00:00+00:00 is before unit G123417654321 was collected",
+    ),
+    "value without unit": (
+        "results",
+        (b"unit_number,marker,result,tested_at,value,unit\nG123417654321,b19-dna,NR,2026-05-03,12.5,\n"),
+        ":2: unit: is empty; a quantitative result needs both value and unit.",
+    ),
+    "unknown pool": (
+        "pool-members",
+        b"pool_number,unit_number\nP-404,G123417654321\n",
+        ":2: pool_number: pool P-404 is not in the database; create it first",
+    ),
 }
 
 
@@ -369,8 +530,13 @@ def test_a_broken_file_is_refused_with_file_line_column_and_loads_nothing(
 ) -> None:
     kind, content, expected = BROKEN[case]
     if kind == "results":
-        make_unit(session, donor=make_donor(session), unit_number="G123417654321",
-                  collected_at=NOW - timedelta(days=31), panel=None)
+        make_unit(
+            session,
+            donor=make_donor(session),
+            unit_number="G123417654321",
+            collected_at=NOW - timedelta(days=31),
+            panel=None,
+        )
     path = write(tmp_path, "broken.csv", content)
     before = counts(session)
 
@@ -402,8 +568,11 @@ def test_a_header_only_file_is_not_an_error_and_says_it_loaded_no_rows(session: 
 
 
 def test_problems_past_the_first_fifty_are_counted(session: Session, donor_code: str, tmp_path: Path) -> None:
-    path = write(tmp_path, "many.csv", DONATIONS_HEADER + "".join(
-        f"{make_din()},{donor_code},{T0},-{i}\n" for i in range(1, 121)))
+    path = write(
+        tmp_path,
+        "many.csv",
+        DONATIONS_HEADER + "".join(f"{make_din()},{donor_code},{T0},-{i}\n" for i in range(1, 121)),
+    )
     with pytest.raises(InvalidImportFile) as caught:
         import_(session, "donations", path)
     assert caught.value.total == 120 and "... and 70 more." in str(caught.value)
@@ -416,8 +585,11 @@ def test_skip_invalid_loads_the_good_rows_and_writes_rejects_that_can_be_fixed_a
     session: Session, donor_code: str, tmp_path: Path
 ) -> None:
     good, bad, unknown = make_din(), make_din(), make_din()
-    path = write(tmp_path, "donations.csv", DONATIONS_HEADER + f"{good},{donor_code},{T0},750\n"
-                 f"{bad},{donor_code},{T0},-700\n{unknown},D-404,{T0},650\n")
+    path = write(
+        tmp_path,
+        "donations.csv",
+        DONATIONS_HEADER + f"{good},{donor_code},{T0},750\n{bad},{donor_code},{T0},-700\n{unknown},D-404,{T0},650\n",
+    )
 
     report = import_(session, "donations", path, skip_invalid=True)
 
@@ -442,8 +614,15 @@ def test_skip_invalid_loads_the_good_rows_and_writes_rejects_that_can_be_fixed_a
     assert (again.loaded, again.rejected) == (2, 0)
     volumes = dict(session.execute(select(Donation.unit_number, Donation.volume_ml)).all())
     assert volumes == {good: 750, bad: 700, unknown: 650}
-    completed = session.execute(select(AuditEvent.new_values).where(AuditEvent.action == "import.donations.completed")
-                                .order_by(AuditEvent.seq)).scalars().all()
+    completed = (
+        session.execute(
+            select(AuditEvent.new_values)
+            .where(AuditEvent.action == "import.donations.completed")
+            .order_by(AuditEvent.seq)
+        )
+        .scalars()
+        .all()
+    )
     assert '"rejected":2' in completed[0]
 
 
@@ -466,8 +645,11 @@ def test_a_dry_run_reports_what_would_load_and_writes_nothing(
     session: Session, site: str, donor_code: str, tmp_path: Path
 ) -> None:
     make_establishment(session)
-    path = write(tmp_path, "donations.csv", DONATIONS_HEADER + f"{make_din()},{donor_code},{T0},750\n"
-                 f"{make_din()},{donor_code},{T0},-1\n")
+    path = write(
+        tmp_path,
+        "donations.csv",
+        DONATIONS_HEADER + f"{make_din()},{donor_code},{T0},750\n{make_din()},{donor_code},{T0},-1\n",
+    )
     before = counts(session)
 
     report = import_(session, "donations", path, dry_run=True, skip_invalid=True)
@@ -494,9 +676,13 @@ def test_a_reactive_result_in_a_results_file_rejects_the_unit_defers_the_donor_a
     earlier = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=120))
     latest = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=10), panel=None)
     other = make_unit(session, donor=make_donor(session), collected_at=NOW - timedelta(days=10), panel=None)
-    path = write(tmp_path, "results.csv", RESULTS_HEADER
-                 + f"{latest.unit_number},anti-hiv,R,{(NOW - timedelta(days=8)).isoformat()}\n"
-                 + f"{other.unit_number},anti-hiv,NR,{(NOW - timedelta(days=8)).isoformat()}\n")
+    path = write(
+        tmp_path,
+        "results.csv",
+        RESULTS_HEADER
+        + f"{latest.unit_number},anti-hiv,R,{(NOW - timedelta(days=8)).isoformat()}\n"
+        + f"{other.unit_number},anti-hiv,NR,{(NOW - timedelta(days=8)).isoformat()}\n",
+    )
 
     report = import_(session, "results", path)
 
@@ -509,7 +695,7 @@ def test_a_reactive_result_in_a_results_file_rejects_the_unit_defers_the_donor_a
     assert deferral.ends_on is None and "reactive anti-hiv" in deferral.reason
     actions = session.execute(select(AuditEvent.action).order_by(AuditEvent.seq)).scalars().all()
     assert actions[-1] == "import.results.completed" and "donation.rejected" in actions
-    assert "result.added" not in actions[actions.index("import.results"):]
+    assert "result.added" not in actions[actions.index("import.results") :]
     assert audit.verify(session).ok
 
 
@@ -521,8 +707,13 @@ def test_rows_are_loaded_chunk_by_chunk_and_duplicates_are_found_across_chunks(
 ) -> None:
     monkeypatch.setattr(load, "CHUNK_ROWS", 2)
     numbers = [make_din() for _ in range(5)]
-    path = write(tmp_path, "donations.csv", DONATIONS_HEADER + "".join(f"{n},{donor_code},{T0},750\n" for n in numbers)
-                 + f"{numbers[1]},{donor_code},{T0},750\n")
+    path = write(
+        tmp_path,
+        "donations.csv",
+        DONATIONS_HEADER
+        + "".join(f"{n},{donor_code},{T0},750\n" for n in numbers)
+        + f"{numbers[1]},{donor_code},{T0},750\n",
+    )
     seen: list[int] = []
 
     with pytest.raises(InvalidImportFile, match=rf"donations\.csv:7: unit_number: unit {numbers[1]} is also on line 3"):
@@ -543,6 +734,11 @@ def test_results_of_one_unit_spread_over_chunks_get_consecutive_versions(
     path = write(tmp_path, "r.csv", RESULTS_HEADER + "".join(f"{unit.unit_number},hcv-rna,NR,{t}\n" for t in times))
 
     assert import_(session, "results", path).loaded == 3
-    versions = session.execute(select(TestResult.version).where(TestResult.donation_id == unit.id)
-                               .order_by(TestResult.version)).scalars().all()
+    versions = (
+        session.execute(
+            select(TestResult.version).where(TestResult.donation_id == unit.id).order_by(TestResult.version)
+        )
+        .scalars()
+        .all()
+    )
     assert versions == [1, 2, 3]

@@ -19,8 +19,9 @@ def released_pool(session: Session, number: str, donors: int = 1000) -> list[str
     pools.add_units(session, pool_number=number, unit_numbers=units, actor=ACTOR, now=NOW)
     pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
     for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-        pools.test_pool(session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW,
-                        actor=ACTOR)
+        pools.test_pool(
+            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
+        )
     pools.release_pool(session, pool_number=number, actor=ACTOR)
     return units
 
@@ -30,8 +31,9 @@ def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_onc
     b = released_pool(session, "P-B")
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     make_step(session, pool="P-B", method=StepMethod.SOLVENT_DETERGENT, enveloped=5.5)
-    paste = make_lot(session, lot_number="PASTE-1", inputs=[("pool", "P-A"), ("pool", "P-B")],
-                     kind=LotKind.INTERMEDIATE)
+    paste = make_lot(
+        session, lot_number="PASTE-1", inputs=[("pool", "P-A"), ("pool", "P-B")], kind=LotKind.INTERMEDIATE
+    )
     lots.release_lot(session, lot_number=paste, actor=ACTOR)
     final = make_lot(session, lot_number="IVG-1", inputs=[("lot", paste)])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
@@ -50,8 +52,9 @@ def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_onc
     assert [s.consignee for s in trace.shipments] == ["Hospital A"]
 
     json = trace.as_json()
-    assert {"lot_number", "pools", "lots", "donor_count", "donation_count", "steps", "shipments",
-            "donations"} <= set(json)
+    assert {"lot_number", "pools", "lots", "donor_count", "donation_count", "steps", "shipments", "donations"} <= set(
+        json
+    )
     json_schemas.validate("trace-lot", json)
     donor_code = trace.donations[0].donor_code  # type: ignore[index]
     forward = trace_donor(session, donor_code)
@@ -72,7 +75,8 @@ def test_the_worst_path_decides_a_lot_made_partly_from_material_that_skipped_a_s
     with pytest.raises(LotNotReleasable) as refused:
         lots.release_lot(session, lot_number=final, actor=ACTOR)
     assert "path P-B -> IVG-2: 1 effective step(s) of different mechanisms against enveloped viruses" in str(
-        refused.value)
+        refused.value
+    )
     assert "P-A -> IVG-2" not in str(refused.value)
 
 

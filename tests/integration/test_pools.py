@@ -63,14 +63,23 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(se
     qualified = make_donor(session)
     make_unit(session, donor=qualified, collected_at=NOW - timedelta(days=200))
     held = make_unit(session, donor=qualified, collected_at=NOW - timedelta(days=59, hours=23))
-    untested = make_unit(session, donor=qualified, collected_at=NOW - timedelta(days=120),
-                         panel={m: ResultValue.NONREACTIVE for m in PANEL[:-1]})
+    untested = make_unit(
+        session,
+        donor=qualified,
+        collected_at=NOW - timedelta(days=120),
+        panel={m: ResultValue.NONREACTIVE for m in PANEL[:-1]},
+    )
     deferred_donor = make_donor(session)
     make_unit(session, donor=deferred_donor, collected_at=NOW - timedelta(days=300))
     make_unit(session, donor=deferred_donor, collected_at=NOW - timedelta(days=250))
-    donors.defer_donor(session, donor_code=deferred_donor.donor_code, reason="travel",
-                       starts_on=(NOW - timedelta(days=100)).date(), ends_on=(NOW - timedelta(days=50)).date(),
-                       actor=ACTOR)
+    donors.defer_donor(
+        session,
+        donor_code=deferred_donor.donor_code,
+        reason="travel",
+        starts_on=(NOW - timedelta(days=100)).date(),
+        ends_on=(NOW - timedelta(days=50)).date(),
+        actor=ACTOR,
+    )
     during = make_unit(session, donor=deferred_donor, collected_at=NOW - timedelta(days=90))
     pool = open_pool(session)
     wanted = [good[0], first_unit.unit_number, held.unit_number, untested.unit_number, during.unit_number]
@@ -79,8 +88,9 @@ def test_each_ineligible_unit_is_refused_with_its_reason_and_nothing_is_added(se
     reasons = refused.value.reasons
     assert set(reasons) == {first_unit.unit_number, held.unit_number, untested.unit_number, during.unit_number}
     assert any("not qualified" in r for r in reasons[first_unit.unit_number])
-    assert reasons[held.unit_number] == ["inventory hold until " + (held.collected_at + timedelta(days=60)).strftime(
-        "%Y-%m-%d %H:%M") + " UTC (60 days)"]
+    assert reasons[held.unit_number] == [
+        "inventory hold until " + (held.collected_at + timedelta(days=60)).strftime("%Y-%m-%d %H:%M") + " UTC (60 days)"
+    ]
     assert reasons[untested.unit_number] == ["screening incomplete: no result for hbv-dna"]
     assert any("deferred at collection: travel" in r for r in reasons[during.unit_number])
     assert "Pool P-0042: 4 units are not eligible" in str(refused.value)
@@ -137,8 +147,9 @@ def test_a_member_that_turns_reactive_stops_the_pool_closing(session: Session) -
     numbers = bulk_units(session, donors_count=1000)
     pool = open_pool(session)
     pools.add_units(session, pool_number=pool, unit_numbers=numbers[::2], actor=ACTOR, now=NOW)
-    units.add_result(session, unit_number=numbers[0], marker=Marker.HIV_RNA, result=ResultValue.REACTIVE,
-                     tested_at=NOW, actor=ACTOR)
+    units.add_result(
+        session, unit_number=numbers[0], marker=Marker.HIV_RNA, result=ResultValue.REACTIVE, tested_at=NOW, actor=ACTOR
+    )
     with pytest.raises(IneligibleUnits, match=f"{numbers[0]}: reactive: hiv-rna"):
         pools.close_pool(session, pool_number=pool, actor=ACTOR, now=NOW)
     with pytest.raises(InvalidInput, match="needs a reason"):
@@ -147,8 +158,9 @@ def test_a_member_that_turns_reactive_stops_the_pool_closing(session: Session) -
     assert session.execute(select(Donation.status).where(Donation.unit_number == numbers[0])).scalar() == "rejected"
     with pytest.raises(NotEnoughDonors, match="999 distinct donors"):
         pools.close_pool(session, pool_number=pool, actor=ACTOR, now=NOW)
-    pools.add_units(session, pool_number=pool, unit_numbers=bulk_units(session, donors_count=1)[:1], actor=ACTOR,
-                    now=NOW)
+    pools.add_units(
+        session, pool_number=pool, unit_numbers=bulk_units(session, donors_count=1)[:1], actor=ACTOR, now=NOW
+    )
     assert pools.close_pool(session, pool_number=pool, actor=ACTOR, now=NOW)[1].donor_count == 1000
 
 
@@ -160,14 +172,31 @@ def test_a_closed_pool_takes_no_more_members_and_release_needs_its_tests(session
     with pytest.raises(WrongState, match="Pool P-0042 is closed"):
         pools.add_units(session, pool_number=pool, unit_numbers=[numbers[2000]], actor=ACTOR, now=NOW)
     for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-        pools.test_pool(session, pool_number=pool, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW,
-                        actor=ACTOR)
-    pools.test_pool(session, pool_number=pool, marker=Marker.B19_DNA, result=ResultValue.REACTIVE, tested_at=NOW,
-                    actor=ACTOR, value=12_000, value_unit="IU/mL")
+        pools.test_pool(
+            session, pool_number=pool, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
+        )
+    pools.test_pool(
+        session,
+        pool_number=pool,
+        marker=Marker.B19_DNA,
+        result=ResultValue.REACTIVE,
+        tested_at=NOW,
+        actor=ACTOR,
+        value=12_000,
+        value_unit="IU/mL",
+    )
     with pytest.raises(PoolNotReleasable, match="b19-dna: 12,000 IU/mL exceeds the limit of 10,000 IU/mL"):
         pools.release_pool(session, pool_number=pool, actor=ACTOR)
-    pools.test_pool(session, pool_number=pool, marker=Marker.B19_DNA, result=ResultValue.REACTIVE, tested_at=NOW,
-                    actor=ACTOR, value=10_000, value_unit="IU/mL")
+    pools.test_pool(
+        session,
+        pool_number=pool,
+        marker=Marker.B19_DNA,
+        result=ResultValue.REACTIVE,
+        tested_at=NOW,
+        actor=ACTOR,
+        value=10_000,
+        value_unit="IU/mL",
+    )
     assert pools.release_pool(session, pool_number=pool, actor=ACTOR).status == PoolStatus.RELEASED
 
 
@@ -175,6 +204,9 @@ def test_pooled_units_change_status(session: Session) -> None:
     numbers = bulk_units(session, donors_count=2)
     pool = open_pool(session)
     pools.add_units(session, pool_number=pool, unit_numbers=numbers[:1], actor=ACTOR, now=NOW)
-    statuses = dict(session.execute(select(Donation.unit_number, Donation.status)
-                                    .where(Donation.unit_number.in_(numbers[:2]))).all())
+    statuses = dict(
+        session.execute(
+            select(Donation.unit_number, Donation.status).where(Donation.unit_number.in_(numbers[:2]))
+        ).all()
+    )
     assert statuses == {numbers[0]: UnitStatus.POOLED, numbers[1]: UnitStatus.IN_INVENTORY}

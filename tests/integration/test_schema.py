@@ -35,7 +35,8 @@ def test_upgrading_an_up_to_date_database_changes_nothing(db_url: str) -> None:
 def test_the_core_imports_neither_typer_nor_rich() -> None:
     script = Path(sys.executable).parent / "lint-imports"
     command = [str(script)] if script.exists() else ["lint-imports"]
-    result = subprocess.run([*command, "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [*command, "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "KEPT" in result.stdout

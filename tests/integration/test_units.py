@@ -21,49 +21,107 @@ def status(session: Session, number: str) -> str:
 
 def test_any_printed_form_of_a_din_is_stored_canonical_and_found_again(session: Session) -> None:
     donor = make_donor(session)
-    row = units.add_donation(session, unit_number="=G12341765432170", donor_code=donor.donor_code,
-                             collected_at=NOW, volume_ml=700, actor=ACTOR)
+    row = units.add_donation(
+        session,
+        unit_number="=G12341765432170",
+        donor_code=donor.donor_code,
+        collected_at=NOW,
+        volume_ml=700,
+        actor=ACTOR,
+    )
     assert (row.unit_number, row.scheme.value, row.flag) == ("G123417654321", "isbt128", "70")
     assert trace_unit(session, "G1234 17 654321 A").unit_number == "G123417654321"
     with pytest.raises(DuplicateKey, match="Unit G123417654321 already exists"):
-        units.add_donation(session, unit_number="G123417654321A", donor_code=donor.donor_code, collected_at=NOW,
-                           volume_ml=700, actor=ACTOR)
+        units.add_donation(
+            session,
+            unit_number="G123417654321A",
+            donor_code=donor.donor_code,
+            collected_at=NOW,
+            volume_ml=700,
+            actor=ACTOR,
+        )
 
 
 def test_a_wrong_check_character_is_refused_and_nothing_is_written(session: Session) -> None:
     donor = make_donor(session)
     with pytest.raises(InvalidUnitNumber, match="check character B does not match A"):
-        units.add_donation(session, unit_number="G123417654321B", donor_code=donor.donor_code, collected_at=NOW,
-                           volume_ml=700, actor=ACTOR)
+        units.add_donation(
+            session,
+            unit_number="G123417654321B",
+            donor_code=donor.donor_code,
+            collected_at=NOW,
+            volume_ml=700,
+            actor=ACTOR,
+        )
     assert session.execute(select(Donation.id)).first() is None
 
 
 def test_bad_values_are_refused_with_the_unit_named(session: Session) -> None:
     donor = make_donor(session)
     with pytest.raises(InvalidInput, match="Unit A999926000009: volume -1 mL is negative"):
-        units.add_donation(session, unit_number="A999926000009", donor_code=donor.donor_code, collected_at=NOW,
-                           volume_ml=-1, actor=ACTOR)
+        units.add_donation(
+            session,
+            unit_number="A999926000009",
+            donor_code=donor.donor_code,
+            collected_at=NOW,
+            volume_ml=-1,
+            actor=ACTOR,
+        )
     with pytest.raises(InvalidInput, match="frozen at .* before it was collected"):
-        units.add_donation(session, unit_number="A999926000009", donor_code=donor.donor_code, collected_at=NOW,
-                           frozen_at=NOW - timedelta(hours=1), volume_ml=700, actor=ACTOR)
+        units.add_donation(
+            session,
+            unit_number="A999926000009",
+            donor_code=donor.donor_code,
+            collected_at=NOW,
+            frozen_at=NOW - timedelta(hours=1),
+            volume_ml=700,
+            actor=ACTOR,
+        )
     unit = make_unit(session, donor=donor, panel=None)
     with pytest.raises(InvalidInput, match="tested at .* before it was collected"):
-        units.add_result(session, unit_number=unit.unit_number, marker=Marker.HBSAG, result=ResultValue.NONREACTIVE,
-                         tested_at=unit.collected_at - timedelta(days=1), actor=ACTOR)
+        units.add_result(
+            session,
+            unit_number=unit.unit_number,
+            marker=Marker.HBSAG,
+            result=ResultValue.NONREACTIVE,
+            tested_at=unit.collected_at - timedelta(days=1),
+            actor=ACTOR,
+        )
     with pytest.raises(UnitNotFound):
-        units.add_result(session, unit_number="A999926999999", marker=Marker.HBSAG,
-                         result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR)
+        units.add_result(
+            session,
+            unit_number="A999926999999",
+            marker=Marker.HBSAG,
+            result=ResultValue.NONREACTIVE,
+            tested_at=NOW,
+            actor=ACTOR,
+        )
 
 
 def test_a_repeat_test_is_a_new_version_and_the_old_one_stays_readable(session: Session) -> None:
     donor = make_donor(session)
     unit = make_unit(session, donor=donor, panel=None)
-    units.add_result(session, unit_number=unit.unit_number, marker=Marker.HIV_RNA, result=ResultValue.INVALID,
-                     tested_at=unit.collected_at + timedelta(days=1), actor=ACTOR)
-    units.add_result(session, unit_number=unit.unit_number, marker=Marker.HIV_RNA, result=ResultValue.NONREACTIVE,
-                     tested_at=unit.collected_at + timedelta(days=2), actor=ACTOR)
-    rows = session.execute(select(TestResult.version, TestResult.result).where(TestResult.donation_id == unit.id)
-                           .order_by(TestResult.version)).all()
+    units.add_result(
+        session,
+        unit_number=unit.unit_number,
+        marker=Marker.HIV_RNA,
+        result=ResultValue.INVALID,
+        tested_at=unit.collected_at + timedelta(days=1),
+        actor=ACTOR,
+    )
+    units.add_result(
+        session,
+        unit_number=unit.unit_number,
+        marker=Marker.HIV_RNA,
+        result=ResultValue.NONREACTIVE,
+        tested_at=unit.collected_at + timedelta(days=2),
+        actor=ACTOR,
+    )
+    rows = session.execute(
+        select(TestResult.version, TestResult.result)
+        .where(TestResult.donation_id == unit.id)
+        .order_by(TestResult.version)
+    ).all()
     assert [(v, r.value) for v, r in rows] == [(1, "invalid"), (2, "nonreactive")]
     results = trace_unit(session, unit.unit_number).results
     assert [(r["version"], r["current"]) for r in results] == [(1, False), (2, True)]
@@ -73,13 +131,18 @@ def test_a_reactive_result_rejects_the_unit_defers_the_donor_and_interdicts_the_
     site = make_establishment(session)
     donor = make_donor(session, establishment=site)
     t = NOW - timedelta(days=600)
-    old = make_unit(session, donor=donor, collected_at=t)                                  # outside the window
-    edge = make_unit(session, donor=donor, collected_at=t + timedelta(days=100))            # exactly 365 days before
-    last_clean = make_unit(session, donor=donor, collected_at=t + timedelta(days=465))      # last nonreactive
+    old = make_unit(session, donor=donor, collected_at=t)  # outside the window
+    edge = make_unit(session, donor=donor, collected_at=t + timedelta(days=100))  # exactly 365 days before
+    last_clean = make_unit(session, donor=donor, collected_at=t + timedelta(days=465))  # last nonreactive
     positive = make_unit(session, donor=donor, collected_at=t + timedelta(days=480), panel=None)
-    outcome = units.add_result(session, unit_number=positive.unit_number, marker=Marker.ANTI_HIV,
-                               result=ResultValue.REACTIVE, tested_at=positive.collected_at + timedelta(days=1),
-                               actor=ACTOR)
+    outcome = units.add_result(
+        session,
+        unit_number=positive.unit_number,
+        marker=Marker.ANTI_HIV,
+        result=ResultValue.REACTIVE,
+        tested_at=positive.collected_at + timedelta(days=1),
+        actor=ACTOR,
+    )
     assert outcome.rejected and outcome.deferred
     assert outcome.interdicted == sorted([edge.unit_number, last_clean.unit_number])
     assert status(session, positive.unit_number) == "rejected"
@@ -95,8 +158,14 @@ def test_one_second_outside_the_window_is_not_interdicted(session: Session) -> N
     outside = make_unit(session, donor=donor, collected_at=last - timedelta(days=365, seconds=1))
     make_unit(session, donor=donor, collected_at=last)
     positive = make_unit(session, donor=donor, collected_at=last + timedelta(days=10), panel=None)
-    outcome = units.add_result(session, unit_number=positive.unit_number, marker=Marker.HBSAG,
-                               result=ResultValue.REACTIVE, tested_at=NOW - timedelta(days=100), actor=ACTOR)
+    outcome = units.add_result(
+        session,
+        unit_number=positive.unit_number,
+        marker=Marker.HBSAG,
+        result=ResultValue.REACTIVE,
+        tested_at=NOW - timedelta(days=100),
+        actor=ACTOR,
+    )
     assert outside.unit_number not in outcome.interdicted
     assert status(session, outside.unit_number) == "in-inventory"
 
@@ -105,8 +174,9 @@ def test_pooled_units_in_the_window_are_reported_not_touched(session: Session) -
     numbers = bulk_units(session, donors_count=1, units_per_donor=2)
     pools.create_pool(session, pool_number="P-1", product="ivig", actor=ACTOR)
     pools.add_units(session, pool_number="P-1", unit_numbers=numbers[:1], actor=ACTOR, now=NOW)
-    outcome = units.add_result(session, unit_number=numbers[1], marker=Marker.HCV_RNA, result=ResultValue.REACTIVE,
-                               tested_at=NOW, actor=ACTOR)
+    outcome = units.add_result(
+        session, unit_number=numbers[1], marker=Marker.HCV_RNA, result=ResultValue.REACTIVE, tested_at=NOW, actor=ACTOR
+    )
     assert outcome.pooled_in_window == [(numbers[0], "P-1")]
     assert status(session, numbers[0]) == "pooled"
     trace = trace_donor(session, outcome.donor_code)
@@ -120,13 +190,16 @@ def test_a_donation_correction_needs_a_reason_and_keeps_the_old_value(session: S
     donor = make_donor(session)
     unit = make_unit(session, donor=donor, panel=None)
     with pytest.raises(InvalidInput, match="needs a reason"):
-        units.correct_donation(session, unit_number=unit.unit_number, changes={"volume_ml": "700"}, reason=" ",
-                               actor=ACTOR)
+        units.correct_donation(
+            session, unit_number=unit.unit_number, changes={"volume_ml": "700"}, reason=" ", actor=ACTOR
+        )
     with pytest.raises(InvalidInput, match="donor_code cannot be corrected"):
-        units.correct_donation(session, unit_number=unit.unit_number, changes={"donor_code": "X"}, reason="typo",
-                               actor=ACTOR)
-    units.correct_donation(session, unit_number=unit.unit_number, changes={"volume_ml": "640"}, reason="scale",
-                           actor=ACTOR)
+        units.correct_donation(
+            session, unit_number=unit.unit_number, changes={"donor_code": "X"}, reason="typo", actor=ACTOR
+        )
+    units.correct_donation(
+        session, unit_number=unit.unit_number, changes={"volume_ml": "640"}, reason="scale", actor=ACTOR
+    )
     assert unit.volume_ml == 640 and unit.version == 2
     _, rows = audit_log(session, key=unit.unit_number)
     corrected = [r for r in rows if r[3] == "donation.corrected"][0]

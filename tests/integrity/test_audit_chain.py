@@ -50,8 +50,14 @@ def tamper(url: str, *statements: str) -> None:
 
 def test_every_write_is_recorded_with_who_and_the_chain_verifies(session: Session) -> None:
     site = make_establishment(session)
-    donors.defer_donor(session, donor_code=make_donor(session, establishment=site).donor_code, reason="travel",
-                       starts_on=__import__("datetime").date(2026, 1, 1), ends_on=None, actor="qa.other")
+    donors.defer_donor(
+        session,
+        donor_code=make_donor(session, establishment=site).donor_code,
+        reason="travel",
+        starts_on=__import__("datetime").date(2026, 1, 1),
+        ends_on=None,
+        actor="qa.other",
+    )
     result = audit.verify(session)
     assert result.ok and result.events == 3
     assert result.checkpoint == audit.head_checkpoint(session)
@@ -87,17 +93,23 @@ def test_a_removed_event_is_named(db_url: str) -> None:
 def test_a_forked_chain_is_refused_by_the_database(db_url: str) -> None:
     seeded(db_url)
     with pytest.raises(DBAPIError, match="(?i)unique|duplicate"):
-        tamper(db_url, "INSERT INTO audit_event (seq, occurred_at, actor, action, entity_type, entity_key, prev_hash, "
-               f"hash) SELECT 99, occurred_at, 'mallory', 'x', 'donor', 'FAKE', prev_hash, '{'ab' * 32}' "
-               "FROM audit_event WHERE seq = 3")
+        tamper(
+            db_url,
+            "INSERT INTO audit_event (seq, occurred_at, actor, action, entity_type, entity_key, prev_hash, "
+            f"hash) SELECT 99, occurred_at, 'mallory', 'x', 'donor', 'FAKE', prev_hash, '{'ab' * 32}' "
+            "FROM audit_event WHERE seq = 3",
+        )
 
 
 def test_an_inserted_event_is_named(db_url: str) -> None:
     seeded(db_url)
-    tamper(db_url, "UPDATE audit_event SET seq = seq + 100 WHERE seq >= 3",
-           "INSERT INTO audit_event (seq, occurred_at, actor, action, entity_type, entity_key, prev_hash, hash) "
-           f"SELECT 3, occurred_at, 'mallory', 'donor.added', 'donor', 'FAKE', '{'cd' * 32}', '{'ab' * 32}' "
-           "FROM audit_event WHERE seq = 2")
+    tamper(
+        db_url,
+        "UPDATE audit_event SET seq = seq + 100 WHERE seq >= 3",
+        "INSERT INTO audit_event (seq, occurred_at, actor, action, entity_type, entity_key, prev_hash, hash) "
+        f"SELECT 3, occurred_at, 'mallory', 'donor.added', 'donor', 'FAKE', '{'cd' * 32}', '{'ab' * 32}' "
+        "FROM audit_event WHERE seq = 2",
+    )
     result = verify(db_url)
     assert not result.ok and result.problem is not None
     assert result.problem.startswith("event 3 (donor.added donor FAKE")
@@ -105,8 +117,12 @@ def test_an_inserted_event_is_named(db_url: str) -> None:
 
 def test_reordered_events_are_caught(db_url: str) -> None:
     seeded(db_url)
-    tamper(db_url, "UPDATE audit_event SET seq = 1000 WHERE seq = 2", "UPDATE audit_event SET seq = 2 WHERE seq = 3",
-           "UPDATE audit_event SET seq = 3 WHERE seq = 1000")
+    tamper(
+        db_url,
+        "UPDATE audit_event SET seq = 1000 WHERE seq = 2",
+        "UPDATE audit_event SET seq = 2 WHERE seq = 3",
+        "UPDATE audit_event SET seq = 3 WHERE seq = 1000",
+    )
     result = verify(db_url)
     assert not result.ok and result.problem is not None
     assert result.problem.startswith("event 2 (") and "does not follow the event before it" in result.problem

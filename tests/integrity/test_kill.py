@@ -40,10 +40,12 @@ def in_write_transaction(url: str, watcher: object) -> bool:
         conn.execute("ROLLBACK")
         return False
     with watcher.connect() as conn:  # type: ignore[attr-defined]
-        busy = conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query NOT ILIKE '%pg_stat_activity%'"
-        )).scalar()
+        busy = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query NOT ILIKE '%pg_stat_activity%'"
+            )
+        ).scalar()
     return bool(busy)
 
 
@@ -55,8 +57,9 @@ def run_and_kill(url: str, args: list[str], *, settle: float = 0.0, limit: float
     else:
         watcher = make_engine(url)
     env = {**os.environ, "PLASMATRACE_DB": url, "PLASMATRACE_ACTOR": ACTOR}
-    proc = subprocess.Popen([sys.executable, "cli.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "cli.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     killed = False
     deadline = time.monotonic() + limit
     try:
@@ -115,8 +118,14 @@ def test_a_killed_import_leaves_nothing_and_a_rerun_completes(db_url: str, tmp_p
     after = counts(db_url)
     assert after == before and after["verify"] is True
     env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": ACTOR}
-    done = subprocess.run([sys.executable, "cli.py", "import", "donations", str(file)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "cli.py", "import", "donations", str(file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     final = counts(db_url)
     assert final["donations"] == 60_000 and final["verify"] is True
@@ -153,8 +162,9 @@ def test_a_killed_lot_release_leaves_the_lot_pending_or_wholly_released(db_url: 
         pools.add_units(session, pool_number="P-R", unit_numbers=numbers, actor=ACTOR, now=NOW)
         pools.close_pool(session, pool_number="P-R", actor=ACTOR, now=NOW)
         for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-            pools.test_pool(session, pool_number="P-R", marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW,
-                            actor=ACTOR)
+            pools.test_pool(
+                session, pool_number="P-R", marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
+            )
         pools.release_pool(session, pool_number="P-R", actor=ACTOR)
         make_step(session, pool="P-R", method=StepMethod.SOLVENT_DETERGENT, enveloped=6)
         lot = make_lot(session, lot_number="L-KILL", inputs=[("pool", "P-R")])

@@ -26,8 +26,14 @@ def test_two_processes_adding_one_unit_to_two_pools_one_wins(db_url: str) -> Non
     engine.dispose()
     env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": ACTOR}
     procs = [
-        subprocess.Popen([sys.executable, "cli.py", "pool", "add", pool, unit], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "cli.py", "pool", "add", pool, unit],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for pool in ("P-1", "P-2")
     ]
     outcomes = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]

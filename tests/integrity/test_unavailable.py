@@ -24,8 +24,9 @@ def test_a_database_locked_too_long_is_reported(tmp_path: Path) -> None:
     holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        result = invoke(url, "establishment", "add", "C1", "--name", "x", "--kind", "collection",
-                        PLASMATRACE_LOCK_TIMEOUT_S="0.5")
+        result = invoke(
+            url, "establishment", "add", "C1", "--name", "x", "--kind", "collection", PLASMATRACE_LOCK_TIMEOUT_S="0.5"
+        )
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -22,15 +22,27 @@ def write_many(url: str, worker: int, operations: int, site: str) -> int:
             kind = i % 3
             code = f"W{worker:02d}-{i // 3:05d}"
             if kind == 0:
-                donors.add_donor(session, donor_code=code, establishment=site, registered_on=None,
-                                 actor=f"worker-{worker}")
+                donors.add_donor(
+                    session, donor_code=code, establishment=site, registered_on=None, actor=f"worker-{worker}"
+                )
             elif kind == 1:
-                units.add_donation(session, unit_number=f"U-{code}", donor_code=code,
-                                   collected_at=NOW - timedelta(days=NOW_DAYS_AGO), volume_ml=700,
-                                   actor=f"worker-{worker}")
+                units.add_donation(
+                    session,
+                    unit_number=f"U-{code}",
+                    donor_code=code,
+                    collected_at=NOW - timedelta(days=NOW_DAYS_AGO),
+                    volume_ml=700,
+                    actor=f"worker-{worker}",
+                )
             else:
-                units.add_result(session, unit_number=f"U-{code}", marker=Marker.HBSAG,
-                                 result=ResultValue.NONREACTIVE, tested_at=NOW, actor=f"worker-{worker}")
+                units.add_result(
+                    session,
+                    unit_number=f"U-{code}",
+                    marker=Marker.HBSAG,
+                    result=ResultValue.NONREACTIVE,
+                    tested_at=NOW,
+                    actor=f"worker-{worker}",
+                )
         done += 1
     engine.dispose()
     return done

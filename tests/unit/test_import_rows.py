@@ -42,18 +42,32 @@ def problems_of(kind: ImportKind, **given: str) -> list[tuple[str, str]]:
 
 
 def test_a_donor_row_has_its_code_establishment_and_optional_registration_date() -> None:
-    row, problems = parse_row(ImportKind.DONORS, 2, cells(ImportKind.DONORS, donor_code="D-1", establishment="C1",
-                                                        registered_on="2025-03-01"), now=NOW)
+    row, problems = parse_row(
+        ImportKind.DONORS,
+        2,
+        cells(ImportKind.DONORS, donor_code="D-1", establishment="C1", registered_on="2025-03-01"),
+        now=NOW,
+    )
     assert problems == [] and row == DonorRow(2, "D-1", "C1", date(2025, 3, 1))
     row, _ = parse_row(ImportKind.DONORS, 3, cells(ImportKind.DONORS, donor_code="D-2", establishment="C1"), now=NOW)
     assert isinstance(row, DonorRow) and row.registered_on is None and row.key == "D-2"
 
 
 def test_a_donation_row_keeps_the_canonical_unit_number_and_reads_times_in_utc() -> None:
-    row, problems = parse_row(ImportKind.DONATIONS, 5, cells(
-        ImportKind.DONATIONS, unit_number="=G12341765432170", donor_code="D-1",
-        collected_at="2026-05-01T09:30:00+02:00", volume_ml="750", plasma_kind="Recovered",
-        frozen_at="2026-05-01T08:00:00Z"), now=NOW)
+    row, problems = parse_row(
+        ImportKind.DONATIONS,
+        5,
+        cells(
+            ImportKind.DONATIONS,
+            unit_number="=G12341765432170",
+            donor_code="D-1",
+            collected_at="2026-05-01T09:30:00+02:00",
+            volume_ml="750",
+            plasma_kind="Recovered",
+            frozen_at="2026-05-01T08:00:00Z",
+        ),
+        now=NOW,
+    )
     assert problems == []
     assert isinstance(row, DonationRow)
     assert (row.unit_number, row.unit.scheme, row.unit.flag) == ("G123417654321", UnitScheme.ISBT128, "70")
@@ -63,44 +77,88 @@ def test_a_donation_row_keeps_the_canonical_unit_number_and_reads_times_in_utc()
 
 
 def test_a_time_without_an_offset_is_utc_and_a_bare_date_is_midnight() -> None:
-    row, _ = parse_row(ImportKind.DONATIONS, 2, cells(ImportKind.DONATIONS, unit_number="G123417654321A",
-                                                     donor_code="D", collected_at="2026-05-01", volume_ml="0"), now=NOW)
+    row, _ = parse_row(
+        ImportKind.DONATIONS,
+        2,
+        cells(
+            ImportKind.DONATIONS, unit_number="G123417654321A", donor_code="D", collected_at="2026-05-01", volume_ml="0"
+        ),
+        now=NOW,
+    )
     assert isinstance(row, DonationRow) and row.collected_at == datetime(2026, 5, 1, tzinfo=UTC) and row.volume_ml == 0
 
 
 def test_a_result_row_accepts_the_usual_spellings_of_a_result() -> None:
-    for text, expected in [("NR", ResultValue.NONREACTIVE), ("negative", ResultValue.NONREACTIVE),
-                           ("Non-Reactive", ResultValue.NONREACTIVE), ("R", ResultValue.REACTIVE),
-                           ("positive", ResultValue.REACTIVE), ("invalid", ResultValue.INVALID)]:
-        row, problems = parse_row(ImportKind.RESULTS, 2, cells(
-            ImportKind.RESULTS, unit_number="G123417654321", marker="HBsAg", result=text,
-            tested_at="2026-05-02T10:00:00Z"), now=NOW)
+    for text, expected in [
+        ("NR", ResultValue.NONREACTIVE),
+        ("negative", ResultValue.NONREACTIVE),
+        ("Non-Reactive", ResultValue.NONREACTIVE),
+        ("R", ResultValue.REACTIVE),
+        ("positive", ResultValue.REACTIVE),
+        ("invalid", ResultValue.INVALID),
+    ]:
+        row, problems = parse_row(
+            ImportKind.RESULTS,
+            2,
+            cells(
+                ImportKind.RESULTS,
+                unit_number="G123417654321",
+                marker="HBsAg",
+                result=text,
+                tested_at="2026-05-02T10:00:00Z",
+            ),
+            now=NOW,
+        )
         assert problems == [] and isinstance(row, ResultRow)
         assert (row.marker, row.result, row.method, row.lab, row.value) == (Marker.HBSAG, expected, None, None, None)
 
 
 def test_a_quantitative_result_has_a_method_lab_value_and_unit() -> None:
-    row, problems = parse_row(ImportKind.RESULTS, 2, cells(
-        ImportKind.RESULTS, unit_number="G123417654321", marker="b19-dna", result="NR", tested_at="2026-05-02",
-        method="NAT", lab="LAB-1", value="1,250.5", unit="IU/mL"), now=NOW)
+    row, problems = parse_row(
+        ImportKind.RESULTS,
+        2,
+        cells(
+            ImportKind.RESULTS,
+            unit_number="G123417654321",
+            marker="b19-dna",
+            result="NR",
+            tested_at="2026-05-02",
+            method="NAT",
+            lab="LAB-1",
+            value="1,250.5",
+            unit="IU/mL",
+        ),
+        now=NOW,
+    )
     assert problems == [] and isinstance(row, ResultRow)
     assert (row.method, row.lab, row.value, row.value_unit) == (TestMethod.NAT, "LAB-1", 1250.5, "IU/mL")
     assert row.key == "G123417654321|b19-dna|2026-05-02T00:00:00+00:00"
 
 
 def test_a_pool_member_row_is_keyed_by_its_unit() -> None:
-    row, problems = parse_row(ImportKind.POOL_MEMBERS, 2, cells(ImportKind.POOL_MEMBERS, pool_number="P-1",
-                                                               unit_number="G1234 17 654321 A"), now=NOW)
+    row, problems = parse_row(
+        ImportKind.POOL_MEMBERS,
+        2,
+        cells(ImportKind.POOL_MEMBERS, pool_number="P-1", unit_number="G1234 17 654321 A"),
+        now=NOW,
+    )
     assert problems == [] and row == PoolMemberRow(2, "P-1", "G123417654321") and row.key == "G123417654321"
 
 
 def test_every_bad_cell_of_a_row_is_reported_at_once() -> None:
-    found = problems_of(ImportKind.DONATIONS, unit_number="G123417654321B", donor_code="D 1",
-                        collected_at="yesterday", volume_ml="-5", plasma_kind="fresh")
+    found = problems_of(
+        ImportKind.DONATIONS,
+        unit_number="G123417654321B",
+        donor_code="D 1",
+        collected_at="yesterday",
+        volume_ml="-5",
+        plasma_kind="fresh",
+    )
     assert [column for column, _ in found] == ["unit_number", "donor_code", "collected_at", "volume_ml", "plasma_kind"]
     messages = dict(found)
-    assert messages["unit_number"] == ("Unit number 'G123417654321B' is invalid: check character B does not match A "
-                                       "for DIN G123417654321")
+    assert messages["unit_number"] == (
+        "Unit number 'G123417654321B' is invalid: check character B does not match A for DIN G123417654321"
+    )
     assert messages["donor_code"] == "donor code 'D 1' contains spaces or control characters."
     assert messages["collected_at"].startswith("time 'yesterday' is not an ISO 8601 time")
     assert messages["volume_ml"] == "volume (mL) -5 must be zero or more."
@@ -109,9 +167,16 @@ def test_every_bad_cell_of_a_row_is_reported_at_once() -> None:
 
 def test_a_blank_required_cell_is_empty_and_a_blank_optional_one_is_null() -> None:
     assert problems_of(ImportKind.DONATIONS, unit_number="G123417654321", collected_at="2026-05-01", volume_ml="1") == [
-        ("donor_code", "is empty; a value is required.")]
-    row, _ = parse_row(ImportKind.DONATIONS, 2, cells(ImportKind.DONATIONS, unit_number="G123417654321",
-                                                     donor_code="D", collected_at="2026-05-01", volume_ml="1"), now=NOW)
+        ("donor_code", "is empty; a value is required.")
+    ]
+    row, _ = parse_row(
+        ImportKind.DONATIONS,
+        2,
+        cells(
+            ImportKind.DONATIONS, unit_number="G123417654321", donor_code="D", collected_at="2026-05-01", volume_ml="1"
+        ),
+        now=NOW,
+    )
     assert isinstance(row, DonationRow) and (row.establishment, row.plasma_kind, row.frozen_at) == (None, None, None)
 
 
@@ -122,46 +187,144 @@ def test_a_cell_the_reader_could_not_use_is_not_reported_twice() -> None:
     assert row is None and problems == []
 
 
-@pytest.mark.parametrize(("kind", "given", "column", "message"), [
-    (ImportKind.DONORS, {"donor_code": "D", "establishment": "C", "registered_on": "2025-02-30"}, "registered_on",
-     "date '2025-02-30' is not a date of the form YYYY-MM-DD."),
-    (ImportKind.DONORS, {"donor_code": "D", "establishment": "C", "registered_on": "2027-01-01"}, "registered_on",
-     "2027-01-01 is in the future."),
-    (ImportKind.DONORS, {"donor_code": "D" * 41, "establishment": "C"}, "donor_code",
-     f"donor code {'D' * 40!r}... is longer than 40 characters."),
-    (ImportKind.DONATIONS, {"unit_number": "G123417654321", "donor_code": "D", "collected_at": "2026-07-01",
-                            "volume_ml": "1"}, "collected_at", "2026-07-01T00:00:00+00:00 is in the future."),
-    (ImportKind.DONATIONS, {"unit_number": "G123417654321", "donor_code": "D", "collected_at": "2026-05-01T10:00Z",
-                            "volume_ml": "1", "frozen_at": "2026-05-01T09:59Z"}, "frozen_at",
-     "2026-05-01T09:59:00+00:00 is before the collection at 2026-05-01T10:00:00+00:00."),
-    (ImportKind.DONATIONS, {"unit_number": "G123417654321", "donor_code": "D", "collected_at": "2026-05-01",
-                            "volume_ml": "7.5"}, "volume_ml", "volume (mL) '7.5' is not a whole number."),
-    (ImportKind.DONATIONS, {"unit_number": "GO23417654321", "donor_code": "D", "collected_at": "2026-05-01",
-                            "volume_ml": "1"}, "unit_number",
-     "Unit number 'GO23417654321' is invalid: GO23417654321 is not a valid DIN: character 2 'O' must be A-N, P-Z or "
-     "0-9; an ISBT 128 DIN is 13 characters such as G123417654321 (A-N, P-Z or 1-9; two of A-N, P-Z or 0-9; then 10 "
-     "digits), optionally followed by 2 flag characters and/or the keyboard check character, or scanned as "
-     "=G12341765432100"),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hiv", "result": "NR", "tested_at": "2026-05-01"},
-     "marker", "marker 'hiv' is not one of: hbsag, anti-hiv, anti-hcv, hiv-rna, hcv-rna, hbv-dna, hav-rna, b19-dna, "
-     "syphilis."),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hbsag", "result": "weak",
-                          "tested_at": "2026-05-01"}, "result",
-     "result 'weak' is not one of: nonreactive (NR, non-reactive, negative), reactive (R, positive), invalid."),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hbsag", "result": "R", "tested_at": "2026-05-01",
-                          "method": "pcr"}, "method", "method 'pcr' is not one of: serology, nat."),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hbsag", "result": "R", "tested_at": "2026-05-01",
-                          "value": "-1", "unit": "IU/mL"}, "value", "value -1 is negative."),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hbsag", "result": "R", "tested_at": "2026-05-01",
-                          "value": "nan", "unit": "IU/mL"}, "value", "value 'nan' is not a finite number."),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hbsag", "result": "R", "tested_at": "2026-05-01",
-                          "unit": "IU/mL"}, "value", "is empty; a quantitative result needs both value and unit."),
-    (ImportKind.RESULTS, {"unit_number": "G123417654321", "marker": "hbsag", "result": "R", "tested_at": "2026-05-01",
-                          "value": "3", "unit": "x" * 21}, "unit",
-     f"unit {'x' * 20!r}... is longer than 20 characters."),
-    (ImportKind.POOL_MEMBERS, {"pool_number": "P\t1", "unit_number": "G123417654321"}, "pool_number",
-     "pool number 'P\\t1' contains spaces or control characters."),
-])
+@pytest.mark.parametrize(
+    ("kind", "given", "column", "message"),
+    [
+        (
+            ImportKind.DONORS,
+            {"donor_code": "D", "establishment": "C", "registered_on": "2025-02-30"},
+            "registered_on",
+            "date '2025-02-30' is not a date of the form YYYY-MM-DD.",
+        ),
+        (
+            ImportKind.DONORS,
+            {"donor_code": "D", "establishment": "C", "registered_on": "2027-01-01"},
+            "registered_on",
+            "2027-01-01 is in the future.",
+        ),
+        (
+            ImportKind.DONORS,
+            {"donor_code": "D" * 41, "establishment": "C"},
+            "donor_code",
+            f"donor code {'D' * 40!r}... is longer than 40 characters.",
+        ),
+        (
+            ImportKind.DONATIONS,
+            {"unit_number": "G123417654321", "donor_code": "D", "collected_at": "2026-07-01", "volume_ml": "1"},
+            "collected_at",
+            "2026-07-01T00:00:00+00:00 is in the future.",
+        ),
+        (
+            ImportKind.DONATIONS,
+            {
+                "unit_number": "G123417654321",
+                "donor_code": "D",
+                "collected_at": "2026-05-01T10:00Z",
+                "volume_ml": "1",
+                "frozen_at": "2026-05-01T09:59Z",
+            },
+            "frozen_at",
+            "2026-05-01T09:59:00+00:00 is before the collection at 2026-05-01T10:00:00+00:00.",
+        ),
+        (
+            ImportKind.DONATIONS,
+            {"unit_number": "G123417654321", "donor_code": "D", "collected_at": "2026-05-01", "volume_ml": "7.5"},
+            "volume_ml",
+            "volume (mL) '7.5' is not a whole number.",
+        ),
+        (
+            ImportKind.DONATIONS,
+            {"unit_number": "GO23417654321", "donor_code": "D", "collected_at": "2026-05-01", "volume_ml": "1"},
+            "unit_number",
+            "Unit number 'GO23417654321' is invalid: GO23417654321 is not a valid DIN: character 2 'O' must be A-N, P-Z or "
+            "0-9; an ISBT 128 DIN is 13 characters such as G123417654321 (A-N, P-Z or 1-9; two of A-N, P-Z or 0-9; then 10 "
+            "digits), optionally followed by 2 flag characters and/or the keyboard check character, or scanned as "
+            "=G12341765432100",
+        ),
+        (
+            ImportKind.RESULTS,
+            {"unit_number": "G123417654321", "marker": "hiv", "result": "NR", "tested_at": "2026-05-01"},
+            "marker",
+            "marker 'hiv' is not one of: hbsag, anti-hiv, anti-hcv, hiv-rna, hcv-rna, hbv-dna, hav-rna, b19-dna, "
+            "syphilis.",
+        ),
+        (
+            ImportKind.RESULTS,
+            {"unit_number": "G123417654321", "marker": "hbsag", "result": "weak", "tested_at": "2026-05-01"},
+            "result",
+            "result 'weak' is not one of: nonreactive (NR, non-reactive, negative), reactive (R, positive), invalid.",
+        ),
+        (
+            ImportKind.RESULTS,
+            {
+                "unit_number": "G123417654321",
+                "marker": "hbsag",
+                "result": "R",
+                "tested_at": "2026-05-01",
+                "method": "pcr",
+            },
+            "method",
+            "method 'pcr' is not one of: serology, nat.",
+        ),
+        (
+            ImportKind.RESULTS,
+            {
+                "unit_number": "G123417654321",
+                "marker": "hbsag",
+                "result": "R",
+                "tested_at": "2026-05-01",
+                "value": "-1",
+                "unit": "IU/mL",
+            },
+            "value",
+            "value -1 is negative.",
+        ),
+        (
+            ImportKind.RESULTS,
+            {
+                "unit_number": "G123417654321",
+                "marker": "hbsag",
+                "result": "R",
+                "tested_at": "2026-05-01",
+                "value": "nan",
+                "unit": "IU/mL",
+            },
+            "value",
+            "value 'nan' is not a finite number.",
+        ),
+        (
+            ImportKind.RESULTS,
+            {
+                "unit_number": "G123417654321",
+                "marker": "hbsag",
+                "result": "R",
+                "tested_at": "2026-05-01",
+                "unit": "IU/mL",
+            },
+            "value",
+            "is empty; a quantitative result needs both value and unit.",
+        ),
+        (
+            ImportKind.RESULTS,
+            {
+                "unit_number": "G123417654321",
+                "marker": "hbsag",
+                "result": "R",
+                "tested_at": "2026-05-01",
+                "value": "3",
+                "unit": "x" * 21,
+            },
+            "unit",
+            f"unit {'x' * 20!r}... is longer than 20 characters.",
+        ),
+        (
+            ImportKind.POOL_MEMBERS,
+            {"pool_number": "P\t1", "unit_number": "G123417654321"},
+            "pool_number",
+            "pool number 'P\\t1' contains spaces or control characters.",
+        ),
+    ],
+)
 def test_a_bad_cell_is_named_with_its_column_and_what_is_wrong(
     kind: ImportKind, given: dict[str, str], column: str, message: str
 ) -> None:
@@ -210,22 +373,34 @@ def test_columns_may_come_in_any_order_and_the_rejects_columns_are_ignored(tmp_p
     assert "line" not in records[0].cells and records[0].problems == []
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (b"", "f:1: file: is empty; expected a header row with the columns unit_number, donor_code, collected_at, "
-          "volume_ml (optional: establishment, plasma_kind, frozen_at)."),
-    (b"\xef\xbb\xbf\r\n", "f:1: file: is empty"),
-    ("unit_number,donor_code\n".encode("utf-16"), "f:1: file: is UTF-16 encoded"),
-    (b"unit_number,donor_code,collected_at,volume_ml,colour,size\n",
-     "f:1: header: unknown columns colour, size; expected a header row with the columns unit_number"),
-    (b"unit_number,collected_at\n", "f:1: header: missing required columns donor_code, volume_ml"),
-    (b"unit_number;donor_code;collected_at;volume_ml\n", "f:1: header: columns are separated by ';'"),
-    (b"unit_number,donor_code,,collected_at,volume_ml\n", "f:1: header: column 3 has no name"),
-    (b"unit_number,donor_\xe9,collected_at,volume_ml\n", "f:1: header: is not valid UTF-8"),
-    (b'unit_number,donor_code,collected_at,volume_ml\nG1,"D\n', "f:2: row: a quoted field that starts on this line "
-                                                                "is never closed"),
-    (b'unit_number,donor_code,collected_at,volume_ml\nG1,D,"2026"x,1\nG2,D,2026-05-01,1\n',
-     "f:2: row: a quoted field has text after its closing quote"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            b"",
+            "f:1: file: is empty; expected a header row with the columns unit_number, donor_code, collected_at, "
+            "volume_ml (optional: establishment, plasma_kind, frozen_at).",
+        ),
+        (b"\xef\xbb\xbf\r\n", "f:1: file: is empty"),
+        ("unit_number,donor_code\n".encode("utf-16"), "f:1: file: is UTF-16 encoded"),
+        (
+            b"unit_number,donor_code,collected_at,volume_ml,colour,size\n",
+            "f:1: header: unknown columns colour, size; expected a header row with the columns unit_number",
+        ),
+        (b"unit_number,collected_at\n", "f:1: header: missing required columns donor_code, volume_ml"),
+        (b"unit_number;donor_code;collected_at;volume_ml\n", "f:1: header: columns are separated by ';'"),
+        (b"unit_number,donor_code,,collected_at,volume_ml\n", "f:1: header: column 3 has no name"),
+        (b"unit_number,donor_\xe9,collected_at,volume_ml\n", "f:1: header: is not valid UTF-8"),
+        (
+            b'unit_number,donor_code,collected_at,volume_ml\nG1,"D\n',
+            "f:2: row: a quoted field that starts on this line is never closed",
+        ),
+        (
+            b'unit_number,donor_code,collected_at,volume_ml\nG1,D,"2026"x,1\nG2,D,2026-05-01,1\n',
+            "f:2: row: a quoted field has text after its closing quote",
+        ),
+    ],
+)
 def test_a_file_that_cannot_be_read_as_a_whole_is_reported_by_the_scan(
     tmp_path: Path, content: bytes, expected: str
 ) -> None:
@@ -237,7 +412,8 @@ def test_an_unclosed_quote_stops_reading_when_the_row_grows_too_long(tmp_path: P
     path = write(tmp_path, "unit_number,donor_code,collected_at,volume_ml\n" + 'G1,"D,x,1\n' + "G2,D,x,1\n" * 20_000)
     assert rendered(path) == [
         "f:2: row: runs past 65,536 bytes (to line 7,283) without ending; a quoted field is probably never closed, "
-        "or this is not a CSV file. Reading stopped here."]
+        "or this is not a CSV file. Reading stopped here."
+    ]
 
 
 def test_a_header_only_file_has_no_rows_and_no_problems(tmp_path: Path) -> None:
@@ -247,11 +423,13 @@ def test_a_header_only_file_has_no_rows_and_no_problems(tmp_path: Path) -> None:
 
 def test_row_problems_found_while_reading_carry_the_physical_line(tmp_path: Path) -> None:
     long_code = "D" * (MAX_CELL_CHARS + 1)
-    content = (b"unit_number,donor_code,collected_at,volume_ml\n"
-               b"G1,D-\xe9,2026-05-01,1\n"
-               b'G2,"two\nlines\x00",2026-05-01,1\n'
-               b"G3,D,2026-05-01\n"
-               b"G4,D,2026-05-01,1,extra\n" + f"G5,{long_code},2026-05-01,1\n".encode())
+    content = (
+        b"unit_number,donor_code,collected_at,volume_ml\n"
+        b"G1,D-\xe9,2026-05-01,1\n"
+        b'G2,"two\nlines\x00",2026-05-01,1\n'
+        b"G3,D,2026-05-01\n"
+        b"G4,D,2026-05-01,1,extra\n" + f"G5,{long_code},2026-05-01,1\n".encode()
+    )
     path = write(tmp_path, content)
     assert scan(path, COLUMNS[ImportKind.DONATIONS]).problems == []
 
@@ -259,14 +437,34 @@ def test_row_problems_found_while_reading_carry_the_physical_line(tmp_path: Path
 
     found = [(r.line, [p.render("f") for p in r.problems]) for r in records]
     assert found == [
-        (2, ["f:2: row: is not valid UTF-8 (byte 0xE9 at byte 6 of the line); save the file as UTF-8 (in a "
-             "spreadsheet: CSV UTF-8)."]),
-        (3, ["f:4: row: contains a NUL byte (byte 6 of the line); a CSV file has none, so this line is probably "
-             "damaged or the file is not plain text."]),
-        (5, ["f:5: row: has 3 fields; the header has 4 (unit_number, donor_code, collected_at, volume_ml). Check "
-             "the commas and quotes on this line."]),
-        (6, ["f:6: row: has 5 fields; the header has 4 (unit_number, donor_code, collected_at, volume_ml). Check "
-             "the commas and quotes on this line."]),
+        (
+            2,
+            [
+                "f:2: row: is not valid UTF-8 (byte 0xE9 at byte 6 of the line); save the file as UTF-8 (in a "
+                "spreadsheet: CSV UTF-8)."
+            ],
+        ),
+        (
+            3,
+            [
+                "f:4: row: contains a NUL byte (byte 6 of the line); a CSV file has none, so this line is probably "
+                "damaged or the file is not plain text."
+            ],
+        ),
+        (
+            5,
+            [
+                "f:5: row: has 3 fields; the header has 4 (unit_number, donor_code, collected_at, volume_ml). Check "
+                "the commas and quotes on this line."
+            ],
+        ),
+        (
+            6,
+            [
+                "f:6: row: has 5 fields; the header has 4 (unit_number, donor_code, collected_at, volume_ml). Check "
+                "the commas and quotes on this line."
+            ],
+        ),
         (7, [f"f:7: donor_code: is {MAX_CELL_CHARS + 1:,} characters long; at most 1,000 are accepted."]),
     ]
     assert records[0].cells["donor_code"] == "D-\ufffd" and records[1].cells["donor_code"] == "two\nlines"
@@ -278,21 +476,34 @@ def test_row_problems_found_while_reading_carry_the_physical_line(tmp_path: Path
 
 def report(**overrides: object) -> ImportReport:
     values: dict[str, object] = dict(
-        kind=ImportKind.DONATIONS, path="d.csv", sha256="ab" * 32, rows=10, loaded=7, already_present=2, rejected=1,
-        problems=[], problem_count=1, rejects_path="d.rejects.csv", dry_run=False, already_imported=False,
-        event_seq=41, reactive=[])
+        kind=ImportKind.DONATIONS,
+        path="d.csv",
+        sha256="ab" * 32,
+        rows=10,
+        loaded=7,
+        already_present=2,
+        rejected=1,
+        problems=[],
+        problem_count=1,
+        rejects_path="d.rejects.csv",
+        dry_run=False,
+        already_imported=False,
+        event_seq=41,
+        reactive=[],
+    )
     values.update(overrides)
     return ImportReport(**values)  # type: ignore[arg-type]
 
 
 def test_the_report_sums_up_what_happened_in_one_sentence() -> None:
-    assert report().summary == ("d.csv: 7 of 10 rows loaded, 2 already present, 1 rejected (written to "
-                                "d.rejects.csv).")
+    assert report().summary == ("d.csv: 7 of 10 rows loaded, 2 already present, 1 rejected (written to d.rejects.csv).")
     assert report(dry_run=True, rejects_path=None).summary == (
-        "d.csv: 7 of 10 rows would be loaded, 2 already present, 1 rejected (dry run: nothing was written).")
+        "d.csv: 7 of 10 rows would be loaded, 2 already present, 1 rejected (dry run: nothing was written)."
+    )
     assert report(already_imported=True, loaded=0).summary.startswith("d.csv was already imported (audit event 41")
     assert report(rows=0, loaded=0, already_present=0, rejected=0).summary == (
-        "d.csv has a header but no data rows; 0 rows loaded.")
+        "d.csv has a header but no data rows; 0 rows loaded."
+    )
 
 
 def test_rejects_go_beside_the_file() -> None:

@@ -30,7 +30,8 @@ def test_the_spec_keys_are_required(name: str) -> None:
 def test_nested_spec_keys_are_required() -> None:
     defs = json_schemas.schema_of("trace-donor")["$defs"]
     assert {"unit_number", "collected_at", "status", "pool_number", "lot_numbers"} <= set(
-        defs["DonationLine"]["required"])
+        defs["DonationLine"]["required"]
+    )
     assert {"lot_number", "consignee", "shipped_on", "quantity"} <= set(defs["ShipmentLine"]["required"])
     lot_defs = json_schemas.schema_of("trace-lot")["$defs"]
     assert {"pool_number", "donor_count", "donation_count"} <= set(lot_defs["PoolLine"]["required"])

@@ -32,8 +32,14 @@ PANEL = {m.value: ResultValue.NONREACTIVE.value for m in DEFAULT_POLICY.required
 
 def unit(**overrides: object) -> UnitFacts:
     values: dict[str, object] = dict(
-        unit_number="A999926000001", status=UnitStatus.IN_INVENTORY, collected_at=COLLECTED, volume_ml=750,
-        current_results=dict(PANEL), donor_code="D-1", donor_qualified=True, deferral_at_collection=None,
+        unit_number="A999926000001",
+        status=UnitStatus.IN_INVENTORY,
+        collected_at=COLLECTED,
+        volume_ml=750,
+        current_results=dict(PANEL),
+        donor_code="D-1",
+        donor_qualified=True,
+        deferral_at_collection=None,
     )
     values.update(overrides)
     return UnitFacts(**values)  # type: ignore[arg-type]
@@ -54,8 +60,13 @@ def test_the_hold_ends_exactly_60_days_after_collection() -> None:
 
 
 def test_every_reason_is_listed_for_a_unit_that_fails_all_rules() -> None:
-    bad = unit(status=UnitStatus.INTERDICTED, current_results={"hbsag": "reactive", "anti-hiv": "invalid"},
-               donor_qualified=False, deferral_at_collection="travel (from 2026-01-01 until 2026-02-01)", volume_ml=0)
+    bad = unit(
+        status=UnitStatus.INTERDICTED,
+        current_results={"hbsag": "reactive", "anti-hiv": "invalid"},
+        donor_qualified=False,
+        deferral_at_collection="travel (from 2026-01-01 until 2026-02-01)",
+        volume_ml=0,
+    )
     problems = eligibility_problems(bad, now=COLLECTED)
     assert len(problems) == 8
     assert problems[0] == "not in inventory: interdicted"
@@ -109,7 +120,7 @@ def test_pool_composition_at_999_and_1000_distinct_donors() -> None:
 
 def test_a_product_may_raise_the_minimum_but_nothing_lowers_it(tmp_path: Path) -> None:
     raised = tmp_path / "raised.toml"
-    raised.write_text('[products.ivig]\nmin_donors = 1200\n')
+    raised.write_text("[products.ivig]\nmin_donors = 1200\n")
     policy = load_policy(raised)
     assert policy.min_donors_for("ivig") == 1200
     assert policy.min_donors_for("albumin") == 1000
@@ -135,7 +146,7 @@ def test_a_policy_file_with_unknown_keys_or_bad_toml_is_refused(tmp_path: Path) 
 
 def test_overrides_keep_the_defaults_they_do_not_name(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
-    path.write_text('hold_days = 90\n[products.anti-d]\nmin_donors = 1500\n')
+    path.write_text("hold_days = 90\n[products.anti-d]\nmin_donors = 1500\n")
     policy = load_policy(path)
     assert policy.hold_days == 90
     assert policy.product("anti-d").pool_limits_iu_per_ml == {Marker.B19_DNA: 10_000.0}
@@ -148,8 +159,17 @@ def _tests(**values: tuple[str, float | None, str | None]) -> dict[str, PoolTest
 
 def test_pool_release_needs_every_required_test_passing() -> None:
     ivig = DEFAULT_POLICY.product("ivig")
-    assert pool_release_problems(_tests(hbsag=("nonreactive", None, None), anti_hiv=("nonreactive", None, None),
-                                        hcv_rna=("nonreactive", None, None)), ivig) == []
+    assert (
+        pool_release_problems(
+            _tests(
+                hbsag=("nonreactive", None, None),
+                anti_hiv=("nonreactive", None, None),
+                hcv_rna=("nonreactive", None, None),
+            ),
+            ivig,
+        )
+        == []
+    )
     problems = pool_release_problems(_tests(hbsag=("reactive", None, None)), ivig)
     assert problems == ["hbsag: reactive", "anti-hiv: no pool test recorded", "hcv-rna: no pool test recorded"]
 
@@ -157,8 +177,9 @@ def test_pool_release_needs_every_required_test_passing() -> None:
 @pytest.mark.parametrize(("value", "ok"), [(10_000.0, True), (10_000.5, False), (0.0, True)])
 def test_b19_dna_limit_for_anti_d_is_10000_iu_per_ml(value: float, ok: bool) -> None:
     anti_d = DEFAULT_POLICY.product("anti-d")
-    base = dict(hbsag=("nonreactive", None, None), anti_hiv=("nonreactive", None, None),
-                hcv_rna=("nonreactive", None, None))
+    base = dict(
+        hbsag=("nonreactive", None, None), anti_hiv=("nonreactive", None, None), hcv_rna=("nonreactive", None, None)
+    )
     problems = pool_release_problems(_tests(**base, b19_dna=("reactive", value, "IU/mL")), anti_d)
     assert (problems == []) is ok
     assert pool_release_problems(_tests(**base, b19_dna=("nonreactive", None, None)), anti_d) == [
@@ -166,8 +187,14 @@ def test_b19_dna_limit_for_anti_d_is_10000_iu_per_ml(value: float, ok: bool) -> 
     ]
 
 
-def step(key: str, method: StepMethod, env: float | None = None, non_env: float | None = None,
-         outcome: StepOutcome = StepOutcome.COMPLETED, open_deviation: bool = False) -> StepFacts:
+def step(
+    key: str,
+    method: StepMethod,
+    env: float | None = None,
+    non_env: float | None = None,
+    outcome: StepOutcome = StepOutcome.COMPLETED,
+    open_deviation: bool = False,
+) -> StepFacts:
     return StepFacts(key, method, outcome, open_deviation, {ENVELOPED: env, NON_ENVELOPED: non_env})
 
 
@@ -175,29 +202,41 @@ CLEARANCE = DEFAULT_POLICY.clearance
 
 
 def test_cumulative_clearance_counts_one_step_per_mechanism_and_ignores_steps_under_1_log() -> None:
-    result = path_clearance(["P", "L"], [
-        step("S1", StepMethod.SOLVENT_DETERGENT, env=6.0),
-        step("S2", StepMethod.CAPRYLATE, env=4.5),        # same mechanism as S/D: only the larger counts
-        step("S3", StepMethod.LOW_PH, env=0.9),           # under 1 log: not counted
-        step("S4", StepMethod.NANOFILTRATION, env=5.0, non_env=4.0),
-    ], CLEARANCE)
+    result = path_clearance(
+        ["P", "L"],
+        [
+            step("S1", StepMethod.SOLVENT_DETERGENT, env=6.0),
+            step("S2", StepMethod.CAPRYLATE, env=4.5),  # same mechanism as S/D: only the larger counts
+            step("S3", StepMethod.LOW_PH, env=0.9),  # under 1 log: not counted
+            step("S4", StepMethod.NANOFILTRATION, env=5.0, non_env=4.0),
+        ],
+        CLEARANCE,
+    )
     assert result.cumulative == {ENVELOPED: 11.0, NON_ENVELOPED: 4.0}
-    assert result.effective_mechanisms == {ENVELOPED: ["lipid-solvent", "size-exclusion"],
-                                           NON_ENVELOPED: ["size-exclusion"]}
+    assert result.effective_mechanisms == {
+        ENVELOPED: ["lipid-solvent", "size-exclusion"],
+        NON_ENVELOPED: ["size-exclusion"],
+    }
     assert final_lot_clearance_problems([result], CLEARANCE) == []
 
 
 def test_a_step_of_exactly_1_log_counts_and_4_log_is_effective() -> None:
-    result = path_clearance(["P"], [step("S1", StepMethod.LOW_PH, env=1.0), step("S2", StepMethod.DRY_HEAT, env=4.0,
-                                                                                 non_env=3.99)], CLEARANCE)
+    result = path_clearance(
+        ["P"],
+        [step("S1", StepMethod.LOW_PH, env=1.0), step("S2", StepMethod.DRY_HEAT, env=4.0, non_env=3.99)],
+        CLEARANCE,
+    )
     assert result.cumulative[ENVELOPED] == 5.0
     assert result.effective_mechanisms[ENVELOPED] == ["heat"]
     assert result.effective_mechanisms[NON_ENVELOPED] == []
 
 
 def test_the_lot_gets_the_worst_path() -> None:
-    good = path_clearance(["P1", "L"], [step("S1", StepMethod.SOLVENT_DETERGENT, env=6),
-                                        step("S2", StepMethod.NANOFILTRATION, env=5, non_env=5)], CLEARANCE)
+    good = path_clearance(
+        ["P1", "L"],
+        [step("S1", StepMethod.SOLVENT_DETERGENT, env=6), step("S2", StepMethod.NANOFILTRATION, env=5, non_env=5)],
+        CLEARANCE,
+    )
     skipped = path_clearance(["P2", "L"], [step("S2", StepMethod.NANOFILTRATION, env=5, non_env=5)], CLEARANCE)
     problems = final_lot_clearance_problems([good, skipped], CLEARANCE)
     assert problems == [
@@ -207,10 +246,14 @@ def test_the_lot_gets_the_worst_path() -> None:
 
 
 def test_a_failed_step_or_an_open_deviation_blocks_release_and_a_failed_step_gives_no_credit() -> None:
-    result = path_clearance(["P", "L"], [
-        step("S1", StepMethod.SOLVENT_DETERGENT, env=6, outcome=StepOutcome.FAILED),
-        step("S2", StepMethod.NANOFILTRATION, env=5, non_env=5, outcome=StepOutcome.DEVIATION, open_deviation=True),
-    ], CLEARANCE)
+    result = path_clearance(
+        ["P", "L"],
+        [
+            step("S1", StepMethod.SOLVENT_DETERGENT, env=6, outcome=StepOutcome.FAILED),
+            step("S2", StepMethod.NANOFILTRATION, env=5, non_env=5, outcome=StepOutcome.DEVIATION, open_deviation=True),
+        ],
+        CLEARANCE,
+    )
     assert result.effective_mechanisms[ENVELOPED] == ["size-exclusion"]
     problems = final_lot_clearance_problems([result], CLEARANCE)
     assert "path P -> L: step S1 (solvent-detergent) failed" in problems

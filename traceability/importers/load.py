@@ -97,8 +97,10 @@ class ImportReport:
     def summary(self) -> str:
         """One sentence for the user, e.g. ``donations.csv: 1,200 rows loaded, 3 already present.``"""
         if self.already_imported:
-            return (f"{self.path} was already imported (audit event {self.event_seq}, SHA-256 {self.sha256[:12]}...); "
-                    "nothing was added.")
+            return (
+                f"{self.path} was already imported (audit event {self.event_seq}, SHA-256 {self.sha256[:12]}...); "
+                "nothing was added."
+            )
         if self.rows == 0:
             return f"{self.path} has a header but no data rows; 0 rows loaded."
         verb = "would be loaded" if self.dry_run else "loaded"
@@ -146,8 +148,9 @@ def import_file(
     try:
         kind = ImportKind(kind)
     except ValueError:
-        raise InvalidInput(f"{kind!r} is not a kind of import file; use one of: "
-                           f"{', '.join(k.value for k in ImportKind)}.") from None
+        raise InvalidInput(
+            f"{kind!r} is not a kind of import file; use one of: {', '.join(k.value for k in ImportKind)}."
+        ) from None
     path = Path(path)
     file = str(path)
     if not path.exists():
@@ -160,16 +163,22 @@ def import_file(
     columns = COLUMNS[kind]
     first = scan(path, columns)
     if first.problems:
-        raise InvalidImportFile(file, [p.render(file) for p in first.problems[:PROBLEMS_KEPT]],
-                                total=len(first.problems))
+        raise InvalidImportFile(
+            file, [p.render(file) for p in first.problems[:PROBLEMS_KEPT]], total=len(first.problems)
+        )
 
     job = _Import(session, kind, path, actor=actor, policy=policy, dry_run=dry_run, skip_invalid=skip_invalid)
     savepoint = session.begin_nested()
     writer: _RejectsWriter | None = None
     try:
-        event = audit.record(session, action=f"import.{kind.value}", entity_type="import",
-                             entity_key=path.name[:_ENTITY_KEY_MAX], actor=actor,
-                             new={"sha256": first.sha256, "rows": first.rows, "file": file})
+        event = audit.record(
+            session,
+            action=f"import.{kind.value}",
+            entity_type="import",
+            entity_key=path.name[:_ENTITY_KEY_MAX],
+            actor=actor,
+            new={"sha256": first.sha256, "rows": first.rows, "file": file},
+        )
         # Looked up only after our own event is written: on PostgreSQL writing it took the audit-chain lock, so a
         # concurrent import of the same file has committed by now and is seen here.
         earlier = _earlier_import(session, kind, first.sha256, exclude=event.id)
@@ -196,10 +205,20 @@ def import_file(
             raise InvalidImportFile(file, [f"{file}:1: file: changed while it was being imported; import it again."])
         job.raise_if_failed()
         if not dry_run:
-            audit.record(session, action=f"import.{kind.value}.completed", entity_type="import",
-                         entity_key=path.name[:_ENTITY_KEY_MAX], actor=actor,
-                         new={"sha256": first.sha256, "rows": first.rows, "loaded": job.loaded,
-                              "already_present": job.present, "rejected": job.rejected})
+            audit.record(
+                session,
+                action=f"import.{kind.value}.completed",
+                entity_type="import",
+                entity_key=path.name[:_ENTITY_KEY_MAX],
+                actor=actor,
+                new={
+                    "sha256": first.sha256,
+                    "rows": first.rows,
+                    "loaded": job.loaded,
+                    "already_present": job.present,
+                    "rejected": job.rejected,
+                },
+            )
         if dry_run:
             _undo(session, savepoint)
         else:
@@ -210,9 +229,13 @@ def import_file(
             writer.discard()
         raise
     written = writer.finish() if writer is not None else None
-    return job.report(first.sha256, first.rows, already_imported=False,
-                      event_seq=None if dry_run else event.seq,
-                      rejects_path=str(written) if written else None)
+    return job.report(
+        first.sha256,
+        first.rows,
+        already_imported=False,
+        event_seq=None if dry_run else event.seq,
+        rejects_path=str(written) if written else None,
+    )
 
 
 # --- the import run --------------------------------------------------------------------------------------------
@@ -226,8 +249,11 @@ def _undo(session: Session, savepoint: Any) -> None:
 def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude: int | None) -> AuditEvent | None:
     candidates = session.execute(
         select(AuditEvent)
-        .where(AuditEvent.action == f"import.{kind.value}", AuditEvent.new_values.contains(sha256),
-               AuditEvent.id != exclude)
+        .where(
+            AuditEvent.action == f"import.{kind.value}",
+            AuditEvent.new_values.contains(sha256),
+            AuditEvent.id != exclude,
+        )
         .order_by(AuditEvent.seq)
     ).scalars()
     for event in candidates:
@@ -262,8 +288,17 @@ def _shown(value: Any) -> str:
 class _Import:
     """The state of one import: counts, problems, keys seen so far in the file, and the rejects writer."""
 
-    def __init__(self, session: Session, kind: ImportKind, path: Path, *, actor: str, policy: Policy,
-                 dry_run: bool, skip_invalid: bool) -> None:
+    def __init__(
+        self,
+        session: Session,
+        kind: ImportKind,
+        path: Path,
+        *,
+        actor: str,
+        policy: Policy,
+        dry_run: bool,
+        skip_invalid: bool,
+    ) -> None:
         self.session, self.kind, self.path, self.file = session, kind, path, str(path)
         self.actor, self.policy, self.dry_run, self.skip_invalid = actor, policy, dry_run, skip_invalid
         self.now = self.stamp = utcnow()
@@ -294,19 +329,33 @@ class _Import:
         if self.conflict_count:
             more = self.conflict_count - len(self.conflicts)
             lines = self.conflicts + ([f"... and {more:,} more."] if more > 0 else [])
-            other = (f"\nThe file also has {self.problem_count:,} other problem"
-                     f"{'s' if self.problem_count != 1 else ''}." if self.problem_count else "")
+            other = (
+                f"\nThe file also has {self.problem_count:,} other problem{'s' if self.problem_count != 1 else ''}."
+                if self.problem_count
+                else ""
+            )
             raise Conflict("\n".join(lines) + other + "\nNothing was loaded.")
         if self.problem_count and not self.skip_invalid:
             raise InvalidImportFile(self.file, self.problems, total=self.problem_count)
 
-    def report(self, sha256: str, rows: int, *, already_imported: bool, event_seq: int | None,
-               rejects_path: str | None = None) -> ImportReport:
+    def report(
+        self, sha256: str, rows: int, *, already_imported: bool, event_seq: int | None, rejects_path: str | None = None
+    ) -> ImportReport:
         return ImportReport(
-            kind=self.kind, path=self.file, sha256=sha256, rows=rows, loaded=self.loaded,
-            already_present=self.present, rejected=self.rejected, problems=list(self.problems),
-            problem_count=self.problem_count, rejects_path=rejects_path, dry_run=self.dry_run,
-            already_imported=already_imported, event_seq=event_seq, reactive=list(self.reactive),
+            kind=self.kind,
+            path=self.file,
+            sha256=sha256,
+            rows=rows,
+            loaded=self.loaded,
+            already_present=self.present,
+            rejected=self.rejected,
+            problems=list(self.problems),
+            problem_count=self.problem_count,
+            rejects_path=rejects_path,
+            dry_run=self.dry_run,
+            already_imported=already_imported,
+            event_seq=event_seq,
+            reactive=list(self.reactive),
         )
 
     # -- rows ----------------------------------------------------------------------------------------------------
@@ -321,9 +370,11 @@ class _Import:
             if row is not None and not problems:
                 first = self.seen.get(row.key)
                 if first is not None:
-                    problems.append(RowProblem(
-                        record.line, _key_column(self.kind), f"{row.label} is also on line {first:,} of this file."
-                    ))
+                    problems.append(
+                        RowProblem(
+                            record.line, _key_column(self.kind), f"{row.label} is also on line {first:,} of this file."
+                        )
+                    )
                 else:
                     self.seen[row.key] = record.line
             if problems:
@@ -356,8 +407,9 @@ class _Import:
         if not diffs:
             self.present += 1
             return
-        self.conflict(row.line, f"{row.label}: already recorded with different values ({', '.join(diffs)}); "
-                                f"{_HINTS[self.kind]}")
+        self.conflict(
+            row.line, f"{row.label}: already recorded with different values ({', '.join(diffs)}); {_HINTS[self.kind]}"
+        )
 
     def conflict(self, line: int, message: str) -> None:
         self.conflict_count += 1
@@ -376,9 +428,11 @@ class _Import:
         """Ids of the named establishments that exist; there are few, so they are remembered for the run."""
         wanted = {c for c in codes if c and c not in self._sites}
         if wanted:
-            self._sites.update(self.session.execute(
-                select(Establishment.code, Establishment.id).where(Establishment.code.in_(wanted))
-            ).all())
+            self._sites.update(
+                self.session.execute(
+                    select(Establishment.code, Establishment.id).where(Establishment.code.in_(wanted))
+                ).all()
+            )
         return self._sites
 
     def note_reactive(self, unit_number: str) -> None:
@@ -411,15 +465,32 @@ def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
     new = []
     for r in rows:
         if r.establishment not in sites:
-            job.reject(r.line, [_missing(r.line, "establishment", "establishment", r.establishment,
-                                         "add it first with 'plasmatrace establishment add'")])
+            job.reject(
+                r.line,
+                [
+                    _missing(
+                        r.line,
+                        "establishment",
+                        "establishment",
+                        r.establishment,
+                        "add it first with 'plasmatrace establishment add'",
+                    )
+                ],
+            )
         elif r.donor_code in existing:
             site, registered_on = existing[r.donor_code]
-            job.compare(r, [("establishment", site, r.establishment),
-                            ("registered_on", registered_on, r.registered_on)])
+            job.compare(
+                r, [("establishment", site, r.establishment), ("registered_on", registered_on, r.registered_on)]
+            )
         else:
-            new.append({"donor_code": r.donor_code, "establishment_id": sites[r.establishment],
-                        "registered_on": r.registered_on, **job.recorded()})
+            new.append(
+                {
+                    "donor_code": r.donor_code,
+                    "establishment_id": sites[r.establishment],
+                    "registered_on": r.registered_on,
+                    **job.recorded(),
+                }
+            )
     job.insert(Donor, new)
 
 
@@ -437,8 +508,15 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
     existing = {
         row.unit_number: row
         for row in session.execute(
-            select(Donation.unit_number, Donor.donor_code, Establishment.code.label("establishment"),
-                   Donation.collected_at, Donation.volume_ml, Donation.plasma_kind, Donation.frozen_at)
+            select(
+                Donation.unit_number,
+                Donor.donor_code,
+                Establishment.code.label("establishment"),
+                Donation.collected_at,
+                Donation.volume_ml,
+                Donation.plasma_kind,
+                Donation.frozen_at,
+            )
             .join(Donor, Donor.id == Donation.donor_id)
             .outerjoin(Establishment, Establishment.id == Donation.establishment_id)
             .where(Donation.unit_number.in_([r.unit_number for r in rows]))
@@ -449,11 +527,25 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
         problems = []
         donor = donors.get(r.donor_code)
         if donor is None:
-            problems.append(_missing(r.line, "donor_code", "donor", r.donor_code,
-                                     "import the donors file first, or add the donor with 'plasmatrace donor add'"))
+            problems.append(
+                _missing(
+                    r.line,
+                    "donor_code",
+                    "donor",
+                    r.donor_code,
+                    "import the donors file first, or add the donor with 'plasmatrace donor add'",
+                )
+            )
         if r.establishment is not None and r.establishment not in sites:
-            problems.append(_missing(r.line, "establishment", "establishment", r.establishment,
-                                     "add it first with 'plasmatrace establishment add'"))
+            problems.append(
+                _missing(
+                    r.line,
+                    "establishment",
+                    "establishment",
+                    r.establishment,
+                    "add it first with 'plasmatrace establishment add'",
+                )
+            )
         if problems or donor is None:
             job.reject(r.line, problems)
             continue
@@ -462,18 +554,35 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
         kind = r.plasma_kind or PlasmaKind.SOURCE
         old = existing.get(r.unit_number)
         if old is not None:
-            job.compare(r, [
-                ("donor_code", old.donor_code, r.donor_code), ("collected_at", old.collected_at, r.collected_at),
-                ("volume_ml", old.volume_ml, r.volume_ml), ("establishment", old.establishment, site),
-                ("plasma_kind", old.plasma_kind, kind), ("frozen_at", old.frozen_at, r.frozen_at),
-            ])
+            job.compare(
+                r,
+                [
+                    ("donor_code", old.donor_code, r.donor_code),
+                    ("collected_at", old.collected_at, r.collected_at),
+                    ("volume_ml", old.volume_ml, r.volume_ml),
+                    ("establishment", old.establishment, site),
+                    ("plasma_kind", old.plasma_kind, kind),
+                    ("frozen_at", old.frozen_at, r.frozen_at),
+                ],
+            )
             continue
-        new.append({
-            "unit_number": r.unit.value, "scheme": r.unit.scheme, "flag": r.unit.flag, "donor_id": donor_id,
-            "establishment_id": sites[r.establishment] if r.establishment else donor_site_id,
-            "collected_at": r.collected_at, "frozen_at": r.frozen_at, "volume_ml": r.volume_ml, "plasma_kind": kind,
-            "status": UnitStatus.IN_INVENTORY, "status_reason": None, "version": 1, **job.recorded(),
-        })
+        new.append(
+            {
+                "unit_number": r.unit.value,
+                "scheme": r.unit.scheme,
+                "flag": r.unit.flag,
+                "donor_id": donor_id,
+                "establishment_id": sites[r.establishment] if r.establishment else donor_site_id,
+                "collected_at": r.collected_at,
+                "frozen_at": r.frozen_at,
+                "volume_ml": r.volume_ml,
+                "plasma_kind": kind,
+                "status": UnitStatus.IN_INVENTORY,
+                "status_reason": None,
+                "version": 1,
+                **job.recorded(),
+            }
+        )
     job.insert(Donation, new)
 
 
@@ -492,9 +601,17 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
     recorded: dict[tuple[int, str, datetime], Any] = {}
     if units:
         for old in session.execute(
-            select(TestResult.donation_id, TestResult.marker, TestResult.version, TestResult.tested_at,
-                   TestResult.result, TestResult.value, TestResult.value_unit, TestResult.method,
-                   Establishment.code.label("lab"))
+            select(
+                TestResult.donation_id,
+                TestResult.marker,
+                TestResult.version,
+                TestResult.tested_at,
+                TestResult.result,
+                TestResult.value,
+                TestResult.value_unit,
+                TestResult.method,
+                Establishment.code.label("lab"),
+            )
             .outerjoin(Establishment, Establishment.id == TestResult.lab_id)
             .where(TestResult.donation_id.in_([u.id for u in units.values()]))
             .order_by(TestResult.version)
@@ -507,31 +624,61 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
         problems = []
         unit = units.get(r.unit_number)
         if unit is None:
-            problems.append(_missing(r.line, "unit_number", "unit", r.unit_number,
-                                     "import the donations file first, or add it with 'plasmatrace donation add'"))
+            problems.append(
+                _missing(
+                    r.line,
+                    "unit_number",
+                    "unit",
+                    r.unit_number,
+                    "import the donations file first, or add it with 'plasmatrace donation add'",
+                )
+            )
         elif r.tested_at < unit.collected_at:
-            problems.append(RowProblem(r.line, "tested_at", f"{r.tested_at.isoformat()} is before unit "
-                                       f"{r.unit_number} was collected ({unit.collected_at.isoformat()})."))
+            problems.append(
+                RowProblem(
+                    r.line,
+                    "tested_at",
+                    f"{r.tested_at.isoformat()} is before unit "
+                    f"{r.unit_number} was collected ({unit.collected_at.isoformat()}).",
+                )
+            )
         if r.lab is not None and r.lab not in labs:
-            problems.append(_missing(r.line, "lab", "establishment", r.lab,
-                                     "add it first with 'plasmatrace establishment add'"))
+            problems.append(
+                _missing(r.line, "lab", "establishment", r.lab, "add it first with 'plasmatrace establishment add'")
+            )
         if problems or unit is None:
             job.reject(r.line, problems)
             continue
         old = recorded.get((unit.id, r.marker.value, r.tested_at))
         if old is not None:
-            job.compare(r, [
-                ("result", old.result, r.result), ("value", old.value, r.value),
-                ("unit", old.value_unit, r.value_unit), ("method", old.method, r.method), ("lab", old.lab, r.lab),
-            ])
+            job.compare(
+                r,
+                [
+                    ("result", old.result, r.result),
+                    ("value", old.value, r.value),
+                    ("unit", old.value_unit, r.value_unit),
+                    ("method", old.method, r.method),
+                    ("lab", old.lab, r.lab),
+                ],
+            )
             continue
         version = latest.get((unit.id, r.marker.value), 0) + 1
         latest[(unit.id, r.marker.value)] = version
-        new.append({
-            "donation_id": unit.id, "marker": r.marker, "version": version, "result": r.result, "value": r.value,
-            "value_unit": r.value_unit, "method": r.method, "lab_id": labs[r.lab] if r.lab else None,
-            "tested_at": r.tested_at, "reason": "repeat test" if version > 1 else None, **job.recorded(),
-        })
+        new.append(
+            {
+                "donation_id": unit.id,
+                "marker": r.marker,
+                "version": version,
+                "result": r.result,
+                "value": r.value,
+                "value_unit": r.value_unit,
+                "method": r.method,
+                "lab_id": labs[r.lab] if r.lab else None,
+                "tested_at": r.tested_at,
+                "reason": "repeat test" if version > 1 else None,
+                **job.recorded(),
+            }
+        )
         if r.result == ResultValue.REACTIVE:
             reactive.append((r, unit.id, version))
     job.insert(TestResult, new)
@@ -550,19 +697,24 @@ def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, i
     ids = sorted({donation_id for _, donation_id, _ in reactive})
     # populate_existing: set-based updates elsewhere (pooling) may have left copies in the session stale.
     units = {
-        unit.id: unit for unit in session.execute(
+        unit.id: unit
+        for unit in session.execute(
             select(Donation).where(Donation.id.in_(ids)).execution_options(populate_existing=True)
         ).scalars()
     }
     results = {
-        (result.donation_id, result.marker.value, result.version): result for result in session.execute(
+        (result.donation_id, result.marker.value, result.version): result
+        for result in session.execute(
             select(TestResult).where(TestResult.donation_id.in_(ids), TestResult.import_event_id == job.event_id)
         ).scalars()
     }
     for row, donation_id, version in reactive:
         unit = units[donation_id]
-        outcome = ResultOutcome(result=results[(donation_id, row.marker.value, version)],
-                                unit_number=unit.unit_number, donor_code=donors[row.unit_number])
+        outcome = ResultOutcome(
+            result=results[(donation_id, row.marker.value, version)],
+            unit_number=unit.unit_number,
+            donor_code=donors[row.unit_number],
+        )
         apply_reactive(session, unit, row.marker, outcome, actor=job.actor, policy=job.policy)
 
 
@@ -574,22 +726,32 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
             select(Pool.pool_number, Pool.id, Pool.status).where(Pool.pool_number.in_({r.pool_number for r in rows}))
         ).all()
     }
-    units = dict(session.execute(
-        select(Donation.unit_number, Pool.pool_number)
-        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-        .where(Donation.unit_number.in_([r.unit_number for r in rows]))
-    ).all())
+    units = dict(
+        session.execute(
+            select(Donation.unit_number, Pool.pool_number)
+            .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
+            .outerjoin(Pool, Pool.id == PoolMember.pool_id)
+            .where(Donation.unit_number.in_([r.unit_number for r in rows]))
+        ).all()
+    )
     by_pool: dict[str, list[PoolMemberRow]] = defaultdict(list)
     for r in rows:
         problems = []
         pool = pool_rows.get(r.pool_number)
         if pool is None:
-            problems.append(_missing(r.line, "pool_number", "pool", r.pool_number,
-                                     "create it first with 'plasmatrace pool create'"))
+            problems.append(
+                _missing(r.line, "pool_number", "pool", r.pool_number, "create it first with 'plasmatrace pool create'")
+            )
         if r.unit_number not in units:
-            problems.append(_missing(r.line, "unit_number", "unit", r.unit_number,
-                                     "import the donations file first, or add it with 'plasmatrace donation add'"))
+            problems.append(
+                _missing(
+                    r.line,
+                    "unit_number",
+                    "unit",
+                    r.unit_number,
+                    "import the donations file first, or add it with 'plasmatrace donation add'",
+                )
+            )
         if problems or pool is None:
             job.reject(r.line, problems)
             continue
@@ -599,8 +761,16 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
         elif pooled_in is not None:
             job.conflict(r.line, f"{r.label}: already in pool {pooled_in}, not {r.pool_number}; {_HINTS[job.kind]}.")
         elif pool[1] != PoolStatus.OPEN:
-            job.reject(r.line, [RowProblem(r.line, "pool_number", f"pool {r.pool_number} is {pool[1].value}; "
-                                           "units can be added to an open pool only.")])
+            job.reject(
+                r.line,
+                [
+                    RowProblem(
+                        r.line,
+                        "pool_number",
+                        f"pool {r.pool_number} is {pool[1].value}; units can be added to an open pool only.",
+                    )
+                ],
+            )
         else:
             by_pool[r.pool_number].append(r)
     for pool_number, members in by_pool.items():
@@ -609,22 +779,41 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
 
 def _add_to_pool(job: _Import, pool_number: str, members: list[PoolMemberRow]) -> None:
     try:
-        job.loaded += pools.add_units(job.session, pool_number=pool_number,
-                                      unit_numbers=[m.unit_number for m in members], actor=job.actor,
-                                      policy=job.policy, import_event_id=job.event_id)
+        job.loaded += pools.add_units(
+            job.session,
+            pool_number=pool_number,
+            unit_numbers=[m.unit_number for m in members],
+            actor=job.actor,
+            policy=job.policy,
+            import_event_id=job.event_id,
+        )
         return
     except IneligibleUnits as error:
         reasons = error.reasons
     # add_units changes nothing when it refuses, and eligibility is judged unit by unit: the others can go in.
     for m in members:
         if m.unit_number in reasons:
-            job.reject(m.line, [RowProblem(m.line, "unit_number", f"unit {m.unit_number} is not eligible for pool "
-                                           f"{pool_number}: {'; '.join(reasons[m.unit_number])}.")])
+            job.reject(
+                m.line,
+                [
+                    RowProblem(
+                        m.line,
+                        "unit_number",
+                        f"unit {m.unit_number} is not eligible for pool "
+                        f"{pool_number}: {'; '.join(reasons[m.unit_number])}.",
+                    )
+                ],
+            )
     eligible = [m for m in members if m.unit_number not in reasons]
     if eligible:
-        job.loaded += pools.add_units(job.session, pool_number=pool_number,
-                                      unit_numbers=[m.unit_number for m in eligible], actor=job.actor,
-                                      policy=job.policy, import_event_id=job.event_id)
+        job.loaded += pools.add_units(
+            job.session,
+            pool_number=pool_number,
+            unit_numbers=[m.unit_number for m in eligible],
+            actor=job.actor,
+            policy=job.policy,
+            import_event_id=job.event_id,
+        )
 
 
 _LOADERS: dict[ImportKind, Callable[[_Import, Any], None]] = {
@@ -656,10 +845,12 @@ class _RejectsWriter:
             self._csv = csv.writer(self._file, lineterminator="\n")
             self._csv.writerow([self.header[i] for i in keep] + ["line", "problem"])
         fields = record.fields
-        text = "; ".join(f"{p.field}: {p.message}" if p.line == record.line else
-                         f"{p.field} (line {p.line}): {p.message}" for p in problems)
+        text = "; ".join(
+            f"{p.field}: {p.message}" if p.line == record.line else f"{p.field} (line {p.line}): {p.message}"
+            for p in problems
+        )
         if len(fields) > len(self.header):
-            text += f" Extra fields: {' | '.join(fields[len(self.header):])}"
+            text += f" Extra fields: {' | '.join(fields[len(self.header) :])}"
         self._csv.writerow([fields[i] if i < len(fields) else "" for i in keep] + [record.line, text])
 
     def finish(self) -> Path | None:

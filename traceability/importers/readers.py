@@ -91,29 +91,38 @@ class _Lines:
             data = data[len(_BOM) :]
         if b"\x00" in data:
             position = data.index(b"\x00") + 1
-            self.problems.append(RowProblem(
-                self.number, ROW, f"contains a NUL byte (byte {position} of the line); a CSV file has none, "
-                "so this line is probably damaged or the file is not plain text."
-            ))
+            self.problems.append(
+                RowProblem(
+                    self.number,
+                    ROW,
+                    f"contains a NUL byte (byte {position} of the line); a CSV file has none, "
+                    "so this line is probably damaged or the file is not plain text.",
+                )
+            )
             data = data.replace(b"\x00", b"")
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as error:
-            self.problems.append(RowProblem(
-                self.number, ROW, f"is not valid UTF-8 (byte 0x{data[error.start]:02X} at byte {error.start + 1} "
-                "of the line); save the file as UTF-8 (in a spreadsheet: CSV UTF-8)."
-            ))
+            self.problems.append(
+                RowProblem(
+                    self.number,
+                    ROW,
+                    f"is not valid UTF-8 (byte 0x{data[error.start]:02X} at byte {error.start + 1} "
+                    "of the line); save the file as UTF-8 (in a spreadsheet: CSV UTF-8).",
+                )
+            )
             return data.decode("utf-8", errors="replace")
 
 
 def _csv_error_message(error: csv.Error) -> str:
     text = str(error)
     if "unexpected end of data" in text:
-        return ("a quoted field that starts on this line is never closed: the file ends inside quotes "
-                "(a truncated file, or a stray \").")
+        return (
+            "a quoted field that starts on this line is never closed: the file ends inside quotes "
+            '(a truncated file, or a stray ").'
+        )
     if "expected after" in text:
-        return ("a quoted field has text after its closing quote; a quote inside a quoted field is written "
-                "twice (\"\").")
+        return 'a quoted field has text after its closing quote; a quote inside a quoted field is written twice ("").'
     if "new-line character" in text:
         return "a line ends with a bare carriage return; save the file with ordinary line endings."
     return f"cannot be read as CSV: {text}."
@@ -161,7 +170,8 @@ class _Reader:
                     yield self._record(start, fields, lines.problems)
             except _RecordTooLong as error:
                 self.problem(
-                    start, ROW if start > 1 else "header",
+                    start,
+                    ROW if start > 1 else "header",
                     f"runs past {MAX_RECORD_BYTES:,} bytes (to line {error.line:,}) without ending; a quoted field "
                     "is probably never closed, or this is not a CSV file. Reading stopped here.",
                 )
@@ -194,16 +204,23 @@ class _Reader:
         separator = next((s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]), None)
         if separator is not None:
             shown = "a tab" if separator == "\t" else repr(separator)
-            self.problem(1, "header", f"columns are separated by {shown}; import files are comma-separated "
-                                      f"(CSV). {expected.capitalize()}")
+            self.problem(
+                1,
+                "header",
+                f"columns are separated by {shown}; import files are comma-separated (CSV). {expected.capitalize()}",
+            )
             return False
         if unknown:
-            self.problem(1, "header", f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                                      f"{expected}")
+            self.problem(
+                1, "header", f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; {expected}"
+            )
         missing = [n for n in self.columns.required if n not in self.header]
         if missing:
-            self.problem(1, "header", f"missing required column{'s' if len(missing) > 1 else ''} "
-                                      f"{', '.join(missing)}; {expected}")
+            self.problem(
+                1,
+                "header",
+                f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; {expected}",
+            )
         if self.problems:
             return False
         self.index = {n: i for i, n in enumerate(self.header) if n in self.columns.known}
@@ -212,18 +229,24 @@ class _Reader:
     def _record(self, line: int, fields: list[str], problems: list[RowProblem]) -> Record:
         problems = list(problems)
         if len(fields) != len(self.header):
-            problems.append(RowProblem(
-                line, ROW, f"has {len(fields)} field{'s' if len(fields) != 1 else ''}; the header has "
-                f"{len(self.header)} ({', '.join(self.header)}). Check the commas and quotes on this line."
-            ))
+            problems.append(
+                RowProblem(
+                    line,
+                    ROW,
+                    f"has {len(fields)} field{'s' if len(fields) != 1 else ''}; the header has "
+                    f"{len(self.header)} ({', '.join(self.header)}). Check the commas and quotes on this line.",
+                )
+            )
             return Record(line, fields, {}, problems)
         cells: dict[str, str | None] = dict.fromkeys(self.columns.known)
         for name, i in self.index.items():
             text = fields[i].strip()
             if len(text) > MAX_CELL_CHARS:
-                problems.append(RowProblem(
-                    line, name, f"is {len(text):,} characters long; at most {MAX_CELL_CHARS:,} are accepted."
-                ))
+                problems.append(
+                    RowProblem(
+                        line, name, f"is {len(text):,} characters long; at most {MAX_CELL_CHARS:,} are accepted."
+                    )
+                )
                 del cells[name]
             else:
                 cells[name] = text or None

@@ -12,14 +12,20 @@ from .graph import Upstream, paths_to, steps_for, upstream
 
 def step_facts(step: Step) -> StepFacts:
     return StepFacts(
-        step_key=step.step_key, method=step.method, outcome=step.outcome,
+        step_key=step.step_key,
+        method=step.method,
+        outcome=step.outcome,
         deviation_open=step.outcome == StepOutcome.DEVIATION and step.deviation_closed_at is None,
         lrv={ENVELOPED: step.lrv_enveloped, NON_ENVELOPED: step.lrv_non_enveloped},
     )
 
 
 def lot_clearance(
-    session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY, *, graph: Upstream | None = None,
+    session: Session,
+    lot: Lot,
+    policy: Policy = DEFAULT_POLICY,
+    *,
+    graph: Upstream | None = None,
     steps: list[Step] | None = None,
 ) -> list[PathClearance]:
     """Clearance along every path from a pool to the lot (material that skipped a step did not get its benefit)."""

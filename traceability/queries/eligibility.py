@@ -55,9 +55,7 @@ def qualifying_collections(
             select(Donation.donor_id, Donation.collected_at)
             .join(cur, cur.c.donation_id == Donation.id)
             .group_by(Donation.id, Donation.donor_id, Donation.collected_at)
-            .having(
-                func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel)
-            )
+            .having(func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel))
         )
         for donor_id, collected_at in session.execute(query):
             result[donor_id].append(collected_at)
@@ -82,8 +80,14 @@ def unit_facts(
     """Eligibility facts for the named units, or for every member of a pool, keyed by unit number."""
     base = (
         select(
-            Donation.id, Donation.unit_number, Donation.status, Donation.collected_at, Donation.volume_ml,
-            Donation.donor_id, Donor.donor_code, Pool.pool_number,
+            Donation.id,
+            Donation.unit_number,
+            Donation.status,
+            Donation.collected_at,
+            Donation.volume_ml,
+            Donation.donor_id,
+            Donor.donor_code,
+            Pool.pool_number,
         )
         .join(Donor, Donor.id == Donation.donor_id)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
@@ -129,7 +133,9 @@ def unit_facts(
             donor_code=r.donor_code,
             donor_qualified=qualified[r.donor_id],
             deferral_at_collection=(
-                None if active is None else f"{active.reason} (from {active.starts_on}"
+                None
+                if active is None
+                else f"{active.reason} (from {active.starts_on}"
                 + (f" until {active.ends_on})" if active.ends_on else ", permanent)")
             ),
             already_pooled_in=r.pool_number,

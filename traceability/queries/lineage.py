@@ -145,8 +145,16 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     donor = get_donor(session, donor_code)
     site = session.get_one(Establishment, donor.establishment_id)
     rows = session.execute(
-        select(Donation.id, Donation.unit_number, Donation.collected_at, Donation.volume_ml, Donation.status,
-               Donation.version, Pool.id, Pool.pool_number)
+        select(
+            Donation.id,
+            Donation.unit_number,
+            Donation.collected_at,
+            Donation.volume_ml,
+            Donation.status,
+            Donation.version,
+            Pool.id,
+            Pool.pool_number,
+        )
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
         .outerjoin(Pool, Pool.id == PoolMember.pool_id)
         .where(Donation.donor_id == donor.id)
@@ -169,17 +177,28 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
         establishment=site.code,
         registered_on=_iso(donor.registered_on),
         deferrals=[
-            {"sequence": d.sequence, "reason": d.reason, "source": d.source.value, "starts_on": _iso(d.starts_on),
-             "ends_on": _iso(d.ends_on), "lifted_on": _iso(d.lifted_on)}
+            {
+                "sequence": d.sequence,
+                "reason": d.reason,
+                "source": d.source.value,
+                "starts_on": _iso(d.starts_on),
+                "ends_on": _iso(d.ends_on),
+                "lifted_on": _iso(d.lifted_on),
+            }
             for d in deferrals
         ],
         lookback_window_start=_iso(start),
         donations=[
             DonationLine(
-                unit_number=r[1], collected_at=r[2].isoformat(), volume_ml=r[3], status=r[4].value,
-                pool_number=r[7], lot_numbers=sorted(lots[i].lot_number for i in lots_by_pool.get(r[6], ())),
+                unit_number=r[1],
+                collected_at=r[2].isoformat(),
+                volume_ml=r[3],
+                status=r[4].value,
+                pool_number=r[7],
+                lot_numbers=sorted(lots[i].lot_number for i in lots_by_pool.get(r[6], ())),
                 results=dict(sorted(results.get(r[0], {}).items())),
-                in_lookback_window=start is None or r[2] >= start, changed=r[5] > 1,
+                in_lookback_window=start is None or r[2] >= start,
+                changed=r[5] > 1,
             )
             for r in rows
         ],
@@ -215,25 +234,44 @@ def trace_unit(session: Session, unit_number: str) -> UnitTrace:
     unit = get_unit(session, unit_number)
     donor_code = session.execute(select(Donor.donor_code).where(Donor.id == unit.donor_id)).scalar_one()
     pool = session.execute(
-        select(Pool.id, Pool.pool_number).join(PoolMember, PoolMember.pool_id == Pool.id)
+        select(Pool.id, Pool.pool_number)
+        .join(PoolMember, PoolMember.pool_id == Pool.id)
         .where(PoolMember.donation_id == unit.id)
     ).first()
-    results = session.execute(
-        select(TestResult).where(TestResult.donation_id == unit.id).order_by(TestResult.marker, TestResult.version)
-    ).scalars().all()
+    results = (
+        session.execute(
+            select(TestResult).where(TestResult.donation_id == unit.id).order_by(TestResult.marker, TestResult.version)
+        )
+        .scalars()
+        .all()
+    )
     latest = {r.marker: r.version for r in results}
     lot_ids = downstream_lots(session, [pool[0]]).get(pool[0], set()) if pool else set()
     lots = _lots(session, lot_ids)
     return UnitTrace(
-        unit_number=unit.unit_number, scheme=unit.scheme.value, donor_code=donor_code,
-        collected_at=unit.collected_at.isoformat(), frozen_at=_iso(unit.frozen_at), volume_ml=unit.volume_ml,
-        plasma_kind=unit.plasma_kind.value, status=unit.status.value, status_reason=unit.status_reason,
-        version=unit.version, pool_number=pool[1] if pool else None,
+        unit_number=unit.unit_number,
+        scheme=unit.scheme.value,
+        donor_code=donor_code,
+        collected_at=unit.collected_at.isoformat(),
+        frozen_at=_iso(unit.frozen_at),
+        volume_ml=unit.volume_ml,
+        plasma_kind=unit.plasma_kind.value,
+        status=unit.status.value,
+        status_reason=unit.status_reason,
+        version=unit.version,
+        pool_number=pool[1] if pool else None,
         results=[
-            {"marker": r.marker.value, "version": r.version, "current": latest[r.marker] == r.version,
-             "result": r.result.value, "value": r.value, "unit": r.value_unit,
-             "method": r.method.value if r.method else None, "tested_at": r.tested_at.isoformat(),
-             "reason": r.reason}
+            {
+                "marker": r.marker.value,
+                "version": r.version,
+                "current": latest[r.marker] == r.version,
+                "result": r.result.value,
+                "value": r.value,
+                "unit": r.value_unit,
+                "method": r.method.value if r.method else None,
+                "tested_at": r.tested_at.isoformat(),
+                "reason": r.reason,
+            }
             for r in results
         ],
         lots=sorted(line.lot_number for line in lots.values()),
@@ -266,9 +304,15 @@ def _pool_lines(session: Session, pool_ids: set[int]) -> dict[int, PoolLine]:
     if not pool_ids:
         return {}
     rows = session.execute(
-        select(Pool.id, Pool.pool_number, Pool.product, Pool.status,
-               func.count(func.distinct(Donation.donor_id)), func.count(Donation.id),
-               func.coalesce(func.sum(Donation.volume_ml), 0))
+        select(
+            Pool.id,
+            Pool.pool_number,
+            Pool.product,
+            Pool.status,
+            func.count(func.distinct(Donation.donor_id)),
+            func.count(Donation.id),
+            func.coalesce(func.sum(Donation.volume_ml), 0),
+        )
         .outerjoin(PoolMember, PoolMember.pool_id == Pool.id)
         .outerjoin(Donation, Donation.id == PoolMember.donation_id)
         .where(Pool.id.in_(pool_ids))
@@ -299,8 +343,16 @@ def _pool_tests(session: Session, pool_ids: set[int]) -> dict[int, list[dict[str
         select(PoolTest).where(PoolTest.pool_id.in_(pool_ids)).order_by(PoolTest.marker, PoolTest.version)
     ).scalars()
     for t in rows:
-        tests[t.pool_id].append({"marker": t.marker.value, "version": t.version, "result": t.result.value,
-                                 "value": t.value, "unit": t.value_unit, "tested_at": t.tested_at.isoformat()})
+        tests[t.pool_id].append(
+            {
+                "marker": t.marker.value,
+                "version": t.version,
+                "result": t.result.value,
+                "value": t.value,
+                "unit": t.value_unit,
+                "tested_at": t.tested_at.isoformat(),
+            }
+        )
     return tests
 
 
@@ -340,8 +392,11 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
     totals = (0, 0, 0)
     if graph.pool_ids:
         totals = session.execute(
-            select(func.count(func.distinct(Donation.donor_id)), func.count(Donation.id),
-                   func.coalesce(func.sum(Donation.volume_ml), 0))
+            select(
+                func.count(func.distinct(Donation.donor_id)),
+                func.count(Donation.id),
+                func.coalesce(func.sum(Donation.volume_ml), 0),
+            )
             .join(PoolMember, PoolMember.donation_id == Donation.id)
             .where(PoolMember.pool_id.in_(graph.pool_ids))
         ).one()
@@ -351,22 +406,39 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
     paths = lot_clearance(session, lot, policy, graph=graph, steps=steps)
     tests = _pool_tests(session, graph.pool_ids)
     return LotTrace(
-        lot_number=lot.lot_number, product=lot.product, kind=lot.kind.value, status=lot.status.value,
+        lot_number=lot.lot_number,
+        product=lot.product,
+        kind=lot.kind.value,
+        status=lot.status.value,
         pools=sorted(pools.values(), key=lambda p: p.pool_number),
         lots=sorted(n for i, n in lot_names.items() if i != lot.id),
         inputs=sorted(
             (
-                {"lot_number": lot_names[target], "input_kind": kind,
-                 "input": pool_names[ident] if kind == "pool" else lot_names[ident], "quantity": quantity}
-                for target, edges in graph.inputs.items() for kind, ident, quantity in edges
+                {
+                    "lot_number": lot_names[target],
+                    "input_kind": kind,
+                    "input": pool_names[ident] if kind == "pool" else lot_names[ident],
+                    "quantity": quantity,
+                }
+                for target, edges in graph.inputs.items()
+                for kind, ident, quantity in edges
             ),
             key=lambda e: (e["lot_number"], e["input"]),
         ),
-        donor_count=int(totals[0]), donation_count=int(totals[1]), volume_ml=int(totals[2]),
+        donor_count=int(totals[0]),
+        donation_count=int(totals[1]),
+        volume_ml=int(totals[2]),
         steps=_step_lines(steps, pool_names, lot_names),
         pool_tests={pool_names[i]: t for i, t in tests.items()},
-        clearance=[{"path": p.path, "cumulative_log10": p.cumulative, "effective_mechanisms": p.effective_mechanisms,
-                    "problems": p.problems} for p in paths],
+        clearance=[
+            {
+                "path": p.path,
+                "cumulative_log10": p.cumulative,
+                "effective_mechanisms": p.effective_mechanisms,
+                "problems": p.problems,
+            }
+            for p in paths
+        ],
         clearance_problems=final_lot_clearance_problems(paths, policy.clearance) if lot.kind.value == "final" else [],
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
@@ -398,7 +470,9 @@ class PoolTrace:
         return data
 
 
-def trace_pool(session: Session, pool_number: str, *, members: bool = False, policy: Policy = DEFAULT_POLICY) -> PoolTrace:
+def trace_pool(
+    session: Session, pool_number: str, *, members: bool = False, policy: Policy = DEFAULT_POLICY
+) -> PoolTrace:
     """A pool: its composition, tests and steps, every lot made from it and every shipment of those lots."""
     pool = get_pool(session, pool_number)
     line = _pool_lines(session, {pool.id})[pool.id]
@@ -406,9 +480,15 @@ def trace_pool(session: Session, pool_number: str, *, members: bool = False, pol
     lots = _lots(session, lot_ids)
     steps = steps_for(session, pool_ids={pool.id}, lot_ids=set())
     return PoolTrace(
-        pool_number=pool.pool_number, product=pool.product, status=pool.status.value,
-        created_at=pool.created_at.isoformat(), closed_at=_iso(pool.closed_at), released_at=_iso(pool.released_at),
-        donor_count=line.donor_count, donation_count=line.donation_count, volume_ml=line.volume_ml,
+        pool_number=pool.pool_number,
+        product=pool.product,
+        status=pool.status.value,
+        created_at=pool.created_at.isoformat(),
+        closed_at=_iso(pool.closed_at),
+        released_at=_iso(pool.released_at),
+        donor_count=line.donor_count,
+        donation_count=line.donation_count,
+        volume_ml=line.volume_ml,
         min_donors=policy.min_donors_for(pool.product) if pool.product in policy.products else policy.min_donors,
         tests=_pool_tests(session, {pool.id}).get(pool.id, []),
         steps=_step_lines(steps, {pool.id: pool.pool_number}, {}),
@@ -422,8 +502,6 @@ def lots_downstream_of_lot(session: Session, lot_number: str) -> list[str]:
     lot = get_lot(session, lot_number)
     ids = downstream_of_lot(session, lot.id)
     return sorted(x.lot_number for x in _lots(session, ids).values())
-
-
 
 
 # --- look-back cases -------------------------------------------------------------------------------------------
@@ -459,8 +537,15 @@ def trace_case(session: Session, case_number: str) -> CaseTrace:
         raise CaseNotFound(case_number)
     donor_code = session.execute(select(Donor.donor_code).where(Donor.id == case.donor_id)).scalar_one()
     rows = session.execute(
-        select(Donation.unit_number, Donation.collected_at, Donation.status, CaseFinding.action, Pool.id,
-               Pool.pool_number, Pool.status)
+        select(
+            Donation.unit_number,
+            Donation.collected_at,
+            Donation.status,
+            CaseFinding.action,
+            Pool.id,
+            Pool.pool_number,
+            Pool.status,
+        )
         .join(CaseFinding, CaseFinding.donation_id == Donation.id)
         .outerjoin(Pool, Pool.id == CaseFinding.pool_id)
         .where(CaseFinding.case_id == case.id)
@@ -471,13 +556,25 @@ def trace_case(session: Session, case_number: str) -> CaseTrace:
     lot_ids = set().union(*lots_by_pool.values()) if lots_by_pool else set()
     lots = _lots(session, lot_ids)
     return CaseTrace(
-        case_number=case.case_number, status=case.status.value, donor_code=donor_code, reason=case.reason,
-        opened_at=case.created_at.isoformat(), opened_by=case.created_by, window_start=_iso(case.window_start),
-        closed_at=_iso(case.closed_at), closure=case.closure,
+        case_number=case.case_number,
+        status=case.status.value,
+        donor_code=donor_code,
+        reason=case.reason,
+        opened_at=case.created_at.isoformat(),
+        opened_by=case.created_by,
+        window_start=_iso(case.window_start),
+        closed_at=_iso(case.closed_at),
+        closure=case.closure,
         findings=[
-            {"unit_number": u, "collected_at": c.isoformat(), "status": s.value, "action": a, "pool_number": pn,
-             "pool_status": ps.value if ps else None,
-             "lot_numbers": sorted(lots[i].lot_number for i in lots_by_pool.get(pid, ()))}
+            {
+                "unit_number": u,
+                "collected_at": c.isoformat(),
+                "status": s.value,
+                "action": a,
+                "pool_number": pn,
+                "pool_status": ps.value if ps else None,
+                "lot_numbers": sorted(lots[i].lot_number for i in lots_by_pool.get(pid, ())),
+            }
             for u, c, s, a, pid, pn, ps in rows
         ],
         pools=sorted({r[5] for r in rows if r[5]}),
@@ -491,10 +588,19 @@ def list_cases(session: Session) -> tuple[list[str], list[list[Any]]]:
 
     counts = select(CaseFinding.case_id, func.count(CaseFinding.id).label("n")).group_by(CaseFinding.case_id).subquery()
     rows = session.execute(
-        select(LookbackCase.case_number, LookbackCase.status, Donor.donor_code, LookbackCase.created_at,
-               func.coalesce(counts.c.n, 0), LookbackCase.reason)
-        .join(Donor, Donor.id == LookbackCase.donor_id).outerjoin(counts, counts.c.case_id == LookbackCase.id)
+        select(
+            LookbackCase.case_number,
+            LookbackCase.status,
+            Donor.donor_code,
+            LookbackCase.created_at,
+            func.coalesce(counts.c.n, 0),
+            LookbackCase.reason,
+        )
+        .join(Donor, Donor.id == LookbackCase.donor_id)
+        .outerjoin(counts, counts.c.case_id == LookbackCase.id)
         .order_by(LookbackCase.case_number)
     )
-    return (["case", "status", "donor", "opened at", "units", "reason"],
-            [[n, s.value, d, o, c, r] for n, s, d, o, c, r in rows])
+    return (
+        ["case", "status", "donor", "opened at", "units", "reason"],
+        [[n, s.value, d, o, c, r] for n, s, d, o, c, r in rows],
+    )

@@ -13,11 +13,15 @@ from .lookup import canonical_unit_number, get_donor, get_establishment, get_poo
 
 
 def list_establishments(session: Session) -> tuple[list[str], list[list[Any]]]:
-    rows = session.execute(select(Establishment.code, Establishment.name, Establishment.kind).order_by(Establishment.code))
+    rows = session.execute(
+        select(Establishment.code, Establishment.name, Establishment.kind).order_by(Establishment.code)
+    )
     return ["code", "name", "kind"], [[c, n, k.value] for c, n, k in rows]
 
 
-def list_donors(session: Session, *, establishment: str | None = None, limit: int = 200) -> tuple[list[str], list[list[Any]]]:
+def list_donors(
+    session: Session, *, establishment: str | None = None, limit: int = 200
+) -> tuple[list[str], list[list[Any]]]:
     counts = select(Donation.donor_id, func.count(Donation.id).label("n")).group_by(Donation.donor_id).subquery()
     query = (
         select(Donor.donor_code, Establishment.code, Donor.registered_on, func.coalesce(counts.c.n, 0))
@@ -35,8 +39,14 @@ def list_donations(
     session: Session, *, donor: str | None = None, status: str | None = None, pool: str | None = None, limit: int = 200
 ) -> tuple[list[str], list[list[Any]]]:
     query = (
-        select(Donation.unit_number, Donor.donor_code, Donation.collected_at, Donation.volume_ml, Donation.status,
-               Pool.pool_number)
+        select(
+            Donation.unit_number,
+            Donor.donor_code,
+            Donation.collected_at,
+            Donation.volume_ml,
+            Donation.status,
+            Pool.pool_number,
+        )
         .join(Donor, Donor.id == Donation.donor_id)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
         .outerjoin(Pool, Pool.id == PoolMember.pool_id)
@@ -49,14 +59,23 @@ def list_donations(
         query = query.where(Donation.status == status)
     if pool:
         query = query.where(PoolMember.pool_id == get_pool(session, pool).id)
-    return (["unit", "donor", "collected at", "volume mL", "status", "pool"],
-            [[u, d, c, v, s.value, p or ""] for u, d, c, v, s, p in session.execute(query)])
+    return (
+        ["unit", "donor", "collected at", "volume mL", "status", "pool"],
+        [[u, d, c, v, s.value, p or ""] for u, d, c, v, s, p in session.execute(query)],
+    )
 
 
 def list_pools(session: Session, *, status: str | None = None) -> tuple[list[str], list[list[Any]]]:
     query = (
-        select(Pool.pool_number, Pool.product, Pool.status, func.count(func.distinct(Donation.donor_id)),
-               func.count(Donation.id), func.coalesce(func.sum(Donation.volume_ml), 0), Pool.created_at)
+        select(
+            Pool.pool_number,
+            Pool.product,
+            Pool.status,
+            func.count(func.distinct(Donation.donor_id)),
+            func.count(Donation.id),
+            func.coalesce(func.sum(Donation.volume_ml), 0),
+            Pool.created_at,
+        )
         .outerjoin(PoolMember, PoolMember.pool_id == Pool.id)
         .outerjoin(Donation, Donation.id == PoolMember.donation_id)
         .group_by(Pool.id, Pool.pool_number, Pool.product, Pool.status, Pool.created_at)
@@ -64,21 +83,33 @@ def list_pools(session: Session, *, status: str | None = None) -> tuple[list[str
     )
     if status:
         query = query.where(Pool.status == status)
-    return (["pool", "product", "status", "distinct donors", "donations", "volume mL", "created at"],
-            [[n, p, s.value, d, c, v, t] for n, p, s, d, c, v, t in session.execute(query)])
+    return (
+        ["pool", "product", "status", "distinct donors", "donations", "volume mL", "created at"],
+        [[n, p, s.value, d, c, v, t] for n, p, s, d, c, v, t in session.execute(query)],
+    )
 
 
 def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
     inputs = select(LotInput.lot_id, func.count(LotInput.id).label("n")).group_by(LotInput.lot_id).subquery()
     shipped = select(Shipment.lot_id, func.sum(Shipment.quantity).label("q")).group_by(Shipment.lot_id).subquery()
     rows = session.execute(
-        select(Lot.lot_number, Lot.product, Lot.kind, Lot.status, func.coalesce(inputs.c.n, 0),
-               func.coalesce(shipped.c.q, 0), Lot.released_at)
-        .outerjoin(inputs, inputs.c.lot_id == Lot.id).outerjoin(shipped, shipped.c.lot_id == Lot.id)
+        select(
+            Lot.lot_number,
+            Lot.product,
+            Lot.kind,
+            Lot.status,
+            func.coalesce(inputs.c.n, 0),
+            func.coalesce(shipped.c.q, 0),
+            Lot.released_at,
+        )
+        .outerjoin(inputs, inputs.c.lot_id == Lot.id)
+        .outerjoin(shipped, shipped.c.lot_id == Lot.id)
         .order_by(Lot.lot_number)
     )
-    return (["lot", "product", "kind", "status", "inputs", "shipped", "released at"],
-            [[n, p, k.value, s.value, i, q, r] for n, p, k, s, i, q, r in rows])
+    return (
+        ["lot", "product", "kind", "status", "inputs", "shipped", "released at"],
+        [[n, p, k.value, s.value, i, q, r] for n, p, k, s, i, q, r in rows],
+    )
 
 
 def audit_log(
@@ -96,9 +127,23 @@ def audit_log(
             pass
         query = query.where(AuditEvent.entity_key.in_(keys))
     rows = list(session.execute(query).scalars())[::-1]
-    return (["seq", "at", "actor", "action", "entity", "key", "old", "new", "reason"],
-            [[e.seq, e.occurred_at, e.actor, e.action, e.entity_type, e.entity_key, _values(e.old_values),
-              _values(e.new_values), e.reason or ""] for e in rows])
+    return (
+        ["seq", "at", "actor", "action", "entity", "key", "old", "new", "reason"],
+        [
+            [
+                e.seq,
+                e.occurred_at,
+                e.actor,
+                e.action,
+                e.entity_type,
+                e.entity_key,
+                _values(e.old_values),
+                _values(e.new_values),
+                e.reason or "",
+            ]
+            for e in rows
+        ],
+    )
 
 
 def _values(text: str | None) -> dict[str, Any] | str:

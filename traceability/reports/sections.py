@@ -29,41 +29,76 @@ class Document:
 
 
 def _shipments(trace: Any) -> Section:
-    return Section("Shipments", ["shipment", "lot", "consignee", "shipped on", "quantity"],
-                   [[s.shipment_number, s.lot_number, s.consignee, s.shipped_on, s.quantity] for s in trace.shipments])
+    return Section(
+        "Shipments",
+        ["shipment", "lot", "consignee", "shipped on", "quantity"],
+        [[s.shipment_number, s.lot_number, s.consignee, s.shipped_on, s.quantity] for s in trace.shipments],
+    )
 
 
 def _steps(steps: list[Any]) -> Section:
     return Section(
         "Viral inactivation / removal steps",
         ["step", "on", "method", "started", "ended", "outcome", "LRV env.", "LRV non-env.", "parameters", "operator"],
-        [[s.step_key, s.target, s.method, s.started_at, s.ended_at,
-          s.outcome + (" (open)" if s.deviation_open else ""), s.lrv_enveloped, s.lrv_non_enveloped,
-          ", ".join(f"{k}={v}" for k, v in s.parameters.items()), s.operator] for s in steps],
+        [
+            [
+                s.step_key,
+                s.target,
+                s.method,
+                s.started_at,
+                s.ended_at,
+                s.outcome + (" (open)" if s.deviation_open else ""),
+                s.lrv_enveloped,
+                s.lrv_non_enveloped,
+                ", ".join(f"{k}={v}" for k, v in s.parameters.items()),
+                s.operator,
+            ]
+            for s in steps
+        ],
     )
 
 
 def donor_document(trace: DonorTrace) -> Document:
-    deferrals = "; ".join(
-        f"#{d['sequence']} {d['reason']} from {d['starts_on']} " + (f"until {d['ends_on']}" if d["ends_on"] else "permanent")
-        + (f" (lifted {d['lifted_on']})" if d["lifted_on"] else "")
-        for d in trace.deferrals
-    ) or "none"
+    deferrals = (
+        "; ".join(
+            f"#{d['sequence']} {d['reason']} from {d['starts_on']} "
+            + (f"until {d['ends_on']}" if d["ends_on"] else "permanent")
+            + (f" (lifted {d['lifted_on']})" if d["lifted_on"] else "")
+            for d in trace.deferrals
+        )
+        or "none"
+    )
     donations = Section(
         "Donations",
         ["unit", "collected at", "volume mL", "status", "pool", "lots", "look-back window", "screening", "changed"],
-        [[d.unit_number, d.collected_at, d.volume_ml, d.status, d.pool_number or "", ", ".join(d.lot_numbers),
-          "yes" if d.in_lookback_window else "no",
-          ", ".join(f"{m} {r}" for m, r in d.results.items() if r != "nonreactive") or
-          ("all nonreactive" if d.results else "not tested"),
-          "corrected" if d.changed else ""] for d in trace.donations],
+        [
+            [
+                d.unit_number,
+                d.collected_at,
+                d.volume_ml,
+                d.status,
+                d.pool_number or "",
+                ", ".join(d.lot_numbers),
+                "yes" if d.in_lookback_window else "no",
+                ", ".join(f"{m} {r}" for m, r in d.results.items() if r != "nonreactive")
+                or ("all nonreactive" if d.results else "not tested"),
+                "corrected" if d.changed else "",
+            ]
+            for d in trace.donations
+        ],
     )
     return Document(
         title=f"Donor {trace.donor_code}",
-        summary=[("establishment", trace.establishment), ("registered on", trace.registered_on or ""),
-                 ("deferrals", deferrals), ("look-back window starts", trace.lookback_window_start or "all donations"),
-                 ("donations", len(trace.donations)), ("pools", ", ".join(trace.pools) or "none"),
-                 ("lots", ", ".join(trace.lots) or "none"), ("shipments", len(trace.shipments))],
+        summary=[
+            ("establishment", trace.establishment),
+            ("registered on", trace.registered_on or ""),
+            ("deferrals", deferrals),
+            ("look-back window starts", trace.lookback_window_start or "all donations"),
+            ("donations", len(trace.donations)),
+            ("pools", ", ".join(trace.pools) or "none"),
+            ("lots", ", ".join(trace.lots) or "none"),
+            ("shipments", len(trace.shipments)),
+        ],
         sections=[donations, _shipments(trace)],
         primary="Donations",
     )
@@ -71,60 +106,117 @@ def donor_document(trace: DonorTrace) -> Document:
 
 def unit_document(trace: UnitTrace) -> Document:
     results = Section(
-        "Screening results", ["marker", "version", "current", "result", "value", "method", "tested at", "reason"],
-        [[r["marker"], r["version"], "yes" if r["current"] else "superseded", r["result"],
-          f"{r['value']:g} {r['unit']}" if r["value"] is not None else "", r["method"] or "", r["tested_at"],
-          r["reason"] or ""] for r in trace.results],
+        "Screening results",
+        ["marker", "version", "current", "result", "value", "method", "tested at", "reason"],
+        [
+            [
+                r["marker"],
+                r["version"],
+                "yes" if r["current"] else "superseded",
+                r["result"],
+                f"{r['value']:g} {r['unit']}" if r["value"] is not None else "",
+                r["method"] or "",
+                r["tested_at"],
+                r["reason"] or "",
+            ]
+            for r in trace.results
+        ],
     )
     return Document(
         title=f"Unit {trace.unit_number}",
-        summary=[("scheme", trace.scheme), ("donor", trace.donor_code), ("collected at", trace.collected_at),
-                 ("frozen at", trace.frozen_at or ""), ("volume mL", trace.volume_ml), ("kind", trace.plasma_kind),
-                 ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
-                 ("record version", trace.version if trace.version == 1 else f"{trace.version} (corrected)"),
-                 ("pool", trace.pool_number or "not pooled"), ("lots", ", ".join(trace.lots) or "none")],
+        summary=[
+            ("scheme", trace.scheme),
+            ("donor", trace.donor_code),
+            ("collected at", trace.collected_at),
+            ("frozen at", trace.frozen_at or ""),
+            ("volume mL", trace.volume_ml),
+            ("kind", trace.plasma_kind),
+            ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
+            ("record version", trace.version if trace.version == 1 else f"{trace.version} (corrected)"),
+            ("pool", trace.pool_number or "not pooled"),
+            ("lots", ", ".join(trace.lots) or "none"),
+        ],
         sections=[results, _shipments(trace)],
         primary="Screening results",
     )
 
 
 def _members(trace: Any) -> Section:
-    return Section("Donations", ["unit", "donor", "pool", "collected at"],
-                   [[m.unit_number, m.donor_code, m.pool_number, m.collected_at] for m in trace.donations or []])
+    return Section(
+        "Donations",
+        ["unit", "donor", "pool", "collected at"],
+        [[m.unit_number, m.donor_code, m.pool_number, m.collected_at] for m in trace.donations or []],
+    )
 
 
 def pool_document(trace: PoolTrace) -> Document:
-    tests = Section("Pool tests", ["marker", "version", "result", "value", "tested at"],
-                    [[t["marker"], t["version"], t["result"],
-                      f"{t['value']:g} {t['unit']}" if t["value"] is not None else "", t["tested_at"]]
-                     for t in trace.tests])
+    tests = Section(
+        "Pool tests",
+        ["marker", "version", "result", "value", "tested at"],
+        [
+            [
+                t["marker"],
+                t["version"],
+                t["result"],
+                f"{t['value']:g} {t['unit']}" if t["value"] is not None else "",
+                t["tested_at"],
+            ]
+            for t in trace.tests
+        ],
+    )
     sections = [tests, _steps(trace.steps), _shipments(trace)]
     if trace.donations is not None:
         sections.append(_members(trace))
     return Document(
         title=f"Pool {trace.pool_number}",
-        summary=[("product", trace.product), ("status", trace.status), ("distinct donors", f"{trace.donor_count:,}"),
-                 ("donations", f"{trace.donation_count:,}"), ("volume", f"{trace.volume_ml / 1000:,.1f} L"),
-                 ("donors required", f"{trace.min_donors:,}"), ("closed at", trace.closed_at or ""),
-                 ("released at", trace.released_at or ""), ("lots", ", ".join(trace.lots) or "none")],
+        summary=[
+            ("product", trace.product),
+            ("status", trace.status),
+            ("distinct donors", f"{trace.donor_count:,}"),
+            ("donations", f"{trace.donation_count:,}"),
+            ("volume", f"{trace.volume_ml / 1000:,.1f} L"),
+            ("donors required", f"{trace.min_donors:,}"),
+            ("closed at", trace.closed_at or ""),
+            ("released at", trace.released_at or ""),
+            ("lots", ", ".join(trace.lots) or "none"),
+        ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pool tests",
     )
 
 
 def lot_document(trace: LotTrace) -> Document:
-    pools = Section("Pools", ["pool", "product", "status", "distinct donors", "donations", "volume mL"],
-                    [[p.pool_number, p.product, p.status, p.donor_count, p.donation_count, p.volume_ml]
-                     for p in trace.pools])
-    inputs = Section("Lineage (inputs)", ["lot", "input kind", "input", "quantity"],
-                     [[e["lot_number"], e["input_kind"], e["input"], e["quantity"] or ""] for e in trace.inputs])
+    pools = Section(
+        "Pools",
+        ["pool", "product", "status", "distinct donors", "donations", "volume mL"],
+        [[p.pool_number, p.product, p.status, p.donor_count, p.donation_count, p.volume_ml] for p in trace.pools],
+    )
+    inputs = Section(
+        "Lineage (inputs)",
+        ["lot", "input kind", "input", "quantity"],
+        [[e["lot_number"], e["input_kind"], e["input"], e["quantity"] or ""] for e in trace.inputs],
+    )
     clearance = Section(
-        "Viral clearance per path", ["path", "cumulative log10 env.", "cumulative log10 non-env.",
-                                     "effective mechanisms env.", "effective mechanisms non-env.", "problems"],
-        [[" -> ".join(c["path"]), c["cumulative_log10"].get("enveloped"), c["cumulative_log10"].get("non-enveloped"),
-          ", ".join(c["effective_mechanisms"].get("enveloped", [])),
-          ", ".join(c["effective_mechanisms"].get("non-enveloped", [])), "; ".join(c["problems"])]
-         for c in trace.clearance],
+        "Viral clearance per path",
+        [
+            "path",
+            "cumulative log10 env.",
+            "cumulative log10 non-env.",
+            "effective mechanisms env.",
+            "effective mechanisms non-env.",
+            "problems",
+        ],
+        [
+            [
+                " -> ".join(c["path"]),
+                c["cumulative_log10"].get("enveloped"),
+                c["cumulative_log10"].get("non-enveloped"),
+                ", ".join(c["effective_mechanisms"].get("enveloped", [])),
+                ", ".join(c["effective_mechanisms"].get("non-enveloped", [])),
+                "; ".join(c["problems"]),
+            ]
+            for c in trace.clearance
+        ],
     )
     sections = [pools, inputs, _steps(trace.steps), clearance, _shipments(trace)]
     if trace.donations is not None:
@@ -132,11 +224,16 @@ def lot_document(trace: LotTrace) -> Document:
     verdict = "meets the rule on every path" if not trace.clearance_problems else "; ".join(trace.clearance_problems)
     return Document(
         title=f"Lot {trace.lot_number}",
-        summary=[("product", trace.product), ("kind", trace.kind), ("status", trace.status),
-                 ("distinct donors", f"{trace.donor_count:,}"), ("donations", f"{trace.donation_count:,}"),
-                 ("pools", ", ".join(p.pool_number for p in trace.pools) or "none"),
-                 ("upstream lots", ", ".join(trace.lots) or "none"),
-                 ("clearance", verdict if trace.kind == "final" else "judged on final lots")],
+        summary=[
+            ("product", trace.product),
+            ("kind", trace.kind),
+            ("status", trace.status),
+            ("distinct donors", f"{trace.donor_count:,}"),
+            ("donations", f"{trace.donation_count:,}"),
+            ("pools", ", ".join(p.pool_number for p in trace.pools) or "none"),
+            ("upstream lots", ", ".join(trace.lots) or "none"),
+            ("clearance", verdict if trace.kind == "final" else "judged on final lots"),
+        ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pools",
     )
@@ -144,18 +241,34 @@ def lot_document(trace: LotTrace) -> Document:
 
 def case_document(trace: Any) -> Document:
     findings = Section(
-        "Implicated units", ["unit", "collected at", "status now", "action", "pool", "pool status", "lots"],
-        [[f["unit_number"], f["collected_at"], f["status"], f["action"], f["pool_number"] or "",
-          f["pool_status"] or "", ", ".join(f["lot_numbers"])] for f in trace.findings],
+        "Implicated units",
+        ["unit", "collected at", "status now", "action", "pool", "pool status", "lots"],
+        [
+            [
+                f["unit_number"],
+                f["collected_at"],
+                f["status"],
+                f["action"],
+                f["pool_number"] or "",
+                f["pool_status"] or "",
+                ", ".join(f["lot_numbers"]),
+            ]
+            for f in trace.findings
+        ],
     )
     return Document(
         title=f"Look-back case {trace.case_number}",
-        summary=[("status", trace.status), ("donor", trace.donor_code), ("reason", trace.reason),
-                 ("opened", f"{trace.opened_at} by {trace.opened_by}"),
-                 ("window starts", trace.window_start or "all donations"),
-                 ("pools", ", ".join(trace.pools) or "none"), ("lots", ", ".join(trace.lots) or "none"),
-                 ("consignees to notify", ", ".join(sorted({s.consignee for s in trace.shipments})) or "none"),
-                 ("closed", f"{trace.closed_at}: {trace.closure}" if trace.closed_at else "")],
+        summary=[
+            ("status", trace.status),
+            ("donor", trace.donor_code),
+            ("reason", trace.reason),
+            ("opened", f"{trace.opened_at} by {trace.opened_by}"),
+            ("window starts", trace.window_start or "all donations"),
+            ("pools", ", ".join(trace.pools) or "none"),
+            ("lots", ", ".join(trace.lots) or "none"),
+            ("consignees to notify", ", ".join(sorted({s.consignee for s in trace.shipments})) or "none"),
+            ("closed", f"{trace.closed_at}: {trace.closure}" if trace.closed_at else ""),
+        ],
         sections=[findings, _shipments(trace)],
         primary="Implicated units",
     )

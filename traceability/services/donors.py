@@ -37,8 +37,14 @@ def add_establishment(session: Session, *, code: str, name: str, kind: Establish
     row = Establishment(code=code, name=name.strip(), kind=kind, created_by=actor)
     with unique_or_conflict(session, "Establishment", code):
         session.add(row)
-    audit.record(session, action="establishment.added", entity_type="establishment", entity_key=code, actor=actor,
-                 new={"name": row.name, "kind": kind})
+    audit.record(
+        session,
+        action="establishment.added",
+        entity_type="establishment",
+        entity_key=code,
+        actor=actor,
+        new={"name": row.name, "kind": kind},
+    )
     return row
 
 
@@ -53,8 +59,14 @@ def add_donor(
     row = Donor(donor_code=donor_code, establishment_id=site.id, registered_on=registered_on, created_by=actor)
     with unique_or_conflict(session, "Donor", donor_code):
         session.add(row)
-    audit.record(session, action="donor.added", entity_type="donor", entity_key=donor_code, actor=actor,
-                 new={"establishment": site.code, "registered_on": registered_on})
+    audit.record(
+        session,
+        action="donor.added",
+        entity_type="donor",
+        entity_key=donor_code,
+        actor=actor,
+        new={"establishment": site.code, "registered_on": registered_on},
+    )
     return row
 
 
@@ -78,17 +90,32 @@ def defer_donor(
     sequence = (
         session.execute(select(func.max(Deferral.sequence)).where(Deferral.donor_id == donor.id)).scalar() or 0
     ) + 1
-    row = Deferral(donor_id=donor.id, sequence=sequence, reason=reason, source=source, starts_on=starts_on,
-                   ends_on=ends_on, created_by=actor)
+    row = Deferral(
+        donor_id=donor.id,
+        sequence=sequence,
+        reason=reason,
+        source=source,
+        starts_on=starts_on,
+        ends_on=ends_on,
+        created_by=actor,
+    )
     session.add(row)
     session.flush()
-    audit.record(session, action="donor.deferred", entity_type="donor", entity_key=donor_code, actor=actor,
-                 new={"deferral": sequence, "starts_on": starts_on, "ends_on": ends_on, "source": source},
-                 reason=reason)
+    audit.record(
+        session,
+        action="donor.deferred",
+        entity_type="donor",
+        entity_key=donor_code,
+        actor=actor,
+        new={"deferral": sequence, "starts_on": starts_on, "ends_on": ends_on, "source": source},
+        reason=reason,
+    )
     return row
 
 
-def lift_deferral(session: Session, *, donor_code: str, sequence: int, lifted_on: date, reason: str, actor: str) -> Deferral:
+def lift_deferral(
+    session: Session, *, donor_code: str, sequence: int, lifted_on: date, reason: str, actor: str
+) -> Deferral:
     """End a deferral early. The deferral stays on record with the day and reason it was lifted."""
     reason = audit.require_reason(reason, f"Lifting a deferral of donor {donor_code}")
     donor = get_donor(session, donor_code)
@@ -108,7 +135,14 @@ def lift_deferral(session: Session, *, donor_code: str, sequence: int, lifted_on
         raise InvalidInput(f"Deferral {donor_code}#{sequence} starts on {row.starts_on}; it cannot be lifted before.")
     row.lifted_on, row.lift_reason = lifted_on, reason
     session.flush()
-    audit.record(session, action="donor.deferral_lifted", entity_type="donor", entity_key=donor_code, actor=actor,
-                 old={"deferral": sequence, "lifted_on": None}, new={"deferral": sequence, "lifted_on": lifted_on},
-                 reason=reason)
+    audit.record(
+        session,
+        action="donor.deferral_lifted",
+        entity_type="donor",
+        entity_key=donor_code,
+        actor=actor,
+        old={"deferral": sequence, "lifted_on": None},
+        new={"deferral": sequence, "lifted_on": lifted_on},
+        reason=reason,
+    )
     return row

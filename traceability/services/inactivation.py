@@ -45,7 +45,9 @@ def add_step(
     if pool_number is not None:
         pool = get_pool(session, pool_number, for_update=True)
         if pool.status not in (PoolStatus.CLOSED, PoolStatus.RELEASED):
-            raise WrongState(f"Pool {pool.pool_number} is {pool.status.value}; steps apply to closed or released pools.")
+            raise WrongState(
+                f"Pool {pool.pool_number} is {pool.status.value}; steps apply to closed or released pools."
+            )
         target, where = pool.pool_number, Step.pool_id == pool.id
         ids = {"pool_id": pool.id}
     else:
@@ -56,16 +58,37 @@ def add_step(
         ids = {"lot_id": lot.id}
     n = (session.execute(select(func.count(Step.id)).where(where)).scalar() or 0) + 1
     step = Step(
-        step_key=f"{target}-S{n}", method=method, started_at=started_at, ended_at=ended_at,
-        parameters=parameters or {}, lrv_enveloped=lrv.get(ENVELOPED), lrv_non_enveloped=lrv.get(NON_ENVELOPED),
-        outcome=outcome, operator=operator or actor, created_by=actor, **ids,
+        step_key=f"{target}-S{n}",
+        method=method,
+        started_at=started_at,
+        ended_at=ended_at,
+        parameters=parameters or {},
+        lrv_enveloped=lrv.get(ENVELOPED),
+        lrv_non_enveloped=lrv.get(NON_ENVELOPED),
+        outcome=outcome,
+        operator=operator or actor,
+        created_by=actor,
+        **ids,
     )
     session.add(step)
     session.flush()
-    audit.record(session, action="step.added", entity_type="pool" if pool_number else "lot", entity_key=target,
-                 actor=actor, new={"step": step.step_key, "method": method, "started_at": started_at,
-                                   "ended_at": ended_at, "parameters": step.parameters, "lrv": lrv,
-                                   "outcome": outcome, "operator": step.operator})
+    audit.record(
+        session,
+        action="step.added",
+        entity_type="pool" if pool_number else "lot",
+        entity_key=target,
+        actor=actor,
+        new={
+            "step": step.step_key,
+            "method": method,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "parameters": step.parameters,
+            "lrv": lrv,
+            "outcome": outcome,
+            "operator": step.operator,
+        },
+    )
     return step
 
 
@@ -79,6 +102,14 @@ def close_deviation(session: Session, *, step_key: str, reason: str, actor: str)
         raise WrongState(f"The deviation of step {step.step_key} was already closed.")
     step.deviation_closed_at, step.deviation_closure = utcnow(), reason
     session.flush()
-    audit.record(session, action="step.deviation_closed", entity_type="step", entity_key=step.step_key,
-                 actor=actor, old={"deviation_open": True}, new={"deviation_open": False}, reason=reason)
+    audit.record(
+        session,
+        action="step.deviation_closed",
+        entity_type="step",
+        entity_key=step.step_key,
+        actor=actor,
+        old={"deviation_open": True},
+        new={"deviation_open": False},
+        reason=reason,
+    )
     return step

@@ -26,20 +26,28 @@ class CaseOpened:
 
 def _next_case_number(session: Session, year: int) -> str:
     prefix = f"LB-{year}-"
-    count = session.execute(
-        select(func.count(LookbackCase.id)).where(LookbackCase.case_number.like(f"{prefix}%"))
-    ).scalar() or 0
+    count = (
+        session.execute(select(func.count(LookbackCase.id)).where(LookbackCase.case_number.like(f"{prefix}%"))).scalar()
+        or 0
+    )
     return f"{prefix}{count + 1:04d}"
 
 
-def open_case(session: Session, *, donor_code: str, reason: str, actor: str, policy: Policy = DEFAULT_POLICY) -> CaseOpened:
+def open_case(
+    session: Session, *, donor_code: str, reason: str, actor: str, policy: Policy = DEFAULT_POLICY
+) -> CaseOpened:
     """Open a case: every donation in the window becomes a finding; those still in inventory are interdicted."""
     reason = audit.require_reason(reason, f"A look-back case for donor {donor_code}")
     donor = get_donor(session, donor_code)
     start = lookback_window_start(session, donor.id, policy=policy)
     now = utcnow()
-    case = LookbackCase(case_number=_next_case_number(session, now.year), donor_id=donor.id, reason=reason,
-                        window_start=start, created_by=actor)
+    case = LookbackCase(
+        case_number=_next_case_number(session, now.year),
+        donor_id=donor.id,
+        reason=reason,
+        window_start=start,
+        created_by=actor,
+    )
     session.add(case)
     session.flush()
     query = (
@@ -62,8 +70,9 @@ def open_case(session: Session, *, donor_code: str, reason: str, actor: str, pol
         else:
             action = f"already {status.value}"
             other.append(number)
-        session.add(CaseFinding(case_id=case.id, donation_id=donation_id, pool_id=pool_id, action=action,
-                                created_by=actor))
+        session.add(
+            CaseFinding(case_id=case.id, donation_id=donation_id, pool_id=pool_id, action=action, created_by=actor)
+        )
     if interdicted:
         session.execute(
             update(Donation)
@@ -72,13 +81,26 @@ def open_case(session: Session, *, donor_code: str, reason: str, actor: str, pol
             .execution_options(synchronize_session=False)
         )
     session.flush()
-    audit.record(session, action="lookback.opened", entity_type="lookback_case", entity_key=case.case_number,
-                 actor=actor, new={"donor": donor_code, "window_start": start, "interdicted": interdicted,
-                                   "pooled": pooled, "other": other}, reason=reason)
+    audit.record(
+        session,
+        action="lookback.opened",
+        entity_type="lookback_case",
+        entity_key=case.case_number,
+        actor=actor,
+        new={"donor": donor_code, "window_start": start, "interdicted": interdicted, "pooled": pooled, "other": other},
+        reason=reason,
+    )
     for number in interdicted:
-        audit.record(session, action="donation.interdicted", entity_type="donation", entity_key=number, actor=actor,
-                     old={"status": UnitStatus.IN_INVENTORY}, new={"status": UnitStatus.INTERDICTED},
-                     reason=f"look-back case {case.case_number}")
+        audit.record(
+            session,
+            action="donation.interdicted",
+            entity_type="donation",
+            entity_key=number,
+            actor=actor,
+            old={"status": UnitStatus.IN_INVENTORY},
+            new={"status": UnitStatus.INTERDICTED},
+            reason=f"look-back case {case.case_number}",
+        )
     return CaseOpened(case.case_number, donor_code, interdicted, pooled, other)
 
 
@@ -94,6 +116,14 @@ def close_case(session: Session, *, case_number: str, reason: str, actor: str) -
         raise WrongState(f"Look-back case {case_number} is already closed.")
     case.status, case.closed_at, case.closure = CaseStatus.CLOSED, utcnow(), reason
     session.flush()
-    audit.record(session, action="lookback.closed", entity_type="lookback_case", entity_key=case_number, actor=actor,
-                 old={"status": CaseStatus.OPEN}, new={"status": CaseStatus.CLOSED}, reason=reason)
+    audit.record(
+        session,
+        action="lookback.closed",
+        entity_type="lookback_case",
+        entity_key=case_number,
+        actor=actor,
+        old={"status": CaseStatus.OPEN},
+        new={"status": CaseStatus.CLOSED},
+        reason=reason,
+    )
     return case

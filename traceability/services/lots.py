@@ -27,7 +27,12 @@ class InputSpec:
 
 
 def create_lot(
-    session: Session, *, lot_number: str, product: str, inputs: list[InputSpec], actor: str,
+    session: Session,
+    *,
+    lot_number: str,
+    product: str,
+    inputs: list[InputSpec],
+    actor: str,
     kind: LotKind = LotKind.FINAL,
 ) -> Lot:
     """Create a lot from released pools and/or released lots. Raises InputNotReleased, LineageCycle, DuplicateKey."""
@@ -45,7 +50,9 @@ def create_lot(
         if spec.kind == "lot" and spec.number == lot_number:
             raise LineageCycle(f"Lot {lot_number} cannot be made from itself.")
         if spec.quantity is not None and spec.quantity <= 0:
-            raise InvalidInput(f"Lot {lot_number}: quantity {spec.quantity} of {spec.kind} {spec.number} must be positive.")
+            raise InvalidInput(
+                f"Lot {lot_number}: quantity {spec.quantity} of {spec.kind} {spec.number} must be positive."
+            )
     if session.execute(select(Lot.id).where(Lot.lot_number == lot_number)).first():
         raise DuplicateKey("Lot", lot_number)
     resolved: list[tuple[InputSpec, Pool | Lot]] = []
@@ -63,15 +70,28 @@ def create_lot(
     with unique_or_conflict(session, "Lot", lot_number):
         session.add(lot)
     for spec, source in resolved:
-        session.add(LotInput(
-            lot_id=lot.id, quantity=spec.quantity, created_by=actor,
-            input_pool_id=source.id if spec.kind == "pool" else None,
-            input_lot_id=source.id if spec.kind == "lot" else None,
-        ))
+        session.add(
+            LotInput(
+                lot_id=lot.id,
+                quantity=spec.quantity,
+                created_by=actor,
+                input_pool_id=source.id if spec.kind == "pool" else None,
+                input_lot_id=source.id if spec.kind == "lot" else None,
+            )
+        )
     session.flush()
-    audit.record(session, action="lot.created", entity_type="lot", entity_key=lot_number, actor=actor,
-                 new={"product": product, "kind": kind,
-                      "inputs": [{"kind": s.kind, "number": s.number, "quantity": s.quantity} for s in inputs]})
+    audit.record(
+        session,
+        action="lot.created",
+        entity_type="lot",
+        entity_key=lot_number,
+        actor=actor,
+        new={
+            "product": product,
+            "kind": kind,
+            "inputs": [{"kind": s.kind, "number": s.number, "quantity": s.quantity} for s in inputs],
+        },
+    )
     return lot
 
 
@@ -100,14 +120,24 @@ def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy
         elif facts.deviation_open:
             problems.append(f"step {step.step_key} ({step.method.value}) has an open deviation")
     if lot.kind == LotKind.FINAL:
-        problems.extend(p for p in final_lot_clearance_problems(lot_clearance(session, lot, policy), policy.clearance)
-                        if p not in problems)
+        problems.extend(
+            p
+            for p in final_lot_clearance_problems(lot_clearance(session, lot, policy), policy.clearance)
+            if p not in problems
+        )
     if problems:
         raise LotNotReleasable(lot.lot_number, list(dict.fromkeys(problems)))
     lot.status, lot.released_at = LotStatus.RELEASED, utcnow()
     session.flush()
-    audit.record(session, action="lot.released", entity_type="lot", entity_key=lot.lot_number, actor=actor,
-                 old={"status": LotStatus.PENDING}, new={"status": LotStatus.RELEASED})
+    audit.record(
+        session,
+        action="lot.released",
+        entity_type="lot",
+        entity_key=lot.lot_number,
+        actor=actor,
+        old={"status": LotStatus.PENDING},
+        new={"status": LotStatus.RELEASED},
+    )
     return lot
 
 
@@ -124,11 +154,22 @@ def ship_lot(
     if quantity <= 0:
         raise InvalidInput(f"Shipment of lot {lot.lot_number}: quantity {quantity} must be positive.")
     n = (session.execute(select(func.count(Shipment.id)).where(Shipment.lot_id == lot.id)).scalar() or 0) + 1
-    row = Shipment(shipment_number=f"{lot.lot_number}-SH{n:03d}", lot_id=lot.id, consignee=consignee,
-                   quantity=quantity, shipped_on=shipped_on, created_by=actor)
+    row = Shipment(
+        shipment_number=f"{lot.lot_number}-SH{n:03d}",
+        lot_id=lot.id,
+        consignee=consignee,
+        quantity=quantity,
+        shipped_on=shipped_on,
+        created_by=actor,
+    )
     with unique_or_conflict(session, "Shipment", row.shipment_number):
         session.add(row)
-    audit.record(session, action="lot.shipped", entity_type="lot", entity_key=lot.lot_number, actor=actor,
-                 new={"shipment": row.shipment_number, "consignee": consignee, "quantity": quantity,
-                      "shipped_on": shipped_on})
+    audit.record(
+        session,
+        action="lot.shipped",
+        entity_type="lot",
+        entity_key=lot.lot_number,
+        actor=actor,
+        new={"shipment": row.shipment_number, "consignee": consignee, "quantity": quantity, "shipped_on": shipped_on},
+    )
     return row

@@ -49,7 +49,9 @@ from .units import parse_unit_list
 INSERT_BATCH = 5_000
 
 
-def create_pool(session: Session, *, pool_number: str, product: str, actor: str, policy: Policy = DEFAULT_POLICY) -> Pool:
+def create_pool(
+    session: Session, *, pool_number: str, product: str, actor: str, policy: Policy = DEFAULT_POLICY
+) -> Pool:
     """Open a new pool for a product the policy knows. Raises InvalidInput, DuplicateKey."""
     pool_number = _check_code(pool_number, "Pool number")
     policy.product(product)
@@ -58,8 +60,14 @@ def create_pool(session: Session, *, pool_number: str, product: str, actor: str,
     pool = Pool(pool_number=pool_number, product=product, created_by=actor)
     with unique_or_conflict(session, "Pool", pool_number):
         session.add(pool)
-    audit.record(session, action="pool.created", entity_type="pool", entity_key=pool_number, actor=actor,
-                 new={"product": product, "status": pool.status, "min_donors": policy.min_donors_for(product)})
+    audit.record(
+        session,
+        action="pool.created",
+        entity_type="pool",
+        entity_key=pool_number,
+        actor=actor,
+        new={"product": product, "status": pool.status, "min_donors": policy.min_donors_for(product)},
+    )
     return pool
 
 
@@ -112,8 +120,13 @@ def add_units(
             session.execute(
                 insert(PoolMember),
                 [
-                    {"pool_id": pool.id, "donation_id": id_by_number[n], "created_at": stamp, "created_by": actor,
-                     "import_event_id": import_event_id}
+                    {
+                        "pool_id": pool.id,
+                        "donation_id": id_by_number[n],
+                        "created_at": stamp,
+                        "created_by": actor,
+                        "import_event_id": import_event_id,
+                    }
                     for n in chunk
                 ],
             )
@@ -127,9 +140,18 @@ def add_units(
                 raise UnitAlreadyPooled(chunk[0], None)
     except IntegrityError as error:
         # Another transaction pooled one of these units after we read them: the unique key refused ours.
-        raise UnitAlreadyPooled(numbers[0] if len(numbers) == 1 else f"one of the {len(numbers):,} units", None) from error
-    audit.record(session, action="pool.units_added", entity_type="pool", entity_key=pool.pool_number, actor=actor,
-                 new={"count": len(numbers), "units": numbers}, reason=None)
+        raise UnitAlreadyPooled(
+            numbers[0] if len(numbers) == 1 else f"one of the {len(numbers):,} units", None
+        ) from error
+    audit.record(
+        session,
+        action="pool.units_added",
+        entity_type="pool",
+        entity_key=pool.pool_number,
+        actor=actor,
+        new={"count": len(numbers), "units": numbers},
+        reason=None,
+    )
     return len(numbers)
 
 
@@ -137,13 +159,22 @@ def _ids_in_chunks(session: Session, numbers: list[str]) -> dict[str, int]:
     result: dict[str, int] = {}
     for start in range(0, len(numbers), 10_000):
         chunk = numbers[start : start + 10_000]
-        result.update((n, i) for i, n in session.execute(
-            select(Donation.id, Donation.unit_number).where(Donation.unit_number.in_(chunk))))
+        result.update(
+            (n, i)
+            for i, n in session.execute(
+                select(Donation.id, Donation.unit_number).where(Donation.unit_number.in_(chunk))
+            )
+        )
     return result
 
 
 def remove_units(
-    session: Session, *, pool_number: str, unit_numbers: list[str], reason: str, actor: str,
+    session: Session,
+    *,
+    pool_number: str,
+    unit_numbers: list[str],
+    reason: str,
+    actor: str,
     policy: Policy = DEFAULT_POLICY,
 ) -> int:
     """Take units back out of an open pool (e.g. a member that turned reactive), with a reason.
@@ -160,16 +191,31 @@ def remove_units(
     if strangers:
         raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
     ids = _ids_in_chunks(session, numbers)
-    session.execute(delete(PoolMember).where(PoolMember.pool_id == pool.id,
-                                             PoolMember.donation_id.in_(list(ids.values()))))
+    session.execute(
+        delete(PoolMember).where(PoolMember.pool_id == pool.id, PoolMember.donation_id.in_(list(ids.values())))
+    )
     reactive = [n for n in numbers if ResultValue.REACTIVE.value in facts[n].current_results.values()]
-    for status, group in ((UnitStatus.REJECTED, reactive), (UnitStatus.IN_INVENTORY, sorted(set(numbers) - set(reactive)))):
+    for status, group in (
+        (UnitStatus.REJECTED, reactive),
+        (UnitStatus.IN_INVENTORY, sorted(set(numbers) - set(reactive))),
+    ):
         if group:
-            session.execute(update(Donation).where(Donation.id.in_([ids[n] for n in group]))
-                            .values(status=status, status_reason=f"removed from pool {pool.pool_number}: {reason}")
-                            .execution_options(synchronize_session=False))
-    audit.record(session, action="pool.units_removed", entity_type="pool", entity_key=pool.pool_number, actor=actor,
-                 old={"units": numbers}, new={"count": len(numbers), "rejected": reactive}, reason=reason)
+            session.execute(
+                update(Donation)
+                .where(Donation.id.in_([ids[n] for n in group]))
+                .values(status=status, status_reason=f"removed from pool {pool.pool_number}: {reason}")
+                .execution_options(synchronize_session=False)
+            )
+    audit.record(
+        session,
+        action="pool.units_removed",
+        entity_type="pool",
+        entity_key=pool.pool_number,
+        actor=actor,
+        old={"units": numbers},
+        new={"count": len(numbers), "rejected": reactive},
+        reason=reason,
+    )
     return len(numbers)
 
 
@@ -184,7 +230,8 @@ def pool_composition(session: Session, pool: Pool) -> Composition:
     """Distinct donors, units and volume of a pool, in one statement."""
     row = session.execute(
         select(
-            func.count(func.distinct(Donation.donor_id)), func.count(Donation.id),
+            func.count(func.distinct(Donation.donor_id)),
+            func.count(Donation.id),
             func.coalesce(func.sum(Donation.volume_ml), 0),
         )
         .join(PoolMember, PoolMember.donation_id == Donation.id)
@@ -203,7 +250,8 @@ def close_pool(
     facts = unit_facts(session, pool_id=pool.id, policy=policy)
     now = now or utcnow()
     reasons = {
-        n: why for n, f in sorted(facts.items())
+        n: why
+        for n, f in sorted(facts.items())
         if (why := eligibility_problems(f, now=now, policy=policy, pooled_ok_in=pool.pool_number))
     }
     if reasons:
@@ -211,10 +259,20 @@ def close_pool(
     check_pool_composition(pool.pool_number, composition.donor_count, policy.min_donors_for(pool.product))
     pool.status, pool.closed_at = PoolStatus.CLOSED, now
     session.flush()
-    audit.record(session, action="pool.closed", entity_type="pool", entity_key=pool.pool_number, actor=actor,
-                 old={"status": PoolStatus.OPEN},
-                 new={"status": PoolStatus.CLOSED, "donors": composition.donor_count,
-                      "units": composition.donation_count, "volume_ml": composition.volume_ml})
+    audit.record(
+        session,
+        action="pool.closed",
+        entity_type="pool",
+        entity_key=pool.pool_number,
+        actor=actor,
+        old={"status": PoolStatus.OPEN},
+        new={
+            "status": PoolStatus.CLOSED,
+            "donors": composition.donor_count,
+            "units": composition.donation_count,
+            "volume_ml": composition.volume_ml,
+        },
+    )
     return pool, composition
 
 
@@ -243,24 +301,47 @@ def test_pool(
         ).scalar()
         or 0
     ) + 1
-    row = PoolTest(pool_id=pool.id, marker=marker, version=version, result=result, value=value,
-                   value_unit=value_unit, tested_at=tested_at, created_by=actor,
-                   reason="repeat test" if version > 1 else None)
+    row = PoolTest(
+        pool_id=pool.id,
+        marker=marker,
+        version=version,
+        result=result,
+        value=value,
+        value_unit=value_unit,
+        tested_at=tested_at,
+        created_by=actor,
+        reason="repeat test" if version > 1 else None,
+    )
     session.add(row)
     session.flush()
-    audit.record(session, action="pool.tested", entity_type="pool", entity_key=pool.pool_number, actor=actor,
-                 new={"marker": marker, "version": version, "result": result, "value": value, "unit": value_unit,
-                      "tested_at": tested_at})
+    audit.record(
+        session,
+        action="pool.tested",
+        entity_type="pool",
+        entity_key=pool.pool_number,
+        actor=actor,
+        new={
+            "marker": marker,
+            "version": version,
+            "result": result,
+            "value": value,
+            "unit": value_unit,
+            "tested_at": tested_at,
+        },
+    )
     return row
 
 
 def current_pool_tests(session: Session, pool_id: int) -> dict[str, PoolTestFacts]:
     latest = (
         select(PoolTest.marker, func.max(PoolTest.version).label("v"))
-        .where(PoolTest.pool_id == pool_id).group_by(PoolTest.marker).subquery()
+        .where(PoolTest.pool_id == pool_id)
+        .group_by(PoolTest.marker)
+        .subquery()
     )
     rows = session.execute(
-        select(PoolTest).join(latest, (PoolTest.marker == latest.c.marker) & (PoolTest.version == latest.c.v))
+        select(PoolTest)
+        .join(latest, (PoolTest.marker == latest.c.marker) & (PoolTest.version == latest.c.v))
         .where(PoolTest.pool_id == pool_id)
     ).scalars()
     return {r.marker.value: PoolTestFacts(r.marker.value, r.result.value, r.value, r.value_unit) for r in rows}
@@ -275,6 +356,13 @@ def release_pool(session: Session, *, pool_number: str, actor: str, policy: Poli
         raise PoolNotReleasable(pool.pool_number, problems)
     pool.status, pool.released_at = PoolStatus.RELEASED, utcnow()
     session.flush()
-    audit.record(session, action="pool.released", entity_type="pool", entity_key=pool.pool_number, actor=actor,
-                 old={"status": PoolStatus.CLOSED}, new={"status": PoolStatus.RELEASED})
+    audit.record(
+        session,
+        action="pool.released",
+        entity_type="pool",
+        entity_key=pool.pool_number,
+        actor=actor,
+        old={"status": PoolStatus.CLOSED},
+        new={"status": PoolStatus.RELEASED},
+    )
     return pool

@@ -68,15 +68,34 @@ def add_donation(
     if session.execute(select(Donation.id).where(Donation.unit_number == number.value)).first():
         raise DuplicateKey("Unit", number.value)
     row = Donation(
-        unit_number=number.value, scheme=number.scheme, flag=number.flag, donor_id=donor.id,
-        establishment_id=site_id, collected_at=collected_at, frozen_at=frozen_at, volume_ml=volume_ml,
-        plasma_kind=plasma_kind, created_by=actor, import_event_id=import_event_id,
+        unit_number=number.value,
+        scheme=number.scheme,
+        flag=number.flag,
+        donor_id=donor.id,
+        establishment_id=site_id,
+        collected_at=collected_at,
+        frozen_at=frozen_at,
+        volume_ml=volume_ml,
+        plasma_kind=plasma_kind,
+        created_by=actor,
+        import_event_id=import_event_id,
     )
     with unique_or_conflict(session, "Unit", number.value):
         session.add(row)
-    audit.record(session, action="donation.added", entity_type="donation", entity_key=number.value, actor=actor,
-                 new={"donor": donor_code, "collected_at": collected_at, "volume_ml": volume_ml,
-                      "scheme": number.scheme.value, "plasma_kind": plasma_kind})
+    audit.record(
+        session,
+        action="donation.added",
+        entity_type="donation",
+        entity_key=number.value,
+        actor=actor,
+        new={
+            "donor": donor_code,
+            "collected_at": collected_at,
+            "volume_ml": volume_ml,
+            "scheme": number.scheme.value,
+            "plasma_kind": plasma_kind,
+        },
+    )
     return row
 
 
@@ -121,8 +140,16 @@ def correct_donation(
     old["version"], unit.version = unit.version, unit.version + 1
     new["version"] = unit.version
     session.flush()
-    audit.record(session, action="donation.corrected", entity_type="donation", entity_key=unit.unit_number,
-                 actor=actor, old=old, new=new, reason=reason)
+    audit.record(
+        session,
+        action="donation.corrected",
+        entity_type="donation",
+        entity_key=unit.unit_number,
+        actor=actor,
+        old=old,
+        new=new,
+        reason=reason,
+    )
     return unit
 
 
@@ -135,8 +162,16 @@ def discard_donation(session: Session, *, unit_number: str, reason: str, actor: 
     old = unit.status
     unit.status, unit.status_reason = UnitStatus.DISCARDED, reason
     session.flush()
-    audit.record(session, action="donation.discarded", entity_type="donation", entity_key=unit.unit_number,
-                 actor=actor, old={"status": old}, new={"status": unit.status}, reason=reason)
+    audit.record(
+        session,
+        action="donation.discarded",
+        entity_type="donation",
+        entity_key=unit.unit_number,
+        actor=actor,
+        old={"status": old},
+        new={"status": unit.status},
+        reason=reason,
+    )
     return unit
 
 
@@ -192,8 +227,17 @@ def add_result(
     if version > 1 and reason is None:
         reason = "repeat test"
     row = TestResult(
-        donation_id=unit.id, marker=marker, version=version, result=result, value=value, value_unit=value_unit,
-        method=method, lab_id=lab_id, tested_at=tested_at, reason=reason, created_by=actor,
+        donation_id=unit.id,
+        marker=marker,
+        version=version,
+        result=result,
+        value=value,
+        value_unit=value_unit,
+        method=method,
+        lab_id=lab_id,
+        tested_at=tested_at,
+        reason=reason,
+        created_by=actor,
         import_event_id=import_event_id,
     )
     session.add(row)
@@ -201,9 +245,22 @@ def add_result(
     donor = session.get_one(Donor, unit.donor_id)
     outcome = ResultOutcome(result=row, unit_number=unit.unit_number, donor_code=donor.donor_code)
     if import_event_id is None:
-        audit.record(session, action="result.added", entity_type="donation", entity_key=unit.unit_number,
-                     actor=actor, new={"marker": marker, "version": version, "result": result, "value": value,
-                                       "unit": value_unit, "tested_at": tested_at}, reason=reason)
+        audit.record(
+            session,
+            action="result.added",
+            entity_type="donation",
+            entity_key=unit.unit_number,
+            actor=actor,
+            new={
+                "marker": marker,
+                "version": version,
+                "result": result,
+                "value": value,
+                "unit": value_unit,
+                "tested_at": tested_at,
+            },
+            reason=reason,
+        )
     if result == ResultValue.REACTIVE:
         apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
     return outcome
@@ -220,45 +277,77 @@ def apply_reactive(
         unit.status, unit.status_reason = UnitStatus.REJECTED, why
         session.flush()
         outcome.rejected = True
-        audit.record(session, action="donation.rejected", entity_type="donation", entity_key=unit.unit_number,
-                     actor=actor, old={"status": old}, new={"status": UnitStatus.REJECTED}, reason=why)
+        audit.record(
+            session,
+            action="donation.rejected",
+            entity_type="donation",
+            entity_key=unit.unit_number,
+            actor=actor,
+            old={"status": old},
+            new={"status": UnitStatus.REJECTED},
+            reason=why,
+        )
     elif unit.status == UnitStatus.POOLED:
         outcome.still_pooled = session.execute(
-            select(Pool.pool_number).join(PoolMember, PoolMember.pool_id == Pool.id)
+            select(Pool.pool_number)
+            .join(PoolMember, PoolMember.pool_id == Pool.id)
             .where(PoolMember.donation_id == unit.id)
         ).scalar()
     if marker not in policy.required_panel:
         return
     permanent = session.execute(
         select(Deferral.id).where(
-            Deferral.donor_id == unit.donor_id, Deferral.ends_on.is_(None), Deferral.lifted_on.is_(None),
+            Deferral.donor_id == unit.donor_id,
+            Deferral.ends_on.is_(None),
+            Deferral.lifted_on.is_(None),
             Deferral.starts_on <= unit.collected_at.date(),
         )
     ).first()
     if permanent is None:
-        defer_donor(session, donor_code=outcome.donor_code, reason=why, starts_on=unit.collected_at.date(),
-                    ends_on=None, actor=actor, source=DeferralSource.REACTIVE_RESULT)
+        defer_donor(
+            session,
+            donor_code=outcome.donor_code,
+            reason=why,
+            starts_on=unit.collected_at.date(),
+            ends_on=None,
+            actor=actor,
+            source=DeferralSource.REACTIVE_RESULT,
+        )
         outcome.deferred = True
     start = lookback_window_start(session, unit.donor_id, before=unit.collected_at, policy=policy)
     in_window = select(Donation.id).where(Donation.donor_id == unit.donor_id, Donation.id != unit.id)
     if start is not None:
         in_window = in_window.where(Donation.collected_at >= start)
-    interdicted = session.execute(
-        update(Donation)
-        .where(Donation.id.in_(in_window), Donation.status == UnitStatus.IN_INVENTORY)
-        .values(status=UnitStatus.INTERDICTED, status_reason=f"look-back: {why}")
-        .returning(Donation.unit_number)
-    ).scalars().all()
+    interdicted = (
+        session.execute(
+            update(Donation)
+            .where(Donation.id.in_(in_window), Donation.status == UnitStatus.IN_INVENTORY)
+            .values(status=UnitStatus.INTERDICTED, status_reason=f"look-back: {why}")
+            .returning(Donation.unit_number)
+        )
+        .scalars()
+        .all()
+    )
     outcome.interdicted = sorted(interdicted)
     for number in outcome.interdicted:
-        audit.record(session, action="donation.interdicted", entity_type="donation", entity_key=number, actor=actor,
-                     old={"status": UnitStatus.IN_INVENTORY},
-                     new={"status": UnitStatus.INTERDICTED, "window_start": start}, reason=f"look-back: {why}")
+        audit.record(
+            session,
+            action="donation.interdicted",
+            entity_type="donation",
+            entity_key=number,
+            actor=actor,
+            old={"status": UnitStatus.IN_INVENTORY},
+            new={"status": UnitStatus.INTERDICTED, "window_start": start},
+            reason=f"look-back: {why}",
+        )
     outcome.pooled_in_window = [
-        (u, p) for u, p in session.execute(
+        (u, p)
+        for u, p in session.execute(
             select(Donation.unit_number, Pool.pool_number)
-            .join(PoolMember, PoolMember.donation_id == Donation.id).join(Pool, Pool.id == PoolMember.pool_id)
-            .where(Donation.id.in_(in_window)).order_by(Donation.collected_at)
+            .join(PoolMember, PoolMember.donation_id == Donation.id)
+            .join(Pool, Pool.id == PoolMember.pool_id)
+            .where(Donation.id.in_(in_window))
+            .order_by(Donation.collected_at)
         )
     ]
 
@@ -273,5 +362,7 @@ def parse_unit_list(texts: list[str]) -> list[str]:
         except InvalidInput as error:
             problems.append(str(error))
     if problems:
-        raise InvalidInput("\n".join(problems[:50]) + (f"\n... and {len(problems) - 50:,} more." if len(problems) > 50 else ""))
+        raise InvalidInput(
+            "\n".join(problems[:50]) + (f"\n... and {len(problems) - 50:,} more." if len(problems) > 50 else "")
+        )
     return list(seen)

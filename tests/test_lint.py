@@ -1,0 +1,19 @@
+"""The linter runs with the tests: among its rules, S608 refuses SQL built from strings (SPEC §9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_finds_nothing() -> None:
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_sql_rule_is_on() -> None:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"S608"' in text.split("[tool.ruff.lint]")[1].split("\n\n")[0]
