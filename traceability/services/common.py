@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -21,3 +23,8 @@ def unique_or_conflict(session: Session, kind: str, key: str) -> Iterator[None]:
         if "unique" in str(error.orig).lower() or "duplicate" in str(error.orig).lower():
             raise DuplicateKey(kind, key) from error
         raise
+
+
+def next_version(session: Session, version_column: Any, *where: Any) -> int:
+    """The version a new row of a versioned record gets: one more than the newest, 1 for the first."""
+    return (session.execute(select(func.max(version_column)).where(*where)).scalar() or 0) + 1

@@ -42,7 +42,7 @@ from ..rules import (
     eligibility_problems,
     pool_release_problems,
 )
-from .common import unique_or_conflict
+from .common import next_version, unique_or_conflict
 from .donors import _check_code
 from .units import parse_unit_list
 
@@ -295,12 +295,7 @@ def test_pool(
         raise InvalidInput(f"Pool {pool.pool_number}: a quantitative result needs both --value and --unit.")
     if value is not None and value < 0:
         raise InvalidInput(f"Pool {pool.pool_number}: value {value:g} is negative.")
-    version = (
-        session.execute(
-            select(func.max(PoolTest.version)).where(PoolTest.pool_id == pool.id, PoolTest.marker == marker)
-        ).scalar()
-        or 0
-    ) + 1
+    version = next_version(session, PoolTest.version, PoolTest.pool_id == pool.id, PoolTest.marker == marker)
     row = PoolTest(
         pool_id=pool.id,
         marker=marker,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from .. import audit
@@ -31,7 +31,7 @@ from ..parsing import parse_choice, parse_positive_int, parse_timestamp
 from ..queries.eligibility import lookback_window_start
 from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, Policy
-from .common import unique_or_conflict
+from .common import next_version, unique_or_conflict
 from .donors import defer_donor
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -218,12 +218,7 @@ def add_result(
     if tested_at < unit.collected_at:
         raise InvalidInput(f"{key}: tested at {tested_at.isoformat()}, before it was collected.")
     lab_id = get_establishment(session, lab).id if lab else None
-    version = (
-        session.execute(
-            select(func.max(TestResult.version)).where(TestResult.donation_id == unit.id, TestResult.marker == marker)
-        ).scalar()
-        or 0
-    ) + 1
+    version = next_version(session, TestResult.version, TestResult.donation_id == unit.id, TestResult.marker == marker)
     if version > 1 and reason is None:
         reason = "repeat test"
     row = TestResult(
