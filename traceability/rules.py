@@ -82,6 +82,9 @@ def _default_products() -> dict[str, ProductPolicy]:
     }
 
 
+_PANELS: dict[int, tuple[Policy, tuple[str, ...]]] = {}
+
+
 class Policy(_Strict):
     """Every configurable threshold of SPEC §4, with its default."""
 
@@ -100,6 +103,14 @@ class Policy(_Strict):
         if value < MIN_DISTINCT_DONORS:
             raise ValueError(f"min_donors {value:,} is below the floor of {MIN_DISTINCT_DONORS:,} distinct donors")
         return value
+
+    @property
+    def panel(self) -> tuple[str, ...]:
+        """The required panel as marker codes, computed once per policy (it is read for every unit checked)."""
+        cached = _PANELS.get(id(self))
+        if cached is None or cached[0] is not self:
+            cached = _PANELS[id(self)] = (self, tuple(m.value for m in self.required_panel))
+        return cached[1]
 
     def product(self, name: str) -> ProductPolicy:
         from .errors import InvalidInput
@@ -158,6 +169,7 @@ class UnitFacts:
     donor_qualified: bool
     deferral_at_collection: str | None
     already_pooled_in: str | None = None
+    donation_id: int | None = None
 
 
 def hold_ends_at(collected_at: datetime, policy: Policy = DEFAULT_POLICY) -> datetime:
@@ -179,15 +191,18 @@ def eligibility_problems(
             reasons.append(f"not in inventory: already in {where}")
     elif unit.status != UnitStatus.IN_INVENTORY:
         reasons.append(f"not in inventory: {unit.status.value}")
-    missing = [m.value for m in policy.required_panel if m.value not in unit.current_results]
-    if missing:
-        reasons.append(f"screening incomplete: no result for {', '.join(missing)}")
-    reactive = [m.value for m in policy.required_panel if unit.current_results.get(m.value) == ResultValue.REACTIVE]
-    if reactive:
-        reasons.append(f"reactive: {', '.join(reactive)}")
-    invalid = [m.value for m in policy.required_panel if unit.current_results.get(m.value) == ResultValue.INVALID]
-    if invalid:
-        reasons.append(f"invalid result, retest needed: {', '.join(invalid)}")
+    results = unit.current_results
+    panel = policy.panel
+    if any(results.get(m) != "nonreactive" for m in panel):
+        missing = [m for m in panel if m not in results]
+        if missing:
+            reasons.append(f"screening incomplete: no result for {', '.join(missing)}")
+        reactive = [m for m in panel if results.get(m) == "reactive"]
+        if reactive:
+            reasons.append(f"reactive: {', '.join(reactive)}")
+        invalid = [m for m in panel if results.get(m) == "invalid"]
+        if invalid:
+            reasons.append(f"invalid result, retest needed: {', '.join(invalid)}")
     ends = hold_ends_at(unit.collected_at, policy)
     if now < ends:
         reasons.append(f"inventory hold until {ends.strftime('%Y-%m-%d %H:%M')} UTC ({policy.hold_days} days)")
@@ -204,7 +219,7 @@ def eligibility_problems(
 
 
 def panel_complete_and_nonreactive(current_results: dict[str, str], policy: Policy = DEFAULT_POLICY) -> bool:
-    return all(current_results.get(m.value) == ResultValue.NONREACTIVE for m in policy.required_panel)
+    return all(current_results.get(m) == ResultValue.NONREACTIVE for m in policy.panel)
 
 
 def donor_is_qualified(qualifying_collections: list[datetime], policy: Policy = DEFAULT_POLICY) -> bool:

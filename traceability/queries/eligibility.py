@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import Select, String, and_, case, func, select, type_coerce
 from sqlmodel import Session
 
-from ..models import Deferral, Donation, Donor, Pool, PoolMember, ResultValue, TestResult
+from ..models import Deferral, Donation, Donor, Pool, PoolMember, ResultValue, TestResult, UnitStatus
 from ..rules import DEFAULT_POLICY, Policy, UnitFacts, deferral_covers, donor_is_qualified
 
 CHUNK = 10_000
@@ -32,7 +33,12 @@ def current_results_query(donation_ids: Select | Sequence[int], markers: Sequenc
     if markers is not None:
         latest = latest.where(TestResult.marker.in_(list(markers)))
     latest_sq = latest.group_by(TestResult.donation_id, TestResult.marker).subquery()
-    return select(TestResult.donation_id, TestResult.marker, TestResult.result, TestResult.value).join(
+    return select(
+        TestResult.donation_id,
+        type_coerce(TestResult.marker, String),
+        type_coerce(TestResult.result, String),
+        TestResult.value,
+    ).join(
         latest_sq,
         and_(
             TestResult.donation_id == latest_sq.c.donation_id,
@@ -40,6 +46,36 @@ def current_results_query(donation_ids: Select | Sequence[int], markers: Sequenc
             TestResult.version == latest_sq.c.version,
         ),
     )
+
+
+def _panel_results(
+    conn: Any, donation_ids: list[int], policy: Policy, member_select: Select | None
+) -> dict[int, dict[str, str]]:
+    """Current panel results per donation. Nearly every unit is wholly nonreactive: SQL counts that per donation,
+    and only the others are fetched marker by marker."""
+    panel = list(policy.panel)
+    clean_result = {m: ResultValue.NONREACTIVE.value for m in panel}
+    sources: list[Select | Sequence[int]] = (
+        [member_select] if member_select is not None else list(_chunks(donation_ids))
+    )
+    clean: set[int] = set()
+    for source in sources:
+        cur = current_results_query(source, panel).subquery()
+        clean.update(
+            conn.execute(
+                select(cur.c.donation_id)
+                .group_by(cur.c.donation_id)
+                .having(func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel))
+            ).scalars()
+        )
+    results: dict[int, dict[str, str]] = defaultdict(dict)
+    others = [i for i in donation_ids if i not in clean]
+    for chunk in _chunks(others):
+        for donation_id, marker, value, _ in conn.execute(current_results_query(chunk, panel)):
+            results[donation_id][marker] = value
+    for donation_id in clean:
+        results[donation_id] = clean_result
+    return results
 
 
 def qualifying_collections(
@@ -57,15 +93,17 @@ def qualifying_collections(
             .group_by(Donation.id, Donation.donor_id, Donation.collected_at)
             .having(func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel))
         )
-        for donor_id, collected_at in session.execute(query):
+        for donor_id, collected_at in session.connection().execute(query):
             result[donor_id].append(collected_at)
     return result
 
 
-def deferrals_by_donor(session: Session, donor_ids: Sequence[int]) -> dict[int, list[Deferral]]:
-    result: dict[int, list[Deferral]] = defaultdict(list)
+def deferrals_by_donor(session: Session, donor_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Per donor, rows of (donor_id, starts_on, ends_on, lifted_on, reason)."""
+    result: dict[int, list[Any]] = defaultdict(list)
     for chunk in _chunks(list(donor_ids)):
-        for row in session.execute(select(Deferral).where(Deferral.donor_id.in_(chunk))).scalars():
+        query = select(Deferral.donor_id, Deferral.starts_on, Deferral.ends_on, Deferral.lifted_on, Deferral.reason)
+        for row in session.connection().execute(query.where(Deferral.donor_id.in_(chunk))):
             result[row.donor_id].append(row)
     return result
 
@@ -93,25 +131,22 @@ def unit_facts(
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
         .outerjoin(Pool, Pool.id == PoolMember.pool_id)
     )
+    conn = session.connection()  # Core rows: no ORM loading for plain column queries
     rows = []
     if pool_id is not None:
-        rows = list(session.execute(base.where(PoolMember.pool_id == pool_id)))
+        rows = list(conn.execute(base.where(PoolMember.pool_id == pool_id)))
     else:
         for chunk in _chunks(list(unit_numbers or [])):
-            rows.extend(session.execute(base.where(Donation.unit_number.in_(chunk))))
+            rows.extend(conn.execute(base.where(Donation.unit_number.in_(chunk))))
     if not rows:
         return {}
 
-    results: dict[int, dict[str, str]] = defaultdict(dict)
-    if pool_id is not None:
-        member_ids = select(PoolMember.donation_id).where(PoolMember.pool_id == pool_id)
-        for donation_id, marker, value, _ in session.execute(current_results_query(member_ids)):
-            results[donation_id][marker.value] = value.value
-    else:
-        for chunk in _chunks([r.id for r in rows]):
-            for donation_id, marker, value, _ in session.execute(current_results_query(chunk)):
-                results[donation_id][marker.value] = value.value
-
+    results = _panel_results(
+        conn,
+        [r.id for r in rows],
+        policy,
+        select(PoolMember.donation_id).where(PoolMember.pool_id == pool_id) if pool_id else None,
+    )
     donor_ids = sorted({r.donor_id for r in rows})
     qualifying = qualifying_collections(session, donor_ids, policy)
     deferrals = deferrals_by_donor(session, donor_ids)
@@ -126,7 +161,7 @@ def unit_facts(
         )
         facts[r.unit_number] = UnitFacts(
             unit_number=r.unit_number,
-            status=r.status,
+            status=UnitStatus(r.status),
             collected_at=r.collected_at,
             volume_ml=r.volume_ml,
             current_results=results.get(r.id, {}),
@@ -139,6 +174,7 @@ def unit_facts(
                 + (f" until {active.ends_on})" if active.ends_on else ", permanent)")
             ),
             already_pooled_in=r.pool_number,
+            donation_id=r.id,
         )
     return facts
 

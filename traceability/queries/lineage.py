@@ -162,8 +162,8 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     ).all()
     results: dict[int, dict[str, str]] = defaultdict(dict)
     donor_units = select(Donation.id).where(Donation.donor_id == donor.id)
-    for donation_id, marker, value, _ in session.execute(current_results_query(donor_units)):
-        results[donation_id][marker.value] = value.value
+    for donation_id, marker, value, _ in session.connection().execute(current_results_query(donor_units)):
+        results[donation_id][marker] = value
     pool_ids = sorted({r[6] for r in rows if r[6] is not None})
     lots_by_pool = downstream_lots(session, pool_ids)
     all_lot_ids = set().union(*lots_by_pool.values()) if lots_by_pool else set()
