@@ -112,7 +112,7 @@ def add_units(
     if reasons:
         raise IneligibleUnits(pool.pool_number, reasons)
 
-    id_by_number = _ids_in_chunks(session, numbers)
+    id_by_number = {n: facts[n].donation_id for n in numbers}
     stamp = utcnow()
     try:
         for start in range(0, len(numbers), INSERT_BATCH):
