@@ -17,7 +17,7 @@ def test_formula_like_cells_are_neutralised(cell: str) -> None:
     assert neutralise(cell) == "'" + cell
     out = io.StringIO()
     write_csv(["consignee"], [[cell]], out)
-    assert list(csv.reader(io.StringIO(out.getvalue())))[1] == ["'" + cell]
+    assert list(csv.reader(io.StringIO(out.getvalue(), newline="")))[1] == ["'" + cell]
 
 
 @pytest.mark.parametrize("value", ["G123417654321", "St Mary's", "", "a=b", 42, -3, 1.5, None])
