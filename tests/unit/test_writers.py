@@ -29,5 +29,5 @@ def test_csv_and_json_write_iso_utc_and_a_fixed_order() -> None:
     at = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     out = io.StringIO()
     write_csv(["unit", "at", "day", "lots"], [["U1", at, date(2026, 3, 2), ["L1", "L2"]]], out)
-    assert out.getvalue() == "unit,at,day,lots\nU1,2026-03-01T09:30:00+00:00,2026-03-02,L1;L2\n"
+    assert out.getvalue() == "unit,at,day,lots\r\nU1,2026-03-01T09:30:00+00:00,2026-03-02,L1;L2\r\n"
     assert json.loads(dumps_json({"at": at})) == {"at": "2026-03-01T09:30:00+00:00"}

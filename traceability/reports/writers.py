@@ -56,7 +56,7 @@ def _cell(value: Any) -> Any:
 
 
 def write_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], stream: IO[str]) -> int:
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = csv.writer(stream, lineterminator="\r\n")  # RFC 4180; also makes a CR inside a cell get quoted
     writer.writerow(columns)
     count = 0
     for row in rows:
