@@ -20,6 +20,7 @@ target is plasmatrace at most 2x the raw time and under 300 MB.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,13 +70,15 @@ def measure(name: str, url: str, folder: Path) -> dict[str, Any]:
 
 def run_sqlite(folder: Path, repeat: int) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {"raw-sqlite": [], "plasmatrace": []}
-    db = common.OUT / "import-bench.db"
-    for _ in range(repeat):
-        for name in runs:
-            common.sqlite_template(folder, db)
-            runs[name].append(measure(name, common.sqlite_url(db), folder))
-            print(f"  sqlite {name}: {runs[name][-1]['seconds']:.2f} s", file=sys.stderr)
-    common.remove_sqlite(db)
+    db = common.OUT / f"import-bench-{os.getpid()}.db"
+    try:
+        for _ in range(repeat):
+            for name in runs:
+                common.sqlite_template(folder, db)
+                runs[name].append(measure(name, common.sqlite_url(db), folder))
+                print(f"  sqlite {name}: {runs[name][-1]['seconds']:.2f} s", file=sys.stderr)
+    finally:
+        common.remove_sqlite(db)
     return runs
 
 
@@ -94,15 +97,29 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return min(runs, key=lambda r: r["seconds"])
 
 
-def report_rows(backend: str, runs: dict[str, list[dict[str, Any]]], rows: int, raw_name: str,
-                label: dict[str, str]) -> list[list[Any]]:
+def report_rows(
+    backend: str, runs: dict[str, list[dict[str, Any]]], rows: int, raw_name: str, label: dict[str, str]
+) -> list[list[Any]]:
     raw = best(runs[raw_name])
     out = []
     for name in (raw_name, "plasmatrace"):
         r = best(runs[name])
         per = r["per_file"]
-        out.append([backend, label[name], rows, r["seconds"], rows / r["seconds"], per["donors"], per["donations"],
-                    per["results"], r["start_mb"], r["peak_mb"], f"{r['seconds'] / raw['seconds']:.2f}x"])
+        out.append(
+            [
+                backend,
+                label[name],
+                rows,
+                r["seconds"],
+                rows / r["seconds"],
+                per["donors"],
+                per["donations"],
+                per["results"],
+                r["start_mb"],
+                r["peak_mb"],
+                f"{r['seconds'] / raw['seconds']:.2f}x",
+            ]
+        )
     return out
 
 
@@ -112,8 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--panel", type=int, default=6, choices=(5, 6), help="results per donation (default 6)")
     parser.add_argument("--data", type=Path, help="folder of generated files (default bench/out/data-N-sSEED-pPANEL)")
-    parser.add_argument("--postgres", metavar="URL", help="also measure on PostgreSQL (a database per run is created "
-                                                          "on this server and dropped)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also measure on PostgreSQL (a database per run is created on this server and dropped)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest is shown")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -127,31 +147,60 @@ def main(argv: list[str] | None = None) -> None:
     manifest = ensure_generated(folder, donations=args.donations, seed=args.seed, panel=args.panel)
     c = manifest["counts"]
     rows = c["donors"] + c["donations"] + c["results"]
-    print(f"data: {folder} ({c['donors']:,} donors, {c['donations']:,} donations, {c['results']:,} results)",
-          file=sys.stderr)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": common.machine(),
-                               "manifest": manifest, "rows": rows}
+    print(
+        f"data: {folder} ({c['donors']:,} donors, {c['donations']:,} donations, {c['results']:,} results)",
+        file=sys.stderr,
+    )
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": common.machine(),
+        "manifest": manifest,
+        "rows": rows,
+    }
     lines: list[list[Any]] = []
     if not args.no_sqlite:
         sq = run_sqlite(folder, args.repeat)
         results["sqlite"] = sq
-        lines += report_rows("SQLite", sq, rows, "raw-sqlite",
-                             {"raw-sqlite": "raw sqlite3 executemany", "plasmatrace": "plasmatrace import"})
+        lines += report_rows(
+            "SQLite",
+            sq,
+            rows,
+            "raw-sqlite",
+            {"raw-sqlite": "raw sqlite3 executemany", "plasmatrace": "plasmatrace import"},
+        )
         _check_counts(sq, "raw-sqlite")
     if args.postgres:
         results["postgres_version"] = common.postgres_version(args.postgres)
         pg = run_postgres(args.postgres, folder, args.repeat)
         results["postgres"] = pg
-        lines += report_rows("PostgreSQL", pg, rows, "raw-copy",
-                             {"raw-copy": "raw COPY FROM STDIN", "plasmatrace": "plasmatrace import"})
+        lines += report_rows(
+            "PostgreSQL", pg, rows, "raw-copy", {"raw-copy": "raw COPY FROM STDIN", "plasmatrace": "plasmatrace import"}
+        )
         _check_counts(pg, "raw-copy")
 
-    print(f"\n{results['date']}; {results['machine']}"
-          + (f"; {results['postgres_version']}" if args.postgres else ""))
-    print(f"{c['donors']:,} donors + {c['donations']:,} donations + {c['results']:,} results = {rows:,} rows "
-          f"(seed {args.seed}, panel {args.panel}); best of {args.repeat}\n")
-    print(common.table(["backend", "loader", "rows", "s", "rows/s", "donors s", "donations s", "results s",
-                        "start MB", "peak MB", "vs raw"], lines))
+    print(f"\n{results['date']}; {results['machine']}" + (f"; {results['postgres_version']}" if args.postgres else ""))
+    print(
+        f"{c['donors']:,} donors + {c['donations']:,} donations + {c['results']:,} results = {rows:,} rows "
+        f"(seed {args.seed}, panel {args.panel}); best of {args.repeat}\n"
+    )
+    print(
+        common.table(
+            [
+                "backend",
+                "loader",
+                "rows",
+                "s",
+                "rows/s",
+                "donors s",
+                "donations s",
+                "results s",
+                "start MB",
+                "peak MB",
+                "vs raw",
+            ],
+            lines,
+        )
+    )
     print("\ntargets: plasmatrace <= 2.00x raw; peak < 300 MB")
     path = common.save_json(f"import-{args.donations}.json", results)
     print(f"details: {path.relative_to(common.ROOT)}", file=sys.stderr)

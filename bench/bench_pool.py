@@ -20,6 +20,7 @@ The target is add + close of 20,000 units under 2 s on SQLite.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import time
@@ -104,10 +105,13 @@ def raw_sqlite_add_close(path: Path, pool: str, numbers: list[str]) -> dict[str,
     found = con.execute("SELECT count(*) FROM sel").fetchone()[0]
     bad = con.execute(INELIGIBLE_SQL, {"hold": hold}).fetchone()[0]
     assert found == len(numbers) and bad == 0, (found, bad)
-    con.execute("INSERT INTO pool_member (pool_id, donation_id, created_at, created_by) "
-                "SELECT ?, id, ?, ? FROM sel", (pool_id, stamp, common.ACTOR))
-    changed = con.execute("UPDATE donation SET status = 'pooled' WHERE id IN (SELECT id FROM sel) "
-                          "AND status = 'in-inventory'").rowcount
+    con.execute(
+        "INSERT INTO pool_member (pool_id, donation_id, created_at, created_by) SELECT ?, id, ?, ? FROM sel",
+        (pool_id, stamp, common.ACTOR),
+    )
+    changed = con.execute(
+        "UPDATE donation SET status = 'pooled' WHERE id IN (SELECT id FROM sel) AND status = 'in-inventory'"
+    ).rowcount
     assert changed == len(numbers)
     con.execute("COMMIT")
     t1 = time.perf_counter()
@@ -129,22 +133,28 @@ def raw_postgres_add_close(url: str, pool: str, numbers: list[str]) -> dict[str,
         cur.execute("SELECT 1")
         conn.commit()
         t0 = time.perf_counter()
-        pool_id, status = cur.execute("SELECT id, status FROM pool WHERE pool_number = %s FOR UPDATE",
-                                      (pool,)).fetchone()
+        pool_id, status = cur.execute(
+            "SELECT id, status FROM pool WHERE pool_number = %s FOR UPDATE", (pool,)
+        ).fetchone()
         assert status == "open"
         cur.execute("CREATE TEMP TABLE wanted (unit_number text PRIMARY KEY) ON COMMIT DROP")
         with cur.copy("COPY wanted FROM STDIN") as copy:
             for n in numbers:
                 copy.write_row((n,))
-        cur.execute("CREATE TEMP TABLE sel ON COMMIT DROP AS SELECT d.id FROM donation d "
-                    "JOIN wanted w ON w.unit_number = d.unit_number")
+        cur.execute(
+            "CREATE TEMP TABLE sel ON COMMIT DROP AS SELECT d.id FROM donation d "
+            "JOIN wanted w ON w.unit_number = d.unit_number"
+        )
         found = cur.execute("SELECT count(*) FROM sel").fetchone()[0]
         bad = cur.execute(INELIGIBLE_SQL.replace(":hold", "%(hold)s"), {"hold": hold}).fetchone()[0]
         assert found == len(numbers) and bad == 0, (found, bad)
-        cur.execute("INSERT INTO pool_member (pool_id, donation_id, created_at, created_by) "
-                    "SELECT %s, id, %s, %s FROM sel", (pool_id, stamp, common.ACTOR))
-        cur.execute("UPDATE donation SET status = 'pooled' WHERE id IN (SELECT id FROM sel) "
-                    "AND status = 'in-inventory'")
+        cur.execute(
+            "INSERT INTO pool_member (pool_id, donation_id, created_at, created_by) SELECT %s, id, %s, %s FROM sel",
+            (pool_id, stamp, common.ACTOR),
+        )
+        cur.execute(
+            "UPDATE donation SET status = 'pooled' WHERE id IN (SELECT id FROM sel) AND status = 'in-inventory'"
+        )
         assert cur.rowcount == len(numbers)
         conn.commit()
         t1 = time.perf_counter()
@@ -180,11 +190,15 @@ def run(backend: str, url: str, units: int, repeat: int, raw_name: str) -> list[
     for i in range(repeat):
         for k, name in enumerate(("plasmatrace", raw_name)):
             tag = 2 * i + k + 1
-            units_file = common.OUT / f"pool-units-{tag}.txt"
+            units_file = common.OUT / f"pool-units-{os.getpid()}-{tag}.txt"
             units_file.write_text("\n".join(batches[tag - 1]))
-            r = common.run_worker(script, ["--worker", name, "--db", url, "--pool", f"P-BENCH-{tag:02d}",
-                                           "--units-file", str(units_file)])
-            units_file.unlink()
+            try:
+                r = common.run_worker(
+                    script,
+                    ["--worker", name, "--db", url, "--pool", f"P-BENCH-{tag:02d}", "--units-file", str(units_file)],
+                )
+            finally:
+                units_file.unlink()
             r.update(backend=backend, loader=name)
             out.append(r)
             print(f"  {backend} {name}: add {r['add']:.3f} s, close {r['close']:.3f} s", file=sys.stderr)
@@ -201,8 +215,19 @@ def summarise(runs: list[dict[str, Any]], units: int) -> list[list[Any]]:
             rs = [r for r in mine if r["loader"] == loader]
             add = common.median([r["add"] for r in rs])
             close = common.median([r["close"] for r in rs])
-            rows.append([backend, names[loader], units, rs[0]["donors"], add, close, add + close,
-                         max(r["peak_mb"] for r in rs), loader])
+            rows.append(
+                [
+                    backend,
+                    names[loader],
+                    units,
+                    rs[0]["donors"],
+                    add,
+                    close,
+                    add + close,
+                    max(r["peak_mb"] for r in rs),
+                    loader,
+                ]
+            )
             if loader != "plasmatrace":
                 raw_total = add + close
         for row in rows:
@@ -213,8 +238,12 @@ def summarise(runs: list[dict[str, Any]], units: int) -> list[list[Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--units", type=int, default=20_000, help="units per pool (default 20,000; at least 2,000 "
-                                                                  "for the 1,000-donor minimum)")
+    parser.add_argument(
+        "--units",
+        type=int,
+        default=20_000,
+        help="units per pool (default 20,000; at least 2,000 for the 1,000-donor minimum)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="pools per loader; medians are shown")
     parser.add_argument("--postgres", metavar="URL", help="also measure on a fresh database on this server")
     parser.add_argument("--no-sqlite", action="store_true")
@@ -232,11 +261,13 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict[str, Any]] = []
     common.OUT.mkdir(parents=True, exist_ok=True)
     if not args.no_sqlite:
-        db = common.OUT / "pool-bench.db"
+        db = common.OUT / f"pool-bench-{os.getpid()}.db"
         common.remove_sqlite(db)
-        common.prepare(common.sqlite_url(db))
-        runs += run("SQLite", common.sqlite_url(db), args.units, args.repeat, "raw-sqlite")
-        common.remove_sqlite(db)
+        try:
+            common.prepare(common.sqlite_url(db))
+            runs += run("SQLite", common.sqlite_url(db), args.units, args.repeat, "raw-sqlite")
+        finally:
+            common.remove_sqlite(db)
     if args.postgres:
         with common.postgres_database(args.postgres, "pool") as url:
             common.prepare(url)
@@ -244,10 +275,15 @@ def main(argv: list[str] | None = None) -> None:
 
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     print(f"\n{date}; {common.machine()}" + (f"; {common.postgres_version(args.postgres)}" if args.postgres else ""))
-    print(f"pool of {args.units:,} units (two per donor), median of {args.repeat}; add and close each one "
-          "transaction\n")
-    print(common.table(["backend", "method", "units", "donors", "add s", "close s", "add+close s", "peak MB",
-                        "vs raw"], summarise(runs, args.units)))
+    print(
+        f"pool of {args.units:,} units (two per donor), median of {args.repeat}; add and close each one transaction\n"
+    )
+    print(
+        common.table(
+            ["backend", "method", "units", "donors", "add s", "close s", "add+close s", "peak MB", "vs raw"],
+            summarise(runs, args.units),
+        )
+    )
     print("\ntarget: add + close of 20,000 units under 2 s on SQLite")
     common.save_json(f"pool-{args.units}.json", {"date": date, "machine": common.machine(), "runs": runs})
 

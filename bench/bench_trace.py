@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -75,9 +76,16 @@ def load(url: str, folder: Path, method: str) -> dict[str, float]:
     engine = make_engine(url)
     with common.Timer() as t, transaction(engine) as session:
         for unit, marker, result, tested_at, method_, lab in reactive:
-            units.add_result(session, unit_number=unit, marker=Marker(marker), result=ResultValue(result),
-                             tested_at=parse_timestamp(tested_at), method=TestMethod(method_) if method_ else None,
-                             lab=lab or None, actor=common.ACTOR)
+            units.add_result(
+                session,
+                unit_number=unit,
+                marker=Marker(marker),
+                result=ResultValue(result),
+                tested_at=parse_timestamp(tested_at),
+                method=TestMethod(method_) if method_ else None,
+                lab=lab or None,
+                actor=common.ACTOR,
+            )
     timings[f"{len(reactive)} reactive results (services)"] = t.seconds
     engine.dispose()
     return timings
@@ -101,8 +109,12 @@ def eligible_units(session: Any, hold_until: datetime) -> dict[int, list[str]]:
     rows = session.execute(
         select(Donation.donor_id, Donation.unit_number, Donation.collected_at)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(Donation.status == UnitStatus.IN_INVENTORY, PoolMember.id.is_(None),
-               Donation.donor_id.in_(repeat_donors), Donation.donor_id.not_in(select(Deferral.donor_id)))
+        .where(
+            Donation.status == UnitStatus.IN_INVENTORY,
+            PoolMember.id.is_(None),
+            Donation.donor_id.in_(repeat_donors),
+            Donation.donor_id.not_in(select(Deferral.donor_id)),
+        )
         .order_by(Donation.donor_id, Donation.collected_at)
     )
     by_donor: dict[int, list[str]] = defaultdict(list)
@@ -142,8 +154,10 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
             elif len(members) < pool_units:
                 cursor += 1
         if len(members) < pool_units:
-            raise SystemExit(f"not enough eligible units for pool {index} ({len(members):,} of {pool_units:,}); "
-                             "give more --donations or fewer/smaller pools")
+            raise SystemExit(
+                f"not enough eligible units for pool {index} ({len(members):,} of {pool_units:,}); "
+                "give more --donations or fewer/smaller pools"
+            )
         number = f"P-{index:04d}"
         with transaction(engine) as session:
             pool_service.create_pool(session, pool_number=number, product="ivig", actor=common.ACTOR)
@@ -155,18 +169,42 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
         timings["pool close"].append(t.seconds)
         with common.Timer() as t, transaction(engine) as session:
             for marker in DEFAULT_POLICY.product("ivig").pool_tests:
-                pool_service.test_pool(session, pool_number=number, marker=Marker(marker),
-                                       result=ResultValue.NONREACTIVE, tested_at=now, actor=common.ACTOR)
+                pool_service.test_pool(
+                    session,
+                    pool_number=number,
+                    marker=Marker(marker),
+                    result=ResultValue.NONREACTIVE,
+                    tested_at=now,
+                    actor=common.ACTOR,
+                )
             pool_service.release_pool(session, pool_number=number, actor=common.ACTOR)
-            inactivation.add_step(session, pool_number=number, method=StepMethod.SOLVENT_DETERGENT,
-                                  started_at=now - timedelta(hours=12), ended_at=now - timedelta(hours=6),
-                                  lrv={"enveloped": 6.0}, actor=common.ACTOR)
+            inactivation.add_step(
+                session,
+                pool_number=number,
+                method=StepMethod.SOLVENT_DETERGENT,
+                started_at=now - timedelta(hours=12),
+                ended_at=now - timedelta(hours=6),
+                lrv={"enveloped": 6.0},
+                actor=common.ACTOR,
+            )
             paste = f"FII-{index:03d}"
-            lots.create_lot(session, lot_number=paste, product="fraction-ii-paste", kind=LotKind.INTERMEDIATE,
-                            inputs=[lots.InputSpec("pool", number, 1000)], actor=common.ACTOR)
-            inactivation.add_step(session, lot_number=paste, method=StepMethod.LOW_PH,
-                                  started_at=now - timedelta(hours=5), ended_at=now - timedelta(hours=4),
-                                  lrv={"enveloped": 4.6}, actor=common.ACTOR)
+            lots.create_lot(
+                session,
+                lot_number=paste,
+                product="fraction-ii-paste",
+                kind=LotKind.INTERMEDIATE,
+                inputs=[lots.InputSpec("pool", number, 1000)],
+                actor=common.ACTOR,
+            )
+            inactivation.add_step(
+                session,
+                lot_number=paste,
+                method=StepMethod.LOW_PH,
+                started_at=now - timedelta(hours=5),
+                ended_at=now - timedelta(hours=4),
+                lrv={"enveloped": 4.6},
+                actor=common.ACTOR,
+            )
             lots.release_lot(session, lot_number=paste, actor=common.ACTOR)
             final = f"IVG-{index:03d}"
             _final_lot(session, final, [lots.InputSpec("lot", paste, 400)], now)
@@ -175,8 +213,9 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
         made["lots"].append(final)
     if pools >= 2:
         with transaction(engine) as session:
-            _final_lot(session, "IVG-MIX",
-                       [lots.InputSpec("lot", "FII-001", 300), lots.InputSpec("lot", "FII-002", 300)], now)
+            _final_lot(
+                session, "IVG-MIX", [lots.InputSpec("lot", "FII-001", 300), lots.InputSpec("lot", "FII-002", 300)], now
+            )
         made["lots"].append("IVG-MIX")
     engine.dispose()
     made["pooled_donors"] = cursor
@@ -189,13 +228,20 @@ def _final_lot(session: Any, number: str, inputs: list[Any], now: datetime) -> N
     from traceability.services import inactivation, lots
 
     lots.create_lot(session, lot_number=number, product="ivig", kind=LotKind.FINAL, inputs=inputs, actor=common.ACTOR)
-    inactivation.add_step(session, lot_number=number, method=StepMethod.NANOFILTRATION,
-                          started_at=now - timedelta(hours=3), ended_at=now - timedelta(hours=1),
-                          lrv={"enveloped": 5.2, "non-enveloped": 4.4}, actor=common.ACTOR)
+    inactivation.add_step(
+        session,
+        lot_number=number,
+        method=StepMethod.NANOFILTRATION,
+        started_at=now - timedelta(hours=3),
+        ended_at=now - timedelta(hours=1),
+        lrv={"enveloped": 5.2, "non-enveloped": 4.4},
+        actor=common.ACTOR,
+    )
     lots.release_lot(session, lot_number=number, actor=common.ACTOR)
     for consignee in ("St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow"):
-        lots.ship_lot(session, lot_number=number, consignee=consignee, quantity=40, shipped_on=now.date(),
-                      actor=common.ACTOR)
+        lots.ship_lot(
+            session, lot_number=number, consignee=consignee, quantity=40, shipped_on=now.date(), actor=common.ACTOR
+        )
 
 
 def sample_donors(url: str, count: int, seed: int) -> dict[str, list[str]]:
@@ -207,15 +253,22 @@ def sample_donors(url: str, count: int, seed: int) -> dict[str, list[str]]:
 
     engine = make_engine(url)
     with engine.connect() as conn:
-        pooled = sorted(set(conn.execute(
-            select(Donor.donor_code).join(Donation, Donation.donor_id == Donor.id)
-            .join(PoolMember, PoolMember.donation_id == Donation.id)
-        ).scalars()))
+        pooled = sorted(
+            set(
+                conn.execute(
+                    select(Donor.donor_code)
+                    .join(Donation, Donation.donor_id == Donor.id)
+                    .join(PoolMember, PoolMember.donation_id == Donation.id)
+                ).scalars()
+            )
+        )
         everyone = list(conn.execute(select(Donor.donor_code).order_by(Donor.id)).scalars())
     engine.dispose()
     rng = random.Random(seed)
-    return {"pooled": rng.sample(pooled, min(count, len(pooled))),
-            "any": rng.sample(everyone, min(count, len(everyone)))}
+    return {
+        "pooled": rng.sample(pooled, min(count, len(pooled))),
+        "any": rng.sample(everyone, min(count, len(everyone))),
+    }
 
 
 # --- raw SQL answers -------------------------------------------------------------------------------------------
@@ -258,19 +311,28 @@ class RawTracer:
         self.begin()
         donor_id, donor_code, registered_on, site = self.q(
             "SELECT d.id, d.donor_code, d.registered_on, e.code FROM donor d "
-            "JOIN establishment e ON e.id = d.establishment_id WHERE d.donor_code = :code", code=code)[0]
+            "JOIN establishment e ON e.id = d.establishment_id WHERE d.donor_code = :code",
+            code=code,
+        )[0]
         donations = self.q(
             "SELECT dn.id, dn.unit_number, dn.collected_at, dn.volume_ml, dn.status, dn.version, p.id, p.pool_number "
             "FROM donation dn LEFT JOIN pool_member pm ON pm.donation_id = dn.id LEFT JOIN pool p ON p.id = pm.pool_id "
-            "WHERE dn.donor_id = :donor ORDER BY dn.collected_at", donor=donor_id)
+            "WHERE dn.donor_id = :donor ORDER BY dn.collected_at",
+            donor=donor_id,
+        )
         results: dict[int, dict[str, str]] = defaultdict(dict)
         for donation_id, marker, value in self.q(
             "SELECT t.donation_id, t.marker, t.result FROM test_result t JOIN donation dn ON dn.id = t.donation_id "
             "WHERE dn.donor_id = :donor AND t.version = (SELECT max(t2.version) FROM test_result t2 "
-            "WHERE t2.donation_id = t.donation_id AND t2.marker = t.marker)", donor=donor_id):
+            "WHERE t2.donation_id = t.donation_id AND t2.marker = t.marker)",
+            donor=donor_id,
+        ):
             results[donation_id][marker] = value
-        deferrals = self.q("SELECT sequence, reason, source, starts_on, ends_on, lifted_on FROM deferral "
-                           "WHERE donor_id = :donor ORDER BY sequence", donor=donor_id)
+        deferrals = self.q(
+            "SELECT sequence, reason, source, starts_on, ends_on, lifted_on FROM deferral "
+            "WHERE donor_id = :donor ORDER BY sequence",
+            donor=donor_id,
+        )
         pool_ids = sorted({r[6] for r in donations if r[6] is not None})
         lots_by_pool: dict[int, set[str]] = defaultdict(set)
         lot_ids: dict[int, str] = {}
@@ -281,7 +343,8 @@ class RawTracer:
                 "WITH RECURSIVE down(origin, lot_id) AS ("  # noqa: S608 - integers from the database
                 f"SELECT input_pool_id, lot_id FROM lot_input WHERE input_pool_id IN ({ids}) "
                 "UNION SELECT down.origin, li.lot_id FROM lot_input li JOIN down ON li.input_lot_id = down.lot_id) "
-                "SELECT down.origin, l.id, l.lot_number FROM down JOIN lot l ON l.id = down.lot_id"):
+                "SELECT down.origin, l.id, l.lot_number FROM down JOIN lot l ON l.id = down.lot_id"
+            ):
                 lots_by_pool[origin].add(number)
                 lot_ids[lot_id] = number
             if lot_ids:
@@ -289,37 +352,59 @@ class RawTracer:
                     "SELECT s.shipment_number, l.lot_number, s.consignee, s.shipped_on, s.quantity "  # noqa: S608
                     "FROM shipment s JOIN lot l ON l.id = s.lot_id "
                     f"WHERE s.lot_id IN ({','.join(str(int(i)) for i in lot_ids)}) "
-                    "ORDER BY s.shipped_on, s.shipment_number")
+                    "ORDER BY s.shipped_on, s.shipment_number"
+                )
         self.end()
-        qualifying = [r[2] for r in donations
-                      if all(results.get(r[0], {}).get(m) == "nonreactive" for m in PANEL)]
+        qualifying = [r[2] for r in donations if all(results.get(r[0], {}).get(m) == "nonreactive" for m in PANEL)]
         start = self._time(max(qualifying)) - timedelta(days=LOOKBACK_DAYS) if qualifying else None
         return {
-            "donor_code": donor_code, "establishment": site, "registered_on": registered_on,
-            "deferrals": deferrals, "lookback_window_start": start,
-            "donations": [(r[1], r[7], sorted(lots_by_pool.get(r[6], ())), dict(sorted(results.get(r[0], {}).items())),
-                           start is None or self._time(r[2]) >= start) for r in donations],
-            "lots": sorted(lot_ids.values()), "shipments": [s[0] for s in shipments],
+            "donor_code": donor_code,
+            "establishment": site,
+            "registered_on": registered_on,
+            "deferrals": deferrals,
+            "lookback_window_start": start,
+            "donations": [
+                (
+                    r[1],
+                    r[7],
+                    sorted(lots_by_pool.get(r[6], ())),
+                    dict(sorted(results.get(r[0], {}).items())),
+                    start is None or self._time(r[2]) >= start,
+                )
+                for r in donations
+            ],
+            "lots": sorted(lot_ids.values()),
+            "shipments": [s[0] for s in shipments],
         }
 
     def lot(self, number: str) -> dict[str, Any]:
         self.begin()
         lot_id, lot_number, product, kind, status = self.q(
-            "SELECT id, lot_number, product, kind, status FROM lot WHERE lot_number = :n", n=number)[0]
+            "SELECT id, lot_number, product, kind, status FROM lot WHERE lot_number = :n", n=number
+        )[0]
         edges = self.q(
             "WITH RECURSIVE up(lot_id) AS (SELECT CAST(:lot AS INTEGER) UNION SELECT li.input_lot_id FROM lot_input li "
             "JOIN up ON li.lot_id = up.lot_id WHERE li.input_lot_id IS NOT NULL) "
             "SELECT li.lot_id, li.input_pool_id, li.input_lot_id, li.quantity FROM lot_input li "
-            "JOIN up ON up.lot_id = li.lot_id", lot=lot_id)
+            "JOIN up ON up.lot_id = li.lot_id",
+            lot=lot_id,
+        )
         lot_ids = {lot_id} | {e[0] for e in edges} | {e[2] for e in edges if e[2] is not None}
         pool_ids = {e[1] for e in edges if e[1] is not None}
         lids = ",".join(str(int(i)) for i in sorted(lot_ids))
-        answer: dict[str, Any] = {"lot_number": lot_number, "product": product, "kind": kind, "status": status,
-                                  "inputs": edges}
+        answer: dict[str, Any] = {
+            "lot_number": lot_number,
+            "product": product,
+            "kind": kind,
+            "status": status,
+            "inputs": edges,
+        }
         answer["lots"] = self.q(f"SELECT id, lot_number, product, kind, status FROM lot WHERE id IN ({lids})")  # noqa: S608
         answer["shipments"] = self.q(
             "SELECT s.shipment_number, l.lot_number, s.consignee, s.shipped_on, s.quantity FROM shipment s "
-            "JOIN lot l ON l.id = s.lot_id WHERE s.lot_id = :lot ORDER BY s.shipped_on, s.shipment_number", lot=lot_id)
+            "JOIN lot l ON l.id = s.lot_id WHERE s.lot_id = :lot ORDER BY s.shipped_on, s.shipment_number",
+            lot=lot_id,
+        )
         answer.update(pools=[], totals=(0, 0, 0), pool_tests=[], members=[])
         pool_filter = "pool_id IN (NULL)"
         if pool_ids:
@@ -329,22 +414,27 @@ class RawTracer:
                 "SELECT p.id, p.pool_number, p.product, p.status, count(DISTINCT dn.donor_id), count(dn.id), "  # noqa: S608
                 "coalesce(sum(dn.volume_ml), 0) FROM pool p LEFT JOIN pool_member pm ON pm.pool_id = p.id "
                 f"LEFT JOIN donation dn ON dn.id = pm.donation_id WHERE p.id IN ({pids}) "
-                "GROUP BY p.id, p.pool_number, p.product, p.status")
+                "GROUP BY p.id, p.pool_number, p.product, p.status"
+            )
             answer["totals"] = self.q(
                 "SELECT count(DISTINCT dn.donor_id), count(dn.id), coalesce(sum(dn.volume_ml), 0) "  # noqa: S608
-                f"FROM pool_member pm JOIN donation dn ON dn.id = pm.donation_id WHERE pm.pool_id IN ({pids})")[0]
+                f"FROM pool_member pm JOIN donation dn ON dn.id = pm.donation_id WHERE pm.pool_id IN ({pids})"
+            )[0]
             answer["pool_tests"] = self.q(
                 "SELECT pool_id, marker, version, result, value, value_unit, tested_at FROM pool_test "  # noqa: S608
-                f"WHERE pool_id IN ({pids}) ORDER BY marker, version")
+                f"WHERE pool_id IN ({pids}) ORDER BY marker, version"
+            )
             answer["members"] = self.q(
                 "SELECT dn.unit_number, d.donor_code, p.pool_number, dn.collected_at FROM pool_member pm "  # noqa: S608
                 "JOIN donation dn ON dn.id = pm.donation_id JOIN pool p ON p.id = pm.pool_id "
                 f"JOIN donor d ON d.id = dn.donor_id WHERE pm.pool_id IN ({pids}) "
-                "ORDER BY p.pool_number, dn.unit_number")
+                "ORDER BY p.pool_number, dn.unit_number"
+            )
         answer["steps"] = self.q(
             "SELECT step_key, pool_id, lot_id, method, started_at, ended_at, outcome, lrv_enveloped, "  # noqa: S608
             f"lrv_non_enveloped, parameters, operator, deviation_closed_at FROM step WHERE {pool_filter} "
-            f"OR lot_id IN ({lids}) ORDER BY started_at")
+            f"OR lot_id IN ({lids}) ORDER BY started_at"
+        )
         self.end()
         return answer
 
@@ -354,16 +444,22 @@ class RawTracer:
 
 def same_donor(app: Any, raw: dict[str, Any]) -> bool:
     mine = [(d.unit_number, d.pool_number, d.lot_numbers, d.results, d.in_lookback_window) for d in app.donations]
-    return (mine == raw["donations"] and app.lots == raw["lots"]
-            and [s.shipment_number for s in app.shipments] == raw["shipments"]
-            and len(app.deferrals) == len(raw["deferrals"]))
+    return (
+        mine == raw["donations"]
+        and app.lots == raw["lots"]
+        and [s.shipment_number for s in app.shipments] == raw["shipments"]
+        and len(app.deferrals) == len(raw["deferrals"])
+    )
 
 
 def same_lot(app: Any, raw: dict[str, Any]) -> bool:
-    return ([m.unit_number for m in app.donations or []] == [m[0] for m in raw["members"]]
-            and [m.donor_code for m in app.donations or []] == [m[1] for m in raw["members"]]
-            and (app.donor_count, app.donation_count, app.volume_ml) == tuple(int(x) for x in raw["totals"])
-            and len(app.steps) == len(raw["steps"]) and len(app.shipments) == len(raw["shipments"]))
+    return (
+        [m.unit_number for m in app.donations or []] == [m[0] for m in raw["members"]]
+        and [m.donor_code for m in app.donations or []] == [m[1] for m in raw["members"]]
+        and (app.donor_count, app.donation_count, app.volume_ml) == tuple(int(x) for x in raw["totals"])
+        and len(app.steps) == len(raw["steps"])
+        and len(app.shipments) == len(raw["shipments"])
+    )
 
 
 # --- timing worker ---------------------------------------------------------------------------------------------
@@ -412,7 +508,7 @@ def worker(args: argparse.Namespace) -> None:
         app_lot(number)  # warm
         raw.lot(number)
         for i in range(args.lot_runs):
-            for who in (("app", "raw") if i % 2 == 0 else ("raw", "app")):
+            for who in ("app", "raw") if i % 2 == 0 else ("raw", "app"):
                 t0 = time.perf_counter()
                 answer = app_lot(number) if who == "app" else raw.lot(number)
                 (app_ms if who == "app" else raw_ms).append((time.perf_counter() - t0) * 1000)
@@ -422,8 +518,12 @@ def worker(args: argparse.Namespace) -> None:
                     theirs = answer
         if not same_lot(mine, theirs):
             out["mismatches"].append(f"lot {number}")
-        out[f"lot/{number}"] = {"app": app_ms, "raw": raw_ms, "members": len(mine.donations or []),
-                                "donors": mine.donor_count}
+        out[f"lot/{number}"] = {
+            "app": app_ms,
+            "raw": raw_ms,
+            "members": len(mine.donations or []),
+            "donors": mine.donor_count,
+        }
     raw.close()
     engine.dispose()
     out["peak_mb"] = common.peak_rss_mb()
@@ -460,8 +560,9 @@ def command_timings(url: str, codes: list[str], runs: int) -> dict[str, list[flo
     out["python -c 'import cli'"] = wall([sys.executable, "-c", "import cli"], runs)
     out["plasmatrace --help"] = wall([*exe, "--help"], runs)
     times = []
-    subprocess.run([*exe, "--db", url, "trace", "donor", codes[0], "--format", "json"], capture_output=True,
-                   cwd=common.ROOT)
+    subprocess.run(
+        [*exe, "--db", url, "trace", "donor", codes[0], "--format", "json"], capture_output=True, cwd=common.ROOT
+    )
     for i in range(runs):
         times += wall([*exe, "--db", url, "trace", "donor", codes[i % len(codes)], "--format", "json"], 1)
     out["plasmatrace trace donor CODE --format json"] = times
@@ -471,8 +572,9 @@ def command_timings(url: str, codes: list[str], runs: int) -> dict[str, list[flo
 def import_time_top(count: int = 8) -> list[tuple[str, float]]:
     """What ``import cli`` spends its time on: the total, then its slowest direct imports (cumulative ms, as
     ``python -X importtime`` reports them; a package is charged to whoever imports it first)."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import cli"], capture_output=True, text=True,
-                          cwd=common.ROOT)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import cli"], capture_output=True, text=True, cwd=common.ROOT
+    )
     rows, total = [], 0.0
     for line in done.stderr.splitlines():
         parts = line.split("|")
@@ -503,15 +605,20 @@ def run_backend(backend: str, url: str, folder: Path, args: argparse.Namespace) 
     with common.Timer() as t:
         result["lineage"] = make_lineage(url, pools=args.pools, pool_units=args.pool_units, seed=args.seed)
     result["lineage_seconds"] = t.seconds
-    print(f"  {backend}: {args.pools} pools, lots and shipments in {t.seconds:.1f} s "
-          f"{result['lineage']['timings']}", file=sys.stderr)
+    print(
+        f"  {backend}: {args.pools} pools, lots and shipments in {t.seconds:.1f} s {result['lineage']['timings']}",
+        file=sys.stderr,
+    )
     donors = sample_donors(url, args.samples, args.seed)
     lots = [result["lineage"]["lots"][0]] + (["IVG-MIX"] if "IVG-MIX" in result["lineage"]["lots"] else [])
-    plan = common.OUT / f"trace-plan-{backend}.json"
+    plan = common.OUT / f"trace-plan-{backend}-{os.getpid()}.json"
     plan.write_text(json.dumps({"donors": donors, "lots": lots}))
-    result["timings"] = common.run_worker(SCRIPT, ["--worker", "time", "--db", url, "--plan", str(plan),
-                                                   "--lot-runs", str(args.lot_runs)])
-    plan.unlink()
+    try:
+        result["timings"] = common.run_worker(
+            SCRIPT, ["--worker", "time", "--db", url, "--plan", str(plan), "--lot-runs", str(args.lot_runs)]
+        )
+    finally:
+        plan.unlink()
     result["command"] = command_timings(url, donors["pooled"], args.cli_runs)
     return result
 
@@ -527,8 +634,17 @@ def summary_rows(result: dict[str, Any]) -> list[list[Any]]:
             what = f"trace donor ({'pooled' if key.endswith('pooled') else 'random'} donors, n={len(app)})"
         else:
             what = f"trace lot {key[4:]} --members ({value['members']:,} units, n={len(app)})"
-        rows.append([backend, what, common.median(app), common.percentile(app, 0.95), common.median(raw),
-                     common.percentile(raw, 0.95), f"{common.median(app) / common.median(raw):.1f}x"])
+        rows.append(
+            [
+                backend,
+                what,
+                common.median(app),
+                common.percentile(app, 0.95),
+                common.median(raw),
+                common.percentile(raw, 0.95),
+                f"{common.median(app) / common.median(raw):.1f}x",
+            ]
+        )
     for what, times in result["command"].items():
         rows.append([backend, f"$ {what}", common.median(times), max(times), None, None, "-"])
     return rows
@@ -543,8 +659,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=200, help="donors traced per group (default 200)")
     parser.add_argument("--lot-runs", type=int, default=5, help="traces per lot (default 5)")
     parser.add_argument("--cli-runs", type=int, default=5, help="runs of each command (default 5)")
-    parser.add_argument("--build", choices=("raw", "import"), default="raw",
-                        help="how the generated files are loaded (default raw: set-based)")
+    parser.add_argument(
+        "--build",
+        choices=("raw", "import"),
+        default="raw",
+        help="how the generated files are loaded (default raw: set-based)",
+    )
     parser.add_argument("--postgres", metavar="URL", help="also measure on a fresh database on this server")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the databases (SQLite file in bench/out)")
@@ -561,38 +681,60 @@ def main(argv: list[str] | None = None) -> None:
     c = manifest["counts"]
     results: list[dict[str, Any]] = []
     if not args.no_sqlite:
-        db = common.OUT / f"trace-{args.donations}.db"
+        db = common.OUT / f"trace-{args.donations}-{os.getpid()}.db"
         common.sqlite_template(folder, db)
-        results.append(run_backend("SQLite", common.sqlite_url(db), folder, args))
-        if not args.keep:
-            common.remove_sqlite(db)
+        try:
+            results.append(run_backend("SQLite", common.sqlite_url(db), folder, args))
+        finally:
+            if args.keep:
+                print(f"kept {db}", file=sys.stderr)
+            else:
+                common.remove_sqlite(db)
     if args.postgres:
         with common.postgres_database(args.postgres, "trace", keep=args.keep) as url:
+            if args.keep:
+                print(f"keeping {url}", file=sys.stderr)
             common.prepare(url, folder)
             results.append(run_backend("PostgreSQL", url, folder, args))
 
     stamp = time.strftime("%Y-%m-%d %H:%M %Z")
     print(f"\n{stamp}; {common.machine()}" + (f"; {common.postgres_version(args.postgres)}" if args.postgres else ""))
-    print(f"{c['donors']:,} donors, {c['donations']:,} donations, {c['results']:,} results (build: {args.build}); "
-          f"{args.pools} pools of {args.pool_units:,} units\n")
+    print(
+        f"{c['donors']:,} donors, {c['donations']:,} donations, {c['results']:,} results (build: {args.build}); "
+        f"{args.pools} pools of {args.pool_units:,} units\n"
+    )
     print("build:")
     for r in results:
         lineage = r["lineage"]["timings"]
-        print(f"  {r['backend']}: load {r['load_seconds']:.1f} s ("
-              + ", ".join(f"{k} {v:.1f} s" for k, v in r["load"].items())
-              + f"); pools and lots {r['lineage_seconds']:.1f} s (per pool: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in lineage.items()) + ")")
+        print(
+            f"  {r['backend']}: load {r['load_seconds']:.1f} s ("
+            + ", ".join(f"{k} {v:.1f} s" for k, v in r["load"].items())
+            + f"); pools and lots {r['lineage_seconds']:.1f} s (per pool: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in lineage.items())
+            + ")"
+        )
     print()
     rows = [row for r in results for row in summary_rows(r)]
     print(common.table(["backend", "what", "median ms", "p95/max ms", "raw median ms", "raw p95 ms", "vs raw"], rows))
     mismatches = [m for r in results for m in r["timings"]["mismatches"]]
     print(f"\nanswers compared with raw SQL: {'all equal' if not mismatches else 'MISMATCH ' + ', '.join(mismatches)}")
-    print("targets: in-process <= 3x raw; donor trace median < 1 ms; 20,000-unit lot with members < 500 ms; "
-          "whole command < 1,000 ms")
+    print(
+        "targets: in-process <= 3x raw; donor trace median < 1 ms; 20,000-unit lot with members < 500 ms; "
+        "whole command < 1,000 ms"
+    )
     top = import_time_top()
     print("slowest imports of `import cli` (cumulative ms): " + ", ".join(f"{n} {ms:.0f}" for n, ms in top))
-    common.save_json(f"trace-{args.donations}.json", {"date": stamp, "machine": common.machine(), "manifest": manifest,
-                                                       "args": vars(args), "results": results, "import_time": top})
+    common.save_json(
+        f"trace-{args.donations}.json",
+        {
+            "date": stamp,
+            "machine": common.machine(),
+            "manifest": manifest,
+            "args": vars(args),
+            "results": results,
+            "import_time": top,
+        },
+    )
 
 
 if __name__ == "__main__":

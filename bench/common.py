@@ -81,8 +81,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def run_worker(script: Path, args: list[str], *, timeout: float | None = None) -> dict[str, Any]:
     """Run ``python script --worker ...`` in a fresh interpreter; its last stdout line is a JSON result."""
-    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     if done.returncode != 0:
         raise RuntimeError(f"worker {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -112,8 +113,10 @@ def machine() -> str:
         sa_version = sqlalchemy.__version__
     except ImportError:  # pragma: no cover
         sa_version = "?"
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-            f"SQLAlchemy {sa_version}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"SQLAlchemy {sa_version}"
+    )
 
 
 def postgres_version(url: str) -> str:
@@ -131,11 +134,17 @@ def table(headers: list[str], rows: Iterable[Sequence[Any]]) -> str:
     numeric = [all(_numeric(r[i]) for r in body) and bool(body) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric,
-                                                                                   strict=True)) + " |"
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True))
+            + " |"
+        )
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric,
-                                                                                            strict=True)) + "|"
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric, strict=True))
+        + "|"
+    )
     return "\n".join([line(headers), rule, *(line(r) for r in body)])
 
 
@@ -185,7 +194,7 @@ def libpq_url(url: str) -> str:
     """A URL psycopg.connect accepts (no SQLAlchemy driver suffix)."""
     for prefix in ("postgresql+psycopg://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
+            return "postgresql://" + url[len(prefix) :]
     return url
 
 
@@ -245,10 +254,10 @@ def sqlite_template(folder: Path, target: Path) -> Path:
     """A migrated SQLite file with the establishments, made once per data folder and copied for each run."""
     template = folder / "template.db"
     if not template.exists():
-        partial = folder / "template.db.part"
+        partial = folder / f"template.db.{os.getpid()}.part"
         remove_sqlite(partial)
         prepare(sqlite_url(partial), folder)
-        partial.rename(template)
+        os.replace(partial, template)
     remove_sqlite(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, target)
@@ -263,8 +272,10 @@ def table_counts(url: str) -> dict[str, int]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return {name: conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()  # noqa: S608
-                    for name in ("donor", "donation", "test_result", "audit_event", "deferral")}
+            return {
+                name: conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()  # noqa: S608
+                for name in ("donor", "donation", "test_result", "audit_event", "deferral")
+            }
     finally:
         engine.dispose()
 
@@ -331,9 +342,20 @@ def raw_sqlite_load(db: Path, folder: Path, *, set_aside: list[list[str]] | None
                 donor_id, donor_site = donors[r[c_donor]]
                 site = r[c_site] if c_site is not None else ""
                 frozen = r[c_frozen] if c_frozen is not None else ""
-                yield (r[c_unit], "isbt128", donor_id, sites[site] if site else donor_site, _sqlite_time(r[c_at]),
-                       _sqlite_time(frozen) if frozen else None, int(r[c_vol]),
-                       (r[c_kind] if c_kind is not None else "") or "source", "in-inventory", 1, stamp, ACTOR)
+                yield (
+                    r[c_unit],
+                    "isbt128",
+                    donor_id,
+                    sites[site] if site else donor_site,
+                    _sqlite_time(r[c_at]),
+                    _sqlite_time(frozen) if frozen else None,
+                    int(r[c_vol]),
+                    (r[c_kind] if c_kind is not None else "") or "source",
+                    "in-inventory",
+                    1,
+                    stamp,
+                    ACTOR,
+                )
 
         con.executemany(
             "INSERT INTO donation (unit_number, scheme, donor_id, establishment_id, collected_at, frozen_at, "
@@ -355,8 +377,17 @@ def raw_sqlite_load(db: Path, folder: Path, *, set_aside: list[list[str]] | None
                 if set_aside is not None and r[c_result] == "reactive":
                     set_aside.append(_result_fields(r, col))
                     continue
-                yield (units[r[c_unit]], r[c_marker], 1, r[c_result], (r[c_method] if c_method is not None else "")
-                       or None, sites[lab] if lab else None, _sqlite_time(r[c_at]), stamp, ACTOR)
+                yield (
+                    units[r[c_unit]],
+                    r[c_marker],
+                    1,
+                    r[c_result],
+                    (r[c_method] if c_method is not None else "") or None,
+                    sites[lab] if lab else None,
+                    _sqlite_time(r[c_at]),
+                    stamp,
+                    ACTOR,
+                )
 
         con.executemany(
             "INSERT INTO test_result (donation_id, marker, version, result, method, lab_id, tested_at, created_at, "
@@ -384,36 +415,64 @@ def raw_postgres_copy(url: str, folder: Path, *, set_aside: list[list[str]] | No
         sites = dict(cur.execute("SELECT code, id FROM establishment").fetchall())
 
         col, reader, handle = _rows(folder / "donors.csv")
-        with handle, cur.copy("COPY donor (donor_code, establishment_id, registered_on, created_at, created_by) "
-                              "FROM STDIN") as copy:
+        with (
+            handle,
+            cur.copy(
+                "COPY donor (donor_code, establishment_id, registered_on, created_at, created_by) FROM STDIN"
+            ) as copy,
+        ):
             c_code, c_site, c_reg = col["donor_code"], col["establishment"], col["registered_on"]
             for r in reader:
                 copy.write_row((r[c_code], sites[r[c_site]], r[c_reg] or None, stamp, ACTOR))
-        donors = {code: (i, site) for code, i, site in
-                  cur.execute("SELECT donor_code, id, establishment_id FROM donor").fetchall()}
+        donors = {
+            code: (i, site)
+            for code, i, site in cur.execute("SELECT donor_code, id, establishment_id FROM donor").fetchall()
+        }
         seconds["donors"] = time.perf_counter() - started
 
         mark = time.perf_counter()
         col, reader, handle = _rows(folder / "donations.csv")
-        with handle, cur.copy("COPY donation (unit_number, scheme, donor_id, establishment_id, collected_at, "
-                              "frozen_at, volume_ml, plasma_kind, status, version, created_at, created_by) "
-                              "FROM STDIN") as copy:
+        with (
+            handle,
+            cur.copy(
+                "COPY donation (unit_number, scheme, donor_id, establishment_id, collected_at, "
+                "frozen_at, volume_ml, plasma_kind, status, version, created_at, created_by) "
+                "FROM STDIN"
+            ) as copy,
+        ):
             c_unit, c_donor, c_at, c_vol = col["unit_number"], col["donor_code"], col["collected_at"], col["volume_ml"]
             c_site, c_kind, c_frozen = col.get("establishment"), col.get("plasma_kind"), col.get("frozen_at")
             for r in reader:
                 donor_id, donor_site = donors[r[c_donor]]
                 site = r[c_site] if c_site is not None else ""
-                copy.write_row((r[c_unit], "isbt128", donor_id, sites[site] if site else donor_site, r[c_at],
-                                (r[c_frozen] if c_frozen is not None else "") or None, int(r[c_vol]),
-                                (r[c_kind] if c_kind is not None else "") or "source", "in-inventory", 1, stamp,
-                                ACTOR))
+                copy.write_row(
+                    (
+                        r[c_unit],
+                        "isbt128",
+                        donor_id,
+                        sites[site] if site else donor_site,
+                        r[c_at],
+                        (r[c_frozen] if c_frozen is not None else "") or None,
+                        int(r[c_vol]),
+                        (r[c_kind] if c_kind is not None else "") or "source",
+                        "in-inventory",
+                        1,
+                        stamp,
+                        ACTOR,
+                    )
+                )
         units = dict(cur.execute("SELECT unit_number, id FROM donation").fetchall())
         seconds["donations"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         col, reader, handle = _rows(folder / "results.csv")
-        with handle, cur.copy("COPY test_result (donation_id, marker, version, result, method, lab_id, tested_at, "
-                              "created_at, created_by) FROM STDIN") as copy:
+        with (
+            handle,
+            cur.copy(
+                "COPY test_result (donation_id, marker, version, result, method, lab_id, tested_at, "
+                "created_at, created_by) FROM STDIN"
+            ) as copy,
+        ):
             c_unit, c_marker, c_result, c_at = col["unit_number"], col["marker"], col["result"], col["tested_at"]
             c_method, c_lab = col.get("method"), col.get("lab")
             for r in reader:
@@ -421,16 +480,27 @@ def raw_postgres_copy(url: str, folder: Path, *, set_aside: list[list[str]] | No
                 if set_aside is not None and r[c_result] == "reactive":
                     set_aside.append(_result_fields(r, col))
                     continue
-                copy.write_row((units[r[c_unit]], r[c_marker], 1, r[c_result],
-                                (r[c_method] if c_method is not None else "") or None, sites[lab] if lab else None,
-                                r[c_at], stamp, ACTOR))
+                copy.write_row(
+                    (
+                        units[r[c_unit]],
+                        r[c_marker],
+                        1,
+                        r[c_result],
+                        (r[c_method] if c_method is not None else "") or None,
+                        sites[lab] if lab else None,
+                        r[c_at],
+                        stamp,
+                        ACTOR,
+                    )
+                )
         conn.commit()
         seconds["results"] = time.perf_counter() - mark
     return seconds
 
 
-def plasmatrace_import(url: str, folder: Path, *, kinds: Sequence[str] = ("donors", "donations", "results"),
-                       engine: Any = None) -> dict[str, float]:
+def plasmatrace_import(
+    url: str, folder: Path, *, kinds: Sequence[str] = ("donors", "donations", "results"), engine: Any = None
+) -> dict[str, float]:
     """``import_file`` of each file in its own transaction, as ``plasmatrace import KIND FILE`` does."""
     from traceability.db import make_engine, transaction
     from traceability.importers.load import import_file
@@ -457,8 +527,15 @@ def plasmatrace_import(url: str, folder: Path, *, kinds: Sequence[str] = ("donor
 PANEL = ["hbsag", "anti-hiv", "anti-hcv", "hiv-rna", "hcv-rna", "hbv-dna"]
 
 
-def bulk_qualified_units(engine: Any, *, donors: int, units_per_donor: int = 2, tag: int = 1,
-                         site: str = "C-01", collected_at: datetime | None = None) -> list[str]:
+def bulk_qualified_units(
+    engine: Any,
+    *,
+    donors: int,
+    units_per_donor: int = 2,
+    tag: int = 1,
+    site: str = "C-01",
+    collected_at: datetime | None = None,
+) -> list[str]:
     """Qualified donors with fully tested, nonreactive units past the hold, inserted set-based (not through the
     services; test data only, like tests/factories.bulk_units). Returns the unit numbers, donor by donor."""
     from datetime import timedelta
@@ -472,8 +549,10 @@ def bulk_qualified_units(engine: Any, *, donors: int, units_per_donor: int = 2, 
     with engine.begin() as conn:
         site_id = conn.execute(select(Establishment.id).where(Establishment.code == site)).scalar_one()
         codes = [f"BP{tag:02d}{i:07d}" for i in range(donors)]
-        conn.execute(insert(Donor), [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR,
-                                      "created_at": stamp} for c in codes])
+        conn.execute(
+            insert(Donor),
+            [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR, "created_at": stamp} for c in codes],
+        )
         ids = dict(conn.execute(select(Donor.donor_code, Donor.id).where(Donor.donor_code.like(f"BP{tag:02d}%"))).all())
         numbers: list[str] = []
         rows = []
@@ -482,17 +561,41 @@ def bulk_qualified_units(engine: Any, *, donors: int, units_per_donor: int = 2, 
                 # A valid canonical DIN: FIN W99 + tag, year 25, sequence.
                 number = f"W99{tag:02d}25{i * units_per_donor + k:06d}"
                 numbers.append(number)
-                rows.append({"unit_number": number, "scheme": "isbt128", "donor_id": ids[code],
-                             "establishment_id": site_id, "collected_at": first + timedelta(days=7 * k),
-                             "volume_ml": 750, "plasma_kind": "source", "status": "in-inventory", "version": 1,
-                             "created_by": ACTOR, "created_at": stamp})
+                rows.append(
+                    {
+                        "unit_number": number,
+                        "scheme": "isbt128",
+                        "donor_id": ids[code],
+                        "establishment_id": site_id,
+                        "collected_at": first + timedelta(days=7 * k),
+                        "volume_ml": 750,
+                        "plasma_kind": "source",
+                        "status": "in-inventory",
+                        "version": 1,
+                        "created_by": ACTOR,
+                        "created_at": stamp,
+                    }
+                )
         for start in range(0, len(rows), 20_000):
-            conn.execute(insert(Donation), rows[start:start + 20_000])
-        unit_ids = dict(conn.execute(select(Donation.unit_number, Donation.id)
-                                     .where(Donation.unit_number.like(f"W99{tag:02d}25%"))).all())
-        results = [{"donation_id": unit_ids[r["unit_number"]], "marker": m, "version": 1, "result": "nonreactive",
-                    "tested_at": r["collected_at"] + timedelta(days=2), "created_by": ACTOR, "created_at": stamp}
-                   for r in rows for m in PANEL]
+            conn.execute(insert(Donation), rows[start : start + 20_000])
+        unit_ids = dict(
+            conn.execute(
+                select(Donation.unit_number, Donation.id).where(Donation.unit_number.like(f"W99{tag:02d}25%"))
+            ).all()
+        )
+        results = [
+            {
+                "donation_id": unit_ids[r["unit_number"]],
+                "marker": m,
+                "version": 1,
+                "result": "nonreactive",
+                "tested_at": r["collected_at"] + timedelta(days=2),
+                "created_by": ACTOR,
+                "created_at": stamp,
+            }
+            for r in rows
+            for m in PANEL
+        ]
         for start in range(0, len(results), 50_000):
-            conn.execute(insert(TestResult), results[start:start + 50_000])
+            conn.execute(insert(TestResult), results[start : start + 50_000])
     return numbers

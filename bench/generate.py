@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import sys
 import time
@@ -48,8 +49,15 @@ PLANT = ("FRAC-01", "Fractionation Plant 1")
 ACTOR = "bench"
 
 DONOR_COLUMNS = ["donor_code", "establishment", "registered_on"]
-DONATION_COLUMNS = ["unit_number", "donor_code", "collected_at", "volume_ml", "establishment", "plasma_kind",
-                    "frozen_at"]
+DONATION_COLUMNS = [
+    "unit_number",
+    "donor_code",
+    "collected_at",
+    "volume_ml",
+    "establishment",
+    "plasma_kind",
+    "frozen_at",
+]
 RESULT_COLUMNS = ["unit_number", "marker", "result", "tested_at", "method", "lab"]
 
 
@@ -67,8 +75,10 @@ class Centre:
 
 
 def centres(count: int) -> list[Centre]:
-    return [Centre(f"C-{i:02d}", f"Plasma Centre {i:02d}", i, timezone(timedelta(hours=OFFSETS_H[i % len(OFFSETS_H)])))
-            for i in range(1, count + 1)]
+    return [
+        Centre(f"C-{i:02d}", f"Plasma Centre {i:02d}", i, timezone(timedelta(hours=OFFSETS_H[i % len(OFFSETS_H)])))
+        for i in range(1, count + 1)
+    ]
 
 
 def establishments(count: int) -> list[tuple[str, str, str]]:
@@ -106,8 +116,16 @@ def _stamp(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
-def generate(out: Path, *, donations: int, seed: int = 1, centre_count: int = 4, panel: int = 6,
-             reactive_rate: float = 0.0005, end: date = DEFAULT_END) -> dict[str, Any]:
+def generate(
+    out: Path,
+    *,
+    donations: int,
+    seed: int = 1,
+    centre_count: int = 4,
+    panel: int = 6,
+    reactive_rate: float = 0.0005,
+    end: date = DEFAULT_END,
+) -> dict[str, Any]:
     """Write the files into ``out``; returns the manifest (also written as manifest.json)."""
     if donations < 1:
         raise ValueError("--donations must be at least 1")
@@ -129,9 +147,11 @@ def generate(out: Path, *, donations: int, seed: int = 1, centre_count: int = 4,
         writer.writerow(["code", "name", "kind"])
         writer.writerows(establishments(centre_count))
 
-    with (out / "donors.csv").open("w", newline="", encoding="utf-8") as f_donors, \
-         (out / "donations.csv").open("w", newline="", encoding="utf-8") as f_donations, \
-         (out / "results.csv").open("w", newline="", encoding="utf-8") as f_results:
+    with (
+        (out / "donors.csv").open("w", newline="", encoding="utf-8") as f_donors,
+        (out / "donations.csv").open("w", newline="", encoding="utf-8") as f_donations,
+        (out / "results.csv").open("w", newline="", encoding="utf-8") as f_results,
+    ):
         w_donors = csv.writer(f_donors, lineterminator="\n")
         w_donations = csv.writer(f_donations, lineterminator="\n")
         w_results = csv.writer(f_results, lineterminator="\n")
@@ -162,15 +182,30 @@ def generate(out: Path, *, donations: int, seed: int = 1, centre_count: int = 4,
                 unit = f"{key[0]}{year:02d}{number:06d}"
                 local = when.astimezone(site.tz)
                 kind = "recovered" if rng.random() < 0.03 else "source"
-                w_donations.writerow([unit, code, _stamp(local), rng.randrange(625, 881, 5), site.code, kind,
-                                      _stamp(local + timedelta(minutes=rng.randrange(30, 300)))])
+                w_donations.writerow(
+                    [
+                        unit,
+                        code,
+                        _stamp(local),
+                        rng.randrange(625, 881, 5),
+                        site.code,
+                        kind,
+                        _stamp(local + timedelta(minutes=rng.randrange(30, 300))),
+                    ]
+                )
                 tested = _stamp(when + timedelta(days=1, minutes=rng.randrange(0, 20 * 60))).replace("+00:00", "Z")
                 lab = LABS[rng.randrange(len(LABS))][0]
                 reactive = markers[rng.randrange(len(markers))] if rng.random() < reactive_rate else None
                 counts["reactive"] += reactive is not None
                 w_results.writerows(
-                    [unit, m, "reactive" if m == reactive else "nonreactive", tested,
-                     "nat" if m in NAT else "serology", lab]
+                    [
+                        unit,
+                        m,
+                        "reactive" if m == reactive else "nonreactive",
+                        tested,
+                        "nat" if m in NAT else "serology",
+                        lab,
+                    ]
                     for m in markers
                 )
                 counts["results"] += len(markers)
@@ -180,14 +215,23 @@ def generate(out: Path, *, donations: int, seed: int = 1, centre_count: int = 4,
                 when += timedelta(days=rng.choice(INTERVAL_DAYS), minutes=rng.randrange(-90, 91))
             counts["donations"] += made
             counts["applicants"] += applicant
-    manifest = {"donations": donations, "seed": seed, "centres": centre_count, "panel": panel,
-                "reactive_rate": reactive_rate, "end": end.isoformat(), "counts": counts, "per_centre": per_centre}
+    manifest = {
+        "donations": donations,
+        "seed": seed,
+        "centres": centre_count,
+        "panel": panel,
+        "reactive_rate": reactive_rate,
+        "end": end.isoformat(),
+        "counts": counts,
+        "per_centre": per_centre,
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
-def ensure_generated(out: Path, *, donations: int, seed: int = 1, panel: int = 6, quiet: bool = False,
-                     **kw: Any) -> dict[str, Any]:
+def ensure_generated(
+    out: Path, *, donations: int, seed: int = 1, panel: int = 6, quiet: bool = False, **kw: Any
+) -> dict[str, Any]:
     """Reuse the files in ``out`` when they were generated with the same arguments, else generate them."""
     wanted = {"donations": donations, "seed": seed, "panel": panel}
     path = out / "manifest.json"
@@ -197,11 +241,21 @@ def ensure_generated(out: Path, *, donations: int, seed: int = 1, panel: int = 6
         if all(manifest.get(k) == v for k, v in wanted.items()) and all((out / f).exists() for f in files):
             return manifest
     started = time.perf_counter()
-    manifest = generate(out, donations=donations, seed=seed, panel=panel, **kw)
+    # Written beside the folder, then moved in file by file (manifest last): a benchmark started at the same time
+    # never reads half-written files.
+    partial = out.parent / f".{out.name}.{os.getpid()}.part"
+    manifest = generate(partial, donations=donations, seed=seed, panel=panel, **kw)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("establishments.csv", "donors.csv", "donations.csv", "results.csv", "manifest.json"):
+        os.replace(partial / name, out / name)
+    partial.rmdir()
     if not quiet:
         c = manifest["counts"]
-        print(f"generated {c['donors']:,} donors, {c['donations']:,} donations, {c['results']:,} results in {out} "
-              f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+        print(
+            f"generated {c['donors']:,} donors, {c['donations']:,} donations, {c['results']:,} results in {out} "
+            f"({time.perf_counter() - started:.1f} s)",
+            file=sys.stderr,
+        )
     return manifest
 
 
@@ -231,12 +285,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init-db", metavar="URL", help="also migrate this database and create the establishments")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    manifest = generate(args.out, donations=args.donations, seed=args.seed, centre_count=args.centres,
-                        panel=args.panel, reactive_rate=args.reactive_rate, end=args.end)
+    manifest = generate(
+        args.out,
+        donations=args.donations,
+        seed=args.seed,
+        centre_count=args.centres,
+        panel=args.panel,
+        reactive_rate=args.reactive_rate,
+        end=args.end,
+    )
     c = manifest["counts"]
-    print(f"{args.out}: {c['donors']:,} donors ({c['applicants']:,} applicants), {c['donations']:,} donations, "
-          f"{c['results']:,} results ({c['reactive']:,} reactive donations) in {time.perf_counter() - started:.1f} s",
-          file=sys.stderr)
+    print(
+        f"{args.out}: {c['donors']:,} donors ({c['applicants']:,} applicants), {c['donations']:,} donations, "
+        f"{c['results']:,} results ({c['reactive']:,} reactive donations) in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     if args.init_db:
         init_db(args.init_db, args.out)
 
