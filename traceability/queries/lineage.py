@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select, type_coerce
 from sqlmodel import Session
 
+from ..errors import DonorNotFound
 from ..models import (
     Deferral,
     Donation,
     Donor,
     Establishment,
     Lot,
+    LotInput,
     Pool,
     PoolMember,
     PoolTest,
@@ -27,11 +29,11 @@ from ..models import (
     Step,
     TestResult,
 )
-from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
+from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems, panel_complete_and_nonreactive
 from .clearance import lot_clearance
-from .eligibility import current_results_query, lookback_window_start
+from .eligibility import current_results_query
 from .graph import downstream_lots, downstream_of_lot, steps_for, upstream
-from .lookup import get_donor, get_lot, get_pool, get_unit
+from .lookup import get_lot, get_pool, get_unit
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -140,52 +142,100 @@ class DonorTrace:
         return asdict(self)
 
 
-def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DonorTrace:
-    """Every donation of a donor and where each went: inventory, pool, every lot downstream, every shipment."""
-    donor = get_donor(session, donor_code)
-    site = session.get_one(Establishment, donor.establishment_id)
-    rows = session.execute(
-        select(
+def _donor_statements() -> dict[str, Any]:
+    """The forward trace's statements, built once with bound parameters (a trace is asked often and must be fast)."""
+    donor_id = bindparam("donor_id")
+    donor_pools = (
+        select(PoolMember.pool_id)
+        .join(Donation, Donation.id == PoolMember.donation_id)
+        .where(Donation.donor_id == donor_id)
+    )
+    down = (
+        select(LotInput.input_pool_id.label("origin"), LotInput.lot_id.label("lot_id"))
+        .where(LotInput.input_pool_id.in_(donor_pools))
+        .cte("donor_down", recursive=True)
+    )
+    down = down.union(select(down.c.origin, LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
+    return {
+        "donor": select(Donor.id, Donor.donor_code, Donor.registered_on, Establishment.code)
+        .join(Establishment, Establishment.id == Donor.establishment_id)
+        .where(Donor.donor_code == bindparam("donor_code")),
+        "donations": select(
             Donation.id,
             Donation.unit_number,
             Donation.collected_at,
             Donation.volume_ml,
-            Donation.status,
+            type_coerce(Donation.status, String),
             Donation.version,
             Pool.id,
             Pool.pool_number,
         )
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
         .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-        .where(Donation.donor_id == donor.id)
-        .order_by(Donation.collected_at)
-    ).all()
+        .where(Donation.donor_id == donor_id)
+        .order_by(Donation.collected_at, Donation.id),
+        "results": current_results_query(select(Donation.id).where(Donation.donor_id == donor_id)),
+        "lots": select(down.c.origin, Lot.lot_number).join(Lot, Lot.id == down.c.lot_id),
+        "shipments": select(
+            Shipment.shipment_number, Lot.lot_number, Shipment.consignee, Shipment.shipped_on, Shipment.quantity
+        )
+        .join(Lot, Lot.id == Shipment.lot_id)
+        .where(Shipment.lot_id.in_(select(down.c.lot_id)))
+        .order_by(Shipment.shipped_on, Shipment.shipment_number),
+        "deferrals": select(
+            Deferral.sequence,
+            Deferral.reason,
+            type_coerce(Deferral.source, String),
+            Deferral.starts_on,
+            Deferral.ends_on,
+            Deferral.lifted_on,
+        )
+        .where(Deferral.donor_id == donor_id)
+        .order_by(Deferral.sequence),
+    }
+
+
+_DONOR = _donor_statements()
+
+
+def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DonorTrace:
+    """Every donation of a donor and where each went: inventory, pool, every lot downstream, every shipment.
+
+    Six statements, whatever the donor's history: donor, donations with pools, current results, lots downstream
+    (recursive), shipments of those lots, deferrals. The look-back window comes from the results already read.
+    """
+    conn = session.connection()
+    donor = conn.execute(_DONOR["donor"], {"donor_code": donor_code}).first()
+    if donor is None:
+        raise DonorNotFound(donor_code)
+    ids = {"donor_id": donor[0]}
+    rows = conn.execute(_DONOR["donations"], ids).all()
     results: dict[int, dict[str, str]] = defaultdict(dict)
-    donor_units = select(Donation.id).where(Donation.donor_id == donor.id)
-    for donation_id, marker, value, _ in session.connection().execute(current_results_query(donor_units)):
+    for donation_id, marker, value, _ in conn.execute(_DONOR["results"], ids):
         results[donation_id][marker] = value
-    pool_ids = sorted({r[6] for r in rows if r[6] is not None})
-    lots_by_pool = downstream_lots(session, pool_ids)
-    all_lot_ids = set().union(*lots_by_pool.values()) if lots_by_pool else set()
-    lots = _lots(session, all_lot_ids)
-    start = lookback_window_start(session, donor.id, policy=policy)
-    deferrals = session.execute(
-        select(Deferral).where(Deferral.donor_id == donor.id).order_by(Deferral.sequence)
-    ).scalars()
+    lots_by_pool: dict[int, set[str]] = defaultdict(set)
+    for origin, lot_number in conn.execute(_DONOR["lots"], ids):
+        lots_by_pool[origin].add(lot_number)
+    shipments = [
+        ShipmentLine(n, lot, to, on.isoformat(), q) for n, lot, to, on, q in conn.execute(_DONOR["shipments"], ids)
+    ]
+    deferrals = conn.execute(_DONOR["deferrals"], ids).all()
+    clean = [r[2] for r in rows if panel_complete_and_nonreactive(results.get(r[0], {}), policy)]
+    start = max(clean) - timedelta(days=policy.lookback_days) if clean else None
     return DonorTrace(
-        donor_code=donor.donor_code,
-        establishment=site.code,
-        registered_on=_iso(donor.registered_on),
+        donor_code=donor[1],
+        establishment=donor[3],
+        registered_on=_iso(donor[2]),
         deferrals=[
             {
-                "sequence": d.sequence,
-                "reason": d.reason,
-                "source": d.source.value,
-                "starts_on": _iso(d.starts_on),
-                "ends_on": _iso(d.ends_on),
-                "lifted_on": _iso(d.lifted_on),
+                "sequence": q,
+                "reason": why,
+                "source": source,
+                "starts_on": _iso(on),
+                "ends_on": _iso(until),
+                "lifted_on": _iso(lifted),
             }
-            for d in deferrals
+            for q, why, source, on, until, lifted in deferrals
         ],
         lookback_window_start=_iso(start),
         donations=[
@@ -193,9 +243,9 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
                 unit_number=r[1],
                 collected_at=r[2].isoformat(),
                 volume_ml=r[3],
-                status=r[4].value,
+                status=r[4],
                 pool_number=r[7],
-                lot_numbers=sorted(lots[i].lot_number for i in lots_by_pool.get(r[6], ())),
+                lot_numbers=sorted(lots_by_pool.get(r[6], ())),
                 results=dict(sorted(results.get(r[0], {}).items())),
                 in_lookback_window=start is None or r[2] >= start,
                 changed=r[5] > 1,
@@ -203,8 +253,8 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
             for r in rows
         ],
         pools=sorted({r[7] for r in rows if r[7] is not None}),
-        lots=sorted(line.lot_number for line in lots.values()),
-        shipments=_shipments(session, all_lot_ids),
+        lots=sorted(set().union(*lots_by_pool.values())) if lots_by_pool else [],
+        shipments=shipments,
     )
 
 
