@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..models import AuditEvent, Donation, utcnow
 from ..queries.lineage import trace_case, trace_lot, trace_pool
 from ..rules import DEFAULT_POLICY, Policy
 from .sections import Document, Section, case_document, lot_document, pool_document
-from .writers import dumps_json, neutralise, write_csv
+from .writers import dumps_json, write_csv
 
 
 @dataclass
@@ -246,5 +245,3 @@ def _pdf(report: Report, output: Path) -> None:
         pdf.multi_cell(0, 4, latin(f"{label}: {value}"), new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(output))
 
-
-__all__ = ["Report", "build_report", "write_report", "neutralise", "json"]
