@@ -63,7 +63,7 @@ class Cli:
 def dispose_engines(db_url: str, folder: Path) -> None:
     """Close the engines the CLI cached (one per URL, for the life of the process) for this test's databases."""
     for url in list(db._engines):
-        if url == normalise_database_url(db_url) or str(folder) in url:
+        if url.split("|")[0] == normalise_database_url(db_url) or str(folder) in url:
             db._engines.pop(url).dispose()
 
 

@@ -1,0 +1,51 @@
+"""The demo builds a whole site through the commands' own services; reports of it are written in every format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.conftest import Cli
+from traceability.errors import ExitCode
+
+
+def test_the_demo_builds_a_site_refuses_to_run_twice_and_reports_on_it(fresh: Cli, tmp_path: Path) -> None:
+    result = fresh("demo", "--seed", "3")
+    assert "distinct donors" in result.stderr and "tested HCV RNA reactive" in result.stderr
+    assert "Pool summary" in result.stdout and "forward to every consignee" in result.stdout
+
+    again = fresh("demo", code=ExitCode.CONFLICT)
+    assert "already holds data" in again.stderr
+
+    pools = fresh.json("pool", "list", "--format", "json")
+    assert len(pools) == 2 and all(p["distinct donors"] >= 1000 and p["status"] == "released" for p in pools)
+    lots = fresh.json("lot", "list", "--format", "json")
+    final = next(lot["lot"] for lot in lots if lot["kind"] == "final" and lot["status"] == "released")
+    verified = fresh("audit", "verify")
+    assert "Audit trail intact" in verified.stderr
+
+    for fmt in ("html", "pdf", "json", "csv"):
+        out = tmp_path / f"report.{fmt}"
+        written = fresh("report", "lot", final, "--format", fmt, "--output", str(out))
+        assert f"written to {out}" in written.stderr
+        assert out.stat().st_size > 1000
+    assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert final in html and "audit checkpoint" in html and "data SHA-256" in html
+    document = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert document["audit chain"] == "intact" and document["data"]["lot_number"] == final
+    assert document["data"]["donor_count"] >= 2000
+    assert (tmp_path / "report.csv").read_text(encoding="utf-8").startswith("unit,donor,pool,collected at")
+
+    donor = next(line for line in result.stderr.splitlines() if "tested HCV RNA reactive" in line).split()[1]
+    opened = fresh("lookback", "open", donor, "--reason", "PDI")
+    case = opened.stderr.split()[2]
+    fresh("report", "case", case, "--format", "html", "--output", str(tmp_path / "case.html"))
+    assert donor in (tmp_path / "case.html").read_text(encoding="utf-8")
+
+
+def test_a_report_of_an_unknown_lot_is_not_found(fresh: Cli, tmp_path: Path) -> None:
+    fresh("init")
+    result = fresh("report", "lot", "NOPE", "--output", str(tmp_path / "r.html"), code=ExitCode.NOT_FOUND)
+    assert "Lot NOPE not found" in result.stderr
+    assert not (tmp_path / "r.html").exists()
