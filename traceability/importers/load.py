@@ -16,15 +16,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, Table, func, insert, select
 from sqlmodel import Session
 
 from .. import audit
@@ -46,7 +48,7 @@ from ..models import (
 from ..rules import DEFAULT_POLICY, Policy
 from ..services import pools
 from ..services.units import ResultOutcome, apply_reactive
-from .readers import Record, read_records, scan
+from .readers import Record, RecordStream, Resume, file_digest, read_records
 from .rows import (
     COLUMNS,
     DonationRow,
@@ -161,11 +163,7 @@ def import_file(
     if skip_invalid and rejects_target.resolve() == path.resolve():
         raise InvalidInput(f"The rejects file {rejects_target} would overwrite the file being imported.")
     columns = COLUMNS[kind]
-    first = scan(path, columns)
-    if first.problems:
-        raise InvalidImportFile(
-            file, [p.render(file) for p in first.problems[:PROBLEMS_KEPT]], total=len(first.problems)
-        )
+    sha256, lines = file_digest(path)
 
     job = _Import(session, kind, path, actor=actor, policy=policy, dry_run=dry_run, skip_invalid=skip_invalid)
     savepoint = session.begin_nested()
@@ -177,21 +175,21 @@ def import_file(
             entity_type="import",
             entity_key=path.name[:_ENTITY_KEY_MAX],
             actor=actor,
-            new={"sha256": first.sha256, "rows": first.rows, "file": file},
+            new={"sha256": sha256, "file": file},
         )
         # Looked up only after our own event is written: on PostgreSQL writing it took the audit-chain lock, so a
         # concurrent import of the same file has committed by now and is seen here.
-        earlier = _earlier_import(session, kind, first.sha256, exclude=event.id)
+        earlier = _earlier_import(session, kind, sha256, exclude=event.id)
         if earlier is not None:
             _undo(session, savepoint)
-            return job.report(first.sha256, first.rows, already_imported=True, event_seq=earlier.seq)
+            return job.report(sha256, _recorded_rows(session, earlier), already_imported=True, event_seq=earlier.seq)
         job.event_id = event.id
         if skip_invalid and not dry_run:
             writer = job.rejects = _RejectsWriter(rejects_target, columns.ignored)
         if on_rows_counted is not None:
-            on_rows_counted(first.rows)
+            on_rows_counted(max(lines - 1, 0))
 
-        stream = read_records(path, columns)
+        stream = job.stream = read_records(path, columns)
         processed = 0
         for chunk in _chunks(stream, CHUNK_ROWS):
             if writer is not None:
@@ -201,7 +199,12 @@ def import_file(
             if progress is not None:
                 progress(processed)
 
-        if stream.problems or stream.sha256 != first.sha256:
+        if stream.problems:
+            # A file that cannot be read as a whole loads nothing, whatever its rows were.
+            raise InvalidImportFile(
+                file, [p.render(file) for p in stream.problems[:PROBLEMS_KEPT]], total=len(stream.problems)
+            )
+        if stream.sha256 != sha256:
             raise InvalidImportFile(file, [f"{file}:1: file: changed while it was being imported; import it again."])
         job.raise_if_failed()
         if not dry_run:
@@ -212,8 +215,8 @@ def import_file(
                 entity_key=path.name[:_ENTITY_KEY_MAX],
                 actor=actor,
                 new={
-                    "sha256": first.sha256,
-                    "rows": first.rows,
+                    "sha256": sha256,
+                    "rows": stream.rows,
                     "loaded": job.loaded,
                     "already_present": job.present,
                     "rejected": job.rejected,
@@ -230,8 +233,8 @@ def import_file(
         raise
     written = writer.finish() if writer is not None else None
     return job.report(
-        first.sha256,
-        first.rows,
+        sha256,
+        stream.rows,
         already_imported=False,
         event_seq=None if dry_run else event.seq,
         rejects_path=str(written) if written else None,
@@ -260,6 +263,27 @@ def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude:
         if json.loads(event.new_values or "{}").get("sha256") == sha256:
             return event
     return None
+
+
+def _recorded_rows(session: Session, earlier: AuditEvent) -> int:
+    """The data rows of an earlier import of the same file: counted in its completion event (in the start event
+    itself for imports recorded before the count moved there)."""
+    started = json.loads(earlier.new_values or "{}")
+    if "rows" in started:
+        return int(started["rows"])
+    for values in session.execute(
+        select(AuditEvent.new_values)
+        .where(
+            AuditEvent.action == f"{earlier.action}.completed",
+            AuditEvent.new_values.contains(started["sha256"]),
+            AuditEvent.seq > earlier.seq,
+        )
+        .order_by(AuditEvent.seq)
+    ).scalars():
+        completed = json.loads(values or "{}")
+        if completed.get("sha256") == started["sha256"]:
+            return int(completed.get("rows", 0))
+    return 0
 
 
 def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -311,12 +335,25 @@ class _Import:
         self.conflict_count = 0
         self.reactive: list[str] = []
         self._reactive_seen: set[str] = set()
-        # The one structure that grows with the file: each key once, to name both lines of a duplicate.
-        self.seen: dict[str, int] = {}
+        self.stream: RecordStream | None = None
+        # Duplicates in the file are found without keeping every key of it (memory stays flat with the file size):
+        # within a chunk by its keys; across chunks by the rows this import has already written (the loaders find
+        # them in the database, marked with this import's event), whose line is found again by reading their
+        # chunk once more. Only the keys of valid rows that were not written (present, refused by a reference
+        # check, in conflict) are kept for the whole file: usually few.
+        self.kept_out: dict[Any, int] = {}
+        self._chunk_ids: list[int] = []  # the highest id of the table after each chunk that wrote rows
+        self._chunk_starts: list[Resume] = []  # and where that chunk starts in the file
+        self._out: set[int] = set()  # lines of this chunk's valid rows that were not written
+        self._duplicates: list[tuple[Row, int]] = []  # rows whose key this import wrote earlier, with that row's id
         self._sites: dict[str, int] = {}
         self._records: dict[int, Record] = {}
         self._rejected: list[tuple[int, list[RowProblem]]] = []
         self._loader = _LOADERS[kind]
+        self._model = _MODELS[kind]
+        self.dialect = session.get_bind().dialect
+        self.time = _converter(TestResult.__table__.c.tested_at, self.dialect)
+        self._recorded = (self.time(self.stamp), actor)
 
     # -- outcome -------------------------------------------------------------------------------------------------
 
@@ -363,32 +400,96 @@ class _Import:
     def process(self, chunk: list[Record]) -> None:
         """Validate one chunk of records, then resolve and load its valid rows."""
         self._records = {record.line: record for record in chunk}
+        self._out = set()
         valid: list[Row] = []
+        local: dict[Any, int] = {}
+        repeated: list[tuple[Row, int]] = []  # rows whose key is on an earlier line of this chunk
+        kept_out, kind, now = self.kept_out, self.kind, self.now
         for record in chunk:
-            row, problems = parse_row(self.kind, record.line, record.cells, now=self.now)
-            problems = record.problems + problems
+            row, problems = parse_row(kind, record.line, record.cells, now=now)
+            if record.problems:
+                problems = record.problems + problems
             if row is not None and not problems:
-                first = self.seen.get(row.key)
+                key = row.key
+                first = kept_out.get(key)
                 if first is not None:
-                    problems.append(
-                        RowProblem(
-                            record.line, _key_column(self.kind), f"{row.label} is also on line {first:,} of this file."
-                        )
-                    )
+                    problems.append(self._duplicate_problem(row, first))
+                elif key in local:
+                    repeated.append((row, local[key]))
+                    continue
                 else:
-                    self.seen[row.key] = record.line
+                    local[key] = record.line
             if problems:
                 self.reject(record.line, problems)
             elif row is not None:
                 valid.append(row)
+        resolved: dict[int, int | None] = {}
         if valid:
+            self._duplicates = []
+            loaded = self.loaded
             self._loader(self, valid)
+            for row in valid:
+                if row.line in self._out:
+                    kept_out.setdefault(row.key, row.line)
+            resolved = self._reject_duplicates()
+            if self.loaded > loaded:
+                self._chunk_ids.append(self.session.execute(select(func.max(self._model.id))).scalar_one())
+                self._chunk_starts.append(Resume(chunk[0].offset, chunk[0].line, tuple(self.stream.header)))
+        for row, first in repeated:
+            # When the first row of the chunk with this key was itself a repeat of an earlier chunk, name that line.
+            self.reject(row.line, [self._duplicate_problem(row, resolved.get(first, first))])
         self._flush_rejected()
+
+    def _duplicate_problem(self, row: Row, first: int | None) -> RowProblem:
+        where = f"line {first:,}" if first is not None else "an earlier line"
+        return RowProblem(row.line, _key_column(self.kind), f"{row.label} is also on {where} of this file.")
+
+    def duplicate(self, row: Row, row_id: int) -> None:
+        """A loader found the key of ``row`` among the rows this import wrote from an earlier chunk."""
+        self._duplicates.append((row, row_id))
+
+    def _reject_duplicates(self) -> dict[int, int | None]:
+        """Reject the rows found repeating a row written from an earlier chunk; the line each one repeats."""
+        by_chunk: dict[int, list[Row]] = defaultdict(list)
+        for row, row_id in self._duplicates:
+            by_chunk[bisect_left(self._chunk_ids, row_id)].append(row)
+        resolved: dict[int, int | None] = {}
+        for index, rows in by_chunk.items():
+            first = self._first_lines(index, {row.key for row in rows})
+            for row in rows:
+                resolved[row.line] = first.get(row.key)
+                self.reject(row.line, [self._duplicate_problem(row, resolved[row.line])])
+        self._duplicates = []
+        return resolved
+
+    def _first_lines(self, index: int, keys: set[Any]) -> dict[Any, int]:
+        """The line of each key's first valid row in an earlier chunk, read again from the file."""
+        if index >= len(self._chunk_starts):
+            return {}
+        found: dict[Any, int] = {}
+        records = iter(read_records(self.path, COLUMNS[self.kind], self._chunk_starts[index]))
+        try:
+            for _, record in zip(range(CHUNK_ROWS), records, strict=False):
+                if record.problems:
+                    continue
+                row, problems = parse_row(self.kind, record.line, record.cells, now=self.now)
+                if row is not None and not problems and row.key in keys:
+                    found.setdefault(row.key, record.line)
+                    if len(found) == len(keys):
+                        break
+        finally:
+            records.close()  # type: ignore[attr-defined]
+        return found
 
     def reject(self, line: int, problems: list[RowProblem]) -> None:
         self.rejected += 1
         self.problem_count += len(problems)
         self._rejected.append((line, problems))
+        self._out.add(line)
+
+    def count_present(self, line: int) -> None:
+        self.present += 1
+        self._out.add(line)
 
     def _flush_rejected(self) -> None:
         # Rows are rejected while reading and again while resolving references; reporting them in file order
@@ -405,24 +506,39 @@ class _Import:
         """Count a row whose key is already recorded as present, or record a conflict naming each difference."""
         diffs = [f"{column}: {_shown(old)} -> {_shown(new)}" for column, old, new in pairs if old != new]
         if not diffs:
-            self.present += 1
+            self.count_present(row.line)
             return
         self.conflict(
             row.line, f"{row.label}: already recorded with different values ({', '.join(diffs)}); {_HINTS[self.kind]}"
         )
 
     def conflict(self, line: int, message: str) -> None:
+        self._out.add(line)
         self.conflict_count += 1
         if len(self.conflicts) < PROBLEMS_KEPT:
             self.conflicts.append(f"{self.file}:{line}: {message}")
 
-    def insert(self, model: type[Any], values: list[dict[str, Any]]) -> None:
-        if values:
-            self.session.execute(insert(model), values)
-            self.loaded += len(values)
+    def insert(self, model: type[Any], columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Write rows straight through the driver: ``rows`` hold, in the order of ``columns`` (ending with the
+        :meth:`recorded` columns), values already as the column types give them to the driver (see
+        :func:`_converter`). One executemany of a statement compiled from the table on SQLite; COPY on
+        PostgreSQL."""
+        if not rows:
+            return
+        self.session.flush()  # anything pending in the session goes first, as before a session.execute
+        connection = self.session.connection()
+        table = model.__table__
+        names = (*columns, *_RECORDED)
+        if self.dialect.name == "postgresql":
+            _copy(connection, table, names, rows)
+        else:
+            statement, order = _insert_sql(table, names, connection)
+            connection.exec_driver_sql(statement, rows if order is None else list(map(order, rows)))
+        self.loaded += len(rows)
 
-    def recorded(self) -> dict[str, Any]:
-        return {"created_at": self.stamp, "created_by": self.actor, "import_event_id": self.event_id}
+    def recorded(self) -> tuple[Any, ...]:
+        """created_at, created_by, import_event_id of every row this import writes, as the driver takes them."""
+        return (*self._recorded, self.event_id)
 
     def establishment_ids(self, codes: Iterable[str | None]) -> dict[str, int]:
         """Ids of the named establishments that exist; there are few, so they are remembered for the run."""
@@ -441,6 +557,66 @@ class _Import:
             self.reactive.append(unit_number)
 
 
+_RECORDED = ("created_at", "created_by", "import_event_id")
+_CONVERTED = 1 << 16
+
+
+def _converter(column: Any, dialect: Any) -> Callable[[Any], Any]:
+    """A value of ``column`` as its type hands it to the driver (UTCDateTime: naive-UTC text on SQLite, aware on
+    PostgreSQL), by the type's own bind processing, so rows written through the driver read back and compare
+    exactly as rows written through the ORM. Times repeat in a file: each distinct value is converted once
+    (bounded)."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return lambda value: value
+    done: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return done[value]
+        except KeyError:
+            pass
+        if len(done) >= _CONVERTED:
+            done.clear()
+        done[value] = converted = process(value) if value is not None else None
+        return converted
+
+    return convert
+
+
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, Callable[[tuple[Any, ...]], Any] | None]] = {}
+
+
+def _insert_sql(
+    table: Table, names: tuple[str, ...], connection: Connection
+) -> tuple[str, Callable[[tuple[Any, ...]], Any] | None]:
+    """The INSERT of these columns of ``table`` compiled for the connection's dialect (SQL from the table
+    definition only, compiled once), and how to reorder a row into its parameter order (None: as it is)."""
+    key = (connection.dialect.name, table.name, names)
+    if key not in _STATEMENTS:
+        compiled = insert(table).compile(dialect=connection.dialect, column_keys=list(names))
+        order = list(compiled.positiontup or ())
+        if sorted(order) != sorted(names):
+            raise RuntimeError(f"INSERT into {table.name} takes {order}, not {list(names)}")
+        positions = [names.index(name) for name in order]
+        reorder = None if positions == list(range(len(names))) else itemgetter(*positions)
+        _STATEMENTS[key] = (str(compiled), reorder)
+    return _STATEMENTS[key]
+
+
+def _copy(connection: Connection, table: Table, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """COPY ... FROM STDIN of the rows (psycopg 3), in the connection's transaction."""
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    )
+    driver = connection.connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
+
+
 def _key_column(kind: ImportKind) -> str:
     return "donor_code" if kind == ImportKind.DONORS else "unit_number"
 
@@ -455,16 +631,23 @@ def _missing(line: int, column: str, what: str, key: str, fix: str) -> RowProble
 def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
     sites = job.establishment_ids(r.establishment for r in rows)
     existing = {
-        code: (site, registered_on)
-        for code, site, registered_on in job.session.execute(
-            select(Donor.donor_code, Establishment.code, Donor.registered_on)
+        row.donor_code: row
+        for row in job.session.execute(
+            select(
+                Donor.donor_code, Establishment.code.label("site"), Donor.registered_on, Donor.id, Donor.import_event_id
+            )
             .join(Establishment, Establishment.id == Donor.establishment_id)
             .where(Donor.donor_code.in_([r.donor_code for r in rows]))
         ).all()
     }
+    registered = _converter(Donor.__table__.c.registered_on, job.dialect)
+    recorded = job.recorded()
     new = []
     for r in rows:
-        if r.establishment not in sites:
+        old = existing.get(r.donor_code)
+        if old is not None and old.import_event_id == job.event_id:
+            job.duplicate(r, old.id)
+        elif r.establishment not in sites:
             job.reject(
                 r.line,
                 [
@@ -477,21 +660,13 @@ def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
                     )
                 ],
             )
-        elif r.donor_code in existing:
-            site, registered_on = existing[r.donor_code]
+        elif old is not None:
             job.compare(
-                r, [("establishment", site, r.establishment), ("registered_on", registered_on, r.registered_on)]
+                r, [("establishment", old.site, r.establishment), ("registered_on", old.registered_on, r.registered_on)]
             )
         else:
-            new.append(
-                {
-                    "donor_code": r.donor_code,
-                    "establishment_id": sites[r.establishment],
-                    "registered_on": r.registered_on,
-                    **job.recorded(),
-                }
-            )
-    job.insert(Donor, new)
+            new.append((r.donor_code, sites[r.establishment], registered(r.registered_on), *recorded))
+    job.insert(Donor, ("donor_code", "establishment_id", "registered_on"), new)
 
 
 def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
@@ -516,14 +691,22 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
                 Donation.volume_ml,
                 Donation.plasma_kind,
                 Donation.frozen_at,
+                Donation.id,
+                Donation.import_event_id,
             )
             .join(Donor, Donor.id == Donation.donor_id)
             .outerjoin(Establishment, Establishment.id == Donation.establishment_id)
             .where(Donation.unit_number.in_([r.unit_number for r in rows]))
         )
     }
+    time = job.time
+    recorded = job.recorded()
     new = []
     for r in rows:
+        old = existing.get(r.unit_number)
+        if old is not None and old.import_event_id == job.event_id:
+            job.duplicate(r, old.id)
+            continue
         problems = []
         donor = donors.get(r.donor_code)
         if donor is None:
@@ -552,7 +735,6 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
         donor_id, donor_site_id, donor_site = donor
         site = r.establishment or donor_site
         kind = r.plasma_kind or PlasmaKind.SOURCE
-        old = existing.get(r.unit_number)
         if old is not None:
             job.compare(
                 r,
@@ -567,23 +749,40 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
             )
             continue
         new.append(
-            {
-                "unit_number": r.unit.value,
-                "scheme": r.unit.scheme,
-                "flag": r.unit.flag,
-                "donor_id": donor_id,
-                "establishment_id": sites[r.establishment] if r.establishment else donor_site_id,
-                "collected_at": r.collected_at,
-                "frozen_at": r.frozen_at,
-                "volume_ml": r.volume_ml,
-                "plasma_kind": kind,
-                "status": UnitStatus.IN_INVENTORY,
-                "status_reason": None,
-                "version": 1,
-                **job.recorded(),
-            }
+            (
+                r.unit.value,
+                str(r.unit.scheme),
+                r.unit.flag,
+                donor_id,
+                sites[r.establishment] if r.establishment else donor_site_id,
+                time(r.collected_at),
+                time(r.frozen_at),
+                r.volume_ml,
+                str(kind),
+                _IN_INVENTORY,
+                None,
+                1,
+                *recorded,
+            )
         )
-    job.insert(Donation, new)
+    job.insert(Donation, _DONATION_COLUMNS, new)
+
+
+_IN_INVENTORY = str(UnitStatus.IN_INVENTORY)
+_DONATION_COLUMNS = (
+    "unit_number",
+    "scheme",
+    "flag",
+    "donor_id",
+    "establishment_id",
+    "collected_at",
+    "frozen_at",
+    "volume_ml",
+    "plasma_kind",
+    "status",
+    "status_reason",
+    "version",
+)
 
 
 def _load_results(job: _Import, rows: list[ResultRow]) -> None:
@@ -598,7 +797,7 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
     }
     labs = job.establishment_ids(r.lab for r in rows)
     latest: dict[tuple[int, str], int] = {}
-    recorded: dict[tuple[int, str, datetime], Any] = {}
+    recorded_keys: dict[tuple[int, str, datetime], Any] = {}
     if units:
         for old in session.execute(
             select(
@@ -611,18 +810,27 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
                 TestResult.value_unit,
                 TestResult.method,
                 Establishment.code.label("lab"),
+                TestResult.id,
+                TestResult.import_event_id,
             )
             .outerjoin(Establishment, Establishment.id == TestResult.lab_id)
             .where(TestResult.donation_id.in_([u.id for u in units.values()]))
             .order_by(TestResult.version)
         ):
             latest[(old.donation_id, old.marker.value)] = old.version
-            recorded[(old.donation_id, old.marker.value, old.tested_at)] = old  # the newest version wins
+            recorded_keys[(old.donation_id, old.marker.value, old.tested_at)] = old  # the newest version wins
+    time = job.time
+    recorded = job.recorded()
     new = []
     reactive: list[tuple[ResultRow, int, int]] = []
     for r in rows:
-        problems = []
         unit = units.get(r.unit_number)
+        marker = str(r.marker)  # the value: StrEnum's str() is str's own, faster than .value
+        old = recorded_keys.get((unit.id, marker, r.tested_at)) if unit is not None else None
+        if old is not None and old.import_event_id == job.event_id:
+            job.duplicate(r, old.id)
+            continue
+        problems = []
         if unit is None:
             problems.append(
                 _missing(
@@ -649,7 +857,6 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
         if problems or unit is None:
             job.reject(r.line, problems)
             continue
-        old = recorded.get((unit.id, r.marker.value, r.tested_at))
         if old is not None:
             job.compare(
                 r,
@@ -662,30 +869,44 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
                 ],
             )
             continue
-        version = latest.get((unit.id, r.marker.value), 0) + 1
-        latest[(unit.id, r.marker.value)] = version
+        version = latest.get((unit.id, marker), 0) + 1
+        latest[(unit.id, marker)] = version
         new.append(
-            {
-                "donation_id": unit.id,
-                "marker": r.marker,
-                "version": version,
-                "result": r.result,
-                "value": r.value,
-                "value_unit": r.value_unit,
-                "method": r.method,
-                "lab_id": labs[r.lab] if r.lab else None,
-                "tested_at": r.tested_at,
-                "reason": "repeat test" if version > 1 else None,
-                **job.recorded(),
-            }
+            (
+                unit.id,
+                marker,
+                version,
+                str(r.result),
+                r.value,
+                r.value_unit,
+                str(r.method) if r.method is not None else None,
+                labs[r.lab] if r.lab else None,
+                time(r.tested_at),
+                "repeat test" if version > 1 else None,
+                *recorded,
+            )
         )
         if r.result == ResultValue.REACTIVE:
             reactive.append((r, unit.id, version))
-    job.insert(TestResult, new)
+    job.insert(TestResult, _RESULT_COLUMNS, new)
     for r, _, _ in reactive:
         job.note_reactive(r.unit_number)
     if reactive and not job.dry_run and not job.failing:
         _apply_reactive_results(job, reactive, {n: u.donor_code for n, u in units.items()})
+
+
+_RESULT_COLUMNS = (
+    "donation_id",
+    "marker",
+    "version",
+    "result",
+    "value",
+    "value_unit",
+    "method",
+    "lab_id",
+    "tested_at",
+    "reason",
+)
 
 
 def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, int]], donors: dict[str, str]) -> None:
@@ -726,16 +947,22 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
             select(Pool.pool_number, Pool.id, Pool.status).where(Pool.pool_number.in_({r.pool_number for r in rows}))
         ).all()
     }
-    units = dict(
-        session.execute(
-            select(Donation.unit_number, Pool.pool_number)
+    members = {
+        row.unit_number: row
+        for row in session.execute(
+            select(Donation.unit_number, Pool.pool_number, PoolMember.id, PoolMember.import_event_id)
             .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
             .outerjoin(Pool, Pool.id == PoolMember.pool_id)
             .where(Donation.unit_number.in_([r.unit_number for r in rows]))
         ).all()
-    )
+    }
+    units = {number: member.pool_number for number, member in members.items()}
     by_pool: dict[str, list[PoolMemberRow]] = defaultdict(list)
     for r in rows:
+        member = members.get(r.unit_number)
+        if member is not None and member.id is not None and member.import_event_id == job.event_id:
+            job.duplicate(r, member.id)
+            continue
         problems = []
         pool = pool_rows.get(r.pool_number)
         if pool is None:
@@ -757,7 +984,7 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
             continue
         pooled_in = units[r.unit_number]
         if pooled_in == r.pool_number:
-            job.present += 1
+            job.count_present(r.line)
         elif pooled_in is not None:
             job.conflict(r.line, f"{r.label}: already in pool {pooled_in}, not {r.pool_number}; {_HINTS[job.kind]}.")
         elif pool[1] != PoolStatus.OPEN:
@@ -821,6 +1048,12 @@ _LOADERS: dict[ImportKind, Callable[[_Import, Any], None]] = {
     ImportKind.DONATIONS: _load_donations,
     ImportKind.RESULTS: _load_results,
     ImportKind.POOL_MEMBERS: _load_pool_members,
+}
+_MODELS: dict[ImportKind, Any] = {
+    ImportKind.DONORS: Donor,
+    ImportKind.DONATIONS: Donation,
+    ImportKind.RESULTS: TestResult,
+    ImportKind.POOL_MEMBERS: PoolMember,
 }
 
 

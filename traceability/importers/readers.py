@@ -1,9 +1,12 @@
 """CSV import files to numbered records, streamed.
 
-A file is read twice: :func:`scan` hashes it, counts its rows and finds every problem that makes the file as a
-whole unreadable (no header, unknown or missing columns, broken quoting); :func:`read_records` then yields the
-rows one by one with the problems of each (encoding, NUL bytes, field count, oversized cells). Neither holds
-more than one record in memory. Line numbers are physical lines of the file; the header is line 1.
+:func:`file_digest` hashes the raw bytes (fast: no parsing), so that a file imported before is recognised before
+anything is read. :func:`read_records` then reads the file once: it yields the rows one by one with the problems
+of each (encoding, NUL bytes, field count, oversized cells), counts them, and collects the problems that make the
+file as a whole unreadable (no header, unknown or missing columns, broken quoting) in ``problems``; a caller
+loads nothing when there are any. :func:`scan` is that same pass without the rows. None holds more than one
+record in memory. Line numbers are physical lines of the file; the header is line 1. A stream can also start at
+a record found earlier (its byte offset and line), to read part of a file again.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One data row as read: where it starts, its fields, its usable cells and the problems found reading it.
 
@@ -39,6 +42,8 @@ class Record:
     fields: list[str]
     cells: dict[str, str | None]
     problems: list[RowProblem] = field(default_factory=list)
+    offset: int = 0
+    """Byte offset of the record's first line in the file: where to start reading it again."""
 
 
 @dataclass
@@ -64,9 +69,10 @@ class _Lines:
     rest of the file still be checked. Every byte read is fed to the SHA-256.
     """
 
-    def __init__(self, raw: BinaryIO, digest: hashlib._Hash) -> None:
+    def __init__(self, raw: BinaryIO, digest: hashlib._Hash, *, number: int = 0, position: int = 0) -> None:
         self.raw, self.digest = raw, digest
-        self.number = 0
+        self.number = number
+        self.position = position  # byte offset of the next line
         self.since_mark = 0
         self.problems: list[RowProblem] = []
 
@@ -75,8 +81,10 @@ class _Lines:
 
     def mark(self) -> None:
         """A record starts here: restart the size count and drop problems of earlier records."""
+        self.position += self.since_mark
         self.since_mark = 0
-        self.problems = []
+        if self.problems:
+            self.problems = []
 
     def __next__(self) -> str:
         data = self.raw.readline(MAX_RECORD_BYTES + 1)
@@ -87,7 +95,7 @@ class _Lines:
         self.since_mark += len(data)
         if self.since_mark > MAX_RECORD_BYTES:
             raise _RecordTooLong(self.number)
-        if self.number == 1 and data.startswith(_BOM):
+        if self.number == 1 and self.position == 0 and data.startswith(_BOM):
             data = data[len(_BOM) :]
         if b"\x00" in data:
             position = data.index(b"\x00") + 1
@@ -128,18 +136,31 @@ def _csv_error_message(error: csv.Error) -> str:
     return f"cannot be read as CSV: {text}."
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where to start reading a file again: a record's byte offset and line, and the file's header."""
+
+    offset: int
+    line: int
+    header: tuple[str, ...]
+
+
 class _Reader:
-    def __init__(self, path: Path, columns: Columns) -> None:
-        self.path, self.columns = path, columns
+    def __init__(self, path: Path, columns: Columns, resume: Resume | None = None) -> None:
+        self.path, self.columns, self.resume = path, columns, resume
         self.digest = hashlib.sha256()
         self.problems: list[RowProblem] = []
         self.header: list[str] = []
         self.index: dict[str, int] = {}
+        self.rows = 0
 
     def problem(self, line: int, column: str, message: str) -> None:
         self.problems.append(RowProblem(line, column, message))
 
     def __iter__(self) -> Iterator[Record]:
+        if self.resume is not None:
+            yield from self._resumed(self.resume)
+            return
         with self.path.open("rb") as raw:
             head = raw.read(4096)
             if head[:2] in _UTF16_BOMS:
@@ -151,30 +172,54 @@ class _Reader:
             raw.seek(0)
             lines = _Lines(raw, self.digest)
             reader = csv.reader(lines, strict=True)
-            start = 1
             try:
                 if not self._read_header(reader, lines):
                     return
-                while True:
-                    lines.mark()
-                    start = reader.line_num + 1
-                    try:
-                        fields = next(reader)
-                    except StopIteration:
-                        return
-                    except csv.Error as error:
-                        self.problem(start, ROW, _csv_error_message(error))
-                        continue
-                    if not lines.problems and not any(f.strip() for f in fields):
-                        continue  # blank lines carry nothing; spreadsheets leave them at the end
-                    yield self._record(start, fields, lines.problems)
             except _RecordTooLong as error:
-                self.problem(
-                    start,
-                    ROW if start > 1 else "header",
-                    f"runs past {MAX_RECORD_BYTES:,} bytes (to line {error.line:,}) without ending; a quoted field "
-                    "is probably never closed, or this is not a CSV file. Reading stopped here.",
-                )
+                self._too_long(1, error)
+                return
+            yield from self._records(reader, lines, 0)
+
+    def _resumed(self, resume: Resume) -> Iterator[Record]:
+        self.header = list(resume.header)
+        self.index = {n: i for i, n in enumerate(self.header) if n in self.columns.known}
+        with self.path.open("rb") as raw:
+            raw.seek(resume.offset)
+            lines = _Lines(raw, self.digest, number=resume.line - 1, position=resume.offset)
+            yield from self._records(csv.reader(lines, strict=True), lines, resume.line - 1)
+
+    def _records(self, reader: Iterator[list[str]], lines: _Lines, before: int) -> Iterator[Record]:
+        """The data records, from the current line on; ``before`` is the number of lines before the reader's
+        first (csv.reader counts lines from its own start)."""
+        start = before + 1
+        try:
+            while True:
+                lines.mark()
+                start = before + reader.line_num + 1  # type: ignore[attr-defined]
+                offset = lines.position
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as error:
+                    self.problem(start, ROW, _csv_error_message(error))
+                    continue
+                if not (fields and fields[0].strip()) and not lines.problems and not "".join(fields).strip():
+                    continue  # blank lines carry nothing; spreadsheets leave them at the end
+                self.rows += 1
+                record = self._record(start, fields, lines.problems)
+                record.offset = offset
+                yield record
+        except _RecordTooLong as error:
+            self._too_long(start, error)
+
+    def _too_long(self, start: int, error: _RecordTooLong) -> None:
+        self.problem(
+            start,
+            ROW if start > 1 else "header",
+            f"runs past {MAX_RECORD_BYTES:,} bytes (to line {error.line:,}) without ending; a quoted field "
+            "is probably never closed, or this is not a CSV file. Reading stopped here.",
+        )
 
     def _read_header(self, reader: Iterator[list[str]], lines: _Lines) -> bool:
         expected = f"expected a header row with the columns {self.columns.describe()}."
@@ -253,25 +298,40 @@ class _Reader:
         return Record(line, fields, cells, problems)
 
 
-def scan(path: Path, columns: Columns) -> Scan:
-    """First pass: SHA-256 of the bytes, number of data rows, header, and the problems that stop the whole file.
+def file_digest(path: Path) -> tuple[str, int]:
+    """The SHA-256 of the file's bytes and its number of line breaks, read in large blocks without parsing.
 
-    Row-level problems are not reported here; :func:`read_records` finds them.
+    The line count is what a progress bar can use as its total before reading (data rows are at most that many).
+    """
+    digest = hashlib.sha256()
+    breaks = 0
+    with path.open("rb") as raw:
+        while block := raw.read(1 << 20):
+            digest.update(block)
+            breaks += block.count(b"\n")
+    return digest.hexdigest(), breaks
+
+
+def scan(path: Path, columns: Columns) -> Scan:
+    """SHA-256 of the bytes, number of data rows, header, and the problems that stop the whole file.
+
+    Row-level problems are not reported here; :func:`read_records` finds them (and these too, in one pass).
     """
     reader = _Reader(path, columns)
-    rows = sum(1 for _ in reader)
-    return Scan(reader.digest.hexdigest(), rows, reader.header, reader.problems)
+    for _ in reader:
+        pass
+    return Scan(reader.digest.hexdigest(), reader.rows, reader.header, reader.problems)
 
 
 class RecordStream:
-    """Second pass: iterate to get each data row as a :class:`Record`; ``sha256`` is complete at the end.
+    """Iterate to get each data row as a :class:`Record`; ``sha256`` and ``rows`` are complete at the end.
 
-    Comparing that hash with the one of :func:`scan` shows whether the file changed between the two passes.
-    File-level problems found on the way are in ``problems`` (there are none when the file is unchanged).
+    File-level problems found on the way are in ``problems``: a file with any must not be loaded. Comparing
+    ``sha256`` with :func:`file_digest` taken before shows whether the file changed while it was read.
     """
 
-    def __init__(self, path: Path, columns: Columns) -> None:
-        self._reader = _Reader(path, columns)
+    def __init__(self, path: Path, columns: Columns, resume: Resume | None = None) -> None:
+        self._reader = _Reader(path, columns, resume)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self._reader)
@@ -285,10 +345,15 @@ class RecordStream:
         return self._reader.problems
 
     @property
+    def rows(self) -> int:
+        """Data rows read so far (blank lines are not rows)."""
+        return self._reader.rows
+
+    @property
     def sha256(self) -> str:
         return self._reader.digest.hexdigest()
 
 
-def read_records(path: Path, columns: Columns) -> RecordStream:
-    """Stream the data rows of a file whose :func:`scan` found no file-level problem."""
-    return RecordStream(path, columns)
+def read_records(path: Path, columns: Columns, resume: Resume | None = None) -> RecordStream:
+    """Stream the data rows of a file, from the start or from a record read before (``resume``)."""
+    return RecordStream(path, columns, resume)

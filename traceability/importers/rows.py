@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import TypeVar
 
 from ..errors import InvalidInput
@@ -206,6 +207,36 @@ class _Cells:
             return None
 
 
+# The same unit number, time, marker or method comes back on many rows of a file (a results file has a line per
+# marker of each unit): parsing each distinct text once is most of the parsing work saved. Bounded, and only
+# successes are kept (a bad cell raises again, with the same message).
+_CACHED = 1 << 16
+
+
+@lru_cache(maxsize=_CACHED)
+def _unit_number(text: str) -> UnitNumber:
+    return parse_unit_number(text)
+
+
+@lru_cache(maxsize=_CACHED)
+def _time(text: str) -> datetime:
+    return parse_timestamp(text, "time")
+
+
+_marker = lru_cache(maxsize=256)(parse_marker)
+_result = lru_cache(maxsize=256)(parse_result)
+
+
+@lru_cache(maxsize=256)
+def _method(text: str) -> TestMethod:
+    return parse_choice(TestMethod, text, "method")
+
+
+@lru_cache(maxsize=1024)
+def _establishment(text: str) -> str:
+    return parse_code(text, "establishment code")
+
+
 def parse_code(text: str, what: str) -> str:
     """A donor code, establishment code or pool number: printable, no spaces, at most 40 characters."""
     if len(text) > CODE_MAX:
@@ -224,7 +255,7 @@ def parse_donor(line: int, cells: dict[str, str | None], *, now: datetime) -> tu
     """A donors-file row, or the problems that stop it."""
     c = _Cells(line, cells)
     donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
-    establishment = c.required("establishment", lambda t: parse_code(t, "establishment code"))
+    establishment = c.required("establishment", _establishment)
     registered_on = c.optional("registered_on", lambda t: parse_date(t, "date"))
     if registered_on is not None and registered_on > (now + CLOCK_SKEW).date():
         c.problem("registered_on", f"{registered_on.isoformat()} is in the future.")
@@ -238,13 +269,13 @@ def parse_donation(
 ) -> tuple[DonationRow | None, list[RowProblem]]:
     """A donations-file row, or the problems that stop it."""
     c = _Cells(line, cells)
-    unit = c.required("unit_number", parse_unit_number)
+    unit = c.required("unit_number", _unit_number)
     donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
-    collected_at = c.required("collected_at", lambda t: parse_timestamp(t, "time"))
+    collected_at = c.required("collected_at", _time)
     volume_ml = c.required("volume_ml", lambda t: parse_positive_int(t, "volume (mL)", allow_zero=True))
-    establishment = c.optional("establishment", lambda t: parse_code(t, "establishment code"))
+    establishment = c.optional("establishment", _establishment)
     plasma_kind = c.optional("plasma_kind", lambda t: parse_choice(PlasmaKind, t, "plasma kind"))
-    frozen_at = c.optional("frozen_at", lambda t: parse_timestamp(t, "time"))
+    frozen_at = c.optional("frozen_at", _time)
     _not_future(c, "collected_at", collected_at, now)
     if frozen_at is not None and collected_at is not None and frozen_at < collected_at:
         c.problem("frozen_at", f"{frozen_at.isoformat()} is before the collection at {collected_at.isoformat()}.")
@@ -271,12 +302,12 @@ def parse_test_result(
 ) -> tuple[ResultRow | None, list[RowProblem]]:
     """A results-file row, or the problems that stop it."""
     c = _Cells(line, cells)
-    unit = c.required("unit_number", parse_unit_number)
-    marker = c.required("marker", parse_marker)
-    result = c.required("result", parse_result)
-    tested_at = c.required("tested_at", lambda t: parse_timestamp(t, "time"))
-    method = c.optional("method", lambda t: parse_choice(TestMethod, t, "method"))
-    lab = c.optional("lab", lambda t: parse_code(t, "establishment code"))
+    unit = c.required("unit_number", _unit_number)
+    marker = c.required("marker", _marker)
+    result = c.required("result", _result)
+    tested_at = c.required("tested_at", _time)
+    method = c.optional("method", _method)
+    lab = c.optional("lab", _establishment)
     value = c.optional("value", _value)
     value_unit = c.optional("unit", _value_unit)
     _not_future(c, "tested_at", tested_at, now)
@@ -294,7 +325,7 @@ def parse_pool_member(
     """A pool-members-file row, or the problems that stop it."""
     c = _Cells(line, cells)
     pool_number = c.required("pool_number", lambda t: parse_code(t, "pool number"))
-    unit = c.required("unit_number", parse_unit_number)
+    unit = c.required("unit_number", _unit_number)
     if c.problems or pool_number is None or unit is None:
         return None, c.problems
     return PoolMemberRow(line, pool_number, unit.value), []
