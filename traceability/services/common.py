@@ -28,3 +28,15 @@ def unique_or_conflict(session: Session, kind: str, key: str) -> Iterator[None]:
 def next_version(session: Session, version_column: Any, *where: Any) -> int:
     """The version a new row of a versioned record gets: one more than the newest, 1 for the first."""
     return (session.execute(select(func.max(version_column)).where(*where)).scalar() or 0) + 1
+
+
+def result_values(row: Any) -> dict[str, Any]:
+    """What the audit trail keeps of a screening result or a pool test (both versioned the same way)."""
+    return {
+        "marker": row.marker,
+        "version": row.version,
+        "result": row.result,
+        "value": row.value,
+        "unit": row.value_unit,
+        "tested_at": row.tested_at,
+    }

@@ -42,7 +42,7 @@ from ..rules import (
     eligibility_problems,
     pool_release_problems,
 )
-from .common import next_version, unique_or_conflict
+from .common import next_version, result_values, unique_or_conflict
 from .donors import _check_code
 from .units import parse_unit_list
 
@@ -315,14 +315,7 @@ def test_pool(
         entity_type="pool",
         entity_key=pool.pool_number,
         actor=actor,
-        new={
-            "marker": marker,
-            "version": version,
-            "result": result,
-            "value": value,
-            "unit": value_unit,
-            "tested_at": tested_at,
-        },
+        new=result_values(row),
     )
     return row
 

@@ -31,7 +31,7 @@ from ..parsing import parse_choice, parse_positive_int, parse_timestamp
 from ..queries.eligibility import lookback_window_start
 from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, Policy
-from .common import next_version, unique_or_conflict
+from .common import next_version, result_values, unique_or_conflict
 from .donors import defer_donor
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -246,14 +246,7 @@ def add_result(
             entity_type="donation",
             entity_key=unit.unit_number,
             actor=actor,
-            new={
-                "marker": marker,
-                "version": version,
-                "result": result,
-                "value": value,
-                "unit": value_unit,
-                "tested_at": tested_at,
-            },
+            new=result_values(row),
             reason=reason,
         )
     if result == ResultValue.REACTIVE:
