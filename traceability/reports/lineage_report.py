@@ -244,4 +244,3 @@ def _pdf(report: Report, output: Path) -> None:
     for label, value in _footer(report):
         pdf.multi_cell(0, 4, latin(f"{label}: {value}"), new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(output))
-
