@@ -157,9 +157,23 @@ def _donor_statements() -> dict[str, Any]:
     )
     down = down.union(select(down.c.origin, LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
     return {
-        "donor": select(Donor.id, Donor.donor_code, Donor.registered_on, Establishment.code)
+        # the donor with each deferral (one row when there is none)
+        "donor": select(
+            Donor.id,
+            Donor.donor_code,
+            Donor.registered_on,
+            Establishment.code,
+            Deferral.sequence,
+            Deferral.reason,
+            type_coerce(Deferral.source, String),
+            Deferral.starts_on,
+            Deferral.ends_on,
+            Deferral.lifted_on,
+        )
         .join(Establishment, Establishment.id == Donor.establishment_id)
-        .where(Donor.donor_code == bindparam("donor_code")),
+        .outerjoin(Deferral, Deferral.donor_id == Donor.id)
+        .where(Donor.donor_code == bindparam("donor_code"))
+        .order_by(Deferral.sequence),
         "donations": select(
             Donation.id,
             Donation.unit_number,
@@ -175,23 +189,17 @@ def _donor_statements() -> dict[str, Any]:
         .where(Donation.donor_id == donor_id)
         .order_by(Donation.collected_at, Donation.id),
         "results": current_results_query(select(Donation.id).where(Donation.donor_id == donor_id)),
-        "lots": select(down.c.origin, Lot.lot_number).join(Lot, Lot.id == down.c.lot_id),
-        "shipments": select(
-            Shipment.shipment_number, Lot.lot_number, Shipment.consignee, Shipment.shipped_on, Shipment.quantity
+        # every lot downstream of the donor's pools, with each of its shipments (one row when there is none)
+        "lots": select(
+            down.c.origin,
+            Lot.lot_number,
+            Shipment.shipment_number,
+            Shipment.consignee,
+            Shipment.shipped_on,
+            Shipment.quantity,
         )
-        .join(Lot, Lot.id == Shipment.lot_id)
-        .where(Shipment.lot_id.in_(select(down.c.lot_id)))
-        .order_by(Shipment.shipped_on, Shipment.shipment_number),
-        "deferrals": select(
-            Deferral.sequence,
-            Deferral.reason,
-            type_coerce(Deferral.source, String),
-            Deferral.starts_on,
-            Deferral.ends_on,
-            Deferral.lifted_on,
-        )
-        .where(Deferral.donor_id == donor_id)
-        .order_by(Deferral.sequence),
+        .join(Lot, Lot.id == down.c.lot_id)
+        .outerjoin(Shipment, Shipment.lot_id == down.c.lot_id),
     }
 
 
@@ -201,25 +209,28 @@ _DONOR = _donor_statements()
 def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DonorTrace:
     """Every donation of a donor and where each went: inventory, pool, every lot downstream, every shipment.
 
-    Six statements, whatever the donor's history: donor, donations with pools, current results, lots downstream
-    (recursive), shipments of those lots, deferrals. The look-back window comes from the results already read.
+    Four statements, whatever the donor's history: the donor with deferrals, donations with pools, current
+    results, and lots downstream (recursive) with their shipments. The look-back window comes from the results
+    already read.
     """
     conn = session.connection()
-    donor = conn.execute(_DONOR["donor"], {"donor_code": donor_code}).first()
-    if donor is None:
+    donor_rows = conn.execute(_DONOR["donor"], {"donor_code": donor_code}).all()
+    if not donor_rows:
         raise DonorNotFound(donor_code)
+    donor = donor_rows[0]
+    deferrals = [r[4:] for r in donor_rows if r[4] is not None]
     ids = {"donor_id": donor[0]}
     rows = conn.execute(_DONOR["donations"], ids).all()
     results: dict[int, dict[str, str]] = defaultdict(dict)
     for donation_id, marker, value, _ in conn.execute(_DONOR["results"], ids):
         results[donation_id][marker] = value
     lots_by_pool: dict[int, set[str]] = defaultdict(set)
-    for origin, lot_number in conn.execute(_DONOR["lots"], ids):
+    shipped: dict[str, ShipmentLine] = {}
+    for origin, lot_number, number, to, on, quantity in conn.execute(_DONOR["lots"], ids):
         lots_by_pool[origin].add(lot_number)
-    shipments = [
-        ShipmentLine(n, lot, to, on.isoformat(), q) for n, lot, to, on, q in conn.execute(_DONOR["shipments"], ids)
-    ]
-    deferrals = conn.execute(_DONOR["deferrals"], ids).all()
+        if number is not None:
+            shipped[number] = ShipmentLine(number, lot_number, to, on.isoformat(), quantity)
+    shipments = sorted(shipped.values(), key=lambda line: (line.shipped_on, line.shipment_number))
     clean = [r[2] for r in rows if panel_complete_and_nonreactive(results.get(r[0], {}), policy)]
     start = max(clean) - timedelta(days=policy.lookback_days) if clean else None
     return DonorTrace(
