@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import InvalidPolicy
+from .errors import InvalidInput, InvalidPolicy, NotEnoughDonors
 from .models import Marker, ResultValue, StepMethod, StepOutcome, UnitStatus
 
 MIN_DISTINCT_DONORS = 1_000
@@ -113,8 +113,6 @@ class Policy(_Strict):
         return cached[1]
 
     def product(self, name: str) -> ProductPolicy:
-        from .errors import InvalidInput
-
         try:
             return self.products[name]
         except KeyError:
@@ -237,8 +235,6 @@ def deferral_covers(starts_on: date, ends_on: date | None, lifted_on: date | Non
 
 
 def check_pool_composition(pool_number: str, donor_count: int, required: int) -> None:
-    from .errors import NotEnoughDonors
-
     if donor_count < required:
         raise NotEnoughDonors(pool_number, found=donor_count, required=required)
 

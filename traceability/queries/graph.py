@@ -78,13 +78,6 @@ def downstream_lots(session: Session, pool_ids: Sequence[int]) -> dict[int, set[
     return result
 
 
-def downstream_of_lot(session: Session, lot_id: int) -> set[int]:
-    """Every lot made from this lot, directly or not (not itself)."""
-    down = select(LotInput.lot_id.label("lot_id")).where(LotInput.input_lot_id == lot_id).cte("dl", recursive=True)
-    down = down.union(select(LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
-    return {row[0] for row in session.execute(select(down.c.lot_id))}
-
-
 def steps_for(session: Session, *, pool_ids: set[int], lot_ids: set[int]) -> list[Step]:
     """Every step on the given pools and lots, in one statement."""
     if not pool_ids and not lot_ids:

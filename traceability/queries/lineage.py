@@ -14,12 +14,14 @@ from typing import Any
 from sqlalchemy import String, bindparam, func, select, type_coerce
 from sqlmodel import Session
 
-from ..errors import DonorNotFound
+from ..errors import CaseNotFound, DonorNotFound
 from ..models import (
+    CaseFinding,
     Deferral,
     Donation,
     Donor,
     Establishment,
+    LookbackCase,
     Lot,
     LotInput,
     Pool,
@@ -32,7 +34,7 @@ from ..models import (
 from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems, panel_complete_and_nonreactive
 from .clearance import lot_clearance
 from .eligibility import current_results_query
-from .graph import downstream_lots, downstream_of_lot, steps_for, upstream
+from .graph import downstream_lots, steps_for, upstream
 from .lookup import get_lot, get_pool, get_unit
 
 
@@ -559,12 +561,6 @@ def trace_pool(
     )
 
 
-def lots_downstream_of_lot(session: Session, lot_number: str) -> list[str]:
-    lot = get_lot(session, lot_number)
-    ids = downstream_of_lot(session, lot.id)
-    return sorted(x.lot_number for x in _lots(session, ids).values())
-
-
 # --- look-back cases -------------------------------------------------------------------------------------------
 
 
@@ -590,9 +586,6 @@ class CaseTrace:
 
 def trace_case(session: Session, case_number: str) -> CaseTrace:
     """A look-back case with each implicated unit, its pool, every lot downstream and every shipment."""
-    from ..errors import CaseNotFound
-    from ..models import CaseFinding, LookbackCase
-
     case = session.execute(select(LookbackCase).where(LookbackCase.case_number == case_number)).scalar_one_or_none()
     if case is None:
         raise CaseNotFound(case_number)
@@ -645,8 +638,6 @@ def trace_case(session: Session, case_number: str) -> CaseTrace:
 
 
 def list_cases(session: Session) -> tuple[list[str], list[list[Any]]]:
-    from ..models import CaseFinding, LookbackCase
-
     counts = select(CaseFinding.case_id, func.count(CaseFinding.id).label("n")).group_by(CaseFinding.case_id).subquery()
     rows = session.execute(
         select(

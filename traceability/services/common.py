@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from ..errors import DuplicateKey
+from ..errors import DuplicateKey, InvalidInput
 
 
 @contextmanager
@@ -40,3 +40,18 @@ def result_values(row: Any) -> dict[str, Any]:
         "unit": row.value_unit,
         "tested_at": row.tested_at,
     }
+
+
+_CODE_MAX = 40
+
+
+def check_code(value: str, what: str) -> str:
+    """A business key as typed: trimmed, 1-40 printable characters, no spaces. Raises InvalidInput."""
+    code = value.strip()
+    if not code:
+        raise InvalidInput(f"{what} is empty.")
+    if len(code) > _CODE_MAX:
+        raise InvalidInput(f"{what} {code!r} is longer than {_CODE_MAX} characters.")
+    if any(ch.isspace() or not ch.isprintable() for ch in code):
+        raise InvalidInput(f"{what} {code!r} contains spaces or control characters.")
+    return code

@@ -11,25 +11,12 @@ from .. import audit
 from ..errors import DuplicateKey, InvalidInput, NotFound
 from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind
 from ..queries.lookup import get_donor, get_establishment
-from .common import unique_or_conflict
-
-_CODE_MAX = 40
-
-
-def _check_code(value: str, what: str) -> str:
-    code = value.strip()
-    if not code:
-        raise InvalidInput(f"{what} is empty.")
-    if len(code) > _CODE_MAX:
-        raise InvalidInput(f"{what} {code!r} is longer than {_CODE_MAX} characters.")
-    if any(ch.isspace() or not ch.isprintable() for ch in code):
-        raise InvalidInput(f"{what} {code!r} contains spaces or control characters.")
-    return code
+from .common import check_code, unique_or_conflict
 
 
 def add_establishment(session: Session, *, code: str, name: str, kind: EstablishmentKind, actor: str) -> Establishment:
     """Register a collection centre, testing lab or fractionation site. Raises DuplicateKey."""
-    code = _check_code(code, "Establishment code")
+    code = check_code(code, "Establishment code")
     if not name.strip():
         raise InvalidInput(f"Establishment {code} needs a name.")
     if session.execute(select(Establishment.id).where(Establishment.code == code)).first():
@@ -52,7 +39,7 @@ def add_donor(
     session: Session, *, donor_code: str, establishment: str, registered_on: date | None, actor: str
 ) -> Donor:
     """Register a donor by pseudonymous code. Raises EstablishmentNotFound, DuplicateKey."""
-    donor_code = _check_code(donor_code, "Donor code")
+    donor_code = check_code(donor_code, "Donor code")
     site = get_establishment(session, establishment)
     if session.execute(select(Donor.id).where(Donor.donor_code == donor_code)).first():
         raise DuplicateKey("Donor", donor_code)

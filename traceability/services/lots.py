@@ -15,8 +15,7 @@ from ..queries.clearance import lot_clearance, step_facts
 from ..queries.graph import steps_for
 from ..queries.lookup import get_lot, get_pool
 from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
-from .common import unique_or_conflict
-from .donors import _check_code
+from .common import check_code, unique_or_conflict
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ def create_lot(
     kind: LotKind = LotKind.FINAL,
 ) -> Lot:
     """Create a lot from released pools and/or released lots. Raises InputNotReleased, LineageCycle, DuplicateKey."""
-    lot_number = _check_code(lot_number, "Lot number")
+    lot_number = check_code(lot_number, "Lot number")
     product = product.strip()
     if not product:
         raise InvalidInput(f"Lot {lot_number} needs a product.")

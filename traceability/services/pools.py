@@ -42,8 +42,7 @@ from ..rules import (
     eligibility_problems,
     pool_release_problems,
 )
-from .common import next_version, result_values, unique_or_conflict
-from .donors import _check_code
+from .common import check_code, next_version, result_values, unique_or_conflict
 from .units import parse_unit_list
 
 INSERT_BATCH = 5_000
@@ -53,7 +52,7 @@ def create_pool(
     session: Session, *, pool_number: str, product: str, actor: str, policy: Policy = DEFAULT_POLICY
 ) -> Pool:
     """Open a new pool for a product the policy knows. Raises InvalidInput, DuplicateKey."""
-    pool_number = _check_code(pool_number, "Pool number")
+    pool_number = check_code(pool_number, "Pool number")
     policy.product(product)
     if session.execute(select(Pool.id).where(Pool.pool_number == pool_number)).first():
         raise DuplicateKey("Pool", pool_number)
@@ -155,19 +154,6 @@ def add_units(
     return len(numbers)
 
 
-def _ids_in_chunks(session: Session, numbers: list[str]) -> dict[str, int]:
-    result: dict[str, int] = {}
-    for start in range(0, len(numbers), 10_000):
-        chunk = numbers[start : start + 10_000]
-        result.update(
-            (n, i)
-            for i, n in session.execute(
-                select(Donation.id, Donation.unit_number).where(Donation.unit_number.in_(chunk))
-            )
-        )
-    return result
-
-
 def remove_units(
     session: Session,
     *,
@@ -190,7 +176,7 @@ def remove_units(
     strangers = [n for n in numbers if n not in facts or facts[n].already_pooled_in != pool.pool_number]
     if strangers:
         raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
-    ids = _ids_in_chunks(session, numbers)
+    ids = {n: facts[n].donation_id for n in numbers}
     session.execute(
         delete(PoolMember).where(PoolMember.pool_id == pool.id, PoolMember.donation_id.in_(list(ids.values())))
     )
