@@ -146,6 +146,8 @@ def parse_unit_number(text: str, scheme: UnitScheme | str | None = None) -> Unit
     """
     if not isinstance(text, str):
         raise InvalidUnitNumber(repr(text), "a unit number must be text")
+    if scheme is None and len(text) == _DIN_LENGTH and _DIN_RE.fullmatch(text):
+        return UnitNumber(text, UnitScheme.ISBT128)  # already canonical, as in import files: nothing to undo
     stripped = text.strip()
     if not stripped:
         raise InvalidUnitNumber(text, "it is empty")

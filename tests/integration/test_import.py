@@ -404,7 +404,7 @@ BROKEN: dict[str, tuple[str, bytes, str]] = {
     "quote swallowing the file": (
         "donations",
         (DONATIONS_HEADER + '"' + GOOD * 2_000).encode(),
-        ":2: row: runs past 65,536 bytes",
+        ":2: row: runs past 65,536 characters",
     ),
     "text after a closing quote": (
         "donations",

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from traceability.identifiers import UnitScheme
+from traceability.importers import readers
 from traceability.importers.load import ImportReport, default_rejects_path
-from traceability.importers.readers import MAX_CELL_CHARS, read_records, scan
+from traceability.importers.readers import MAX_CELL_CHARS, Resume, read_records, scan
 from traceability.importers.rows import (
     COLUMNS,
     DonationRow,
@@ -132,7 +133,7 @@ def test_a_quantitative_result_has_a_method_lab_value_and_unit() -> None:
     )
     assert problems == [] and isinstance(row, ResultRow)
     assert (row.method, row.lab, row.value, row.value_unit) == (TestMethod.NAT, "LAB-1", 1250.5, "IU/mL")
-    assert row.key == "G123417654321|b19-dna|2026-05-02T00:00:00+00:00"
+    assert row.key == ("G123417654321", Marker.B19_DNA, datetime(2026, 5, 2, tzinfo=UTC))
 
 
 def test_a_pool_member_row_is_keyed_by_its_unit() -> None:
@@ -411,9 +412,54 @@ def test_a_file_that_cannot_be_read_as_a_whole_is_reported_by_the_scan(
 def test_an_unclosed_quote_stops_reading_when_the_row_grows_too_long(tmp_path: Path) -> None:
     path = write(tmp_path, "unit_number,donor_code,collected_at,volume_ml\n" + 'G1,"D,x,1\n' + "G2,D,x,1\n" * 20_000)
     assert rendered(path) == [
-        "f:2: row: runs past 65,536 bytes (to line 7,283) without ending; a quoted field is probably never closed, "
-        "or this is not a CSV file. Reading stopped here."
+        "f:2: row: runs past 65,536 characters (to line 14,565) without ending; a quoted field is probably never "
+        "closed, or this is not a CSV file. Reading stopped here."
     ]
+
+
+@pytest.mark.parametrize("newline", ["\n", ""])
+def test_a_line_too_long_for_a_row_stops_reading(tmp_path: Path, newline: str) -> None:
+    path = write(tmp_path, "unit_number,donor_code,collected_at,volume_ml\nG1,D,x,1\n" + "y," * 300_000 + newline)
+    found = rendered(path)
+    assert len(found) == 1 and found[0].startswith("f:3: row: runs past 65,536 characters (to line 3)"), found
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 16, 61, 4096])
+def test_records_read_in_small_blocks_are_the_records_read_in_one(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = (
+        b"\xef\xbb\xbfunit_number,donor_code,collected_at,volume_ml\r\n"
+        b"G1,D-1,2026-05-01,1\r\n"
+        b'G2,"two\nlines \xc3\xa9",2026-05-01,1\n'
+        b"\n"
+        b"G3,D-\xe9,2026-05-01,1\n"
+        b'G4,"x\x00\n\x00y",2026-05-01,1\n'
+        b"G5,D,2026-05-01\n"
+        b'G6,"D"x,2026-05-01,1\n'
+        b"G7,D-\xe2\x82\xac,2026-05-01,1"
+    )
+    path = write(tmp_path, content)
+
+    def read() -> tuple[list[tuple[object, ...]], list[RowProblem], str]:
+        stream = read_records(path, COLUMNS[ImportKind.DONATIONS])
+        records = [(r.line, r.fields, r.cells, r.problems, r.offset) for r in stream]
+        return records, stream.problems, stream.sha256
+
+    whole = read()
+    monkeypatch.setattr(readers, "_BLOCK_BYTES", block)
+    assert read() == whole
+    records, problems, sha256 = whole
+    assert sha256 == hashlib.sha256(content).hexdigest()
+    assert [line for line, *_ in records] == [2, 3, 6, 7, 9, 11]
+    assert [content[offset:].split(b",")[0] for *_, offset in records] == [b"G1", b"G2", b"G3", b"G4", b"G5", b"G7"]
+    assert [p.line for p in problems] == [10]
+    resumed = read_records(
+        path,
+        COLUMNS[ImportKind.DONATIONS],
+        Resume(records[2][4], 6, ("unit_number", "donor_code", "collected_at", "volume_ml")),
+    )
+    assert [r.line for r in resumed] == [6, 7, 9, 11]
 
 
 def test_a_header_only_file_has_no_rows_and_no_problems(tmp_path: Path) -> None:
@@ -509,3 +555,80 @@ def test_the_report_sums_up_what_happened_in_one_sentence() -> None:
 def test_rejects_go_beside_the_file() -> None:
     assert default_rejects_path(Path("in/donations.csv")) == Path("in/donations.rejects.csv")
     assert default_rejects_path(Path("in/units")) == Path("in/units.rejects.csv")
+
+
+# --- the fast path gives what the thorough parser gives ---------------------------------------------------------
+
+_CELL_TEXTS = {
+    "unit_number": ["G123417654321", " g123417654321 ", "=G1234176543210012", "G123417654322", "G12341765432", ""],
+    "donor_code": ["D-1", "D 1", "D\u00a01", "D" * 41, ""],
+    "establishment": ["C1", "C 1", ""],
+    "registered_on": ["2026-05-01", "2026-06-05", "2026-13-01", ""],
+    "collected_at": ["2026-05-01T08:00:00-05:00", "2026-05-01", "2026-06-01T13:30:00Z", "2026-07-01", "noon", ""],
+    "volume_ml": ["750", "1,250", "0", "-5", "a lot", ""],
+    "plasma_kind": ["source", "RECOVERED", "fresh", ""],
+    "frozen_at": ["2026-05-01T09:00:00-05:00", "2026-04-30", ""],
+    "marker": ["hbsag", "ANTI-HIV", "b19-dna", "hiv", ""],
+    "result": ["NR", "reactive", "maybe", ""],
+    "tested_at": ["2026-05-02T10:00:00Z", "2026-07-02", "yesterday", ""],
+    "method": ["nat", "EIA", "guess", ""],
+    "lab": ["LAB-1", "LAB 1", ""],
+    "value": ["1,250.5", "-1", "nan", "12", ""],
+    "unit": ["IU/mL", "x" * 21, ""],
+    "pool_number": ["P-1", "P 1", ""],
+}
+
+
+@pytest.mark.parametrize("kind", list(ImportKind))
+def test_the_fast_path_and_the_thorough_parser_agree_on_every_row(
+    tmp_path: Path, kind: ImportKind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from traceability.importers import rows
+
+    rng = random.Random(kind.value)
+    columns = list(COLUMNS[kind].known)
+    parse = rows.RowParser(kind, now=NOW)
+    thorough: list[int] = []
+    monkeypatch.setattr(rows, "parse_row", lambda *a, **k: (thorough.append(1), parse_row(*a, **k))[1])
+    valid = invalid = 0
+    for number in range(2_000):
+        present = [c for c in columns if c in COLUMNS[kind].required or rng.random() < 0.7]
+        texts = [_CELL_TEXTS[c][0] if rng.random() < 0.85 else rng.choice(_CELL_TEXTS[c]) for c in present]
+        path = tmp_path / f"{number}.csv"
+        path.write_text(",".join(present) + "\n" + ",".join(f'"{t}"' for t in texts) + "\n", encoding="utf-8")
+        records = list(read_records(path, COLUMNS[kind]))
+        if not records:
+            continue  # every cell blank: a blank line, not a row
+        expected = parse_row(kind, 2, records[0].cells, now=NOW)
+        thorough.clear()
+        assert parse(records[0]) == expected, (present, texts)
+        if expected[0] is None:
+            invalid += 1
+        else:
+            valid += 1
+            assert not thorough, "a valid row went through the thorough parser"
+    assert valid > 100 and invalid > 100
+
+
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+def test_times_go_to_the_driver_as_the_column_type_would_send_them(dialect_name: str) -> None:
+    from datetime import timedelta, timezone
+
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from traceability.importers.load import _converter
+    from traceability.models import TestResult
+
+    dialect = sqlite.dialect() if dialect_name == "sqlite" else postgresql.psycopg.dialect()
+    column = TestResult.__table__.c.tested_at
+    by_type = column.type.dialect_impl(dialect).bind_processor(dialect)
+    ours = _converter(column, dialect)
+    zones = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]
+    for value in [datetime(2026, 5, 1, 8, 0, tzinfo=z) for z in zones] + [
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=zones[2]),
+        None,
+    ]:
+        assert ours(value) == (by_type(value) if by_type else value), value

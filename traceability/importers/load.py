@@ -19,18 +19,22 @@ import csv
 import gc
 import json
 import os
+import queue
+import threading
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import Enum
+from itertools import islice
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam, func, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
 from .. import audit
@@ -47,6 +51,7 @@ from ..models import (
     ResultValue,
     TestResult,
     UnitStatus,
+    UTCDateTime,
     utcnow,
 )
 from ..rules import DEFAULT_POLICY, Policy
@@ -61,11 +66,13 @@ from .rows import (
     PoolMemberRow,
     ResultRow,
     Row,
+    RowParser,
     RowProblem,
-    parse_row,
 )
 
 __all__ = ["CHUNK_ROWS", "ImportKind", "ImportReport", "default_rejects_path", "import_file"]
+
+T = TypeVar("T")
 
 CHUNK_ROWS = 5_000
 """Rows validated, resolved and inserted together: large enough for set-based work, small enough for memory."""
@@ -236,13 +243,14 @@ def _import_file(
 
         stream = job.stream = read_records(path, columns)
         processed = 0
-        for chunk in _chunks(stream, CHUNK_ROWS):
-            if writer is not None:
-                writer.header = stream.header  # known once reading has started
-            job.process(chunk)
-            processed += len(chunk)
-            if progress is not None:
-                progress(processed)
+        with _ReadAhead(_parsed_chunks(stream, RowParser(kind, now=job.now))) as chunks:
+            for chunk, parsed in chunks:
+                if writer is not None:
+                    writer.header = stream.header  # known once reading has started
+                job.process(chunk, parsed)
+                processed += len(chunk)
+                if progress is not None:
+                    progress(processed)
 
         if stream.problems:
             # A file that cannot be read as a whole loads nothing, whatever its rows were.
@@ -331,15 +339,68 @@ def _recorded_rows(session: Session, earlier: AuditEvent) -> int:
     return 0
 
 
-def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _parsed_chunks(
+    records: Iterable[Record], parse: RowParser
+) -> Iterator[tuple[list[Record], list[tuple[Row | None, list[RowProblem]]]]]:
+    """The records in chunks of CHUNK_ROWS, each with its rows as parsed (row or problems, record by record)."""
+    records = iter(records)
+    while chunk := list(islice(records, CHUNK_ROWS)):
+        yield chunk, list(map(parse, chunk))
+
+
+class _ReadAhead(Generic[T]):
+    """Iterate over ``items`` produced in a thread, one item ahead: the next chunk of a file is read and parsed
+    while this one is checked against the database and written. The database drivers let go of the interpreter
+    while they wait for the server (and SQLite while it writes), so reading and writing overlap on two cores.
+
+    Use it as a context manager: leaving stops the thread (after the item it is working on) and closes
+    ``items``. An exception raised producing an item is raised again where the item was expected."""
+
+    def __init__(self, items: Iterator[T]) -> None:
+        self._items = items
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="plasmatrace-read-ahead", daemon=True)
+
+    def __enter__(self) -> Iterator[T]:
+        self._thread.start()
+        return self._take()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _take(self) -> Iterator[T]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put("item", item):
+                    return
+            self._put("end", None)
+        except BaseException as error:  # handed to the consuming thread, raised there
+            self._put("error", error)
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, kind: str, value: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def _shown(value: Any) -> str:
@@ -371,6 +432,7 @@ class _Import:
         self.session, self.kind, self.path, self.file = session, kind, path, str(path)
         self.actor, self.policy, self.dry_run, self.skip_invalid = actor, policy, dry_run, skip_invalid
         self.now = self.stamp = utcnow()
+        self.parse = RowParser(kind, now=self.now)
         self.event_id: int | None = None
         self.rejects: _RejectsWriter | None = None
         self.loaded = self.present = self.rejected = 0
@@ -393,7 +455,7 @@ class _Import:
         self._out: set[int] = set()  # lines of this chunk's valid rows that were not written
         self._duplicates: list[tuple[Row, int]] = []  # rows whose key this import wrote earlier, with that row's id
         self._sites: dict[str, int] = {}
-        self._records: dict[int, Record] = {}
+        self._chunk: list[Record] = []
         self._rejected: list[tuple[int, list[RowProblem]]] = []
         self._loader = _LOADERS[kind]
         self._model = _MODELS[kind]
@@ -443,40 +505,40 @@ class _Import:
 
     # -- rows ----------------------------------------------------------------------------------------------------
 
-    def process(self, chunk: list[Record]) -> None:
-        """Validate one chunk of records, then resolve and load its valid rows."""
-        self._records = {record.line: record for record in chunk}
+    def process(self, chunk: list[Record], parsed: list[tuple[Row | None, list[RowProblem]]]) -> None:
+        """Check one chunk of records, parsed (:class:`RowParser`), then resolve and load its valid rows."""
+        self._chunk = chunk
         self._out = set()
-        valid: list[Row] = []
-        local: dict[Any, int] = {}
+        valid = [row for row, _ in parsed if row is not None]
+        if len(valid) < len(chunk):
+            for record, (row, problems) in zip(chunk, parsed, strict=True):
+                if row is None:
+                    self.reject(record.line, problems)
         repeated: list[tuple[Row, int]] = []  # rows whose key is on an earlier line of this chunk
-        kept_out, kind, now = self.kept_out, self.kind, self.now
-        for record in chunk:
-            row, problems = parse_row(kind, record.line, record.cells, now=now)
-            if record.problems:
-                problems = record.problems + problems
-            if row is not None and not problems:
-                key = row.key
+        kept_out = self.kept_out
+        keys = [row.key for row in valid]
+        if kept_out or len(set(keys)) < len(keys):  # a key seen before: sort the rows out one by one
+            local: dict[Any, int] = {}
+            unique = []
+            for row, key in zip(valid, keys, strict=True):
                 first = kept_out.get(key)
                 if first is not None:
-                    problems.append(self._duplicate_problem(row, first))
+                    self.reject(row.line, [self._duplicate_problem(row, first)])
                 elif key in local:
                     repeated.append((row, local[key]))
-                    continue
                 else:
-                    local[key] = record.line
-            if problems:
-                self.reject(record.line, problems)
-            elif row is not None:
-                valid.append(row)
+                    local[key] = row.line
+                    unique.append(row)
+            valid = unique
         resolved: dict[int, int | None] = {}
         if valid:
             self._duplicates = []
             loaded = self.loaded
             self._loader(self, valid)
-            for row in valid:
-                if row.line in self._out:
-                    kept_out.setdefault(row.key, row.line)
+            if self._out:
+                for row in valid:
+                    if row.line in self._out:
+                        kept_out.setdefault(row.key, row.line)
             resolved = self._reject_duplicates()
             if self.loaded > loaded:
                 self._chunk_ids.append(self.session.execute(select(func.max(self._model.id))).scalar_one())
@@ -516,10 +578,8 @@ class _Import:
         records = iter(read_records(self.path, COLUMNS[self.kind], self._chunk_starts[index]))
         try:
             for _, record in zip(range(CHUNK_ROWS), records, strict=False):
-                if record.problems:
-                    continue
-                row, problems = parse_row(self.kind, record.line, record.cells, now=self.now)
-                if row is not None and not problems and row.key in keys:
+                row, _ = self.parse(record)
+                if row is not None and row.key in keys:
                     found.setdefault(row.key, record.line)
                     if len(found) == len(keys):
                         break
@@ -540,12 +600,15 @@ class _Import:
     def _flush_rejected(self) -> None:
         # Rows are rejected while reading and again while resolving references; reporting them in file order
         # makes the list and the rejects file follow the file.
+        if not self._rejected:
+            return
+        records = {record.line: record for record in self._chunk} if self.rejects is not None else {}
         for line, problems in sorted(self._rejected, key=lambda item: item[0]):
             for problem in problems:
                 if len(self.problems) < PROBLEMS_KEPT:
                     self.problems.append(problem.render(self.file))
             if self.rejects is not None:
-                self.rejects.write(self._records[line], problems)
+                self.rejects.write(records[line], problems)
         self._rejected = []
 
     def compare(self, row: Row, pairs: list[tuple[str, Any, Any]]) -> None:
@@ -582,6 +645,13 @@ class _Import:
             connection.exec_driver_sql(statement, rows if order is None else list(map(order, rows)))
         self.loaded += len(rows)
 
+    def among(self, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+        """``column IN values``. On PostgreSQL as one array parameter (``= ANY``): the statement is then the same
+        for every chunk, instead of thousands of parameters to render, send and plan each time."""
+        if self.dialect.name == "postgresql":
+            return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column.in_(values)
+
     def recorded(self) -> tuple[Any, ...]:
         """created_at, created_by, import_event_id of every row this import writes, as the driver takes them."""
         return (*self._recorded, self.event_id)
@@ -609,10 +679,13 @@ _CONVERTED = 1 << 16
 
 def _converter(column: Any, dialect: Any) -> Callable[[Any], Any]:
     """A value of ``column`` as its type hands it to the driver (UTCDateTime: naive-UTC text on SQLite, aware on
-    PostgreSQL), by the type's own bind processing, so rows written through the driver read back and compare
-    exactly as rows written through the ORM. Times repeat in a file: each distinct value is converted once
-    (bounded)."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    PostgreSQL), so rows written through the driver read back and compare exactly as rows written through the
+    ORM: by the type's own bind processing, except for UTCDateTime, done here in one step (a test checks that it
+    gives what the type gives). Times repeat in a file: each distinct value is converted once (bounded)."""
+    if isinstance(column.type, UTCDateTime):
+        process = _utc_text if dialect.name == "sqlite" else _utc_aware
+    else:
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return lambda value: value
     done: dict[Any, Any] = {}
@@ -628,6 +701,17 @@ def _converter(column: Any, dialect: Any) -> Callable[[Any], Any]:
         return converted
 
     return convert
+
+
+def _utc_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {value.isoformat()} has no time zone")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _utc_text(value: datetime) -> str:
+    """UTCDateTime on SQLite: the UTC time as the text SQLAlchemy's SQLite DATETIME stores."""
+    return _utc_aware(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 _STATEMENTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, Callable[[tuple[Any, ...]], Any] | None]] = {}
@@ -683,7 +767,7 @@ def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
                 Donor.donor_code, Establishment.code.label("site"), Donor.registered_on, Donor.id, Donor.import_event_id
             )
             .join(Establishment, Establishment.id == Donor.establishment_id)
-            .where(Donor.donor_code.in_([r.donor_code for r in rows]))
+            .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
         ).all()
     }
     registered = _converter(Donor.__table__.c.registered_on, job.dialect)
@@ -722,7 +806,7 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
         for code, donor_id, site_id, site in session.execute(
             select(Donor.donor_code, Donor.id, Donor.establishment_id, Establishment.code)
             .join(Establishment, Establishment.id == Donor.establishment_id)
-            .where(Donor.donor_code.in_({r.donor_code for r in rows}))
+            .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
         ).all()
     }
     sites = job.establishment_ids(r.establishment for r in rows)
@@ -742,7 +826,7 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
             )
             .join(Donor, Donor.id == Donation.donor_id)
             .outerjoin(Establishment, Establishment.id == Donation.establishment_id)
-            .where(Donation.unit_number.in_([r.unit_number for r in rows]))
+            .where(job.among(Donation.unit_number, {r.unit_number for r in rows}))
         )
     }
     time = job.time
@@ -833,12 +917,12 @@ _DONATION_COLUMNS = (
 
 def _load_results(job: _Import, rows: list[ResultRow]) -> None:
     session = job.session
-    units = {
-        row.unit_number: row
-        for row in session.execute(
-            select(Donation.unit_number, Donation.id, Donation.collected_at, Donor.donor_code)
-            .join(Donor, Donor.id == Donation.donor_id)
-            .where(Donation.unit_number.in_({r.unit_number for r in rows}))
+    units: dict[str, tuple[int, datetime]] = {
+        number: (donation_id, collected_at)
+        for number, donation_id, collected_at in session.execute(
+            select(Donation.unit_number, Donation.id, Donation.collected_at).where(
+                job.among(Donation.unit_number, {r.unit_number for r in rows})
+            )
         )
     }
     labs = job.establishment_ids(r.lab for r in rows)
@@ -860,48 +944,28 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
                 TestResult.import_event_id,
             )
             .outerjoin(Establishment, Establishment.id == TestResult.lab_id)
-            .where(TestResult.donation_id.in_([u.id for u in units.values()]))
+            .where(job.among(TestResult.donation_id, [u[0] for u in units.values()]))
             .order_by(TestResult.version)
         ):
             latest[(old.donation_id, old.marker.value)] = old.version
             recorded_keys[(old.donation_id, old.marker.value, old.tested_at)] = old  # the newest version wins
     time = job.time
-    recorded = job.recorded()
-    new = []
+    created_at, created_by, event_id = job.recorded()
+    new: list[tuple[Any, ...]] = []
+    append = new.append
     reactive: list[tuple[ResultRow, int, int]] = []
     for r in rows:
         unit = units.get(r.unit_number)
         marker = str(r.marker)  # the value: StrEnum's str() is str's own, faster than .value
-        old = recorded_keys.get((unit.id, marker, r.tested_at)) if unit is not None else None
-        if old is not None and old.import_event_id == job.event_id:
-            job.duplicate(r, old.id)
-            continue
-        problems = []
-        if unit is None:
-            problems.append(
-                _missing(
-                    r.line,
-                    "unit_number",
-                    "unit",
-                    r.unit_number,
-                    "import the donations file first, or add it with 'plasmatrace donation add'",
-                )
-            )
-        elif r.tested_at < unit.collected_at:
-            problems.append(
-                RowProblem(
-                    r.line,
-                    "tested_at",
-                    f"{r.tested_at.isoformat()} is before unit "
-                    f"{r.unit_number} was collected ({unit.collected_at.isoformat()}).",
-                )
-            )
-        if r.lab is not None and r.lab not in labs:
-            problems.append(
-                _missing(r.line, "lab", "establishment", r.lab, "add it first with 'plasmatrace establishment add'")
-            )
-        if problems or unit is None:
-            job.reject(r.line, problems)
+        old = None
+        if recorded_keys and unit is not None:
+            old = recorded_keys.get((unit[0], marker, r.tested_at))
+            if old is not None and old.import_event_id == event_id:
+                job.duplicate(r, old.id)
+                continue
+        lab = r.lab
+        if unit is None or r.tested_at < unit[1] or (lab is not None and lab not in labs):
+            job.reject(r.line, _result_problems(r, unit, labs))
             continue
         if old is not None:
             job.compare(
@@ -911,34 +975,65 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
                     ("value", old.value, r.value),
                     ("unit", old.value_unit, r.value_unit),
                     ("method", old.method, r.method),
-                    ("lab", old.lab, r.lab),
+                    ("lab", old.lab, lab),
                 ],
             )
             continue
-        version = latest.get((unit.id, marker), 0) + 1
-        latest[(unit.id, marker)] = version
-        new.append(
+        unit_id = unit[0]
+        key = (unit_id, marker)
+        version = latest.get(key, 0) + 1
+        latest[key] = version
+        append(
             (
-                unit.id,
+                unit_id,
                 marker,
                 version,
                 str(r.result),
                 r.value,
                 r.value_unit,
-                str(r.method) if r.method is not None else None,
-                labs[r.lab] if r.lab else None,
+                None if r.method is None else str(r.method),
+                None if lab is None else labs[lab],
                 time(r.tested_at),
-                "repeat test" if version > 1 else None,
-                *recorded,
+                None if version == 1 else "repeat test",
+                created_at,
+                created_by,
+                event_id,
             )
         )
-        if r.result == ResultValue.REACTIVE:
-            reactive.append((r, unit.id, version))
+        if r.result is ResultValue.REACTIVE:
+            reactive.append((r, unit_id, version))
     job.insert(TestResult, _RESULT_COLUMNS, new)
     for r, _, _ in reactive:
         job.note_reactive(r.unit_number)
     if reactive and not job.dry_run and not job.failing:
-        _apply_reactive_results(job, reactive, {n: u.donor_code for n, u in units.items()})
+        _apply_reactive_results(job, reactive)
+
+
+def _result_problems(r: ResultRow, unit: tuple[int, datetime] | None, labs: dict[str, int]) -> list[RowProblem]:
+    problems = []
+    if unit is None:
+        problems.append(
+            _missing(
+                r.line,
+                "unit_number",
+                "unit",
+                r.unit_number,
+                "import the donations file first, or add it with 'plasmatrace donation add'",
+            )
+        )
+    elif r.tested_at < unit[1]:
+        problems.append(
+            RowProblem(
+                r.line,
+                "tested_at",
+                f"{r.tested_at.isoformat()} is before unit {r.unit_number} was collected ({unit[1].isoformat()}).",
+            )
+        )
+    if r.lab is not None and r.lab not in labs:
+        problems.append(
+            _missing(r.line, "lab", "establishment", r.lab, "add it first with 'plasmatrace establishment add'")
+        )
+    return problems
 
 
 _RESULT_COLUMNS = (
@@ -955,7 +1050,7 @@ _RESULT_COLUMNS = (
 )
 
 
-def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, int]], donors: dict[str, str]) -> None:
+def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, int]]) -> None:
     """Reject, defer and interdict for each reactive row, as recording the result by hand does.
 
     Reactive results are rare, so this goes row by row through the same code as ``result add``.
@@ -974,6 +1069,11 @@ def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, i
             select(Donation).where(Donation.id.in_(ids)).execution_options(populate_existing=True)
         ).scalars()
     }
+    donors = dict(
+        session.execute(
+            select(Donation.id, Donor.donor_code).join(Donor, Donor.id == Donation.donor_id).where(Donation.id.in_(ids))
+        ).all()
+    )
     results = {
         (result.donation_id, result.marker.value, result.version): result
         for result in session.execute(
@@ -985,7 +1085,7 @@ def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, i
         outcome = ResultOutcome(
             result=results[(donation_id, row.marker.value, version)],
             unit_number=unit.unit_number,
-            donor_code=donors[row.unit_number],
+            donor_code=donors[donation_id],
         )
         apply_reactive(session, unit, row.marker, outcome, actor=job.actor, policy=job.policy)
 
@@ -1004,7 +1104,7 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
             select(Donation.unit_number, Pool.pool_number, PoolMember.id, PoolMember.import_event_id)
             .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
             .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-            .where(Donation.unit_number.in_([r.unit_number for r in rows]))
+            .where(job.among(Donation.unit_number, {r.unit_number for r in rows}))
         ).all()
     }
     units = {number: member.pool_number for number, member in members.items()}

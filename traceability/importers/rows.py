@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import InvalidInput
 from ..identifiers import UnitNumber, parse_unit_number
@@ -87,7 +87,7 @@ class RowProblem:
         return f"{file}:{self.line}: {self.field}: {self.message}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DonorRow:
     """A donor to register."""
 
@@ -105,7 +105,7 @@ class DonorRow:
         return f"donor {self.donor_code}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DonationRow:
     """A collection to record, its unit number parsed."""
 
@@ -131,7 +131,7 @@ class DonationRow:
         return f"unit {self.unit.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResultRow:
     """A screening result; its key is the unit, the marker and the test time."""
 
@@ -146,15 +146,15 @@ class ResultRow:
     value_unit: str | None
 
     @property
-    def key(self) -> str:
-        return f"{self.unit_number}|{self.marker.value}|{self.tested_at.isoformat()}"
+    def key(self) -> tuple[str, Marker, datetime]:
+        return (self.unit_number, self.marker, self.tested_at)
 
     @property
     def label(self) -> str:
         return f"unit {self.unit_number} {self.marker.value} tested at {self.tested_at.isoformat()}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PoolMemberRow:
     """A unit to add to a pool."""
 
@@ -237,11 +237,30 @@ def _establishment(text: str) -> str:
     return parse_code(text, "establishment code")
 
 
+@lru_cache(maxsize=_CACHED)
+def _donor_code(text: str) -> str:
+    return parse_code(text, "donor code")
+
+
+@lru_cache(maxsize=64)
+def _plasma_kind(text: str) -> PlasmaKind:
+    return parse_choice(PlasmaKind, text, "plasma kind")
+
+
+def _volume(text: str) -> int:
+    return parse_positive_int(text, "volume (mL)", allow_zero=True)
+
+
+def _pool_number(text: str) -> str:
+    return parse_code(text, "pool number")
+
+
 def parse_code(text: str, what: str) -> str:
     """A donor code, establishment code or pool number: printable, no spaces, at most 40 characters."""
     if len(text) > CODE_MAX:
         raise InvalidInput(f"{what} {text[:CODE_MAX]!r}... is longer than {CODE_MAX} characters.")
-    if any(ch.isspace() or not ch.isprintable() for ch in text):
+    # isprintable() is False for every white space but the ASCII space (Unicode separators are not printable).
+    if not text.isprintable() or " " in text:
         raise InvalidInput(f"{what} {text!r} contains spaces or control characters.")
     return text
 
@@ -254,7 +273,7 @@ def _not_future(cells: _Cells, column: str, value: datetime | None, now: datetim
 def parse_donor(line: int, cells: dict[str, str | None], *, now: datetime) -> tuple[DonorRow | None, list[RowProblem]]:
     """A donors-file row, or the problems that stop it."""
     c = _Cells(line, cells)
-    donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
+    donor_code = c.required("donor_code", _donor_code)
     establishment = c.required("establishment", _establishment)
     registered_on = c.optional("registered_on", lambda t: parse_date(t, "date"))
     if registered_on is not None and registered_on > (now + CLOCK_SKEW).date():
@@ -270,11 +289,11 @@ def parse_donation(
     """A donations-file row, or the problems that stop it."""
     c = _Cells(line, cells)
     unit = c.required("unit_number", _unit_number)
-    donor_code = c.required("donor_code", lambda t: parse_code(t, "donor code"))
+    donor_code = c.required("donor_code", _donor_code)
     collected_at = c.required("collected_at", _time)
-    volume_ml = c.required("volume_ml", lambda t: parse_positive_int(t, "volume (mL)", allow_zero=True))
+    volume_ml = c.required("volume_ml", _volume)
     establishment = c.optional("establishment", _establishment)
-    plasma_kind = c.optional("plasma_kind", lambda t: parse_choice(PlasmaKind, t, "plasma kind"))
+    plasma_kind = c.optional("plasma_kind", _plasma_kind)
     frozen_at = c.optional("frozen_at", _time)
     _not_future(c, "collected_at", collected_at, now)
     if frozen_at is not None and collected_at is not None and frozen_at < collected_at:
@@ -324,7 +343,7 @@ def parse_pool_member(
 ) -> tuple[PoolMemberRow | None, list[RowProblem]]:
     """A pool-members-file row, or the problems that stop it."""
     c = _Cells(line, cells)
-    pool_number = c.required("pool_number", lambda t: parse_code(t, "pool number"))
+    pool_number = c.required("pool_number", _pool_number)
     unit = c.required("unit_number", _unit_number)
     if c.problems or pool_number is None or unit is None:
         return None, c.problems
@@ -348,3 +367,122 @@ def parse_row(
     as unusable by the reader and is not checked again.
     """
     return PARSERS[kind](line, cells, now=now)
+
+
+# --- the fast path ---------------------------------------------------------------------------------------------
+# Nearly every row of a real file is valid. For those, the functions below read the fields of the record straight
+# (no cells, no problem collecting) with the same parsing functions as the thorough parsers above, and build the
+# same row; at the first sign of trouble they give up (None, or InvalidInput) and the thorough parser runs to name
+# every problem of the row. A test checks that both give the same rows. ``ix`` holds the position of each known
+# column of the kind in the file's header (None when absent); ``limit`` is the latest time accepted.
+
+
+def _fast_donor(line: int, f: list[str], ix: tuple[int | None, ...], limit: datetime) -> DonorRow | None:
+    i_code, i_site, i_registered = ix
+    code, site = f[i_code].strip(), f[i_site].strip()  # type: ignore[index]
+    registered = f[i_registered].strip() if i_registered is not None else ""
+    if not (code and site):
+        return None
+    registered_on = parse_date(registered, "date") if registered else None
+    if registered_on is not None and registered_on > limit.date():
+        return None
+    return DonorRow(line, _donor_code(code), _establishment(site), registered_on)
+
+
+def _fast_donation(line: int, f: list[str], ix: tuple[int | None, ...], limit: datetime) -> DonationRow | None:
+    i_unit, i_donor, i_collected, i_volume, i_site, i_kind, i_frozen = ix
+    unit, donor = f[i_unit].strip(), f[i_donor].strip()  # type: ignore[index]
+    collected, volume = f[i_collected].strip(), f[i_volume].strip()  # type: ignore[index]
+    site = f[i_site].strip() if i_site is not None else ""
+    kind = f[i_kind].strip() if i_kind is not None else ""
+    frozen = f[i_frozen].strip() if i_frozen is not None else ""
+    if not (unit and donor and collected and volume):
+        return None
+    collected_at = _time(collected)
+    frozen_at = _time(frozen) if frozen else None
+    if collected_at > limit or (frozen_at is not None and frozen_at < collected_at):
+        return None
+    return DonationRow(
+        line,
+        _unit_number(unit),
+        _donor_code(donor),
+        collected_at,
+        _volume(volume),
+        _establishment(site) if site else None,
+        _plasma_kind(kind) if kind else None,
+        frozen_at,
+    )
+
+
+def _fast_result(line: int, f: list[str], ix: tuple[int | None, ...], limit: datetime) -> ResultRow | None:
+    i_unit, i_marker, i_result, i_tested, i_method, i_lab, i_value, i_value_unit = ix
+    unit, marker = f[i_unit].strip(), f[i_marker].strip()  # type: ignore[index]
+    result, tested = f[i_result].strip(), f[i_tested].strip()  # type: ignore[index]
+    method = f[i_method].strip() if i_method is not None else ""
+    lab = f[i_lab].strip() if i_lab is not None else ""
+    value = f[i_value].strip() if i_value is not None else ""
+    value_unit = f[i_value_unit].strip() if i_value_unit is not None else ""
+    if not (unit and marker and result and tested) or bool(value) != bool(value_unit):
+        return None
+    tested_at = _time(tested)
+    if tested_at > limit:
+        return None
+    return ResultRow(
+        line,
+        _unit_number(unit).value,
+        _marker(marker),
+        _result(result),
+        tested_at,
+        _method(method) if method else None,
+        _establishment(lab) if lab else None,
+        _value(value) if value else None,
+        _value_unit(value_unit) if value_unit else None,
+    )
+
+
+def _fast_pool_member(line: int, f: list[str], ix: tuple[int | None, ...], limit: datetime) -> PoolMemberRow | None:
+    i_pool, i_unit = ix
+    pool, unit = f[i_pool].strip(), f[i_unit].strip()  # type: ignore[index]
+    if not (pool and unit):
+        return None
+    return PoolMemberRow(line, _pool_number(pool), _unit_number(unit).value)
+
+
+_FAST: dict[ImportKind, Callable[[int, list[str], tuple[int | None, ...], datetime], Row | None]] = {
+    ImportKind.DONORS: _fast_donor,
+    ImportKind.DONATIONS: _fast_donation,
+    ImportKind.RESULTS: _fast_result,
+    ImportKind.POOL_MEMBERS: _fast_pool_member,
+}
+
+
+class RowParser:
+    """Turns the records of one file of one kind into rows: the fast path for a valid row, else every problem.
+
+    Call it with a :class:`~traceability.importers.readers.Record`; it gives the row and no problems, or None
+    and every problem of the record (those found reading it first, then those of its cells).
+    """
+
+    def __init__(self, kind: ImportKind, *, now: datetime) -> None:
+        self.kind, self.now = kind, now
+        self._fast = _FAST[kind]
+        self._known = COLUMNS[kind].known
+        self._limit = now + CLOCK_SKEW
+        self._layout: Any = None
+        self._ix: tuple[int | None, ...] = ()
+
+    def __call__(self, record: Any) -> tuple[Row | None, list[RowProblem]]:
+        layout = record.layout
+        if layout is not None and not record.problems:
+            if layout is not self._layout:
+                self._layout, self._ix = layout, tuple(layout.index.get(c) for c in self._known)
+            try:
+                row = self._fast(record.line, record.fields, self._ix, self._limit)
+            except InvalidInput:
+                row = None
+            if row is not None:
+                return row, []
+        row, problems = parse_row(self.kind, record.line, record.cells, now=self.now)
+        if record.problems:
+            return None, [*record.problems, *problems]
+        return row, problems
