@@ -24,8 +24,25 @@ GOOD = b"G123417654321A,D-1,2026-01-02T10:00:00Z,700\n"
 
 cells = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["=cmd|' /C calc'!A0", "+1+1", "-2", "@SUM(A1)", "\t=1", "\r=1", "\x00", "G123417654321B",
-                     "2026-13-01", "-700", "1e9", "'", '"', '""', "x" * 5000]),
+    st.sampled_from(
+        [
+            "=cmd|' /C calc'!A0",
+            "+1+1",
+            "-2",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "\x00",
+            "G123417654321B",
+            "2026-13-01",
+            "-700",
+            "1e9",
+            "'",
+            '"',
+            '""',
+            "x" * 5000,
+        ]
+    ),
 )
 rows = st.lists(st.lists(cells, min_size=1, max_size=6), max_size=5)
 
@@ -53,9 +70,11 @@ def test_arbitrary_files_end_cleanly_with_nothing_half_loaded(sqlite_template: P
 
     def state() -> tuple[int, int, int]:
         with Session(engine) as session:
-            return (session.execute(select(func.count(Donation.id))).scalar_one(),
-                    session.execute(select(func.count(Donor.id))).scalar_one(),
-                    session.execute(select(func.count(AuditEvent.id))).scalar_one())
+            return (
+                session.execute(select(func.count(Donation.id))).scalar_one(),
+                session.execute(select(func.count(Donor.id))).scalar_one(),
+                session.execute(select(func.count(AuditEvent.id))).scalar_one(),
+            )
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(payload=payloads)
