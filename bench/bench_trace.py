@@ -14,7 +14,8 @@ Timed in a fresh process, warm (after a few untimed traces), each call in its ow
 
 * ``trace_donor`` of ``--samples`` donors whose units went into pools, and of as many random donors, against
   raw SQL returning the same answer (donations with results, pool, downstream lots, shipments, deferrals and
-  look-back window); the answers are compared;
+  look-back window) in the six statements one would write by hand; the answers are compared. For scale, the one
+  statement trace_donor runs is also timed on the bare connection, without building an answer from its rows;
 * ``trace_lot(members=True)`` of a final lot over one pool and of IVG-MIX, against raw SQL of the same (lineage,
   pool compositions, totals, steps, pool tests, shipments, every member with its donor); compared;
 * the whole command ``plasmatrace --db URL trace donor CODE --format json`` in a subprocess (start-up included),
@@ -377,6 +378,13 @@ class RawTracer:
             "shipments": [s[0] for s in shipments],
         }
 
+    def one_statement(self, sql: str, params: Any) -> list[Any]:
+        """plasmatrace's single donor-trace statement on this bare connection, rows only (see donor_statement)."""
+        self.begin()
+        rows = self.conn.execute(sql, params).fetchall()
+        self.end()
+        return rows
+
     def lot(self, number: str) -> dict[str, Any]:
         self.begin()
         lot_id, lot_number, product, kind, status = self.q(
@@ -442,6 +450,21 @@ class RawTracer:
         self.conn.close()
 
 
+def donor_statement(engine: Any) -> tuple[str, Any]:
+    """The SQL that ``trace_donor`` runs, as compiled for this database, and how to bind a donor code to it.
+
+    Timed on the bare connection, with no answer built from the rows, it shows what the SQL of plasmatrace's single
+    statement costs against the raw tracer's six; the rest of plasmatrace's time is the Session and the Python.
+    """
+    from traceability.queries.lineage import _DONOR_TRACE
+
+    compiled = _DONOR_TRACE.compile(dialect=engine.dialect)
+    if compiled.positional:
+        count = len(compiled.positiontup or ())
+        return str(compiled), lambda code: (code,) * count
+    return str(compiled), lambda code: {"donor_code": code}
+
+
 def same_donor(app: Any, raw: dict[str, Any]) -> bool:
     mine = [(d.unit_number, d.pool_number, d.lot_numbers, d.results, d.in_lookback_window) for d in app.donations]
     return (
@@ -485,24 +508,24 @@ def worker(args: argparse.Namespace) -> None:
             return trace_lot(session, number, members=True)
 
     out: dict[str, Any] = {"mismatches": []}
+    one_sql, one_params = donor_statement(engine)
     for code in plan["donors"]["pooled"][:10] + plan["donors"]["any"][:10]:  # warm caches, not timed
         app_donor(code)
         raw.donor(code)
+        raw.one_statement(one_sql, one_params(code))
+    calls = {"app": app_donor, "raw": raw.donor, "one": lambda code: raw.one_statement(one_sql, one_params(code))}
+    orders = [("app", "raw", "one"), ("raw", "one", "app"), ("one", "app", "raw")]
     for group, codes in plan["donors"].items():
-        app_ms, raw_ms = [], []
+        ms: dict[str, list[float]] = {who: [] for who in calls}
         for i, code in enumerate(codes):
-            order = ("app", "raw") if i % 2 == 0 else ("raw", "app")
-            for who in order:
+            answers = {}
+            for who in orders[i % 3]:
                 t0 = time.perf_counter()
-                answer = app_donor(code) if who == "app" else raw.donor(code)
-                (app_ms if who == "app" else raw_ms).append((time.perf_counter() - t0) * 1000)
-                if who == "app":
-                    mine = answer
-                else:
-                    theirs = answer
-            if not same_donor(mine, theirs):
+                answers[who] = calls[who](code)
+                ms[who].append((time.perf_counter() - t0) * 1000)
+            if not same_donor(answers["app"], answers["raw"]):
                 out["mismatches"].append(f"donor {code}")
-        out[f"donor/{group}"] = {"app": app_ms, "raw": raw_ms}
+        out[f"donor/{group}"] = ms
     for number in plan["lots"]:
         app_ms, raw_ms = [], []
         app_lot(number)  # warm
@@ -591,7 +614,8 @@ def import_time_top(count: int = 8) -> list[tuple[str, float]]:
 # --- orchestration ---------------------------------------------------------------------------------------------
 
 
-def run_backend(backend: str, url: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def build(backend: str, url: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Load the generated files and make the pools, lots and shipments; returns the build's figures."""
     result: dict[str, Any] = {"backend": backend}
     with common.Timer() as t:
         result["load"] = load(url, folder, args.build)
@@ -609,8 +633,46 @@ def run_backend(backend: str, url: str, folder: Path, args: argparse.Namespace) 
         f"  {backend}: {args.pools} pools, lots and shipments in {t.seconds:.1f} s {result['lineage']['timings']}",
         file=sys.stderr,
     )
+    return result
+
+
+def kept_record(backend: str, args: argparse.Namespace) -> Path:
+    """Where ``--keep`` notes a built database (its URL and build figures) for ``--reuse`` to find."""
+    shape = f"{args.donations}-s{args.seed}-{args.pools}x{args.pool_units}-{args.build}"
+    return common.OUT / f"trace-kept-{backend.lower()}-{shape}.json"
+
+
+def kept_database(backend: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The build noted by an earlier ``--keep`` run of the same shape, if ``--reuse`` and it still exists."""
+    record = kept_record(backend, args)
+    if not (args.reuse and record.exists()):
+        return None
+    kept = json.loads(record.read_text())
+    if kept["url"].startswith("sqlite") and not Path(kept["url"].removeprefix("sqlite:///")).exists():
+        return None
+    if not kept["url"].startswith("sqlite"):
+        import psycopg
+
+        try:
+            psycopg.connect(common.libpq_url(kept["url"])).close()
+        except psycopg.OperationalError:
+            return None
+    print(f"  {backend}: reusing {kept['url']} (built {kept['built']})", file=sys.stderr)
+    return kept
+
+
+def keep_database(backend: str, url: str, result: dict[str, Any], args: argparse.Namespace) -> None:
+    record = kept_record(backend, args)
+    record.write_text(json.dumps({"url": url, "built": time.strftime("%Y-%m-%d %H:%M %Z"), "result": result}))
+    print(f"kept {url} (noted in {record.relative_to(common.ROOT)}; --reuse measures on it again)", file=sys.stderr)
+
+
+def run_backend(backend: str, url: str, result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Time the traces on a built database."""
+    result = dict(result)
     donors = sample_donors(url, args.samples, args.seed)
     lots = [result["lineage"]["lots"][0]] + (["IVG-MIX"] if "IVG-MIX" in result["lineage"]["lots"] else [])
+    lots = lots if args.lot_runs else []
     plan = common.OUT / f"trace-plan-{backend}-{os.getpid()}.json"
     plan.write_text(json.dumps({"donors": donors, "lots": lots}))
     try:
@@ -619,7 +681,7 @@ def run_backend(backend: str, url: str, folder: Path, args: argparse.Namespace) 
         )
     finally:
         plan.unlink()
-    result["command"] = command_timings(url, donors["pooled"], args.cli_runs)
+    result["command"] = command_timings(url, donors["pooled"], args.cli_runs) if args.cli_runs else {}
     return result
 
 
@@ -634,17 +696,21 @@ def summary_rows(result: dict[str, Any]) -> list[list[Any]]:
             what = f"trace donor ({'pooled' if key.endswith('pooled') else 'random'} donors, n={len(app)})"
         else:
             what = f"trace lot {key[4:]} --members ({value['members']:,} units, n={len(app)})"
-        rows.append(
-            [
-                backend,
-                what,
-                common.median(app),
-                common.percentile(app, 0.95),
-                common.median(raw),
-                common.percentile(raw, 0.95),
-                f"{common.median(app) / common.median(raw):.1f}x",
-            ]
-        )
+        lines = [(what, app)]
+        if "one" in value:
+            lines.append(("  its one statement on the bare driver, no answer built", value["one"]))
+        for label, times in lines:
+            rows.append(
+                [
+                    backend,
+                    label,
+                    common.median(times),
+                    common.percentile(times, 0.95),
+                    common.median(raw),
+                    common.percentile(raw, 0.95),
+                    f"{common.median(times) / common.median(raw):.1f}x",
+                ]
+            )
     for what, times in result["command"].items():
         rows.append([backend, f"$ {what}", common.median(times), max(times), None, None, "-"])
     return rows
@@ -657,8 +723,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pools", type=int, default=4, help="pools (default 4)")
     parser.add_argument("--pool-units", type=int, default=20_000, help="units per pool (default 20,000)")
     parser.add_argument("--samples", type=int, default=200, help="donors traced per group (default 200)")
-    parser.add_argument("--lot-runs", type=int, default=5, help="traces per lot (default 5)")
-    parser.add_argument("--cli-runs", type=int, default=5, help="runs of each command (default 5)")
+    parser.add_argument("--lot-runs", type=int, default=5, help="traces per lot (default 5; 0: none)")
+    parser.add_argument("--cli-runs", type=int, default=5, help="runs of each command (default 5; 0: none)")
     parser.add_argument(
         "--build",
         choices=("raw", "import"),
@@ -667,7 +733,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--postgres", metavar="URL", help="also measure on a fresh database on this server")
     parser.add_argument("--no-sqlite", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the databases (SQLite file in bench/out)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the built databases (SQLite file in bench/out) and note them for --reuse",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure on the databases an earlier --keep run built with the same --donations, --seed, --pools, "
+        "--pool-units and --build, if they still exist (build figures are those of that run); "
+        "builds as usual otherwise",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
@@ -681,21 +758,32 @@ def main(argv: list[str] | None = None) -> None:
     c = manifest["counts"]
     results: list[dict[str, Any]] = []
     if not args.no_sqlite:
-        db = common.OUT / f"trace-{args.donations}-{os.getpid()}.db"
-        common.sqlite_template(folder, db)
-        try:
-            results.append(run_backend("SQLite", common.sqlite_url(db), folder, args))
-        finally:
-            if args.keep:
-                print(f"kept {db}", file=sys.stderr)
-            else:
-                common.remove_sqlite(db)
+        kept = kept_database("SQLite", args)
+        if kept:
+            results.append(run_backend("SQLite", kept["url"], kept["result"], args))
+        else:
+            db = common.OUT / f"trace-{args.donations}-{os.getpid()}.db"
+            common.sqlite_template(folder, db)
+            url = common.sqlite_url(db)
+            try:
+                built = build("SQLite", url, folder, args)
+                if args.keep:
+                    keep_database("SQLite", url, built, args)
+                results.append(run_backend("SQLite", url, built, args))
+            finally:
+                if not args.keep:
+                    common.remove_sqlite(db)
     if args.postgres:
-        with common.postgres_database(args.postgres, "trace", keep=args.keep) as url:
-            if args.keep:
-                print(f"keeping {url}", file=sys.stderr)
-            common.prepare(url, folder)
-            results.append(run_backend("PostgreSQL", url, folder, args))
+        kept = kept_database("PostgreSQL", args)
+        if kept:
+            results.append(run_backend("PostgreSQL", kept["url"], kept["result"], args))
+        else:
+            with common.postgres_database(args.postgres, "trace", keep=args.keep) as url:
+                common.prepare(url, folder)
+                built = build("PostgreSQL", url, folder, args)
+                if args.keep:
+                    keep_database("PostgreSQL", url, built, args)
+                results.append(run_backend("PostgreSQL", url, built, args))
 
     stamp = time.strftime("%Y-%m-%d %H:%M %Z")
     print(f"\n{stamp}; {common.machine()}" + (f"; {common.postgres_version(args.postgres)}" if args.postgres else ""))

@@ -7,11 +7,28 @@ never one statement per unit) and returns plain read models that outlive the ses
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, type_coerce
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Date,
+    Dialect,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from ..errors import CaseNotFound, DonorNotFound
@@ -30,10 +47,10 @@ from ..models import (
     Shipment,
     Step,
     TestResult,
+    UTCDateTime,
 )
 from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems, panel_complete_and_nonreactive
 from .clearance import lot_clearance
-from .eligibility import current_results_query
 from .graph import downstream_lots, steps_for, upstream
 from .lookup import get_lot, get_pool, get_unit
 
@@ -144,112 +161,219 @@ class DonorTrace:
         return asdict(self)
 
 
-def _donor_statements() -> dict[str, Any]:
-    """The forward trace's statements, built once with bound parameters (a trace is asked often and must be fast)."""
-    donor_id = bindparam("donor_id")
-    donor_pools = (
-        select(PoolMember.pool_id)
-        .join(Donation, Donation.id == PoolMember.donation_id)
-        .where(Donation.donor_id == donor_id)
-    )
+# The whole forward trace is one statement: every fact about the donor is one row of a UNION ALL, told apart by its
+# first column, ``kind``. The other columns are slots shared by the branches, so that each slot has one type:
+#
+#   0 donor      n1 donor id, t1 donor_code, t2 establishment code, d1 registered_on
+#   1 deferral   n1 sequence, t1 reason, t2 source, d1 starts_on, d2 ends_on, d3 lifted_on
+#   2 donation   n1 donation id, n2 volume_ml, n3 version, n4 pool id, t1 unit_number, t2 status, t3 pool_number,
+#                ts collected_at
+#   3 result     n1 donation id, n2 version, t1 marker, t2 result
+#   4 lot        n1 pool id it comes from, n2 shipment quantity, t1 lot_number, t2 shipment_number, t3 consignee,
+#                d1 shipped_on
+#
+# A result row is every version of a marker (the latest is kept while reading, which is cheaper than asking SQL for
+# the latest per marker), and a lot row is every lot downstream of one of the donor's pools (recursive) with each of
+# its shipments (one row when there is none). There is no ORDER BY: donations and deferrals are few and sorted in
+# Python, which SQLite does faster than sorting each branch of the union.
+_DONOR_ROW, _DEFERRAL_ROW, _DONATION_ROW, _RESULT_ROW, _LOT_ROW = range(5)
+_SLOTS: dict[str, Any] = {
+    "n1": Integer,
+    "n2": Integer,
+    "n3": Integer,
+    "n4": Integer,
+    "t1": String,
+    "t2": String,
+    "t3": String,
+    "ts": UTCDateTime,
+    "d1": Date,
+    "d2": Date,
+    "d3": Date,
+}
+
+
+def _facts(kind: int, **slots: Any) -> list[Any]:
+    """The columns of one branch of the trace: its kind, its values in the named slots and typed NULLs in the others
+    (PostgreSQL would take a bare NULL in a UNION for text)."""
+    columns = [literal_column(str(kind), Integer).label("kind")]
+    columns += [(slots[name] if name in slots else cast(null(), type_)).label(name) for name, type_ in _SLOTS.items()]
+    return columns
+
+
+def _donor_trace_statement() -> CompoundSelect:
+    me = select(Donor.id, Donor.donor_code, Donor.registered_on, Donor.establishment_id)
+    me = me.where(Donor.donor_code == bindparam("donor_code")).cte("me")
+    donor_id = select(me.c.id).scalar_subquery()
     down = (
-        select(LotInput.input_pool_id.label("origin"), LotInput.lot_id.label("lot_id"))
-        .where(LotInput.input_pool_id.in_(donor_pools))
+        select(PoolMember.pool_id.label("origin"), LotInput.lot_id.label("lot_id"))
+        .join(Donation, Donation.id == PoolMember.donation_id)
+        .join(LotInput, LotInput.input_pool_id == PoolMember.pool_id)
+        .where(Donation.donor_id == donor_id)
         .cte("donor_down", recursive=True)
     )
     down = down.union(select(down.c.origin, LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
-    return {
-        # the donor with each deferral (one row when there is none)
-        "donor": select(
-            Donor.id,
-            Donor.donor_code,
-            Donor.registered_on,
-            Establishment.code,
-            Deferral.sequence,
-            Deferral.reason,
-            type_coerce(Deferral.source, String),
-            Deferral.starts_on,
-            Deferral.ends_on,
-            Deferral.lifted_on,
-        )
-        .join(Establishment, Establishment.id == Donor.establishment_id)
-        .outerjoin(Deferral, Deferral.donor_id == Donor.id)
-        .where(Donor.donor_code == bindparam("donor_code"))
-        .order_by(Deferral.sequence),
-        "donations": select(
-            Donation.id,
-            Donation.unit_number,
-            Donation.collected_at,
-            Donation.volume_ml,
-            type_coerce(Donation.status, String),
-            Donation.version,
-            Pool.id,
-            Pool.pool_number,
-        )
+    donor = _facts(_DONOR_ROW, n1=me.c.id, t1=me.c.donor_code, t2=Establishment.code, d1=me.c.registered_on)
+    deferral = _facts(
+        _DEFERRAL_ROW,
+        n1=Deferral.sequence,
+        t1=Deferral.reason,
+        t2=type_coerce(Deferral.source, String),
+        d1=Deferral.starts_on,
+        d2=Deferral.ends_on,
+        d3=Deferral.lifted_on,
+    )
+    donation = _facts(
+        _DONATION_ROW,
+        n1=Donation.id,
+        n2=Donation.volume_ml,
+        n3=Donation.version,
+        n4=Pool.id,
+        t1=Donation.unit_number,
+        t2=type_coerce(Donation.status, String),
+        t3=Pool.pool_number,
+        ts=Donation.collected_at,
+    )
+    result = _facts(
+        _RESULT_ROW,
+        n1=TestResult.donation_id,
+        n2=TestResult.version,
+        t1=type_coerce(TestResult.marker, String),
+        t2=type_coerce(TestResult.result, String),
+    )
+    lot = _facts(
+        _LOT_ROW,
+        n1=down.c.origin,
+        n2=Shipment.quantity,
+        t1=Lot.lot_number,
+        t2=Shipment.shipment_number,
+        t3=Shipment.consignee,
+        d1=Shipment.shipped_on,
+    )
+    # Every branch finds its rows by donor_id = (the donor's id), one value: SQLite, which keeps no statistics, then
+    # searches the donor_id index first whatever join order it would otherwise try (a plain join to the donor made it
+    # scan test_result), and PostgreSQL needs no semi-join for it.
+    return union_all(
+        select(*donor).select_from(me).join(Establishment, Establishment.id == me.c.establishment_id),
+        select(*deferral).where(Deferral.donor_id == donor_id),
+        select(*donation)
+        .select_from(Donation)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
         .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-        .where(Donation.donor_id == donor_id)
-        .order_by(Donation.collected_at, Donation.id),
-        "results": current_results_query(select(Donation.id).where(Donation.donor_id == donor_id)),
-        # every lot downstream of the donor's pools, with each of its shipments (one row when there is none)
-        "lots": select(
-            down.c.origin,
-            Lot.lot_number,
-            Shipment.shipment_number,
-            Shipment.consignee,
-            Shipment.shipped_on,
-            Shipment.quantity,
-        )
+        .where(Donation.donor_id == donor_id),
+        select(*result).join(Donation, Donation.id == TestResult.donation_id).where(Donation.donor_id == donor_id),
+        select(*lot)
+        .select_from(down)
         .join(Lot, Lot.id == down.c.lot_id)
-        .outerjoin(Shipment, Shipment.lot_id == down.c.lot_id),
-    }
+        .outerjoin(Shipment, Shipment.lot_id == Lot.id),
+    )
 
 
-_DONOR = _donor_statements()
+_DONOR_TRACE = _donor_trace_statement()
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    """The trace compiled once for one dialect and driver, with SQLAlchemy's own conversions of that driver's
+    timestamps and dates (SQLite gives text, psycopg gives objects) to apply to the few values that need them."""
+
+    sql: str
+    positional: int | None  # the number of ``?`` (each the donor code), or None for a named parameter
+    at: Callable[[Any], datetime]
+    day: Callable[[Any], date]
+
+    def run(self, conn: Connection, donor_code: str) -> list[Any]:
+        params: Any = (donor_code,) * self.positional if self.positional is not None else {"donor_code": donor_code}
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(self.sql, params)
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+        except dbapi.Error as error:
+            raise DBAPIError.instance(self.sql, params, error, dbapi.Error, dialect=conn.dialect) from error
+
+
+_COMPILED: dict[tuple[str, str, str], _DriverStatement] = {}
+
+
+def _compiled_for(dialect: Dialect) -> _DriverStatement:
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = _DONOR_TRACE.compile(dialect=dialect)
+        names = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
+        if set(names) != {"donor_code"}:  # run() passes the donor code and nothing else
+            raise RuntimeError(f"the donor trace takes only the donor code, not {sorted(set(names))}")
+
+        def converter(type_: Any) -> Callable[[Any], Any]:
+            process = type_.dialect_impl(dialect).result_processor(dialect, None)
+            return process or (lambda value: value)
+
+        found = _COMPILED[key] = _DriverStatement(
+            sql=str(compiled),
+            positional=len(names) if compiled.positional else None,
+            at=converter(UTCDateTime()),
+            day=converter(Date()),
+        )
+    return found
 
 
 def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DonorTrace:
     """Every donation of a donor and where each went: inventory, pool, every lot downstream, every shipment.
 
-    Four statements, whatever the donor's history: the donor with deferrals, donations with pools, current
-    results, and lots downstream (recursive) with their shipments. The look-back window comes from the results
-    already read.
+    One statement, whatever the donor's history (see ``_donor_trace_statement``), compiled once per dialect and run
+    on the session's own connection and transaction through the driver's cursor. That skips SQLAlchemy's per-call
+    execution and result handling (and so its statement logging and cursor events); driver errors are still raised
+    as SQLAlchemy's. The look-back window comes from the results read with it.
     """
     conn = session.connection()
-    donor_rows = conn.execute(_DONOR["donor"], {"donor_code": donor_code}).all()
-    if not donor_rows:
-        raise DonorNotFound(donor_code)
-    donor = donor_rows[0]
-    deferrals = [r[4:] for r in donor_rows if r[4] is not None]
-    ids = {"donor_id": donor[0]}
-    rows = conn.execute(_DONOR["donations"], ids).all()
-    results: dict[int, dict[str, str]] = defaultdict(dict)
-    for donation_id, marker, value, _ in conn.execute(_DONOR["results"], ids):
-        results[donation_id][marker] = value
+    statement = _compiled_for(conn.dialect)
+    at, day = statement.at, statement.day
+    donor = None
+    deferrals: list[dict[str, Any]] = []
+    donations: list[tuple[Any, ...]] = []
+    results: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)
     lots_by_pool: dict[int, set[str]] = defaultdict(set)
     shipped: dict[str, ShipmentLine] = {}
-    for origin, lot_number, number, to, on, quantity in conn.execute(_DONOR["lots"], ids):
-        lots_by_pool[origin].add(lot_number)
-        if number is not None:
-            shipped[number] = ShipmentLine(number, lot_number, to, on.isoformat(), quantity)
+    for kind, n1, n2, n3, n4, t1, t2, t3, when, d1, d2, d3 in statement.run(conn, donor_code):
+        if kind == _RESULT_ROW:
+            markers = results[n1]
+            if t1 not in markers or markers[t1][0] < n2:
+                markers[t1] = (n2, t2)
+        elif kind == _DONATION_ROW:
+            donations.append((n1, t1, at(when), n2, t2, n3, n4, t3))
+        elif kind == _LOT_ROW:
+            lots_by_pool[n1].add(t1)
+            if t2 is not None:
+                shipped[t2] = ShipmentLine(t2, t1, t3, day(d1).isoformat(), n2)
+        elif kind == _DONOR_ROW:
+            donor = (t1, t2, day(d1))
+        else:
+            deferrals.append(
+                {
+                    "sequence": n1,
+                    "reason": t1,
+                    "source": t2,
+                    "starts_on": _iso(day(d1)),
+                    "ends_on": _iso(day(d2)),
+                    "lifted_on": _iso(day(d3)),
+                }
+            )
+    if donor is None:
+        raise DonorNotFound(donor_code)
+    donations.sort(key=lambda r: (r[2], r[0]))
+    deferrals.sort(key=lambda d: d["sequence"])
+    current = {i: {m: value for m, (_, value) in sorted(markers.items())} for i, markers in results.items()}
     shipments = sorted(shipped.values(), key=lambda line: (line.shipped_on, line.shipment_number))
-    clean = [r[2] for r in rows if panel_complete_and_nonreactive(results.get(r[0], {}), policy)]
+    clean = [r[2] for r in donations if panel_complete_and_nonreactive(current.get(r[0], {}), policy)]
     start = max(clean) - timedelta(days=policy.lookback_days) if clean else None
     return DonorTrace(
-        donor_code=donor[1],
-        establishment=donor[3],
+        donor_code=donor[0],
+        establishment=donor[1],
         registered_on=_iso(donor[2]),
-        deferrals=[
-            {
-                "sequence": q,
-                "reason": why,
-                "source": source,
-                "starts_on": _iso(on),
-                "ends_on": _iso(until),
-                "lifted_on": _iso(lifted),
-            }
-            for q, why, source, on, until, lifted in deferrals
-        ],
+        deferrals=deferrals,
         lookback_window_start=_iso(start),
         donations=[
             DonationLine(
@@ -259,13 +383,13 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
                 status=r[4],
                 pool_number=r[7],
                 lot_numbers=sorted(lots_by_pool.get(r[6], ())),
-                results=dict(sorted(results.get(r[0], {}).items())),
+                results=current.get(r[0], {}),
                 in_lookback_window=start is None or r[2] >= start,
                 changed=r[5] > 1,
             )
-            for r in rows
+            for r in donations
         ],
-        pools=sorted({r[7] for r in rows if r[7] is not None}),
+        pools=sorted({r[7] for r in donations if r[7] is not None}),
         lots=sorted(set().union(*lots_by_pool.values())) if lots_by_pool else [],
         shipments=shipments,
     )
