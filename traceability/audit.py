@@ -17,12 +17,12 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import event, select
-from sqlmodel import Session
+from sqlalchemy import event, exists, func, select
+from sqlmodel import Session, SQLModel
 
 from .db import lock_audit_chain
 from .errors import InvalidInput
-from .models import AuditEvent, utcnow
+from .models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
 
 GENESIS_HASH = "0" * 64
 _HEAD_KEY = "plasmatrace.audit_head"
@@ -209,7 +209,30 @@ def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
             f"the chain ends at event {expected_seq - 1} but the checkpoint names event {wanted[0]}: "
             "events after it were removed",
         )
+    problem = _import_pointer_problem(session)
+    if problem is not None:
+        return Verification(False, count, expected_seq - 1, prev_hash, problem)
     return Verification(True, count, expected_seq - 1, prev_hash)
+
+
+def _import_pointer_problem(session: Session) -> str | None:
+    """The first imported row whose import_event_id does not name an import event of its kind (one query per
+    table; see models.IMPORT_EVENT_POINTERS for why the database does not check this itself)."""
+    events = AuditEvent.__table__
+    for name, action in IMPORT_EVENT_POINTERS.items():
+        table = SQLModel.metadata.tables[name]
+        pointer = table.c.import_event_id
+        named = exists().where(events.c.id == pointer, events.c.action == action)
+        found = session.execute(
+            select(pointer, func.count()).where(pointer.is_not(None), ~named).group_by(pointer).limit(1)
+        ).first()
+        if found is not None:
+            rows = f"{found[1]:,} {name} row names" if found[1] == 1 else f"{found[1]:,} {name} rows name"
+            return (
+                f"{rows} audit event id {found[0]} as its import, which is not an {action} event: "
+                "the link from imported rows to their import was changed"
+            )
+    return None
 
 
 def head_checkpoint(session: Session) -> str:

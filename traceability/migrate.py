@@ -34,8 +34,25 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Bring the database to the newest schema; returns (revision before, revision after)."""
+    """Bring the database to the newest schema; returns (revision before, revision after).
+
+    On SQLite a migration may rebuild a table (copy, drop, rename: SQLite's own procedure for changes ALTER
+    TABLE cannot make), which must run with foreign keys off, or dropping the old table would be refused or
+    take the rows that refer to it along. The keys are checked before the migration commits instead."""
     before = current_revision(engine)
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        raw = conn.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, where SQLite takes it
+        try:
+            with conn.begin():
+                command.upgrade(alembic_config(conn), "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration left rows whose references are broken: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
     return before, head_revision()

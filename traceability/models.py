@@ -212,7 +212,7 @@ class Donor(Recorded, table=True):
     donor_code: str = Field(max_length=40, unique=True, index=True)
     establishment_id: int = Field(foreign_key="establishment.id", index=True)
     registered_on: date | None = None
-    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+    import_event_id: int | None = Field(default=None)  # the import.* audit event; see IMPORT_EVENT_POINTERS
 
 
 class Deferral(Recorded, table=True):
@@ -254,7 +254,7 @@ class Donation(Recorded, table=True):
     status: UnitStatus = enum_column(UnitStatus, default=UnitStatus.IN_INVENTORY, index=True)
     status_reason: str | None = Field(default=None, sa_type=sa.Text)
     version: int = 1
-    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+    import_event_id: int | None = Field(default=None)  # the import.* audit event; see IMPORT_EVENT_POINTERS
 
     __table_args__ = (
         sa.CheckConstraint("volume_ml >= 0", name="volume_not_negative"),
@@ -279,7 +279,7 @@ class TestResult(Recorded, table=True):
     lab_id: int | None = Field(default=None, foreign_key="establishment.id")
     tested_at: datetime = utc_column()
     reason: str | None = Field(default=None, sa_type=sa.Text)
-    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+    import_event_id: int | None = Field(default=None)  # the import.* audit event; see IMPORT_EVENT_POINTERS
 
     __table_args__ = (sa.UniqueConstraint("donation_id", "marker", "version"),)
 
@@ -306,7 +306,7 @@ class PoolMember(Recorded, table=True):
     id: int | None = Field(default=None, primary_key=True)
     pool_id: int = Field(foreign_key="pool.id", index=True)
     donation_id: int = Field(foreign_key="donation.id", unique=True)
-    import_event_id: int | None = Field(default=None, foreign_key="audit_event.id")
+    import_event_id: int | None = Field(default=None)  # the import.* audit event; see IMPORT_EVENT_POINTERS
 
 
 class PoolTest(Recorded, table=True):
@@ -431,3 +431,19 @@ class CaseFinding(Recorded, table=True):
     action: str = Field(max_length=40)
 
     __table_args__ = (sa.UniqueConstraint("case_id", "donation_id"),)
+
+
+IMPORT_EVENT_POINTERS: dict[str, str] = {
+    "donor": "import.donors",
+    "donation": "import.donations",
+    "test_result": "import.results",
+    "pool_member": "import.pool-members",
+}
+"""Tables whose imported rows name their import's audit event (``import_event_id``), and that event's action.
+
+The pointer has no foreign-key constraint, on purpose: the database would check it row by row on every insert
+(on PostgreSQL a locking lookup per row, half the cost of loading a results file again), while the events it
+points at can neither change nor go (audit_event is append-only, enforced by triggers) and the import writes the
+event in the same transaction as its rows. ``audit verify`` checks, set-based, that every pointer names an
+import event of the right kind.
+"""

@@ -6,12 +6,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from traceability.db import make_engine
-from traceability.migrate import current_revision, head_revision, upgrade
+from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.factories import make_donor, make_establishment, make_unit
+from traceability import audit
+from traceability.db import make_engine, transaction
+from traceability.importers.load import import_file
+from traceability.migrate import alembic_config, current_revision, head_revision, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +48,36 @@ def test_the_core_imports_neither_typer_nor_rich() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "KEPT" in result.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_database_with_rows_upgrades_from_the_first_schema_keeping_them_and_their_keys(
+    backend: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else create_postgres_database()
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+        with transaction(engine) as session:
+            site = make_establishment(session)
+            unit = make_unit(session, donor=make_donor(session, establishment=site))
+        path = tmp_path / "donors.csv"
+        path.write_text(f"donor_code,establishment\nOLD-1,{site}\n", encoding="utf-8")
+        with transaction(engine) as session:
+            import_file(session, "donors", path, actor="qa.import")
+
+        before, after = upgrade(engine)
+
+        assert (before, after) == ("0001", head_revision())
+        with transaction(engine) as session:
+            assert session.execute(text("SELECT count(*) FROM donation")).scalar_one() == 1
+            imported = session.execute(text("SELECT import_event_id FROM donor WHERE donor_code = 'OLD-1'")).scalar()
+            assert imported is not None
+            assert audit.verify(session).ok
+        with pytest.raises(IntegrityError), transaction(engine) as session:  # the other keys still hold
+            session.execute(text("UPDATE donation SET donor_id = 987654 WHERE id = :id"), {"id": unit.id})
+    finally:
+        engine.dispose()
+        if backend == "postgresql":
+            drop_postgres_database(url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -137,3 +139,25 @@ def test_a_cut_tail_is_caught_with_a_checkpoint(db_url: str) -> None:
     result = verify(db_url, checkpoint=token)
     assert not result.ok and result.problem is not None
     assert "the chain ends at event 3 but the checkpoint names event 5" in result.problem
+
+
+def test_an_imported_row_pointing_elsewhere_than_its_import_is_caught(db_url: str, tmp_path: Path) -> None:
+    from traceability.db import transaction
+    from traceability.importers.load import import_file
+
+    seeded(db_url)
+    path = tmp_path / "donors.csv"
+    engine = make_engine(db_url)
+    with transaction(engine) as session:
+        site = session.execute(text("SELECT code FROM establishment ORDER BY id LIMIT 1")).scalar_one()
+    path.write_text(f"donor_code,establishment\nIMP-1,{site}\nIMP-2,{site}\n", encoding="utf-8")
+    with transaction(engine) as session:
+        import_file(session, "donors", path, actor="qa.import")
+    engine.dispose()
+    assert verify(db_url).ok
+
+    tamper(db_url, "UPDATE donor SET import_event_id = (SELECT min(id) FROM audit_event) WHERE donor_code = 'IMP-2'")
+    result = verify(db_url)
+    assert not result.ok and result.problem is not None
+    assert result.problem.startswith("1 donor row names audit event id ")
+    assert "not an import.donors event" in result.problem
