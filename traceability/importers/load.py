@@ -76,6 +76,7 @@ T = TypeVar("T")
 
 CHUNK_ROWS = 5_000
 """Rows validated, resolved and inserted together: large enough for set-based work, small enough for memory."""
+FULL_COLLECTION_CHUNKS = 20
 PROBLEMS_KEPT = 50
 _ENTITY_KEY_MAX = 200
 
@@ -136,7 +137,9 @@ def default_rejects_path(path: Path) -> Path:
 def _fewer_collections() -> Iterator[None]:
     """Run the cyclic garbage collector less often while importing: a chunk allocates hundreds of thousands of
     short-lived, acyclic objects (records, cells, rows), and the default thresholds make the collector walk every
-    live object again and again (a third of the import time on large files). The thresholds are restored after."""
+    live object again and again (a third of the import time on large files). The thresholds are restored after.
+    The cyclic garbage there is (SQLAlchemy statements holding a chunk's keys) is then collected every
+    FULL_COLLECTION_CHUNKS chunks by the import loop, so that memory stays flat however long the file."""
     before = gc.get_threshold()
     gc.set_threshold(max(before[0], 100_000), max(before[1], 50), max(before[2], 1_000))
     try:
@@ -243,13 +246,16 @@ def _import_file(
             on_rows_counted(max(lines - 1, 0))
 
         stream = job.stream = read_records(path, columns)
-        processed = 0
+        processed = done = 0
         with _ReadAhead(_parsed_chunks(stream, RowParser(kind, now=job.now))) as chunks:
             for chunk, parsed in chunks:
                 if writer is not None:
                     writer.header = stream.header  # known once reading has started
                 job.process(chunk, parsed)
                 processed += len(chunk)
+                done += 1
+                if done % FULL_COLLECTION_CHUNKS == 0:
+                    gc.collect()
                 if progress is not None:
                     progress(processed)
 
@@ -683,7 +689,7 @@ class _Import:
 
 
 _RECORDED = ("created_at", "created_by", "import_event_id")
-_CONVERTED = 1 << 16
+_CONVERTED = 1 << 12
 
 
 def _converter(column: Any, dialect: Any) -> Callable[[Any], Any]:

@@ -28,7 +28,7 @@ MAX_CELL_CHARS = 1_000
 MAX_RECORD_CHARS = 64 * 1024
 """A record (one row, possibly over several lines when quoted) longer than this is not a row of an import file:
 usually a quote that is never closed has swallowed the rest of the file. Reading stops there."""
-_BLOCK_BYTES = 1 << 20
+_BLOCK_BYTES = 1 << 18
 """How much of the file is read at a time (then cut after its last line break)."""
 
 _BOM = b"\xef\xbb\xbf"

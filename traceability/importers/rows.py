@@ -210,7 +210,7 @@ class _Cells:
 # The same unit number, time, marker or method comes back on many rows of a file (a results file has a line per
 # marker of each unit): parsing each distinct text once is most of the parsing work saved. Bounded, and only
 # successes are kept (a bad cell raises again, with the same message).
-_CACHED = 1 << 16
+_CACHED = 1 << 12
 
 
 @lru_cache(maxsize=_CACHED)
