@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Integer, String, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -30,9 +30,10 @@ from ..models import (
     PoolTest,
     ResultValue,
     UnitStatus,
+    UTCDateTime,
     utcnow,
 )
-from ..queries.eligibility import unit_facts
+from ..queries.eligibility import requested_donations, screen_units, unit_facts
 from ..queries.lookup import get_pool
 from ..rules import (
     DEFAULT_POLICY,
@@ -44,8 +45,6 @@ from ..rules import (
 )
 from .common import check_code, next_version, result_values, unique_or_conflict
 from .units import parse_unit_list
-
-INSERT_BATCH = 5_000
 
 
 def create_pool(
@@ -96,52 +95,57 @@ def add_units(
         raise InvalidInput(f"Pool {pool_number}: no unit numbers given.")
     pool = get_pool(session, pool_number, for_update=True)
     _require_status(pool, PoolStatus.OPEN, doing="adding units")
-    facts = unit_facts(session, unit_numbers=numbers, policy=policy)
-    missing = [n for n in numbers if n not in facts]
-    if missing:
-        if len(missing) == 1:
-            raise UnitNotFound(missing[0])
-        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20:,} more" if len(missing) > 20 else "")
-        raise NotFound(f"{len(missing):,} units", f"({shown})")
     now = now or utcnow()
-    pooled = [(n, facts[n].already_pooled_in) for n in numbers if facts[n].already_pooled_in is not None]
-    if pooled:
-        raise UnitAlreadyPooled(pooled[0][0], pooled[0][1]) if len(pooled) == 1 else UnitsAlreadyPooled(pooled)
-    reasons = {n: why for n in numbers if (why := eligibility_problems(facts[n], now=now, policy=policy))}
-    if reasons:
-        raise IneligibleUnits(pool.pool_number, reasons)
+    # One statement screens every unit; only those it cannot clear (none, usually) are loaded and judged in full.
+    unclear = screen_units(session, unit_numbers=numbers, policy=policy, now=now)
+    if unclear:
+        missing = [n for n in numbers if unclear.get(n) is False]
+        if missing:
+            if len(missing) == 1:
+                raise UnitNotFound(missing[0])
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20:,} more" if len(missing) > 20 else "")
+            raise NotFound(f"{len(missing):,} units", f"({shown})")
+        suspects = [n for n in numbers if n in unclear]
+        facts = unit_facts(session, unit_numbers=suspects, policy=policy)
+        pooled = [(n, facts[n].already_pooled_in) for n in suspects if facts[n].already_pooled_in is not None]
+        if pooled:
+            raise UnitAlreadyPooled(pooled[0][0], pooled[0][1]) if len(pooled) == 1 else UnitsAlreadyPooled(pooled)
+        reasons = {n: why for n in suspects if (why := eligibility_problems(facts[n], now=now, policy=policy))}
+        if reasons:
+            raise IneligibleUnits(pool.pool_number, reasons)
 
-    id_by_number = {n: facts[n].donation_id for n in numbers}
     stamp = utcnow()
+    connection = session.connection()
     try:
-        for start in range(0, len(numbers), INSERT_BATCH):
-            chunk = numbers[start : start + INSERT_BATCH]
-            session.execute(
-                insert(PoolMember),
-                [
-                    {
-                        "pool_id": pool.id,
-                        "donation_id": id_by_number[n],
-                        "created_at": stamp,
-                        "created_by": actor,
-                        "import_event_id": import_event_id,
-                    }
-                    for n in chunk
-                ],
-            )
-            changed = session.execute(
-                update(Donation)
-                .where(Donation.id.in_([id_by_number[n] for n in chunk]), Donation.status == UnitStatus.IN_INVENTORY)
-                .values(status=UnitStatus.POOLED)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if changed != len(chunk):
-                raise UnitAlreadyPooled(chunk[0], None)
+        requested = requested_donations(session, numbers, {"id": Donation.id}).subquery("requested")
+        inserted = connection.execute(
+            insert(PoolMember).from_select(
+                ["pool_id", "donation_id", "created_at", "created_by", "import_event_id"],
+                select(
+                    literal(pool.id),
+                    requested.c.id,
+                    literal(stamp, UTCDateTime()),
+                    literal(actor, String()),
+                    literal(import_event_id, Integer()),
+                ),
+            ),
+            execution_options={"preserve_rowcount": True},  # psycopg's INSERT count is not kept otherwise
+        ).rowcount
+        requested = requested_donations(session, numbers, {"id": Donation.id}).subquery("requested")
+        changed = connection.execute(
+            update(Donation)
+            # By id: with the unit numbers and the status side by side, SQLite would walk the status index over
+            # every unit in inventory.
+            .where(Donation.id.in_(select(requested.c.id)), Donation.status == UnitStatus.IN_INVENTORY)
+            .values(status=UnitStatus.POOLED)
+            .execution_options(synchronize_session=False)
+        ).rowcount
     except IntegrityError as error:
         # Another transaction pooled one of these units after we read them: the unique key refused ours.
-        raise UnitAlreadyPooled(
-            numbers[0] if len(numbers) == 1 else f"one of the {len(numbers):,} units", None
-        ) from error
+        raise UnitAlreadyPooled(_which(numbers), None) from error
+    if inserted != len(numbers) or changed != len(numbers):
+        # A unit was removed, or changed status, after the screen (another transaction, on PostgreSQL).
+        raise UnitAlreadyPooled(_which(numbers), None)
     audit.record(
         session,
         action="pool.units_added",
@@ -152,6 +156,10 @@ def add_units(
         reason=None,
     )
     return len(numbers)
+
+
+def _which(numbers: list[str]) -> str:
+    return numbers[0] if len(numbers) == 1 else f"one of the {len(numbers):,} units"
 
 
 def remove_units(
@@ -233,15 +241,18 @@ def close_pool(
     pool = get_pool(session, pool_number, for_update=True)
     _require_status(pool, PoolStatus.OPEN, doing="closing")
     composition = pool_composition(session, pool)
-    facts = unit_facts(session, pool_id=pool.id, policy=policy)
     now = now or utcnow()
-    reasons = {
-        n: why
-        for n, f in sorted(facts.items())
-        if (why := eligibility_problems(f, now=now, policy=policy, pooled_ok_in=pool.pool_number))
-    }
-    if reasons:
-        raise IneligibleUnits(pool.pool_number, reasons)
+    # Every member is judged again, now: results, deferrals and statuses may have changed since it was added.
+    unclear = screen_units(session, pool_id=pool.id, policy=policy, now=now)
+    if unclear:
+        facts = unit_facts(session, unit_numbers=sorted(unclear), policy=policy)
+        reasons = {
+            n: why
+            for n, f in sorted(facts.items())
+            if (why := eligibility_problems(f, now=now, policy=policy, pooled_ok_in=pool.pool_number))
+        }
+        if reasons:
+            raise IneligibleUnits(pool.pool_number, reasons)
     check_pool_composition(pool.pool_number, composition.donor_count, policy.min_donors_for(pool.product))
     pool.status, pool.closed_at = PoolStatus.CLOSED, now
     session.flush()
