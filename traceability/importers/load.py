@@ -246,6 +246,7 @@ def _import_file(
 
         stream = job.stream = read_records(path, columns)
         processed = done = 0
+        # A parser of its own for the read-ahead thread: RowParser remembers the layout it last saw.
         with _ReadAhead(_parsed_chunks(stream, RowParser(kind, now=job.now))) as chunks:
             for chunk, parsed in chunks:
                 if writer is not None:
@@ -438,7 +439,7 @@ class _Import:
         self.session, self.kind, self.path, self.file = session, kind, path, str(path)
         self.actor, self.policy, self.dry_run, self.skip_invalid = actor, policy, dry_run, skip_invalid
         self.now = self.stamp = utcnow()
-        self.parse = RowParser(kind, now=self.now)
+        self.parse = RowParser(kind, now=self.now)  # for this thread's re-reads; the read-ahead thread has its own
         self.event_id: int | None = None
         self.rejects: _RejectsWriter | None = None
         self.loaded = self.present = self.rejected = 0
