@@ -68,8 +68,8 @@ def measure(name: str, url: str, folder: Path) -> dict[str, Any]:
     return result
 
 
-def run_sqlite(folder: Path, repeat: int) -> dict[str, list[dict[str, Any]]]:
-    runs: dict[str, list[dict[str, Any]]] = {"raw-sqlite": [], "plasmatrace": []}
+def run_sqlite(folder: Path, repeat: int, ours_only: bool) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {"plasmatrace": []} if ours_only else {"raw-sqlite": [], "plasmatrace": []}
     db = common.OUT / f"import-bench-{os.getpid()}.db"
     try:
         for _ in range(repeat):
@@ -82,8 +82,8 @@ def run_sqlite(folder: Path, repeat: int) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
-def run_postgres(base_url: str, folder: Path, repeat: int) -> dict[str, list[dict[str, Any]]]:
-    runs: dict[str, list[dict[str, Any]]] = {"raw-copy": [], "plasmatrace": []}
+def run_postgres(base_url: str, folder: Path, repeat: int, ours_only: bool) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {"plasmatrace": []} if ours_only else {"raw-copy": [], "plasmatrace": []}
     for _ in range(repeat):
         for name in runs:
             with common.postgres_database(base_url, "import") as url:
@@ -100,9 +100,11 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def report_rows(
     backend: str, runs: dict[str, list[dict[str, Any]]], rows: int, raw_name: str, label: dict[str, str]
 ) -> list[list[Any]]:
-    raw = best(runs[raw_name])
+    raw = best(runs[raw_name]) if raw_name in runs else None
     out = []
     for name in (raw_name, "plasmatrace"):
+        if name not in runs:
+            continue
         r = best(runs[name])
         per = r["per_file"]
         out.append(
@@ -117,7 +119,7 @@ def report_rows(
                 per["results"],
                 r["start_mb"],
                 r["peak_mb"],
-                f"{r['seconds'] / raw['seconds']:.2f}x",
+                f"{r['seconds'] / raw['seconds']:.2f}x" if raw else "no raw run",
             ]
         )
     return out
@@ -136,6 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest is shown")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="measure plasmatrace only, no raw loading (for peak memory on files too big to load twice)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     lines: list[list[Any]] = []
     if not args.no_sqlite:
-        sq = run_sqlite(folder, args.repeat)
+        sq = run_sqlite(folder, args.repeat, args.ours_only)
         results["sqlite"] = sq
         lines += report_rows(
             "SQLite",
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         _check_counts(sq, "raw-sqlite")
     if args.postgres:
         results["postgres_version"] = common.postgres_version(args.postgres)
-        pg = run_postgres(args.postgres, folder, args.repeat)
+        pg = run_postgres(args.postgres, folder, args.repeat, args.ours_only)
         results["postgres"] = pg
         lines += report_rows(
             "PostgreSQL", pg, rows, "raw-copy", {"raw-copy": "raw COPY FROM STDIN", "plasmatrace": "plasmatrace import"}
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _check_counts(runs: dict[str, list[dict[str, Any]]], raw_name: str) -> None:
+    if raw_name not in runs:
+        return
     raw, ours = best(runs[raw_name])["counts"], best(runs["plasmatrace"])["counts"]
     for table in ("donor", "donation", "test_result"):
         if raw[table] != ours[table]:

@@ -201,70 +201,78 @@ def _facts(kind: int, **slots: Any) -> list[Any]:
 
 
 def _donor_trace_statement() -> CompoundSelect:
-    me = select(Donor.id, Donor.donor_code, Donor.registered_on, Donor.establishment_id)
-    me = me.where(Donor.donor_code == bindparam("donor_code")).cte("me")
+    # Built from the tables' Core columns, not the ORM attributes: compiling it then needs no ORM compile state and
+    # no mapper configuration, which made up most of a one-off command's first trace.
+    t_donor, t_donation, t_member, t_input, t_site, t_deferral, t_pool, t_result, t_lot, t_shipment = (
+        model.__table__
+        for model in (Donor, Donation, PoolMember, LotInput, Establishment, Deferral, Pool, TestResult, Lot, Shipment)
+    )
+    me = select(t_donor.c.id, t_donor.c.donor_code, t_donor.c.registered_on, t_donor.c.establishment_id)
+    me = me.where(t_donor.c.donor_code == bindparam("donor_code")).cte("me")
     donor_id = select(me.c.id).scalar_subquery()
     down = (
-        select(PoolMember.pool_id.label("origin"), LotInput.lot_id.label("lot_id"))
-        .join(Donation, Donation.id == PoolMember.donation_id)
-        .join(LotInput, LotInput.input_pool_id == PoolMember.pool_id)
-        .where(Donation.donor_id == donor_id)
+        select(t_member.c.pool_id.label("origin"), t_input.c.lot_id.label("lot_id"))
+        .join(t_donation, t_donation.c.id == t_member.c.donation_id)
+        .join(t_input, t_input.c.input_pool_id == t_member.c.pool_id)
+        .where(t_donation.c.donor_id == donor_id)
         .cte("donor_down", recursive=True)
     )
-    down = down.union(select(down.c.origin, LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
-    donor = _facts(_DONOR_ROW, n1=me.c.id, t1=me.c.donor_code, t2=Establishment.code, d1=me.c.registered_on)
+    down = down.union(select(down.c.origin, t_input.c.lot_id).join(down, t_input.c.input_lot_id == down.c.lot_id))
+    donor = _facts(_DONOR_ROW, n1=me.c.id, t1=me.c.donor_code, t2=t_site.c.code, d1=me.c.registered_on)
     deferral = _facts(
         _DEFERRAL_ROW,
-        n1=Deferral.sequence,
-        t1=Deferral.reason,
-        t2=type_coerce(Deferral.source, String),
-        d1=Deferral.starts_on,
-        d2=Deferral.ends_on,
-        d3=Deferral.lifted_on,
+        n1=t_deferral.c.sequence,
+        t1=t_deferral.c.reason,
+        t2=type_coerce(t_deferral.c.source, String),
+        d1=t_deferral.c.starts_on,
+        d2=t_deferral.c.ends_on,
+        d3=t_deferral.c.lifted_on,
     )
     donation = _facts(
         _DONATION_ROW,
-        n1=Donation.id,
-        n2=Donation.volume_ml,
-        n3=Donation.version,
-        n4=Pool.id,
-        t1=Donation.unit_number,
-        t2=type_coerce(Donation.status, String),
-        t3=Pool.pool_number,
-        ts=Donation.collected_at,
+        n1=t_donation.c.id,
+        n2=t_donation.c.volume_ml,
+        n3=t_donation.c.version,
+        n4=t_pool.c.id,
+        t1=t_donation.c.unit_number,
+        t2=type_coerce(t_donation.c.status, String),
+        t3=t_pool.c.pool_number,
+        ts=t_donation.c.collected_at,
     )
     result = _facts(
         _RESULT_ROW,
-        n1=TestResult.donation_id,
-        n2=TestResult.version,
-        t1=type_coerce(TestResult.marker, String),
-        t2=type_coerce(TestResult.result, String),
+        n1=t_result.c.donation_id,
+        n2=t_result.c.version,
+        t1=type_coerce(t_result.c.marker, String),
+        t2=type_coerce(t_result.c.result, String),
     )
     lot = _facts(
         _LOT_ROW,
         n1=down.c.origin,
-        n2=Shipment.quantity,
-        t1=Lot.lot_number,
-        t2=Shipment.shipment_number,
-        t3=Shipment.consignee,
-        d1=Shipment.shipped_on,
+        n2=t_shipment.c.quantity,
+        t1=t_lot.c.lot_number,
+        t2=t_shipment.c.shipment_number,
+        t3=t_shipment.c.consignee,
+        d1=t_shipment.c.shipped_on,
     )
     # Every branch finds its rows by donor_id = (the donor's id), one value: SQLite, which keeps no statistics, then
     # searches the donor_id index first whatever join order it would otherwise try (a plain join to the donor made it
     # scan test_result), and PostgreSQL needs no semi-join for it.
     return union_all(
-        select(*donor).select_from(me).join(Establishment, Establishment.id == me.c.establishment_id),
-        select(*deferral).where(Deferral.donor_id == donor_id),
+        select(*donor).select_from(me).join(t_site, t_site.c.id == me.c.establishment_id),
+        select(*deferral).where(t_deferral.c.donor_id == donor_id),
         select(*donation)
-        .select_from(Donation)
-        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-        .where(Donation.donor_id == donor_id),
-        select(*result).join(Donation, Donation.id == TestResult.donation_id).where(Donation.donor_id == donor_id),
+        .select_from(t_donation)
+        .outerjoin(t_member, t_member.c.donation_id == t_donation.c.id)
+        .outerjoin(t_pool, t_pool.c.id == t_member.c.pool_id)
+        .where(t_donation.c.donor_id == donor_id),
+        select(*result)
+        .join(t_donation, t_donation.c.id == t_result.c.donation_id)
+        .where(t_donation.c.donor_id == donor_id),
         select(*lot)
         .select_from(down)
-        .join(Lot, Lot.id == down.c.lot_id)
-        .outerjoin(Shipment, Shipment.lot_id == Lot.id),
+        .join(t_lot, t_lot.c.id == down.c.lot_id)
+        .outerjoin(t_shipment, t_shipment.c.lot_id == t_lot.c.id),
     )
 
 
