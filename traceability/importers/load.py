@@ -33,8 +33,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, insert, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ARRAY, ColumnElement, Connection, Table, bindparam, func, insert, select, text
 from sqlmodel import Session
 
 from .. import audit
