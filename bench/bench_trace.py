@@ -10,7 +10,8 @@ are created, filled, closed, tested and released, each with a solvent/detergent 
 intermediate lot (low pH), that into a final lot (nanofiltration), released and shipped twice; a final lot
 ``IVG-MIX`` is made from the first two intermediates (twice the units). PostgreSQL gets ANALYZE after loading.
 
-Timed in a fresh process, warm (after a few untimed traces), each call in its own read transaction:
+Timed in a fresh process, warm (every sampled donor traced once, untimed, first), each call in its own read
+transaction:
 
 * ``trace_donor`` of ``--samples`` donors whose units went into pools, and of as many random donors, against
   raw SQL returning the same answer (donations with results, pool, downstream lots, shipments, deferrals and
@@ -509,7 +510,10 @@ def worker(args: argparse.Namespace) -> None:
 
     out: dict[str, Any] = {"mismatches": []}
     one_sql, one_params = donor_statement(engine)
-    for code in plan["donors"]["pooled"][:10] + plan["donors"]["any"][:10]:  # warm caches, not timed
+    # Warm, not timed: every sampled donor once through each side, so that all of them are timed from the caches
+    # (this machine reclaims file pages that have not been used for about a minute; on a database kept with --keep
+    # and measured again with --reuse, a first touch of each donor's pages read the disk and tripled the p95).
+    for code in plan["donors"]["pooled"] + plan["donors"]["any"]:
         app_donor(code)
         raw.donor(code)
         raw.one_statement(one_sql, one_params(code))
