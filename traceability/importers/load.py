@@ -765,6 +765,16 @@ def _missing(line: int, column: str, what: str, key: str, fix: str) -> RowProble
     return RowProblem(line, column, f"{what} {key} is not in the database; {fix}.")
 
 
+def _unknown_unit(line: int, unit_number: str) -> RowProblem:
+    return _missing(
+        line,
+        "unit_number",
+        "unit",
+        unit_number,
+        "import the donations file first, or add it with 'plasmatrace donation add'",
+    )
+
+
 # --- one loader per kind ---------------------------------------------------------------------------------------
 
 
@@ -1022,15 +1032,7 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
 def _result_problems(r: ResultRow, unit: tuple[int, datetime] | None, labs: dict[str, int]) -> list[RowProblem]:
     problems = []
     if unit is None:
-        problems.append(
-            _missing(
-                r.line,
-                "unit_number",
-                "unit",
-                r.unit_number,
-                "import the donations file first, or add it with 'plasmatrace donation add'",
-            )
-        )
+        problems.append(_unknown_unit(r.line, r.unit_number))
     elif r.tested_at < unit[1]:
         problems.append(
             RowProblem(
@@ -1131,15 +1133,7 @@ def _load_pool_members(job: _Import, rows: list[PoolMemberRow]) -> None:
                 _missing(r.line, "pool_number", "pool", r.pool_number, "create it first with 'plasmatrace pool create'")
             )
         if r.unit_number not in units:
-            problems.append(
-                _missing(
-                    r.line,
-                    "unit_number",
-                    "unit",
-                    r.unit_number,
-                    "import the donations file first, or add it with 'plasmatrace donation add'",
-                )
-            )
+            problems.append(_unknown_unit(r.line, r.unit_number))
         if problems or pool is None:
             job.reject(r.line, problems)
             continue

@@ -131,7 +131,6 @@ def add_units(
             ),
             execution_options={"preserve_rowcount": True},  # psycopg's INSERT count is not kept otherwise
         ).rowcount
-        requested = requested_donations(session, numbers, {"id": Donation.id}).subquery("requested")
         changed = connection.execute(
             update(Donation)
             # By id: with the unit numbers and the status side by side, SQLite would walk the status index over
