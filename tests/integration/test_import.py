@@ -802,6 +802,64 @@ def test_a_result_repeated_in_a_later_chunk_is_a_duplicate_with_its_first_line(
     assert session.execute(select(func.count()).select_from(TestResult)).scalar_one() == 0
 
 
+@pytest.mark.parametrize("gap", [1, 2], ids=["next-chunk", "two-chunks-later"])
+@pytest.mark.parametrize("kind", ["donors", "donations", "results"])
+def test_a_row_repeated_one_or_two_chunks_later_is_a_duplicate_of_its_first_line(
+    session: Session, site: str, donor_code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, gap: int
+) -> None:
+    # On PostgreSQL a chunk's rows are written while the next chunk is checked: a repeat in the next chunk is found
+    # among the rows being written, a repeat further on in the database. Both name the first line and load nothing.
+    monkeypatch.setattr(load, "CHUNK_ROWS", 1)
+    if kind == "donors":
+        header, rows = "establishment,donor_code,registered_on\n", [f"{site},D-{i},2025-03-01\n" for i in range(3)]
+    elif kind == "donations":
+        header, rows = DONATIONS_HEADER, [f"{make_din()},{donor_code},{T0},750\n" for _ in range(3)]
+    else:
+        unit = make_unit(session, donor=make_donor(session), panel=None)
+        at = [(unit.collected_at + timedelta(days=1, hours=h)).isoformat() for h in range(3)]
+        header, rows = RESULTS_HEADER, [f"{unit.unit_number},hcv-rna,NR,{t}\n" for t in at]
+    before = counts(session)
+    path = write(tmp_path, f"{kind}.csv", header + "".join(rows[:gap]) + rows[0] + "".join(rows[gap:]))
+
+    with pytest.raises(InvalidImportFile) as raised:
+        import_(session, kind, path)
+
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith(f"{path}:{2 + gap}: ")
+    assert raised.value.problems[0].endswith("is also on line 2 of this file.")
+    assert counts(session) == before
+    report = import_(session, kind, path, skip_invalid=True)
+    assert (report.loaded, report.rejected) == (3, 1)
+
+
+def test_a_reactive_result_in_an_early_chunk_is_acted_on_once_its_chunk_is_written(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(load, "CHUNK_ROWS", 1)
+    donor = make_donor(session)
+    earlier = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=120))
+    latest = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=10), panel=None)
+    other = make_unit(session, donor=make_donor(session), collected_at=NOW - timedelta(days=10), panel=None)
+    tested = (NOW - timedelta(days=8)).isoformat()
+    path = write(
+        tmp_path,
+        "results.csv",
+        RESULTS_HEADER
+        + f"{latest.unit_number},anti-hiv,R,{tested}\n"
+        + f"{latest.unit_number},hbsag,NR,{tested}\n"
+        + f"{other.unit_number},anti-hiv,NR,{tested}\n",
+    )
+
+    report = import_(session, "results", path)
+
+    assert report.reactive == [latest.unit_number] and report.loaded == 3
+    statuses = dict(session.execute(select(Donation.unit_number, Donation.status)).all())
+    assert statuses[latest.unit_number] == UnitStatus.REJECTED
+    assert statuses[earlier.unit_number] == UnitStatus.INTERDICTED
+    assert statuses[other.unit_number] == UnitStatus.IN_INVENTORY
+    assert audit.verify(session).ok
+
+
 def test_a_duplicate_of_a_row_already_present_is_still_a_duplicate(
     session: Session, donor_code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
