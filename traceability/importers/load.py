@@ -26,7 +26,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -941,10 +941,8 @@ def _copy(driver: Any, pending: _Pending) -> int:
 
 def _quietly(wait: Callable[[], Any]) -> None:
     """Wait for a write whose outcome no longer matters (the import is being undone for another error)."""
-    try:
+    with suppress(Exception):  # the error being raised already says why the import stops
         wait()
-    except Exception:  # noqa: BLE001 - the error being raised already says why the import stops
-        pass
 
 
 def _key_column(kind: ImportKind) -> str:
@@ -953,6 +951,10 @@ def _key_column(kind: ImportKind) -> str:
 
 def _missing(line: int, column: str, what: str, key: str, fix: str) -> RowProblem:
     return RowProblem(line, column, f"{what} {key} is not in the database; {fix}.")
+
+
+def _unknown_establishment(line: int, column: str, code: str) -> RowProblem:
+    return _missing(line, column, "establishment", code, "add it first with 'plasmatrace establishment add'")
 
 
 def _unknown_unit(line: int, unit_number: str) -> RowProblem:
@@ -991,18 +993,7 @@ def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
             elif r.donor_code in being_written:
                 job.duplicate_pending(r)
             elif r.establishment not in sites:
-                job.reject(
-                    r.line,
-                    [
-                        _missing(
-                            r.line,
-                            "establishment",
-                            "establishment",
-                            r.establishment,
-                            "add it first with 'plasmatrace establishment add'",
-                        )
-                    ],
-                )
+                job.reject(r.line, [_unknown_establishment(r.line, "establishment", r.establishment)])
             elif old is not None:
                 job.compare(
                     r,
@@ -1070,15 +1061,7 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
                     )
                 )
             if r.establishment is not None and r.establishment not in sites:
-                problems.append(
-                    _missing(
-                        r.line,
-                        "establishment",
-                        "establishment",
-                        r.establishment,
-                        "add it first with 'plasmatrace establishment add'",
-                    )
-                )
+                problems.append(_unknown_establishment(r.line, "establishment", r.establishment))
             if problems or donor is None:
                 job.reject(r.line, problems)
                 continue
@@ -1257,9 +1240,7 @@ def _result_problems(r: ResultRow, unit: tuple[int, datetime] | None, labs: dict
             )
         )
     if r.lab is not None and r.lab not in labs:
-        problems.append(
-            _missing(r.line, "lab", "establishment", r.lab, "add it first with 'plasmatrace establishment add'")
-        )
+        problems.append(_unknown_establishment(r.line, "lab", r.lab))
     return problems
 
 
