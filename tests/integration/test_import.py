@@ -836,6 +836,21 @@ def test_a_row_repeated_one_or_two_chunks_later_is_a_duplicate_of_its_first_line
     assert (report.loaded, report.rejected) == (3, 1)
 
 
+def test_every_later_copy_of_a_row_names_its_first_line(
+    session: Session, donor_code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(load, "CHUNK_ROWS", 1)
+    unit = make_din()
+    path = write(tmp_path, "d.csv", DONATIONS_HEADER + f"{unit},{donor_code},{T0},750\n" * 4)
+
+    report = import_(session, "donations", path, skip_invalid=True)
+
+    assert (report.loaded, report.rejected) == (1, 3)
+    assert report.problems == [
+        f"{path}:{line}: unit_number: unit {unit} is also on line 2 of this file." for line in (3, 4, 5)
+    ]
+
+
 def test_a_duplicate_of_a_row_already_present_is_still_a_duplicate(
     session: Session, donor_code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
