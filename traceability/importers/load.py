@@ -272,7 +272,7 @@ def _import_file(
 
         stream = job.stream = read_records(path, columns)
         processed = done = 0
-        # A parser of its own for the read-ahead thread: RowParser remembers the layout it last saw.
+        # A parser of its own for the chunks (read ahead in a thread on PostgreSQL): RowParser remembers the layout.
         parsed_chunks = _parsed_chunks(stream, RowParser(kind, now=job.now))
         with _ReadAhead(parsed_chunks) if job.reads_ahead else closing(parsed_chunks) as chunks:
             for chunk, parsed in chunks:
