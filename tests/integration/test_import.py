@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import gc
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -834,6 +836,24 @@ def test_a_row_repeated_one_or_two_chunks_later_is_a_duplicate_of_its_first_line
     assert counts(session) == before
     report = import_(session, kind, path, skip_invalid=True)
     assert (report.loaded, report.rejected) == (3, 1)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["loaded", "refused"])
+def test_an_import_leaves_the_interpreter_settings_as_it_found_them(
+    session: Session, donor_code: str, tmp_path: Path, broken: bool
+) -> None:
+    # Imports tune the garbage collector (and, when pipelined, the thread switch interval) for their length only.
+    volume = "a lot" if broken else "750"
+    path = write(tmp_path, "d.csv", DONATIONS_HEADER + f"{make_din()},{donor_code},{T0},{volume}\n")
+    before = (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count())
+
+    if broken:
+        with pytest.raises(InvalidImportFile):
+            import_(session, "donations", path)
+    else:
+        assert import_(session, "donations", path).loaded == 1
+
+    assert (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()) == before
 
 
 def test_every_later_copy_of_a_row_names_its_first_line(

@@ -24,7 +24,7 @@ import sys
 import threading
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -161,11 +161,11 @@ def _fewer_collections() -> Iterator[None]:
 
 @contextmanager
 def _quick_thread_switches() -> Iterator[None]:
-    """Hand the interpreter from thread to thread every SWITCH_INTERVAL seconds instead of every 5 ms while
-    importing. The importing thread, the reading thread and the writing thread each wait for the server or the
-    disk many times a chunk, and each time they get the interpreter back only when the thread holding it lets go:
-    at 5 ms a time the server sat idle waiting for them (a PostgreSQL import of 1,000,000 results took about 10%
-    longer). Restored after."""
+    """Hand the interpreter from thread to thread every SWITCH_INTERVAL seconds instead of every 5 ms while a
+    pipelined import runs. The importing thread, the reading thread and the writing thread each wait for the
+    server or the disk many times a chunk, and each time they get the interpreter back only when the thread
+    holding it lets go: at 5 ms a time the server sat idle waiting for them (a PostgreSQL import of 1,000,000
+    results took about 10% longer). Restored after."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(min(before, SWITCH_INTERVAL))
     try:
@@ -200,7 +200,7 @@ def import_file(
     key is recorded with different values; a unit in another pool), and whatever pools.add_units raises that
     cannot be tied to a row.
     """
-    with _fewer_collections(), _quick_thread_switches():
+    with _fewer_collections():
         return _import_file(
             session,
             kind,
@@ -272,9 +272,8 @@ def _import_file(
 
         stream = job.stream = read_records(path, columns)
         processed = done = 0
-        # A parser of its own for the chunks (read ahead in a thread on PostgreSQL): RowParser remembers the layout.
-        parsed_chunks = _parsed_chunks(stream, RowParser(kind, now=job.now))
-        with _ReadAhead(parsed_chunks) if job.reads_ahead else closing(parsed_chunks) as chunks:
+        # A parser of its own for the chunks (read ahead in a thread when pipelined): RowParser remembers the layout.
+        with job.chunks(_parsed_chunks(stream, RowParser(kind, now=job.now))) as chunks:
             for chunk, parsed in chunks:
                 if writer is not None:
                     writer.header = stream.header  # known once reading has started
@@ -381,7 +380,7 @@ def _recorded_rows(session: Session, earlier: AuditEvent) -> int:
 
 def _parsed_chunks(
     records: Iterable[Record], parse: RowParser
-) -> Iterator[tuple[list[Record], list[tuple[Row | None, list[RowProblem]]]]]:
+) -> Generator[tuple[list[Record], list[tuple[Row | None, list[RowProblem]]]], None, None]:
     """The records in chunks of CHUNK_ROWS, each with its rows as parsed (row or problems, record by record)."""
     records = iter(records)
     while chunk := list(islice(records, CHUNK_ROWS)):
@@ -508,11 +507,13 @@ class _Import:
         self._loader = _LOADERS[kind]
         self._model = _MODELS[kind]
         self.dialect = session.get_bind().dialect
-        # The next chunk is read and parsed in a thread while this one is checked and written on PostgreSQL, whose
-        # driver lets go of the interpreter while the server works. Not on SQLite: sqlite3 lets go of it around
-        # every row it writes or fetches and must then win it back from the reading thread, row after row (the
-        # import took 6% longer with the thread, and a chunk's lookups 4x longer).
-        self.reads_ahead = self.dialect.name == "postgresql"
+        # Pipelined on PostgreSQL, whose driver lets go of the interpreter while the server works: the next chunk
+        # is read and parsed in a thread (chunks()) and each chunk's rows are written by COPY in another, one chunk
+        # late (writing()), while this chunk is checked. Not on SQLite, where everything runs in the importing
+        # thread: sqlite3 lets go of the interpreter around every row it writes or fetches and must then win it back
+        # from the other threads, row after row (the import took 6% longer with a reading thread, a chunk's lookups
+        # 4x longer; writing one chunk late, 5% longer).
+        self.pipelined = self.dialect.name == "postgresql"
         self.time = _converter(TestResult.__table__.c.tested_at, self.dialect)
         self._recorded = (self.time(self.stamp), actor)
 
@@ -694,6 +695,17 @@ class _Import:
         return self._pending.rows if self._pending is not None else []
 
     @contextmanager
+    def chunks(self, parsed: Generator[T, None, None]) -> Iterator[Iterator[T]]:
+        """The file's parsed chunks, read ahead in a thread with quick thread switches when pipelined; the chunks
+        are closed on leaving."""
+        if not self.pipelined:
+            with closing(parsed):
+                yield parsed
+            return
+        with _quick_thread_switches(), _ReadAhead(parsed) as chunks:
+            yield chunks
+
+    @contextmanager
     def writing(self, model: type[Any], columns: tuple[str, ...]) -> Iterator[Callable[[tuple[Any, ...]], None]]:
         """A function that takes the rows of ``model`` this chunk adds, written through the driver: each row holds,
         in the order of ``columns`` (then the :meth:`recorded` columns), values as the driver takes them for what
@@ -709,7 +721,7 @@ class _Import:
         statement compiled from the table (sqlite3 would hold up a writing thread after every row it steps)."""
         self.settle()
         self.session.flush()  # anything pending in the session goes first, as before a session.execute
-        if self._formatter is None and self.dialect.name == "postgresql":  # made while no write is under way
+        if self._formatter is None and self.pipelined:  # made while no write is under way
             self._formatter = _CopyFormatter(self.session.connection().connection.driver_connection)
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -729,8 +741,8 @@ class _Import:
             self._chunk_starts.append(self._start)
             self._pending = _Pending(model.__table__, (*columns, *_RECORDED), rows, len(self._chunk_starts) - 1, data)
             self.loaded += len(rows)
-            if self.dialect.name != "postgresql":
-                self.finish_writing()  # at once: one chunk late measured 5% slower on SQLite
+            if not self.pipelined:
+                self.finish_writing()  # at once
 
     def settle(self, *, quietly: bool = False) -> None:
         """Wait until the write under way, if any, has ended; then the session can be used again. ``quietly``: the
@@ -772,7 +784,7 @@ class _Import:
     def _write(self, pending: _Pending) -> Callable[[], int]:
         """Start writing ``pending``; returns a function that waits for the end and gives the table's highest id."""
         connection = self.session.connection()
-        if self.dialect.name != "postgresql":
+        if not self.pipelined:
             top = _execute_many(connection, pending)
             return lambda: top
         if self._writer is None:
