@@ -39,7 +39,7 @@ from traceability.models import (
 from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
 from traceability.queries import lineage, listings
 from traceability.reports import sections, writers
-from traceability.rules import Policy, load_policy
+from traceability.rules import Policy, load_policy, policy_digest, policy_keys
 from traceability.services import donors, inactivation, lookback, lots, pools, units
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -348,39 +348,16 @@ def demo(
 
 @policy_app.command("show")
 def policy_show(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
-    """Show every threshold in force (defaults plus the --policy file). Example: plasmatrace policy show --format json"""
+    """Show every key in force (defaults plus the --policy file) with its meaning, the law's limit and the policy's
+    SHA-256, which every release records. Example: plasmatrace policy show --format json"""
     policy: Policy = ctx.obj.policy
     if fmt == OutputFormat.json:
-        writers.write_json(policy.as_dict(), sys.stdout)
+        writers.write_json({"sha256": policy_digest(policy), **policy.as_dict()}, sys.stdout)
         return
-    rows: list[list[Any]] = [
-        ["required_panel", " ".join(m.value for m in policy.required_panel), "markers every unit needs, nonreactive"],
-        ["hold_days", policy.hold_days, "inventory hold after collection"],
-        ["qualification_donations", policy.qualification_donations, "donations with complete nonreactive panels"],
-        ["qualification_window_days", policy.qualification_window_days, "... whose collections lie within this"],
-        ["lookback_days", policy.lookback_days, "look-back before the last nonreactive donation"],
-        ["min_donors", policy.min_donors, "distinct donors to close a pool (never below 1,000)"],
-        ["clearance.min_step_log", policy.clearance.min_step_log, "steps below this are not counted"],
-        ["clearance.effective_log", policy.clearance.effective_log, "an effective step reaches this"],
-        ["clearance.enveloped_steps", policy.clearance.enveloped_steps, "effective steps, different mechanisms"],
-        ["clearance.non_enveloped_steps", policy.clearance.non_enveloped_steps, "effective steps, non-enveloped"],
-    ]
-    rows += [
-        [f"clearance.mechanisms.{m.value}", v, "steps of one mechanism are not added"]
-        for m, v in policy.clearance.mechanisms.items()
-    ]
-    for name, product in sorted(policy.products.items()):
-        limits = ", ".join(f"{m.value} <= {v:,.0f} IU/mL" for m, v in product.pool_limits_iu_per_ml.items())
-        rows.append(
-            [
-                f"products.{name}",
-                f"min_donors {policy.min_donors_for(name):,}; pool tests "
-                + " ".join(m.value for m in product.pool_tests)
-                + (f"; {limits}" if limits else ""),
-                "",
-            ]
-        )
-    print_rows(["key", "value", "meaning"], rows, fmt, title="Policy")
+    rows = [[k.name, k.value, k.meaning, k.law, k.source] for k in policy_keys(policy)]
+    print_rows(["key", "value", "meaning", "limit of the law", "source"], rows, fmt, title="Policy")
+    if fmt == OutputFormat.table:
+        say(f"Policy SHA-256: {policy_digest(policy)}")
 
 
 # --- establishments and donors ---------------------------------------------------------------------------------
@@ -392,10 +369,13 @@ def establishment_add(
     code: str,
     name: Annotated[str, typer.Option("--name", help="Full name of the site.")],
     kind: Annotated[EstablishmentKind, typer.Option("--kind", help="collection, testing or fractionation.")],
+    timezone: Annotated[
+        str, typer.Option("--timezone", help="IANA time zone (Area/City); the rules count its local days.")
+    ] = "UTC",
 ) -> None:
-    """Register an establishment. Example: plasmatrace establishment add C-BOS --name "Boston centre" --kind collection"""
+    """Register an establishment in its time zone. Example: plasmatrace establishment add C-BOS --name "Boston centre" --kind collection --timezone America/New_York"""
     with work(ctx) as session:
-        donors.add_establishment(session, code=code, name=name, kind=kind, actor=ctx.obj.actor)
+        donors.add_establishment(session, code=code, name=name, kind=kind, timezone=timezone, actor=ctx.obj.actor)
     say(f"Establishment {code} added.")
 
 
@@ -840,7 +820,15 @@ def lot_create(
     Example: plasmatrace lot create IVG-2605 --product ivig --lot PASTE-II-7=120 --kind final"""
     inputs = _inputs("pool", pool or []) + _inputs("lot", from_lot or [])
     with work(ctx) as session:
-        lots.create_lot(session, lot_number=lot, product=product, inputs=inputs, kind=kind, actor=ctx.obj.actor)
+        lots.create_lot(
+            session,
+            lot_number=lot,
+            product=product,
+            inputs=inputs,
+            kind=kind,
+            actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
+        )
     say(f"Lot {lot} ({kind.value}) created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
 
 

@@ -41,6 +41,7 @@ def make_establishment(session: Session, **overrides: object) -> str:
         code=code,
         name=str(overrides.get("name", f"Centre {code}")),
         kind=overrides.get("kind", EstablishmentKind.COLLECTION),
+        timezone=str(overrides.get("timezone", "UTC")),
         actor=ACTOR,
     )  # type: ignore[arg-type]
     return code

@@ -154,15 +154,22 @@ class ConcurrentChange(Conflict):
 class IneligibleUnits(RuleViolation):
     """One or more units may not be pooled; ``reasons`` maps each unit number to every reason."""
 
-    def __init__(self, pool_number: str, reasons: dict[str, list[str]], *, shown: int = 50) -> None:
+    def __init__(
+        self, pool_number: str, reasons: dict[str, list[str]], *, shown: int = 50, closing: bool = False
+    ) -> None:
         lines = [f"  {unit}: {'; '.join(why)}" for unit, why in list(reasons.items())[:shown]]
         more = f"\n  ... and {len(reasons) - shown:,} more units." if len(reasons) > shown else ""
         noun = "unit is" if len(reasons) == 1 else "units are"
-        super().__init__(
-            f"Pool {pool_number}: {len(reasons):,} {noun} not eligible for pooling; nothing was changed.\n"
-            + "\n".join(lines)
-            + more
-        )
+        if closing:
+            units = " ".join(list(reasons)[:20]) + (" ..." if len(reasons) > 20 else "")
+            head = (
+                f"Pool {pool_number} cannot close: {len(reasons):,} member {noun} no longer eligible; "
+                "nothing was changed.\n"
+            )
+            more += f"\nTake them out first: plasmatrace pool remove {pool_number} {units} --reason TEXT"
+        else:
+            head = f"Pool {pool_number}: {len(reasons):,} {noun} not eligible for pooling; nothing was changed.\n"
+        super().__init__(head + "\n".join(lines) + more)
         self.pool_number, self.reasons = pool_number, reasons
 
 
@@ -194,3 +201,7 @@ class InputNotReleased(RuleViolation):
 
 class LineageCycle(RuleViolation):
     pass
+
+
+class WrongProduct(RuleViolation):
+    """A final lot whose lineage holds a pool made for another product."""

@@ -102,6 +102,7 @@ class DeferralSource(StrEnum):
     MANUAL = "manual"
     REACTIVE_RESULT = "reactive-result"
     LOOKBACK = "lookback"
+    UNTIL_NONREACTIVE = "until-nonreactive"  # a reactive result on a marker such as syphilis, until a later NR test
 
 
 class PoolStatus(StrEnum):
@@ -201,6 +202,8 @@ class Establishment(Recorded, table=True):
     code: str = Field(max_length=40, unique=True, index=True)
     name: str = Field(max_length=200)
     kind: EstablishmentKind = enum_column(EstablishmentKind)
+    timezone: str = Field(default="UTC", max_length=64, sa_column_kwargs={"server_default": "UTC"})
+    """IANA time zone: the rules count this establishment's local days (deferrals, look-back and qualification)."""
 
 
 class Donor(Recorded, table=True):
@@ -229,6 +232,7 @@ class Deferral(Recorded, table=True):
     ends_on: date | None = None  # first day the donor may donate again; None = permanent
     lifted_on: date | None = None
     lift_reason: str | None = Field(default=None, sa_type=sa.Text)
+    marker: Marker | None = enum_column(Marker, nullable=True)  # the marker whose nonreactive retest ends it
 
     __table_args__ = (
         sa.UniqueConstraint("donor_id", "sequence"),

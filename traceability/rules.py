@@ -1,24 +1,36 @@
-"""The policy (named thresholds, overridable by TOML) and pure checks on loaded facts. Nothing here queries."""
+"""The policy (named thresholds, overridable by TOML) and the rules of SPEC §4, each one pure function named after
+what it decides and taking the policy key it uses. Nothing here queries: the queries load facts, the rules judge."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from enum import StrEnum as _StdStrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import calendars
+from .calendars import DEFAULT_TIMEZONE
 from .errors import InvalidInput, InvalidPolicy, NotEnoughDonors
 from .models import Marker, ResultValue, StepMethod, StepOutcome, UnitStatus
 
 MIN_DISTINCT_DONORS = 1_000
 """The floor for every pool (USP Immune Globulin, FDA): a product may raise it, nothing may lower it."""
 
+LAW_PANEL = (Marker.HBSAG, Marker.ANTI_HIV, Marker.ANTI_HCV)
+"""What every donation must be tested for, at the least (Ph. Eur. 0853; 21 CFR 610.40(a))."""
 DEFAULT_PANEL = [Marker.HBSAG, Marker.ANTI_HIV, Marker.ANTI_HCV, Marker.HIV_RNA, Marker.HCV_RNA, Marker.HBV_DNA]
-DEFAULT_POOL_TESTS = [Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA]
+LAW_POOL_TESTS = (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA)
+"""What every manufacturing pool must be tested for, at the least (EU OCABR: HBsAg, anti-HIV, HCV RNA)."""
+DEFAULT_POOL_TESTS = list(LAW_POOL_TESTS)
 B19_POOL_LIMIT_IU_PER_ML = 10_000.0
+"""Ph. Eur. limit of parvovirus B19 DNA in anti-D pools: 10^4 IU/mL = 10.0 IU/µL."""
 
 ENVELOPED, NON_ENVELOPED = "enveloped", "non-enveloped"
 VIRUS_CLASSES = (ENVELOPED, NON_ENVELOPED)
@@ -34,34 +46,138 @@ DEFAULT_MECHANISMS: dict[StepMethod, str] = {
     StepMethod.NANOFILTRATION: "size-exclusion",
 }
 
+DEFAULT_INTERMEDIATES = [
+    "cryo-poor-plasma",
+    "cryoprecipitate",
+    "fraction-i-paste",
+    "fraction-ii-iii-paste",
+    "fraction-ii-paste",
+    "fraction-iv-paste",
+    "fraction-v-paste",
+]
+
+
+class OnReactive(_StdStrEnum):
+    """What a reactive screening result on a marker sets off."""
+
+    DEFER_PERMANENTLY = "defer-permanently"
+    """Reject the unit, defer the donor for good, interdict the look-back window (the panel markers, by law)."""
+    DEFER_UNTIL_NONREACTIVE = "defer-until-nonreactive"
+    """Reject the unit and defer the donor until a later donation of theirs tests nonreactive (syphilis)."""
+    REJECT_UNIT = "reject-unit"
+    """Reject the unit only."""
+
+
+@dataclass(frozen=True)
+class Law:
+    """The limit of the law on a policy key: a policy that goes past it is refused (exit 5) naming the key."""
+
+    text: str
+    allows: Callable[[Any], bool]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="after")
+    def _within_the_law(self) -> Self:
+        for name, info in type(self).model_fields.items():
+            for law in (m for m in info.metadata if isinstance(m, Law)):
+                value = getattr(self, name)
+                if not law.allows(value):
+                    raise ValueError(f"{name} = {_shown(value)} relaxes the law: {law.text}")
+        return self
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _includes(*markers: Marker) -> Callable[[Any], bool]:
+    return lambda value: set(markers) <= set(value)
+
 
 class ProductPolicy(_Strict):
-    """What one product asks of its pools."""
+    """What one final product asks of its pools."""
 
-    min_donors: int | None = None
-    pool_tests: list[Marker] = Field(default_factory=lambda: list(DEFAULT_POOL_TESTS))
-    pool_limits_iu_per_ml: dict[Marker, float] = Field(default_factory=dict)
+    min_donors: Annotated[
+        int | None, Law("at least 1,000 distinct donors", lambda v: v is None or v >= MIN_DISTINCT_DONORS)
+    ] = Field(
+        default=None,
+        description="distinct donors this product's pools need to close; only raises min_donors",
+        json_schema_extra={"source": "USP Immune Globulin; FDA; Ph. Eur. 0338"},
+    )
+    pool_tests: Annotated[list[Marker], Law("hbsag, anti-hiv and hcv-rna", _includes(*LAW_POOL_TESTS))] = Field(
+        default_factory=lambda: list(DEFAULT_POOL_TESTS),
+        description="tests each pool needs, present and passing in their current version, before release",
+        json_schema_extra={"source": "Ph. Eur. 0853; EU OCABR plasma pool testing"},
+    )
+    pool_limits_iu_per_ml: Annotated[
+        dict[Marker, float],
+        Law(
+            "b19-dna at most 10,000 IU/mL (10.0 IU/µL)",
+            lambda v: v.get(Marker.B19_DNA, B19_POOL_LIMIT_IU_PER_ML) <= B19_POOL_LIMIT_IU_PER_ML,
+        ),
+    ] = Field(
+        default_factory=dict,
+        description="quantitative pool limits in IU/mL (IU/µL accepted on input); over the limit fails",
+        json_schema_extra={"source": "Ph. Eur. anti-D immunoglobulin (B19 DNA); Transfusion 2004;44:97"},
+    )
 
-    @field_validator("min_donors")
-    @classmethod
-    def _not_below_floor(cls, value: int | None) -> int | None:
-        if value is not None and value < MIN_DISTINCT_DONORS:
-            raise ValueError(f"min_donors {value:,} is below the floor of {MIN_DISTINCT_DONORS:,} distinct donors")
-        return value
+    @model_validator(mode="after")
+    def _limits_are_tested(self) -> ProductPolicy:
+        untested = [m.value for m in self.pool_limits_iu_per_ml if m not in self.pool_tests]
+        if untested:
+            raise ValueError(f"pool_limits_iu_per_ml names {', '.join(untested)}, which is not in pool_tests")
+        return self
+
+
+def _not_split(mechanisms: dict[StepMethod, str]) -> bool:
+    """Regrouping may merge mechanisms, never split the default ones (two lipid-solvent steps are not orthogonal)."""
+    groups: dict[str, set[str]] = {}
+    for method, mechanism in DEFAULT_MECHANISMS.items():
+        groups.setdefault(mechanism, set()).add(mechanisms.get(method, mechanism))
+    return all(len(names) == 1 for names in groups.values())
 
 
 class ClearancePolicy(_Strict):
     """How a final lot's viral clearance is judged along each path from a pool."""
 
-    min_step_log: float = 1.0
-    effective_log: float = 4.0
-    enveloped_steps: int = 2
-    non_enveloped_steps: int = 1
-    mechanisms: dict[StepMethod, str] = Field(default_factory=lambda: dict(DEFAULT_MECHANISMS))
+    min_step_log: Annotated[float, Law("at least 1 log (a step counts only when greater than 1)", lambda v: v >= 1)] = (
+        Field(
+            default=1.0,
+            description="a step counts towards the cumulative value only when its log reduction is MORE than this",
+            json_schema_extra={"source": "ICH Q5A via USP <1050>: an individual reduction factor greater than 1"},
+        )
+    )
+    effective_log: Annotated[float, Law("at least 4 log", lambda v: v >= 4)] = Field(
+        default=4.0,
+        description="an effective step reaches at least this log reduction",
+        json_schema_extra={"source": "CPMP/BWP/268/95; EMA plasma-derived medicinal products guideline"},
+    )
+    enveloped_steps: Annotated[int, Law("at least 2", lambda v: v >= 2)] = Field(
+        default=2,
+        description="effective steps of different mechanisms against enveloped viruses, on every path",
+        json_schema_extra={"source": "EMA/CHMP/BWP/706271/2010: two orthogonal steps"},
+    )
+    non_enveloped_steps: Annotated[int, Law("at least 1", lambda v: v >= 1)] = Field(
+        default=1,
+        description="effective steps against non-enveloped viruses, on every path",
+        json_schema_extra={"source": "EMA/CHMP/BWP/706271/2010"},
+    )
+    mechanisms: Annotated[
+        dict[StepMethod, str],
+        Law(
+            "methods of one default mechanism stay together (S/D with caprylate, pasteurization with dry heat)",
+            _not_split,
+        ),
+    ] = Field(
+        default_factory=lambda: dict(DEFAULT_MECHANISMS),
+        description="mechanism of each step method; steps of one mechanism are not added (the larger counts)",
+        json_schema_extra={"source": "CPMP/BWP/268/95: orthogonal steps of different mechanisms"},
+    )
 
     @model_validator(mode="after")
     def _every_method_has_a_mechanism(self) -> ClearancePolicy:
@@ -69,6 +185,16 @@ class ClearancePolicy(_Strict):
         if missing:
             raise ValueError(f"clearance.mechanisms lacks {', '.join(missing)}")
         return self
+
+
+class MarkerPolicy(_Strict):
+    """What one marker's reactive result sets off."""
+
+    on_reactive: OnReactive = Field(
+        default=OnReactive.REJECT_UNIT,
+        description="what a reactive result sets off: defer-permanently, defer-until-nonreactive or reject-unit",
+        json_schema_extra={"source": "21 CFR 610.41; 21 CFR 640.65(b)(2)(ii) (syphilis)"},
+    )
 
 
 def _default_products() -> dict[str, ProductPolicy]:
@@ -82,81 +208,243 @@ def _default_products() -> dict[str, ProductPolicy]:
     }
 
 
-_PANELS: dict[int, tuple[Policy, tuple[str, ...]]] = {}
+def _default_markers() -> dict[Marker, MarkerPolicy]:
+    return {Marker.SYPHILIS: MarkerPolicy(on_reactive=OnReactive.DEFER_UNTIL_NONREACTIVE)}
 
 
 class Policy(_Strict):
-    """Every configurable threshold of SPEC §4, with its default."""
+    """Every configurable threshold of SPEC §4, with its default, its meaning, the law's limit and its source.
 
-    required_panel: list[Marker] = Field(default_factory=lambda: list(DEFAULT_PANEL))
-    hold_days: int = Field(default=60, ge=0)
-    qualification_donations: int = Field(default=2, ge=1)
-    qualification_window_days: int = Field(default=183, ge=1)
-    lookback_days: int = Field(default=365, ge=183)
-    min_donors: int = MIN_DISTINCT_DONORS
-    products: dict[str, ProductPolicy] = Field(default_factory=_default_products)
-    clearance: ClearancePolicy = Field(default_factory=ClearancePolicy)
+    ``policy show``, README's rule table and the floor checks all read these declarations.
+    """
 
-    @field_validator("min_donors")
-    @classmethod
-    def _floor(cls, value: int) -> int:
-        if value < MIN_DISTINCT_DONORS:
-            raise ValueError(f"min_donors {value:,} is below the floor of {MIN_DISTINCT_DONORS:,} distinct donors")
-        return value
+    required_panel: Annotated[list[Marker], Law("hbsag, anti-hiv and anti-hcv", _includes(*LAW_PANEL))] = Field(
+        default_factory=lambda: list(DEFAULT_PANEL),
+        description="markers every unit needs a current nonreactive result for before pooling",
+        json_schema_extra={"source": "Ph. Eur. 0853; 21 CFR 610.40(a); PPTA QSEAL NAT standard"},
+    )
+    hold_days: Annotated[int, Law("at least 60 days", lambda v: v >= 60)] = Field(
+        default=60,
+        description="inventory hold: a unit is poolable from exactly this many days after its collection time",
+        json_schema_extra={"source": "PPTA QSEAL inventory hold"},
+    )
+    qualification_months: Annotated[int, Law("at most 6 calendar months", lambda v: 1 <= v <= 6)] = Field(
+        default=6,
+        description="a unit is usable when another donation of the donor with a complete nonreactive panel was "
+        "collected within this many calendar months of it (local days); a donor away longer is an applicant again",
+        json_schema_extra={"source": "PPTA IQPP Qualified Donor Standard"},
+    )
+    lookback_months: Annotated[int, Law("at least 6 calendar months", lambda v: v >= 6)] = Field(
+        default=12,
+        description="look-back window: every donation collected on or after the local day this many calendar "
+        "months before the donor's last nonreactive donation",
+        json_schema_extra={"source": "21 CFR 610.46/610.47 (12 months); EU GMP Annex 14 (at least 6 months)"},
+    )
+    min_donors: Annotated[int, Law("at least 1,000 distinct donors", lambda v: v >= MIN_DISTINCT_DONORS)] = Field(
+        default=MIN_DISTINCT_DONORS,
+        description="distinct donors (not units) a pool needs to close; a product may raise it",
+        json_schema_extra={"source": "USP Immune Globulin; FDA (stricter than Ph. Eur. for anti-D, on purpose)"},
+    )
+    products: dict[str, ProductPolicy] = Field(
+        default_factory=_default_products,
+        description="final products: what each asks of its pools; a pool and a final lot name one of these",
+        json_schema_extra={"source": "Ph. Eur. 0853 and product monographs"},
+    )
+    intermediates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INTERMEDIATES),
+        description="intermediate products (pastes, fractions) an intermediate lot may name besides a final product",
+        json_schema_extra={"source": "site process (Cohn fractionation)"},
+    )
+    markers: dict[Marker, MarkerPolicy] = Field(
+        default_factory=_default_markers,
+        description="per marker, what a reactive result sets off; the required panel always defers permanently",
+        json_schema_extra={"source": "21 CFR 610.41; 21 CFR 640.65(b)(2)(ii)"},
+    )
+    clearance: ClearancePolicy = Field(
+        default_factory=ClearancePolicy,
+        description="viral clearance on every path from a pool to a final lot",
+        json_schema_extra={"source": "ICH Q5A; CPMP/BWP/268/95"},
+    )
+
+    @model_validator(mode="after")
+    def _panel_markers_defer_permanently(self) -> Policy:
+        for marker in self.required_panel:
+            action = self.markers.get(marker)
+            if action is not None and action.on_reactive != OnReactive.DEFER_PERMANENTLY:
+                raise ValueError(
+                    f"markers.{marker.value}.on_reactive = {action.on_reactive.value} relaxes the law: a reactive "
+                    "result on a required-panel marker defers the donor permanently (21 CFR 610.41)"
+                )
+        anti_d = self.products.get("anti-d")
+        if anti_d is not None and Marker.B19_DNA not in anti_d.pool_limits_iu_per_ml:
+            raise ValueError("products.anti-d.pool_limits_iu_per_ml relaxes the law: anti-D pools need b19-dna")
+        return self
 
     @property
     def panel(self) -> tuple[str, ...]:
-        """The required panel as marker codes, computed once per policy (it is read for every unit checked)."""
-        cached = _PANELS.get(id(self))
-        if cached is None or cached[0] is not self:
-            cached = _PANELS[id(self)] = (self, tuple(m.value for m in self.required_panel))
-        return cached[1]
+        """The required panel as marker codes (read for every unit checked)."""
+        return tuple(m.value for m in self.required_panel)
 
     def product(self, name: str) -> ProductPolicy:
+        """The final product's policy. Raises InvalidInput naming the known products."""
         try:
             return self.products[name]
         except KeyError:
             known = ", ".join(sorted(self.products))
-            raise InvalidInput(f"Product {name!r} is not in the policy; known products: {known}.") from None
+            raise InvalidInput(f"Product {name!r} is not in the policy; known final products: {known}.") from None
 
     def min_donors_for(self, product: str) -> int:
+        """Distinct donors a pool of the product needs: the policy's minimum, raised by the product's own."""
         own = self.product(product).min_donors
         return max(self.min_donors, own or 0)
 
+    def on_reactive(self, marker: Marker) -> OnReactive:
+        """What a reactive result on the marker sets off: the required panel always defers permanently."""
+        if marker in self.required_panel:
+            return OnReactive.DEFER_PERMANENTLY
+        found = self.markers.get(marker)
+        return found.on_reactive if found is not None else OnReactive.REJECT_UNIT
+
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @property
+    def digest(self) -> str:
+        return policy_digest(self)
+
+
+def policy_digest(policy: Policy) -> str:
+    """SHA-256 of the policy's canonical JSON: what a release records as the policy in force."""
+    canonical = json.dumps(policy.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 DEFAULT_POLICY = Policy()
 
 
+@dataclass(frozen=True)
+class PolicyKey:
+    """One policy key as ``policy show`` and README's rule table present it."""
+
+    name: str
+    value: Any
+    meaning: str
+    law: str
+    source: str
+
+
+def policy_keys(policy: Policy = DEFAULT_POLICY) -> list[PolicyKey]:
+    """Every key of the policy in force, each with its meaning, the law's limit and the source, all read from the
+    declarations above. Products and markers are shown once per entry (``products.anti-d.pool_tests``)."""
+    keys: list[PolicyKey] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            dotted = f"{prefix}{name}"
+            if isinstance(value, BaseModel):
+                walk(value, f"{dotted}.")
+                continue
+            if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+                for entry, sub in sorted(value.items(), key=lambda item: str(item[0])):
+                    walk(sub, f"{dotted}.{getattr(entry, 'value', entry)}.")
+                continue
+            laws = [m.text for m in info.metadata if isinstance(m, Law)]
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            keys.append(
+                PolicyKey(dotted, _plain(value), info.description or "", "; ".join(laws), str(extra.get("source", "")))
+            )
+
+    walk(policy, "")
+    return keys
+
+
+def policy_key_names() -> list[str]:
+    """The keys as README's rule table names them: one name per declared field, products and markers generic."""
+    names: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+            elif name == "products":
+                walk(ProductPolicy, f"{prefix}products.<product>.")
+            elif name == "markers":
+                walk(MarkerPolicy, f"{prefix}markers.<marker>.")
+            else:
+                names.append(f"{prefix}{name}")
+
+    walk(Policy, "")
+    return names
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join(str(getattr(v, "value", v)) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{getattr(k, 'value', k)}={getattr(v, 'value', v)}" for k, v in value.items())
+    return getattr(value, "value", value)
+
+
+RENAMED_KEYS = {
+    "lookback_days": "lookback_months (calendar months; US 12, EU at least 6)",
+    "qualification_window_days": "qualification_months (calendar months, at most 6)",
+    "qualification_donations": "nothing: a unit qualifies with one other nonreactive donation within "
+    "qualification_months",
+}
+
+
 def load_policy(path: Path | None) -> Policy:
-    """The default policy, overridden by the TOML file when one is given. Raises InvalidPolicy."""
+    """The default policy, overridden by the TOML file when one is given. Raises InvalidPolicy naming the key."""
     if path is None:
         return DEFAULT_POLICY
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidPolicy(f"Policy file {path} is a folder; give a TOML file.")
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidPolicy(f"Policy file {path} does not exist.") from None
+    except PermissionError:
+        raise InvalidPolicy(f"Policy file {path} cannot be read (permission denied).") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InvalidPolicy(f"Policy file {path} is not valid TOML: {error}") from None
-    products = _default_products()
-    for name, override in (data.pop("products", None) or {}).items():
+    renamed = [f"{old} is now {new}" for old, new in RENAMED_KEYS.items() if old in data]
+    if renamed:
+        raise InvalidPolicy(f"Policy file {path} uses a retired key: " + "; ".join(renamed) + ".")
+    products: dict[str, Any] = dict(_default_products())
+    overrides = data.pop("products", None) or {}
+    if not isinstance(overrides, dict):
+        raise InvalidPolicy(f"Policy file {path} is invalid: products: a table of products is expected.")
+    for name, override in overrides.items():
         base = products.get(name, ProductPolicy()).model_dump()
-        products[name] = override if not isinstance(override, dict) else {**base, **override}  # type: ignore[assignment]
+        products[name] = override if not isinstance(override, dict) else {**base, **override}
+    # Tables of one entry per method or marker override the entries they name and keep the others.
+    clearance = data.get("clearance")
+    if isinstance(clearance, dict) and isinstance(clearance.get("mechanisms"), dict):
+        clearance["mechanisms"] = {**{m.value: v for m, v in DEFAULT_MECHANISMS.items()}, **clearance["mechanisms"]}
+    if isinstance(data.get("markers"), dict):
+        data["markers"] = {**{m.value: p.model_dump() for m, p in _default_markers().items()}, **data["markers"]}
     try:
         return Policy.model_validate({**data, "products": products})
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(_problem(e) for e in error.errors())
         raise InvalidPolicy(f"Policy file {path} is invalid: {problems}") from None
 
 
-# --- eligibility -----------------------------------------------------------------------------------------------
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+# --- eligibility (SPEC §4, rules 1-6) -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class UnitFacts:
-    """What the eligibility rules need to know about one unit, loaded set-based by the services."""
+    """What the eligibility rules need to know about one unit, loaded set-based by the queries."""
 
     unit_number: str
     status: UnitStatus
@@ -164,79 +452,163 @@ class UnitFacts:
     volume_ml: int
     current_results: dict[str, str]
     donor_code: str
-    donor_qualified: bool
+    qualified: bool
     deferral_at_collection: str | None
     already_pooled_in: str | None = None
     donation_id: int | None = None
+    timezone: str = DEFAULT_TIMEZONE
+    open_case: str | None = None
+    donor_reactive: str | None = None
 
 
-def hold_ends_at(collected_at: datetime, policy: Policy = DEFAULT_POLICY) -> datetime:
-    return collected_at + timedelta(days=policy.hold_days)
+def unit_in_inventory_problem(unit: UnitFacts, *, pooled_ok_in: str | None = None) -> str | None:
+    """Rule 1: the unit is in inventory (or, when its pool is being closed, pooled there) and no open look-back case
+    holds it."""
+    if unit.status == UnitStatus.POOLED:
+        if pooled_ok_in is None or unit.already_pooled_in != pooled_ok_in:
+            where = f"pool {unit.already_pooled_in}" if unit.already_pooled_in else "a pool"
+            return f"not in inventory: already in {where}"
+    elif unit.status != UnitStatus.IN_INVENTORY:
+        return f"not in inventory: {unit.status.value}"
+    if unit.open_case:
+        return f"held by open look-back case {unit.open_case}"
+    return None
+
+
+def screening_problems(current_results: dict[str, str], required_panel: Sequence[str]) -> list[str]:
+    """Rule 2 (``required_panel``): every panel marker has a current result, and each is nonreactive."""
+    if all(current_results.get(m) == ResultValue.NONREACTIVE for m in required_panel):
+        return []
+    reasons = []
+    missing = [m for m in required_panel if m not in current_results]
+    if missing:
+        reasons.append(f"screening incomplete: no result for {', '.join(missing)}")
+    reactive = [m for m in required_panel if current_results.get(m) == ResultValue.REACTIVE]
+    if reactive:
+        reasons.append(f"reactive: {', '.join(reactive)}")
+    invalid = [m for m in required_panel if current_results.get(m) == ResultValue.INVALID]
+    if invalid:
+        reasons.append(f"invalid result, retest needed: {', '.join(invalid)}")
+    return reasons
+
+
+def panel_complete_and_nonreactive(current_results: dict[str, str], policy: Policy = DEFAULT_POLICY) -> bool:
+    """A donation whose required panel is complete and wholly nonreactive: it qualifies and anchors look-back."""
+    return not screening_problems(current_results, policy.panel)
+
+
+def hold_ends_at(collected_at: datetime, hold_days: int) -> datetime:
+    """Rule 3 (``hold_days``): the instant the inventory hold ends, exactly hold_days after collection."""
+    return collected_at + timedelta(days=hold_days)
+
+
+def hold_problem(collected_at: datetime, *, now: datetime, hold_days: int, timezone: str) -> str | None:
+    """Rule 3: the hold has passed at ``now``; the end is shown in the collection centre's local time."""
+    ends = hold_ends_at(collected_at, hold_days)
+    if now >= ends:
+        return None
+    local = calendars.local_time(ends, timezone)
+    return f"inventory hold until {local.strftime('%Y-%m-%d %H:%M')} {timezone} ({hold_days} days)"
+
+
+def qualified_for_unit(unit_day: date, other_qualifying_days: Iterable[date], qualification_months: int) -> bool:
+    """Rule 4 (``qualification_months``): the donor is qualified for this unit.
+
+    Qualification belongs to the unit (PPTA IQPP; DOMAIN §2.11): the unit is usable only when another donation of
+    the donor with a complete nonreactive panel was collected within qualification_months calendar months of it,
+    before or after, on local days. So an applicant's first unit waits for a second nonreactive donation within
+    the months, and is never usable when the second came later; and a donor away longer than the months is an
+    applicant again: the first unit after the gap waits for the next. (A qualifying pair before the unit with no
+    longer gap since then always includes the donation just before the unit, which is within the months.)
+    """
+    return any(calendars.within_months(day, unit_day, qualification_months) for day in other_qualifying_days)
+
+
+def deferral_covers(starts_on: date, ends_on: date | None, lifted_on: date | None, day: date) -> bool:
+    """Rule 5: a deferral covers the local days from starts_on up to, not including, ends_on (or the day it was
+    lifted)."""
+    end = min(d for d in (ends_on, lifted_on) if d is not None) if (ends_on or lifted_on) else None
+    return starts_on <= day and (end is None or day < end)
+
+
+def volume_problem(volume_ml: int) -> str | None:
+    """Rule 6: the unit has a positive volume."""
+    return None if volume_ml > 0 else f"volume {volume_ml} mL is not positive"
 
 
 def eligibility_problems(
     unit: UnitFacts, *, now: datetime, policy: Policy = DEFAULT_POLICY, pooled_ok_in: str | None = None
 ) -> list[str]:
-    """Every reason the unit may not be pooled (empty when eligible).
+    """Every reason the unit may not be pooled (empty when eligible): SPEC §4 rules 1-6 in order.
 
     ``pooled_ok_in`` names the pool the unit is already a member of when a pool is being closed: being pooled
     there is expected, anything else about its status is not.
     """
     reasons: list[str] = []
-    if unit.status == UnitStatus.POOLED:
-        if pooled_ok_in is None or unit.already_pooled_in != pooled_ok_in:
-            where = f"pool {unit.already_pooled_in}" if unit.already_pooled_in else "a pool"
-            reasons.append(f"not in inventory: already in {where}")
-    elif unit.status != UnitStatus.IN_INVENTORY:
-        reasons.append(f"not in inventory: {unit.status.value}")
-    results = unit.current_results
-    panel = policy.panel
-    if any(results.get(m) != "nonreactive" for m in panel):
-        missing = [m for m in panel if m not in results]
-        if missing:
-            reasons.append(f"screening incomplete: no result for {', '.join(missing)}")
-        reactive = [m for m in panel if results.get(m) == "reactive"]
-        if reactive:
-            reasons.append(f"reactive: {', '.join(reactive)}")
-        invalid = [m for m in panel if results.get(m) == "invalid"]
-        if invalid:
-            reasons.append(f"invalid result, retest needed: {', '.join(invalid)}")
-    ends = hold_ends_at(unit.collected_at, policy)
-    if now < ends:
-        reasons.append(f"inventory hold until {ends.strftime('%Y-%m-%d %H:%M')} UTC ({policy.hold_days} days)")
-    if not unit.donor_qualified:
+    if problem := unit_in_inventory_problem(unit, pooled_ok_in=pooled_ok_in):
+        reasons.append(problem)
+    reasons.extend(screening_problems(unit.current_results, policy.panel))
+    if unit.donor_reactive:
+        reasons.append(f"donor {unit.donor_code} has a reactive result: {unit.donor_reactive}")
+    if problem := hold_problem(unit.collected_at, now=now, hold_days=policy.hold_days, timezone=unit.timezone):
+        reasons.append(problem)
+    if not unit.qualified:
         reasons.append(
-            f"donor {unit.donor_code} not qualified: needs {policy.qualification_donations} donations with complete "
-            f"nonreactive panels within {policy.qualification_window_days} days"
+            f"donor {unit.donor_code} not qualified for this unit: no other donation with a complete nonreactive "
+            f"panel within {policy.qualification_months} calendar months of it"
         )
     if unit.deferral_at_collection:
         reasons.append(f"donor {unit.donor_code} was deferred at collection: {unit.deferral_at_collection}")
-    if unit.volume_ml <= 0:
-        reasons.append(f"volume {unit.volume_ml} mL is not positive")
+    if problem := volume_problem(unit.volume_ml):
+        reasons.append(problem)
     return reasons
 
 
-def panel_complete_and_nonreactive(current_results: dict[str, str], policy: Policy = DEFAULT_POLICY) -> bool:
-    return all(current_results.get(m) == ResultValue.NONREACTIVE for m in policy.panel)
+def check_pool_composition(pool_number: str, donor_count: int, min_donors: int) -> None:
+    """A pool closes with at least ``min_donors`` distinct donors (``Policy.min_donors_for`` the product)."""
+    if donor_count < min_donors:
+        raise NotEnoughDonors(pool_number, found=donor_count, required=min_donors)
 
 
-def donor_is_qualified(qualifying_collections: list[datetime], policy: Policy = DEFAULT_POLICY) -> bool:
-    """At least N donations with complete nonreactive panels whose collections lie within the window of each other."""
-    needed = policy.qualification_donations
-    times = sorted(qualifying_collections)
-    window = timedelta(days=policy.qualification_window_days)
-    return any(times[i + needed - 1] - times[i] <= window for i in range(len(times) - needed + 1))
+# --- look-back (SPEC §4, last paragraph) ---------------------------------------------------------------------------
 
 
-def deferral_covers(starts_on: date, ends_on: date | None, lifted_on: date | None, day: date) -> bool:
-    """A deferral covers the days from starts_on up to, not including, ends_on (or the day it was lifted)."""
-    end = min(d for d in (ends_on, lifted_on) if d is not None) if (ends_on or lifted_on) else None
-    return starts_on <= day and (end is None or day < end)
+def lookback_window_starts_on(last_nonreactive_day: date, lookback_months: int) -> date:
+    """The first local day of the look-back window (``lookback_months``): the same day that many calendar months
+    before the donor's last nonreactive donation, the whole day included (21 CFR 610.46: "twelve months and less
+    before"); 2024-03-01 gives 2023-03-01, 2024-02-29 gives 2023-02-28."""
+    return calendars.add_months(last_nonreactive_day, -lookback_months)
 
 
-def check_pool_composition(pool_number: str, donor_count: int, required: int) -> None:
-    if donor_count < required:
-        raise NotEnoughDonors(pool_number, found=donor_count, required=required)
+def in_lookback_window(collection_day: date, starts_on: date | None) -> bool:
+    """A donation is in the window when collected on or after its first day (no nonreactive donation: all are)."""
+    return starts_on is None or collection_day >= starts_on
+
+
+# --- products (SPEC §4: a lot's product, its pools' product) -------------------------------------------------------
+
+
+def lot_product_problem(product: str, kind: str, policy: Policy) -> str | None:
+    """A final lot names a final product of the policy (``products``); an intermediate lot a declared intermediate
+    (``intermediates``) or a final product."""
+    if product in policy.products:
+        return None
+    if kind != "final" and product in policy.intermediates:
+        return None
+    finals = ", ".join(sorted(policy.products))
+    if kind == "final":
+        return f"product {product!r} is not a final product of the policy (known: {finals})"
+    known = ", ".join(sorted(policy.intermediates))
+    return f"product {product!r} is not in the policy (final products: {finals}; intermediates: {known})"
+
+
+def upstream_product_problems(product: str, upstream_pools: Iterable[tuple[str, str]]) -> list[str]:
+    """Every pool upstream of a final lot was made for that final product: (pool_number, product) pairs."""
+    return [
+        f"pool {number} was made for {pool_product}, not {product}"
+        for number, pool_product in sorted(upstream_pools)
+        if pool_product != product
+    ]
 
 
 # --- pool release ----------------------------------------------------------------------------------------------

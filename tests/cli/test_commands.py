@@ -57,13 +57,37 @@ def test_init_on_a_migrated_database_says_up_to_date(run: Cli) -> None:
 
 
 def test_establishments_and_donors_are_added_listed_and_shown(run: Cli) -> None:
-    added = run("establishment", "add", "C-BOS", "--name", "Boston centre", "--kind", "collection")
+    added = run(
+        "establishment",
+        "add",
+        "C-BOS",
+        "--name",
+        "Boston centre",
+        "--kind",
+        "collection",
+        "--timezone",
+        "America/New_York",
+    )
     assert "C-BOS" in added.stderr
     run("establishment", "add", "LAB-1", "--name", "Central lab", "--kind", "testing")
     assert run.json("establishment", "list") == [
-        {"code": "C-BOS", "name": "Boston centre", "kind": "collection"},
-        {"code": "LAB-1", "name": "Central lab", "kind": "testing"},
+        {"code": "C-BOS", "name": "Boston centre", "kind": "collection", "timezone": "America/New_York"},
+        {"code": "LAB-1", "name": "Central lab", "kind": "testing", "timezone": "UTC"},
     ]
+    refused = run(
+        "establishment",
+        "add",
+        "C-MARS",
+        "--name",
+        "Mars",
+        "--kind",
+        "collection",
+        "--timezone",
+        "Mars/Olympus",
+        code=ExitCode.INVALID_INPUT,
+    )
+    assert "Establishment C-MARS: Time zone 'Mars/Olympus' is not an IANA time zone" in refused.stderr
+    assert [e["code"] for e in run.json("establishment", "list")] == ["C-BOS", "LAB-1"]
 
     assert "D-000123" in run("donor", "add", "D-000123", "--establishment", "C-BOS").stderr
     run("donor", "add", "D-000124", "-e", "C-BOS", "--registered-on", "2026-01-15")

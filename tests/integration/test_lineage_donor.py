@@ -16,6 +16,7 @@ from sqlalchemy import exc, select, text
 from sqlmodel import Session
 
 from tests.factories import ACTOR, NOW, bulk_units, make_donor, make_lot, make_step, make_unit
+from traceability.calendars import add_months
 from traceability.db import make_engine
 from traceability.errors import DonorNotFound
 from traceability.models import (
@@ -79,8 +80,9 @@ def reference(session: Session, donor_code: str) -> dict[str, Any]:
     shipments = session.execute(
         select(Shipment).where(Shipment.lot_id.in_(lot_ids)).order_by(Shipment.shipped_on, Shipment.shipment_number)
     ).scalars()
-    clean = [line["unit"].collected_at for line in lines if panel_complete_and_nonreactive(line["results"])]
-    start = max(clean) - timedelta(days=DEFAULT_POLICY.lookback_days) if clean else None
+    # The establishments of these tests are in UTC: the local day is the UTC date.
+    clean = [line["unit"].collected_at.date() for line in lines if panel_complete_and_nonreactive(line["results"])]
+    start = add_months(max(clean), -DEFAULT_POLICY.lookback_months) if clean else None
     return {
         "donor_code": donor.donor_code,
         "establishment": site,
@@ -106,7 +108,7 @@ def reference(session: Session, donor_code: str) -> dict[str, Any]:
                 "pool_number": line["pool_number"],
                 "lot_numbers": sorted(names[i] for i in line["lot_ids"]),
                 "results": line["results"],
-                "in_lookback_window": start is None or line["unit"].collected_at >= start,
+                "in_lookback_window": start is None or line["unit"].collected_at.date() >= start,
                 "changed": line["unit"].version > 1,
             }
             for line in lines
@@ -199,7 +201,7 @@ def test_a_pooled_donor_with_deferrals_and_a_repeat_test_is_traced_in_full(sessi
         (2, "reactive-result", None),
     ]
     last_clean = NOW - timedelta(days=150 - 7)  # the unpooled unit: the later one is reactive
-    assert trace.lookback_window_start == (last_clean - timedelta(days=365)).isoformat()
+    assert trace.lookback_window_start == add_months(last_clean.date(), -12).isoformat()
     assert all(d.collected_at.endswith("+00:00") for d in trace.donations)
 
 
@@ -225,7 +227,7 @@ def test_incomplete_panels_and_units_collected_at_the_same_time(session: Session
     assert trace.as_json() == reference(session, donor.donor_code)
     assert [d.unit_number for d in trace.donations][1:] == [first.unit_number, second.unit_number]
     assert trace.donations[1].results == {"hbsag": "nonreactive"}
-    assert trace.lookback_window_start == (at - timedelta(days=365)).isoformat()
+    assert trace.lookback_window_start == add_months(at.date(), -12).isoformat()
     assert [d.in_lookback_window for d in trace.donations] == [False, True, True]
     assert trace.donations[1].collected_at == at.isoformat()
 

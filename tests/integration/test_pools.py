@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -107,10 +107,10 @@ def test_the_applicants_first_unit_waits_until_the_donor_qualifies(session: Sess
     assert pools.add_units(session, pool_number=pool, unit_numbers=[first.unit_number], actor=ACTOR, now=NOW) == 1
 
 
-def test_second_donation_184_days_later_does_not_qualify(session: Session) -> None:
+def test_a_second_donation_six_calendar_months_and_a_day_later_does_not_qualify_the_first(session: Session) -> None:
     donor = make_donor(session)
-    first = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=300))
-    make_unit(session, donor=donor, collected_at=NOW - timedelta(days=300 - 184))
+    first = make_unit(session, donor=donor, collected_at=datetime(2025, 8, 5, 9, 0, tzinfo=UTC))
+    make_unit(session, donor=donor, collected_at=datetime(2026, 2, 6, 9, 0, tzinfo=UTC))
     pool = open_pool(session)
     with pytest.raises(IneligibleUnits, match="not qualified"):
         pools.add_units(session, pool_number=pool, unit_numbers=[first.unit_number], actor=ACTOR, now=NOW)

@@ -9,13 +9,14 @@ hold and the qualification window, units in other pools, discarded and rejected 
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, insert, select, update
 from sqlmodel import Session
 
 from tests.factories import ACTOR, NOW, bulk_units, make_donor, make_establishment, make_unit
+from traceability.calendars import local_day
 from traceability.errors import IneligibleUnits
 from traceability.models import (
     Deferral,
@@ -44,10 +45,9 @@ EDGE = [
 ]
 POLICIES = {
     "default": DEFAULT_POLICY,
-    "one donation qualifies": Policy(qualification_donations=1),
-    "three donations": Policy(qualification_donations=3),
-    "thirty-day window": Policy(qualification_window_days=30),
-    "no hold, five markers": Policy(hold_days=0, required_panel=[m for m in DEFAULT_POLICY.required_panel][:5]),
+    "one-month qualification": Policy(qualification_months=1),
+    "three-month qualification": Policy(qualification_months=3),
+    "longer hold, five markers": Policy(hold_days=90, required_panel=[m for m in DEFAULT_POLICY.required_panel][:5]),
 }
 
 
@@ -82,12 +82,22 @@ def build_awkward_site(session: Session, seed: int, donors: int = 90) -> list[st
     rng = random.Random(seed)
     site = make_establishment(session)
     site_id = session.execute(select(Establishment.id).where(Establishment.code == site)).scalar_one()
+    # Centres far from UTC either way: their local days lie up to 26 hours apart for the same instants.
+    zones = ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/New_York"]
+    site_ids = [site_id] + [
+        session.execute(
+            select(Establishment.id).where(Establishment.code == make_establishment(session, timezone=tz))
+        ).scalar_one()
+        for tz in zones[1:]
+    ]
     codes = [f"SCR{seed:03d}{i:05d}" for i in range(donors)]
     session.execute(insert(Donor), [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR} for c in codes])
     donor_ids = dict(session.execute(select(Donor.donor_code, Donor.id).where(Donor.donor_code.in_(codes))).all())
-    window = timedelta(days=DEFAULT_POLICY.qualification_window_days)
     hold_edge = NOW - timedelta(days=DEFAULT_POLICY.hold_days)
-    gaps = [window + e for e in EDGE] + [timedelta(days=d) for d in (3, 7, 28, 30, 31, 100, 200)]
+    # Six calendar months span 181 to 184 days; each span at and around its edges, and ordinary gaps.
+    gaps = [timedelta(days=d) + e for d in (179, 180, 181, 182, 183, 184, 185) for e in EDGE] + [
+        timedelta(days=d) for d in (3, 7, 28, 29, 30, 31, 59, 60, 61, 89, 90, 92, 100, 200)
+    ]
     rows, results, deferrals = [], {}, []
     serial = 0
     for code in codes:
@@ -111,7 +121,7 @@ def build_awkward_site(session: Session, seed: int, donors: int = 90) -> list[st
                     "unit_number": number,
                     "scheme": "isbt128",
                     "donor_id": donor_ids[code],
-                    "establishment_id": site_id,
+                    "establishment_id": rng.choice(site_ids),
                     "collected_at": when,
                     "volume_ml": 0 if rng.random() < 0.03 else 750,
                     "plasma_kind": "source",
@@ -236,7 +246,7 @@ def test_pool_add_and_close_refuse_exactly_what_the_rules_refuse(session: Sessio
     )
     session.execute(update(Donation).where(Donation.unit_number == second).values(volume_ml=0))
     donor_id = session.execute(select(Donation.donor_id).where(Donation.unit_number == third)).scalar_one()
-    day = facts[third].collected_at.date()
+    day = local_day(facts[third].collected_at, facts[third].timezone)
     session.execute(
         insert(Deferral),
         [
@@ -263,10 +273,9 @@ def test_pool_add_and_close_refuse_exactly_what_the_rules_refuse(session: Sessio
 
 def test_units_the_screen_cannot_clear_are_still_added_when_the_rules_accept_them(session: Session) -> None:
     # Each of these is eligible, but only the exact judgement can tell.
-    window = timedelta(days=DEFAULT_POLICY.qualification_window_days)
-    edge = make_donor(session)  # qualified by a pair exactly at the edge of the window
-    at_edge = make_unit(session, donor=edge, collected_at=NOW - timedelta(days=300))
-    make_unit(session, donor=edge, collected_at=NOW - timedelta(days=300) + window)
+    edge = make_donor(session)  # qualified by a pair exactly six calendar months apart (183 days here)
+    at_edge = make_unit(session, donor=edge, collected_at=datetime(2025, 8, 1, 9, 0, tzinfo=UTC))
+    make_unit(session, donor=edge, collected_at=datetime(2026, 2, 1, 17, 0, tzinfo=UTC))
     retested = make_donor(session)  # an invalid result, then a nonreactive repeat
     first = make_unit(session, donor=retested, collected_at=NOW - timedelta(days=100))
     make_unit(session, donor=retested, collected_at=NOW - timedelta(days=90))
@@ -316,11 +325,10 @@ def test_units_the_screen_cannot_clear_are_still_added_when_the_rules_accept_the
     assert set(wanted) - {at_hold.unit_number} <= set(screen_units(session, pool_id=pool_id, now=NOW))
 
 
-def test_a_microsecond_past_the_window_does_not_qualify(session: Session) -> None:
-    window = timedelta(days=DEFAULT_POLICY.qualification_window_days)
+def test_a_day_past_six_calendar_months_does_not_qualify(session: Session) -> None:
     donor = make_donor(session)
-    first = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=300))
-    make_unit(session, donor=donor, collected_at=NOW - timedelta(days=300) + window + timedelta(microseconds=1))
+    first = make_unit(session, donor=donor, collected_at=datetime(2025, 8, 1, 9, 0, tzinfo=UTC))
+    make_unit(session, donor=donor, collected_at=datetime(2026, 2, 2, 0, 30, tzinfo=UTC))
     pools.create_pool(session, pool_number="P-EDGE", product="ivig", actor=ACTOR)
     with pytest.raises(IneligibleUnits, match="not qualified"):
         pools.add_units(session, pool_number="P-EDGE", unit_numbers=[first.unit_number], actor=ACTOR, now=NOW)

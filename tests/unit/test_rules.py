@@ -18,7 +18,6 @@ from traceability.rules import (
     UnitFacts,
     check_pool_composition,
     deferral_covers,
-    donor_is_qualified,
     eligibility_problems,
     final_lot_clearance_problems,
     load_policy,
@@ -38,7 +37,7 @@ def unit(**overrides: object) -> UnitFacts:
         volume_ml=750,
         current_results=dict(PANEL),
         donor_code="D-1",
-        donor_qualified=True,
+        qualified=True,
         deferral_at_collection=None,
     )
     values.update(overrides)
@@ -63,7 +62,7 @@ def test_every_reason_is_listed_for_a_unit_that_fails_all_rules() -> None:
     bad = unit(
         status=UnitStatus.INTERDICTED,
         current_results={"hbsag": "reactive", "anti-hiv": "invalid"},
-        donor_qualified=False,
+        qualified=False,
         deferral_at_collection="travel (from 2026-01-01 until 2026-02-01)",
         volume_ml=0,
     )
@@ -94,14 +93,6 @@ def test_each_marker_of_the_panel_is_required(missing: str) -> None:
     ]
 
 
-def test_qualification_needs_two_clean_donations_within_183_days() -> None:
-    first = COLLECTED
-    assert donor_is_qualified([first, first + timedelta(days=183)])
-    assert not donor_is_qualified([first, first + timedelta(days=183, seconds=1)])
-    assert not donor_is_qualified([first])
-    assert donor_is_qualified([first, first + timedelta(days=400), first + timedelta(days=500)])
-
-
 def test_a_deferral_covers_from_its_first_day_up_to_but_not_including_its_end() -> None:
     start, end = date(2026, 3, 1), date(2026, 9, 1)
     assert not deferral_covers(start, end, None, date(2026, 2, 28))
@@ -127,7 +118,7 @@ def test_a_product_may_raise_the_minimum_but_nothing_lowers_it(tmp_path: Path) -
     for text in ("min_donors = 999\n", "[products.ivig]\nmin_donors = 999\n"):
         lowered = tmp_path / "lowered.toml"
         lowered.write_text(text)
-        with pytest.raises(InvalidPolicy, match="below the floor of 1,000"):
+        with pytest.raises(InvalidPolicy, match="min_donors = 999 relaxes the law: at least 1,000 distinct donors"):
             load_policy(lowered)
 
 

@@ -45,6 +45,7 @@ from ..models import (
     Donation,
     Donor,
     Establishment,
+    Marker,
     PlasmaKind,
     Pool,
     PoolMember,
@@ -55,9 +56,9 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from ..rules import DEFAULT_POLICY, Policy
+from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from ..services import pools
-from ..services.units import ResultOutcome, apply_reactive
+from ..services.units import ResultOutcome, apply_reactive, end_deferrals_on_nonreactive
 from .readers import Record, RecordStream, Resume, file_digest, read_records
 from .rows import (
     COLUMNS,
@@ -1183,6 +1184,9 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
     time = job.time
     created_at, created_by, event_id = job.recorded()
     reactive: list[tuple[ResultRow, int, int]] = []
+    awaited: dict[Marker, list[int]] = {
+        m: [] for m in Marker if job.policy.on_reactive(m) == OnReactive.DEFER_UNTIL_NONREACTIVE
+    }
     with job.writing(TestResult, _RESULT_COLUMNS) as write:
         # The previous chunk's rows are not in the database yet: their keys and versions for this chunk's units.
         being_written: set[tuple[int, str, Any]] = set()
@@ -1250,10 +1254,14 @@ def _load_results(job: _Import, rows: list[ResultRow]) -> None:
             )
             if r.result is ResultValue.REACTIVE:
                 reactive.append((r, unit_id, version))
+            elif r.result is ResultValue.NONREACTIVE and r.marker in awaited:
+                awaited[r.marker].append(unit_id)
     for r, _, _ in reactive:
         job.note_reactive(r.unit_number)
     if reactive:
         job.when_written(lambda: _apply_reactive_results(job, reactive))
+    if any(awaited.values()):
+        job.when_written(lambda: _end_awaited_deferrals(job, awaited))
 
 
 def _result_problems(r: ResultRow, unit: tuple[int, datetime] | None, labs: dict[str, int]) -> list[RowProblem]:
@@ -1285,6 +1293,15 @@ _RESULT_COLUMNS = (
     "tested_at",
     "reason",
 )
+
+
+def _end_awaited_deferrals(job: _Import, awaited: dict[Marker, list[int]]) -> None:
+    """Nonreactive results on markers whose reactive result defers until a nonreactive retest (syphilis) end those
+    deferrals, as recording the result by hand does; one statement per such marker and chunk."""
+    if job.dry_run or job.failing:
+        return
+    for marker, donation_ids in awaited.items():
+        end_deferrals_on_nonreactive(job.session, donation_ids, marker, actor=job.actor, policy=job.policy)
 
 
 def _apply_reactive_results(job: _Import, reactive: list[tuple[ResultRow, int, int]]) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +28,7 @@ from sqlalchemy import (
     exists,
     extract,
     func,
+    literal,
     or_,
     select,
     true,
@@ -35,8 +37,30 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
-from ..models import Deferral, Donation, Donor, Pool, PoolMember, ResultValue, TestResult, UnitStatus
-from ..rules import DEFAULT_POLICY, Policy, UnitFacts, deferral_covers, donor_is_qualified
+from ..calendars import DEFAULT_TIMEZONE, local_day, shortest_span_days, start_of_day
+from ..models import (
+    CaseFinding,
+    CaseStatus,
+    Deferral,
+    Donation,
+    Donor,
+    Establishment,
+    LookbackCase,
+    Pool,
+    PoolMember,
+    ResultValue,
+    TestResult,
+    UnitStatus,
+)
+from ..rules import (
+    DEFAULT_POLICY,
+    Policy,
+    UnitFacts,
+    deferral_covers,
+    in_lookback_window,
+    lookback_window_starts_on,
+    qualified_for_unit,
+)
 
 CHUNK = 10_000
 
@@ -99,23 +123,46 @@ def _panel_results(
     return results
 
 
-def qualifying_collections(
+def zone_of_donation() -> ColumnElement[str]:
+    """The time zone of the collection centre of a donation (its own establishment, else its donor's): a scalar
+    subquery correlated to ``Donation``, for statements that select donations."""
+    site = func.coalesce(
+        Donation.establishment_id, select(Donor.establishment_id).where(Donor.id == Donation.donor_id).scalar_subquery()
+    )
+    return func.coalesce(
+        select(Establishment.timezone).where(Establishment.id == site).scalar_subquery(), DEFAULT_TIMEZONE
+    )
+
+
+@dataclass(frozen=True)
+class QualifyingDonation:
+    """A donation whose required panel is complete and wholly nonreactive, with its local day of collection."""
+
+    donation_id: int
+    unit_number: str
+    collected_at: datetime
+    day: date
+
+
+def qualifying_donations(
     session: Session, donor_ids: Sequence[int], policy: Policy = DEFAULT_POLICY
-) -> dict[int, list[datetime]]:
-    """Per donor, the collection times of donations whose required panel is complete and wholly nonreactive."""
+) -> dict[int, list[QualifyingDonation]]:
+    """Per donor, oldest first, the donations whose required panel is complete and wholly nonreactive."""
     panel = [m.value for m in policy.required_panel]
-    result: dict[int, list[datetime]] = defaultdict(list)
+    result: dict[int, list[QualifyingDonation]] = defaultdict(list)
     for chunk in _chunks(list(donor_ids)):
         donations = select(Donation.id).where(Donation.donor_id.in_(chunk))
         cur = current_results_query(donations, panel).subquery()
         query = (
-            select(Donation.donor_id, Donation.collected_at)
+            select(Donation.donor_id, Donation.id, Donation.unit_number, Donation.collected_at, zone_of_donation())
             .join(cur, cur.c.donation_id == Donation.id)
-            .group_by(Donation.id, Donation.donor_id, Donation.collected_at)
+            .group_by(Donation.id, Donation.donor_id, Donation.unit_number, Donation.collected_at)
             .having(func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel))
         )
-        for donor_id, collected_at in session.connection().execute(query):
-            result[donor_id].append(collected_at)
+        for donor_id, donation_id, number, collected_at, tz in session.connection().execute(query):
+            result[donor_id].append(QualifyingDonation(donation_id, number, collected_at, local_day(collected_at, tz)))
+    for rows in result.values():
+        rows.sort(key=lambda q: (q.collected_at, q.donation_id))
     return result
 
 
@@ -127,6 +174,37 @@ def deferrals_by_donor(session: Session, donor_ids: Sequence[int]) -> dict[int, 
         for row in session.connection().execute(query.where(Deferral.donor_id.in_(chunk))):
             result[row.donor_id].append(row)
     return result
+
+
+def _open_cases(session: Session, donation_ids: Sequence[int]) -> dict[int, str]:
+    """The open look-back case that holds each of the donations, if any."""
+    found: dict[int, str] = {}
+    for chunk in _chunks(list(donation_ids)):
+        query = (
+            select(CaseFinding.donation_id, LookbackCase.case_number)
+            .join(LookbackCase, LookbackCase.id == CaseFinding.case_id)
+            .where(CaseFinding.donation_id.in_(chunk), LookbackCase.status == CaseStatus.OPEN)
+        )
+        found.update((d, c) for d, c in session.connection().execute(query))
+    return found
+
+
+def _reactive_donors(session: Session, donor_ids: Sequence[int], policy: Policy) -> dict[int, list[tuple[int, str]]]:
+    """Per donor, the donations with a current reactive result on a required-panel marker, each with what it was:
+    a donor who has turned reactive gives no more units to a pool, whenever the unit was collected."""
+    panel = [m.value for m in policy.required_panel]
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for chunk in _chunks(list(donor_ids)):
+        cur = current_results_query(select(Donation.id).where(Donation.donor_id.in_(chunk)), panel).subquery()
+        query = (
+            select(Donation.donor_id, Donation.id, Donation.unit_number, cur.c.marker, Donation.collected_at)
+            .join(cur, cur.c.donation_id == Donation.id)
+            .where(cur.c.result == ResultValue.REACTIVE.value)
+            .order_by(Donation.collected_at)
+        )
+        for donor_id, donation_id, number, marker, collected_at in session.connection().execute(query):
+            found[donor_id].append((donation_id, f"reactive {marker} on unit {number} ({collected_at.date()})"))
+    return found
 
 
 def unit_facts(
@@ -147,6 +225,7 @@ def unit_facts(
             Donation.donor_id,
             Donor.donor_code,
             Pool.pool_number,
+            zone_of_donation().label("timezone"),
         )
         .join(Donor, Donor.id == Donation.donor_id)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
@@ -169,17 +248,20 @@ def unit_facts(
         select(PoolMember.donation_id).where(PoolMember.pool_id == pool_id) if pool_id else None,
     )
     donor_ids = sorted({r.donor_id for r in rows})
-    qualifying = qualifying_collections(session, donor_ids, policy)
+    qualifying = qualifying_donations(session, donor_ids, policy)
     deferrals = deferrals_by_donor(session, donor_ids)
-    qualified = {donor_id: donor_is_qualified(qualifying.get(donor_id, []), policy) for donor_id in donor_ids}
+    cases = _open_cases(session, [r.id for r in rows])
+    reactive = _reactive_donors(session, donor_ids, policy)
 
     facts: dict[str, UnitFacts] = {}
     for r in rows:
-        day = r.collected_at.date()
+        day = local_day(r.collected_at, r.timezone)
         active = next(
             (d for d in deferrals.get(r.donor_id, []) if deferral_covers(d.starts_on, d.ends_on, d.lifted_on, day)),
             None,
         )
+        others = [q.day for q in qualifying.get(r.donor_id, []) if q.donation_id != r.id]
+        turned = [what for donation_id, what in reactive.get(r.donor_id, []) if donation_id != r.id]
         facts[r.unit_number] = UnitFacts(
             unit_number=r.unit_number,
             status=UnitStatus(r.status),
@@ -187,7 +269,7 @@ def unit_facts(
             volume_ml=r.volume_ml,
             current_results=results.get(r.id, {}),
             donor_code=r.donor_code,
-            donor_qualified=qualified[r.donor_id],
+            qualified=qualified_for_unit(day, others, policy.qualification_months),
             deferral_at_collection=(
                 None
                 if active is None
@@ -196,32 +278,63 @@ def unit_facts(
             ),
             already_pooled_in=r.pool_number,
             donation_id=r.id,
+            timezone=r.timezone,
+            open_case=cases.get(r.id),
+            donor_reactive="; ".join(turned) or None,
         )
     return facts
 
 
-def lookback_window_start(
-    session: Session, donor_id: int, *, before: datetime | None = None, policy: Policy = DEFAULT_POLICY
-) -> datetime | None:
-    """Start of the look-back window: lookback_days before the donor's last nonreactive donation.
+@dataclass(frozen=True)
+class LookbackWindow:
+    """The look-back window of a donor: from its first local day on (None: every donation is in it)."""
 
-    ``before`` limits the search to donations collected before it (the reactive one). None when the donor has no
-    nonreactive donation: then every donation is in the window.
-    """
-    times = qualifying_collections(session, [donor_id], policy).get(donor_id, [])
+    starts_on: date | None
+    starts_at: datetime | None
+    """The UTC instant the first day begins at the centre of the last nonreactive donation (for display)."""
+    last_nonreactive: str | None
+
+    def includes(self, collection_day: date) -> bool:
+        return in_lookback_window(collection_day, self.starts_on)
+
+
+def lookback_window(
+    session: Session, donor_id: int, *, before: datetime | None = None, policy: Policy = DEFAULT_POLICY
+) -> LookbackWindow:
+    """The donor's look-back window: every donation collected on or after the local day ``lookback_months``
+    calendar months before the donor's last nonreactive donation (the one before ``before``, the reactive one,
+    when given). No nonreactive donation: every donation is in the window."""
+    qualifying = qualifying_donations(session, [donor_id], policy).get(donor_id, [])
     if before is not None:
-        times = [t for t in times if t < before]
-    if not times:
-        return None
-    return max(times) - timedelta(days=policy.lookback_days)
+        qualifying = [q for q in qualifying if q.collected_at < before]
+    if not qualifying:
+        return LookbackWindow(None, None, None)
+    last = qualifying[-1]
+    starts_on = lookback_window_starts_on(last.day, policy.lookback_months)
+    tz = session.execute(select(zone_of_donation()).where(Donation.id == last.donation_id)).scalar_one()
+    return LookbackWindow(starts_on, start_of_day(starts_on, tz), last.unit_number)
+
+
+def donations_in_window(session: Session, donor_id: int, window: LookbackWindow) -> list[int]:
+    """Ids of the donor's donations in the window, oldest first, judged on each collection centre's local day."""
+    rows = session.execute(
+        select(Donation.id, Donation.collected_at, zone_of_donation())
+        .where(Donation.donor_id == donor_id)
+        .order_by(Donation.collected_at, Donation.id)
+    ).all()
+    return [i for i, at, tz in rows if window.includes(local_day(at, tz))]
 
 
 # --- the screen --------------------------------------------------------------------------------------------------
 
-_MARGIN_DAYS = 1 / 86_400
-"""The screen's qualification window is one second shorter than the policy's: SQLite computes with
-millisecond Julian days, so a pair of donations that lies at the very edge of the window is left to the exact
-judgement in Python instead of being let through on a rounding."""
+
+def _screen_window_days(policy: Policy) -> float:
+    """The screen's qualification window in days: the fewest days ``qualification_months`` calendar months can span,
+    less two days (two collection centres' time zones can put the local days of two instants up to 26 hours
+    further apart than their UTC difference), less a second (SQLite computes with millisecond Julian days). Two
+    clean donations closer than this are certainly within the months; anything nearer the edge goes on to the
+    exact judgement on local dates in Python."""
+    return shortest_span_days(policy.qualification_months) - 2 - 1 / 86_400
 
 
 def requested_donations(
@@ -288,22 +401,37 @@ def _clearly_clean(donation_id: Any, policy: Policy) -> ColumnElement[bool]:
     )
 
 
-def _qualified_elsewhere(session: Session, unit: Any, others: int, policy: Policy) -> ColumnElement[bool]:
-    """Enough other clearly clean donations of the unit's donor, anywhere in the table, near the unit: with the
-    (clearly clean) unit itself, N such donations within the window. One other: within the window either side;
-    more: all on the same side (then they and the unit lie within one window)."""
-    window = policy.qualification_window_days - _MARGIN_DAYS
+def _donor_ever_reactive(donor_id: Any, policy: Policy) -> ColumnElement[bool]:
+    """Any reactive panel result, in any version, on any donation of the donor (a donor who turned reactive gives
+    no more units; the exact judgement looks at current versions only)."""
+    donation = aliased(Donation, name="same_donor")
+    result = aliased(TestResult, name="donor_result")
+    return exists(
+        select(literal(1))
+        .select_from(donation)
+        .join(result, result.donation_id == donation.id)
+        .where(
+            donation.donor_id == donor_id,
+            result.marker.in_(list(policy.panel)),
+            type_coerce(result.result, String) == ResultValue.REACTIVE.value,
+        )
+        .correlate_except(donation, result)
+    )
+
+
+def _qualified_elsewhere(session: Session, unit: Any, policy: Policy) -> ColumnElement[bool]:
+    """Another clearly clean donation of the unit's donor, anywhere in the table, within the window either side
+    of the unit: then the unit (itself clearly clean) is qualified."""
+    window = _screen_window_days(policy)
     other = aliased(Donation, name="other")
-    near = [other.donor_id == unit.donor_id, other.id != unit.id, _clearly_clean(other.id, policy)]
-    if others == 1:
-        gap = _days_between(session, other.collected_at, unit.collected_at)
-        return exists().where(*near, gap <= window, gap >= -window)
-    sides = []
-    for later, earlier in ((other.collected_at, unit.collected_at), (unit.collected_at, other.collected_at)):
-        gap = _days_between(session, later, earlier)
-        count = select(func.count()).where(*near, gap >= -_MARGIN_DAYS, gap <= window).scalar_subquery()
-        sides.append(count >= others)
-    return or_(*sides)
+    gap = _days_between(session, other.collected_at, unit.collected_at)
+    return exists().where(
+        other.donor_id == unit.donor_id,
+        other.id != unit.id,
+        gap <= window,
+        gap >= -window,
+        _clearly_clean(other.id, policy),
+    )
 
 
 def screen_units(
@@ -336,6 +464,8 @@ def screen_units(
         Donation.collected_at <= hold_cutoff,
         Donation.volume_ml > 0,
         ~exists().where(Deferral.donor_id == Donation.donor_id),
+        ~exists().where(CaseFinding.donation_id == Donation.id),
+        ~_donor_ever_reactive(Donation.donor_id, policy),
         _clearly_clean(Donation.id, policy),
     )
     columns = {
@@ -355,24 +485,24 @@ def screen_units(
         source = requested_donations(session, unit_numbers or [], columns, keep_missing=True)
     units = source.cte("screened")
 
-    others = policy.qualification_donations - 1
-    if others <= 0:
-        clear: ColumnElement[bool] = units.c.clean == 1
-    else:
-        earlier = func.lag(units.c.collected_at, others).over(
-            partition_by=units.c.donor_id, order_by=units.c.collected_at
+    # Qualification belongs to each unit: a clean neighbour of the same donor, just before or just after it among
+    # the screened units (the usual case: a donor gives several units to a pool), or else anywhere in the table.
+    order = {"partition_by": units.c.donor_id, "order_by": units.c.collected_at}
+    neighbours = (
+        select(
+            units.c.id,
+            _days_between(session, units.c.collected_at, func.lag(units.c.collected_at).over(**order)).label("back"),
+            _days_between(session, func.lead(units.c.collected_at).over(**order), units.c.collected_at).label("ahead"),
         )
-        spans = (
-            select(units.c.donor_id, _days_between(session, units.c.collected_at, earlier).label("span"))
-            .where(units.c.clean == 1)
-            .subquery("spans")
-        )
-        window = policy.qualification_window_days - _MARGIN_DAYS
-        qualified_here = select(spans.c.donor_id).where(spans.c.span <= window)
-        clear = and_(
-            units.c.clean == 1,
-            or_(units.c.donor_id.in_(qualified_here), _qualified_elsewhere(session, units.c, others, policy)),
-        )
+        .where(units.c.clean == 1)
+        .subquery("neighbours")
+    )
+    window = _screen_window_days(policy)
+    qualified_here = select(neighbours.c.id).where(or_(neighbours.c.back <= window, neighbours.c.ahead <= window))
+    clear: ColumnElement[bool] = and_(
+        units.c.clean == 1,
+        or_(units.c.id.in_(qualified_here), _qualified_elsewhere(session, units.c, policy)),
+    )
     query = select(units.c.unit_number, units.c.id.is_not(None)).where(case((clear, 0), else_=1) == 1)
     connection = session.connection()
     if connection.dialect.name != "postgresql":

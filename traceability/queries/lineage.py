@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from ..calendars import local_day
 from ..errors import CaseNotFound, DonorNotFound
 from ..models import (
     CaseFinding,
@@ -49,8 +50,16 @@ from ..models import (
     TestResult,
     UTCDateTime,
 )
-from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems, panel_complete_and_nonreactive
+from ..rules import (
+    DEFAULT_POLICY,
+    Policy,
+    final_lot_clearance_problems,
+    in_lookback_window,
+    lookback_window_starts_on,
+    panel_complete_and_nonreactive,
+)
 from .clearance import lot_clearance
+from .eligibility import zone_of_donation
 from .graph import downstream_lots, steps_for, upstream
 from .lookup import get_lot, get_pool, get_unit
 
@@ -375,8 +384,15 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     deferrals.sort(key=lambda d: d["sequence"])
     current = {i: {m: value for m, (_, value) in sorted(markers.items())} for i, markers in results.items()}
     shipments = sorted(shipped.values(), key=lambda line: (line.shipped_on, line.shipment_number))
-    clean = [r[2] for r in donations if panel_complete_and_nonreactive(current.get(r[0], {}), policy)]
-    start = max(clean) - timedelta(days=policy.lookback_days) if clean else None
+    zones: dict[int, str] = {
+        i: tz
+        for i, tz in session.execute(
+            select(Donation.id, zone_of_donation()).where(Donation.id.in_([r[0] for r in donations]))
+        )
+    }
+    days = {r[0]: local_day(r[2], zones.get(r[0])) for r in donations}
+    clean = [days[r[0]] for r in donations if panel_complete_and_nonreactive(current.get(r[0], {}), policy)]
+    start = lookback_window_starts_on(max(clean), policy.lookback_months) if clean else None
     return DonorTrace(
         donor_code=donor[0],
         establishment=donor[1],
@@ -392,7 +408,7 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
                 pool_number=r[7],
                 lot_numbers=sorted(lots_by_pool.get(r[6], ())),
                 results=current.get(r[0], {}),
-                in_lookback_window=start is None or r[2] >= start,
+                in_lookback_window=in_lookback_window(days[r[0]], start),
                 changed=r[5] > 1,
             )
             for r in donations

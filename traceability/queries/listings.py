@@ -14,9 +14,11 @@ from .lookup import canonical_unit_number, get_donor, get_establishment, get_poo
 
 def list_establishments(session: Session) -> tuple[list[str], list[list[Any]]]:
     rows = session.execute(
-        select(Establishment.code, Establishment.name, Establishment.kind).order_by(Establishment.code)
+        select(Establishment.code, Establishment.name, Establishment.kind, Establishment.timezone).order_by(
+            Establishment.code
+        )
     )
-    return ["code", "name", "kind"], [[c, n, k.value] for c, n, k in rows]
+    return ["code", "name", "kind", "timezone"], [[c, n, k.value, tz] for c, n, k, tz in rows]
 
 
 def list_donors(

@@ -8,20 +8,34 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from .. import audit
+from ..calendars import DEFAULT_TIMEZONE, check_timezone
 from ..errors import DuplicateKey, InvalidInput, NotFound
-from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind
+from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, Marker
 from ..queries.lookup import get_donor, get_establishment
 from .common import check_code, unique_or_conflict
 
 
-def add_establishment(session: Session, *, code: str, name: str, kind: EstablishmentKind, actor: str) -> Establishment:
-    """Register a collection centre, testing lab or fractionation site. Raises DuplicateKey."""
+def add_establishment(
+    session: Session,
+    *,
+    code: str,
+    name: str,
+    kind: EstablishmentKind,
+    actor: str,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> Establishment:
+    """Register a collection centre, testing lab or fractionation site in its IANA time zone (the rules count its
+    local days). Raises InvalidInput (an unknown zone), DuplicateKey."""
     code = check_code(code, "Establishment code")
+    try:
+        timezone = check_timezone(timezone)
+    except InvalidInput as error:
+        raise InvalidInput(f"Establishment {code}: {error}") from None
     if not name.strip():
         raise InvalidInput(f"Establishment {code} needs a name.")
     if session.execute(select(Establishment.id).where(Establishment.code == code)).first():
         raise DuplicateKey("Establishment", code)
-    row = Establishment(code=code, name=name.strip(), kind=kind, created_by=actor)
+    row = Establishment(code=code, name=name.strip(), kind=kind, timezone=timezone, created_by=actor)
     with unique_or_conflict(session, "Establishment", code):
         session.add(row)
     audit.record(
@@ -30,7 +44,7 @@ def add_establishment(session: Session, *, code: str, name: str, kind: Establish
         entity_type="establishment",
         entity_key=code,
         actor=actor,
-        new={"name": row.name, "kind": kind},
+        new={"name": row.name, "kind": kind, "timezone": timezone},
     )
     return row
 
@@ -66,6 +80,7 @@ def defer_donor(
     ends_on: date | None,
     actor: str,
     source: DeferralSource = DeferralSource.MANUAL,
+    marker: Marker | None = None,
 ) -> Deferral:
     """Defer a donor from starts_on until ends_on (the first day they may donate again); no end is permanent."""
     reason = audit.require_reason(reason, f"Deferring donor {donor_code}")
@@ -84,6 +99,7 @@ def defer_donor(
         source=source,
         starts_on=starts_on,
         ends_on=ends_on,
+        marker=marker,
         created_by=actor,
     )
     session.add(row)
@@ -94,7 +110,8 @@ def defer_donor(
         entity_type="donor",
         entity_key=donor_code,
         actor=actor,
-        new={"deferral": sequence, "starts_on": starts_on, "ends_on": ends_on, "source": source},
+        new={"deferral": sequence, "starts_on": starts_on, "ends_on": ends_on, "source": source}
+        | ({"marker": marker} if marker is not None else {}),
         reason=reason,
     )
     return row

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from .. import audit
 from ..errors import CaseNotFound, WrongState
 from ..models import CaseFinding, CaseStatus, Donation, LookbackCase, PoolMember, UnitStatus, utcnow
-from ..queries.eligibility import lookback_window_start
+from ..queries.eligibility import donations_in_window, lookback_window
 from ..queries.lookup import get_donor
 from ..rules import DEFAULT_POLICY, Policy
 
@@ -39,13 +39,14 @@ def open_case(
     """Open a case: every donation in the window becomes a finding; those still in inventory are interdicted."""
     reason = audit.require_reason(reason, f"A look-back case for donor {donor_code}")
     donor = get_donor(session, donor_code)
-    start = lookback_window_start(session, donor.id, policy=policy)
+    window = lookback_window(session, donor.id, policy=policy)
+    in_window = donations_in_window(session, donor.id, window)
     now = utcnow()
     case = LookbackCase(
         case_number=_next_case_number(session, now.year),
         donor_id=donor.id,
         reason=reason,
-        window_start=start,
+        window_start=window.starts_at,
         created_by=actor,
     )
     session.add(case)
@@ -53,11 +54,9 @@ def open_case(
     query = (
         select(Donation.id, Donation.unit_number, Donation.status, PoolMember.pool_id)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(Donation.donor_id == donor.id)
+        .where(Donation.id.in_(in_window))
         .order_by(Donation.collected_at)
     )
-    if start is not None:
-        query = query.where(Donation.collected_at >= start)
     rows = session.execute(query).all()
     interdicted, pooled, other = [], [], []
     for donation_id, number, status, pool_id in rows:
@@ -87,7 +86,14 @@ def open_case(
         entity_type="lookback_case",
         entity_key=case.case_number,
         actor=actor,
-        new={"donor": donor_code, "window_start": start, "interdicted": interdicted, "pooled": pooled, "other": other},
+        new={
+            "donor": donor_code,
+            "window_starts_on": window.starts_on,
+            "last_nonreactive": window.last_nonreactive,
+            "interdicted": interdicted,
+            "pooled": pooled,
+            "other": other,
+        },
         reason=reason,
     )
     for number in interdicted:

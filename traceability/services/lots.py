@@ -9,12 +9,26 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from .. import audit
-from ..errors import DuplicateKey, InputNotReleased, InvalidInput, LineageCycle, LotNotReleasable, WrongState
+from ..errors import (
+    DuplicateKey,
+    InputNotReleased,
+    InvalidInput,
+    LineageCycle,
+    LotNotReleasable,
+    WrongProduct,
+    WrongState,
+)
 from ..models import Lot, LotInput, LotKind, LotStatus, Pool, PoolStatus, Shipment, StepOutcome, utcnow
 from ..queries.clearance import lot_clearance, step_facts
-from ..queries.graph import steps_for
+from ..queries.graph import steps_for, upstream
 from ..queries.lookup import get_lot, get_pool
-from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
+from ..rules import (
+    DEFAULT_POLICY,
+    Policy,
+    final_lot_clearance_problems,
+    lot_product_problem,
+    upstream_product_problems,
+)
 from .common import check_code, unique_or_conflict
 
 
@@ -33,12 +47,17 @@ def create_lot(
     inputs: list[InputSpec],
     actor: str,
     kind: LotKind = LotKind.FINAL,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Lot:
-    """Create a lot from released pools and/or released lots. Raises InputNotReleased, LineageCycle, DuplicateKey."""
+    """Create a lot of a product the policy knows from released pools and/or released lots; every pool upstream of
+    a final lot was made for its product. Raises InvalidInput, InputNotReleased, WrongProduct, LineageCycle,
+    DuplicateKey."""
     lot_number = check_code(lot_number, "Lot number")
     product = product.strip()
     if not product:
         raise InvalidInput(f"Lot {lot_number} needs a product.")
+    if problem := lot_product_problem(product, kind.value, policy):
+        raise InvalidInput(f"Lot {lot_number}: {problem}.")
     if not inputs:
         raise InvalidInput(f"Lot {lot_number} needs at least one input: --pool POOL[=QTY] or --lot LOT[=QTY].")
     seen = set()
@@ -65,6 +84,17 @@ def create_lot(
         raise InputNotReleased(
             f"Lot {lot_number} can only be made from released pools or lots: " + "; ".join(not_released) + "."
         )
+    if kind == LotKind.FINAL:
+        pool_ids = {source.id for spec, source in resolved if spec.kind == "pool"}
+        for spec, source in resolved:
+            if spec.kind == "lot" and source.id is not None:
+                pool_ids |= upstream(session, source.id).pool_ids
+        made_for = [
+            (n, p) for n, p in session.execute(select(Pool.pool_number, Pool.product).where(Pool.id.in_(pool_ids)))
+        ]
+        wrong = upstream_product_problems(product, made_for)
+        if wrong:
+            raise WrongProduct(f"Final lot {lot_number} of {product} cannot be made from it: " + "; ".join(wrong) + ".")
     lot = Lot(lot_number=lot_number, product=product, kind=kind, created_by=actor)
     with unique_or_conflict(session, "Lot", lot_number):
         session.add(lot)

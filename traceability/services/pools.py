@@ -251,7 +251,7 @@ def close_pool(
             if (why := eligibility_problems(f, now=now, policy=policy, pooled_ok_in=pool.pool_number))
         }
         if reasons:
-            raise IneligibleUnits(pool.pool_number, reasons)
+            raise IneligibleUnits(pool.pool_number, reasons, closing=True)
     check_pool_composition(pool.pool_number, composition.donor_count, policy.min_donors_for(pool.product))
     pool.status, pool.closed_at = PoolStatus.CLOSED, now
     session.flush()

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from .. import audit
+from ..calendars import local_day
 from ..errors import DuplicateKey, InvalidInput, WrongState
 from ..identifiers import parse_unit_number
 from ..models import (
@@ -28,9 +29,9 @@ from ..models import (
     utcnow,
 )
 from ..parsing import parse_choice, parse_positive_int, parse_timestamp
-from ..queries.eligibility import lookback_window_start
+from ..queries.eligibility import donations_in_window, lookback_window, zone_of_donation
 from ..queries.lookup import get_donor, get_establishment, get_unit
-from ..rules import DEFAULT_POLICY, Policy
+from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from .common import next_version, result_values, unique_or_conflict
 from .donors import defer_donor
 
@@ -187,6 +188,7 @@ class ResultOutcome:
     interdicted: list[str] = field(default_factory=list)
     pooled_in_window: list[tuple[str, str]] = field(default_factory=list)
     still_pooled: str | None = None
+    deferral_ended: bool = False
 
 
 def add_result(
@@ -251,14 +253,19 @@ def add_result(
         )
     if result == ResultValue.REACTIVE:
         apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
+    elif result == ResultValue.NONREACTIVE:
+        outcome.deferral_ended = bool(
+            end_deferrals_on_nonreactive(session, [unit.id], marker, actor=actor, policy=policy)
+        )
     return outcome
 
 
 def apply_reactive(
     session: Session, unit: Donation, marker: Marker, outcome: ResultOutcome, *, actor: str, policy: Policy
 ) -> None:
-    """What a reactive result sets off: reject the unit; for a panel marker, also defer the donor permanently
-    and interdict the donor's units still in inventory within the look-back window. Fills ``outcome``."""
+    """What a reactive result sets off (``markers.<marker>.on_reactive``; the required panel always defers
+    permanently): reject the unit; defer the donor until a later nonreactive test, or permanently and then also
+    interdict the donor's units still in inventory within the look-back window. Fills ``outcome``."""
     why = f"reactive {marker.value} on unit {unit.unit_number}"
     if unit.status in (UnitStatus.IN_INVENTORY, UnitStatus.INTERDICTED):
         old = unit.status
@@ -281,14 +288,40 @@ def apply_reactive(
             .join(PoolMember, PoolMember.pool_id == Pool.id)
             .where(PoolMember.donation_id == unit.id)
         ).scalar()
-    if marker not in policy.required_panel:
+    action = policy.on_reactive(marker)
+    if action == OnReactive.REJECT_UNIT:
+        return
+    day = local_day(unit.collected_at, _zone_of(session, unit))
+    if action == OnReactive.DEFER_UNTIL_NONREACTIVE:
+        waiting = session.execute(
+            select(Deferral.id).where(
+                Deferral.donor_id == unit.donor_id,
+                Deferral.source == DeferralSource.UNTIL_NONREACTIVE,
+                Deferral.marker == marker,
+                Deferral.lifted_on.is_(None),
+                Deferral.starts_on <= day,
+            )
+        ).first()
+        if waiting is None:
+            defer_donor(
+                session,
+                donor_code=outcome.donor_code,
+                reason=f"{why}: deferred until a later donation tests nonreactive for {marker.value}",
+                starts_on=day,
+                ends_on=None,
+                actor=actor,
+                source=DeferralSource.UNTIL_NONREACTIVE,
+                marker=marker,
+            )
+            outcome.deferred = True
         return
     permanent = session.execute(
         select(Deferral.id).where(
             Deferral.donor_id == unit.donor_id,
             Deferral.ends_on.is_(None),
             Deferral.lifted_on.is_(None),
-            Deferral.starts_on <= unit.collected_at.date(),
+            Deferral.source != DeferralSource.UNTIL_NONREACTIVE,
+            Deferral.starts_on <= day,
         )
     ).first()
     if permanent is None:
@@ -296,22 +329,21 @@ def apply_reactive(
             session,
             donor_code=outcome.donor_code,
             reason=why,
-            starts_on=unit.collected_at.date(),
+            starts_on=day,
             ends_on=None,
             actor=actor,
             source=DeferralSource.REACTIVE_RESULT,
         )
         outcome.deferred = True
-    start = lookback_window_start(session, unit.donor_id, before=unit.collected_at, policy=policy)
-    in_window = select(Donation.id).where(Donation.donor_id == unit.donor_id, Donation.id != unit.id)
-    if start is not None:
-        in_window = in_window.where(Donation.collected_at >= start)
+    window = lookback_window(session, unit.donor_id, before=unit.collected_at, policy=policy)
+    in_window = [i for i in donations_in_window(session, unit.donor_id, window) if i != unit.id]
     interdicted = (
         session.execute(
             update(Donation)
             .where(Donation.id.in_(in_window), Donation.status == UnitStatus.IN_INVENTORY)
             .values(status=UnitStatus.INTERDICTED, status_reason=f"look-back: {why}")
             .returning(Donation.unit_number)
+            .execution_options(synchronize_session=False)
         )
         .scalars()
         .all()
@@ -325,7 +357,7 @@ def apply_reactive(
             entity_key=number,
             actor=actor,
             old={"status": UnitStatus.IN_INVENTORY},
-            new={"status": UnitStatus.INTERDICTED, "window_start": start},
+            new={"status": UnitStatus.INTERDICTED, "window_starts_on": window.starts_on},
             reason=f"look-back: {why}",
         )
     outcome.pooled_in_window = [
@@ -338,6 +370,53 @@ def apply_reactive(
             .order_by(Donation.collected_at)
         )
     ]
+
+
+def _zone_of(session: Session, unit: Donation) -> str:
+    return session.execute(select(zone_of_donation()).where(Donation.id == unit.id)).scalar_one()
+
+
+def end_deferrals_on_nonreactive(
+    session: Session, donation_ids: list[int], marker: Marker, *, actor: str, policy: Policy
+) -> list[str]:
+    """A nonreactive result on a later donation ends the donor's deferral that waits for it (21 CFR
+    640.65(b)(2)(ii): not plasmapheresed again until tested nonreactive). The donation that brought the
+    nonreactive result was itself collected while deferred and stays covered: the deferral is lifted from the day
+    after its collection. Returns the donor codes whose deferral ended. Set-based over the given donations."""
+    if policy.on_reactive(marker) != OnReactive.DEFER_UNTIL_NONREACTIVE or not donation_ids:
+        return []
+    rows = session.execute(
+        select(Deferral, Donor.donor_code, Donation.unit_number, Donation.collected_at, zone_of_donation())
+        .join(Donation, Donation.donor_id == Deferral.donor_id)
+        .join(Donor, Donor.id == Deferral.donor_id)
+        .where(
+            Donation.id.in_(donation_ids),
+            Deferral.source == DeferralSource.UNTIL_NONREACTIVE,
+            Deferral.marker == marker,
+            Deferral.lifted_on.is_(None),
+        )
+        .order_by(Donation.collected_at)
+    ).all()
+    ended = []
+    for deferral, donor_code, number, collected_at, tz in rows:
+        day = local_day(collected_at, tz)
+        if deferral.lifted_on is not None or day <= deferral.starts_on:
+            continue  # already ended by an earlier row, or the same day's (or an earlier) donation
+        deferral.lifted_on = day + timedelta(days=1)
+        deferral.lift_reason = f"nonreactive {marker.value} on unit {number}, collected {day}"
+        session.flush()
+        audit.record(
+            session,
+            action="donor.deferral_lifted",
+            entity_type="donor",
+            entity_key=donor_code,
+            actor=actor,
+            old={"deferral": deferral.sequence, "lifted_on": None},
+            new={"deferral": deferral.sequence, "lifted_on": deferral.lifted_on},
+            reason=deferral.lift_reason,
+        )
+        ended.append(donor_code)
+    return ended
 
 
 def parse_unit_list(texts: list[str]) -> list[str]:
