@@ -33,6 +33,8 @@ Work = Callable[[], AbstractContextManager[Session]]
 Say = Callable[[str], None]
 
 CENTRES = [("C-NORTH", "Northgate Plasma Centre", "W1234"), ("C-SOUTH", "Southbank Plasma Centre", "W5678")]
+ZONES = {"C-NORTH": "Europe/Vienna", "C-SOUTH": "America/New_York"}
+"""Each centre counts its own local days (deferrals, look-back and qualification months)."""
 LAB, PLANT = "LAB-CENTRAL", "FRAC-01"
 CONSIGNEES = ["St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow", "University Hospital, Cardiff"]
 
@@ -67,29 +69,35 @@ def ensure_empty(session: Session, where: str) -> None:
 
 def _site(
     rng: random.Random, donor_count: int, now: datetime
-) -> tuple[list[tuple[str, str, str]], list[_Unit], set[str]]:
-    """Donors (code, centre, registered on), their units, and the applicants (one donation so far)."""
+) -> tuple[list[tuple[str, str, str]], list[_Unit], set[str], set[str]]:
+    """Donors (code, centre, registered on), their units, the applicants (one donation so far) and the lapsed donors
+    (qualified long ago, back after almost two years with one donation: an applicant again)."""
     donor_rows: list[tuple[str, str, str]] = []
     made: list[_Unit] = []
     sequence = {fin: rng.randrange(100_000, 200_000) for _, _, fin in CENTRES}
     applicants: set[str] = set()
+    lapsed: set[str] = set()
     for i in range(donor_count):
         code = f"D-{i + 1:06d}"
         centre, _, fin = CENTRES[i % 2]
         start = now - timedelta(days=rng.randint(150, 330), hours=rng.randint(0, 9), minutes=rng.randint(0, 59))
-        donor_rows.append((code, centre, (start - timedelta(days=rng.randint(0, 3))).date().isoformat()))
         visits = 1 if rng.random() < 0.004 else rng.choice([2, 2, 3, 3, 4, 5])
-        if visits == 1:
+        gaps = [rng.choice([3, 4, 7, 7, 14, 21, 35]) for _ in range(visits)]
+        if i % 400 == 17:  # two visits some 800 days ago, then a first new one after 700 days away
+            start, visits, gaps = now - timedelta(days=800, hours=rng.randint(0, 9)), 3, [14, 700, 7]
+            lapsed.add(code)
+        elif visits == 1:
             applicants.add(code)
+        donor_rows.append((code, centre, (start - timedelta(days=rng.randint(0, 3))).date().isoformat()))
         when = start
-        for _ in range(visits):
+        for gap in gaps[:visits]:
             if when > now - timedelta(days=3):
                 break
             sequence[fin] += 1
             number = f"{fin}{when:%y}{sequence[fin]:06d}"
             made.append(_Unit(number, code, centre, when, rng.randint(625, 800)))
-            when += timedelta(days=rng.choice([3, 4, 7, 7, 14, 21, 35]), minutes=rng.randint(-90, 90))
-    return donor_rows, made, applicants
+            when += timedelta(days=gap, minutes=rng.randint(-90, 90))
+    return donor_rows, made, applicants, lapsed
 
 
 def _write(path: Path, header: list[str], rows: Iterator[list[str]] | list[list[str]]) -> int:
@@ -127,7 +135,7 @@ def build(
     rng = random.Random(seed)
     now = utcnow().replace(microsecond=0)
     result = DemoResult()
-    donor_rows, made, applicants = _site(rng, donors_count, now)
+    donor_rows, made, applicants, lapsed = _site(rng, donors_count, now)
     reactive = {
         u.number: rng.choice([Marker.HBSAG, Marker.ANTI_HCV, Marker.HIV_RNA])
         for u in rng.sample(made, 4)
@@ -136,14 +144,20 @@ def build(
 
     with work() as session:
         for code, name, _ in CENTRES:
-            donors.add_establishment(session, code=code, name=name, kind=EstablishmentKind.COLLECTION, actor=actor)
+            donors.add_establishment(
+                session, code=code, name=name, kind=EstablishmentKind.COLLECTION, timezone=ZONES[code], actor=actor
+            )
         donors.add_establishment(
             session, code=LAB, name="Central Testing Laboratory", kind=EstablishmentKind.TESTING, actor=actor
         )
         donors.add_establishment(
             session, code=PLANT, name="Fractionation Plant 1", kind=EstablishmentKind.FRACTIONATION, actor=actor
         )
-    say(f"Registered {len(CENTRES)} collection centres, a testing laboratory and a fractionation plant.")
+    say(
+        f"Registered {len(CENTRES)} collection centres ("
+        + ", ".join(f"{code} in {zone}" for code, zone in ZONES.items())
+        + "), a testing laboratory and a fractionation plant."
+    )
 
     with tempfile.TemporaryDirectory(prefix="plasmatrace-demo-") as tmp:
         folder = Path(tmp)
@@ -199,7 +213,7 @@ def build(
     eligible_by_half: list[list[str]] = [[], []]
     held: list[str] = []
     for u in made:
-        if u.donor in applicants or u.donor in reactive_donors:
+        if u.donor in applicants or u.donor in reactive_donors or u.donor in lapsed:
             continue
         if u.collected_at + timedelta(days=policy.hold_days) > now:
             held.append(u.number)
@@ -211,7 +225,9 @@ def build(
         with work() as session:
             pools.create_pool(session, pool_number=number, product=products[index], actor=actor, policy=policy)
         if index == 0:
-            refused = [held[0]] + [u.number for u in made if u.donor in applicants][:1]
+            returned = sorted(lapsed)[0]
+            back = max((u for u in made if u.donor == returned), key=lambda u: u.collected_at)
+            refused = [held[0]] + [u.number for u in made if u.donor in applicants][:1] + [back.number]
             try:
                 with work() as session:
                     pools.add_units(
@@ -219,7 +235,9 @@ def build(
                     )
             except IneligibleUnits as error:
                 say(
-                    "QA tried to pool a unit still on hold and an applicant's unit; plasmatrace refused:\n" + str(error)
+                    "QA tried to pool a unit still on hold, an applicant's unit and the first unit of a donor back "
+                    "after 700 days (an applicant again: qualification belongs to each unit and lapses after 6 "
+                    "calendar months); plasmatrace refused:\n" + str(error)
                 )
         with work() as session:
             pools.add_units(session, pool_number=number, unit_numbers=members, actor=actor, policy=policy)
