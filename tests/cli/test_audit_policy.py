@@ -127,3 +127,36 @@ def test_a_missing_or_malformed_policy_file_is_invalid_input(bare: Cli) -> None:
     broken = bare.workdir / "broken.toml"
     broken.write_text("min_donors = [\n", encoding="utf-8")
     assert "broken.toml" in bare("--policy", str(broken), "policy", "show", code=ExitCode.INVALID_INPUT).stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ("[clearance]\neffective_log = 0\nenveloped_steps = 0\n", "effective_log = 0.0"),
+        ("required_panel = []\n", "required_panel = []"),
+        ("lookback_months = 3\n", "lookback_months = 3"),
+        ("hold_days = 30\n", "hold_days = 30"),
+    ],
+)
+def test_a_policy_that_relaxes_the_law_is_exit_5_naming_the_key(bare: Cli, content: str, key: str) -> None:
+    path = bare.workdir / "lax.toml"
+    path.write_text(content, encoding="utf-8")
+    result = bare("--policy", str(path), "policy", "show", code=ExitCode.INVALID_INPUT)
+    assert key in result.stderr and "relaxes the law" in result.stderr
+
+
+def test_a_policy_folder_is_exit_5(bare: Cli) -> None:
+    result = bare("--policy", str(bare.workdir), "policy", "show", code=ExitCode.INVALID_INPUT)
+    assert "is a folder" in result.stderr
+
+
+def test_policy_show_prints_each_keys_meaning_limit_and_source_and_the_policys_sha256(bare: Cli) -> None:
+    shown = bare("policy", "show", "--format", "csv").stdout
+    assert "qualification_months" in shown and "PPTA IQPP Qualified Donor Standard" in shown
+    assert "markers.syphilis.on_reactive" in shown and "defer-until-nonreactive" in shown
+    digest = bare.json("policy", "show")["sha256"]
+    assert len(digest) == 64
+    assert f"Policy SHA-256: {digest}" in bare("policy", "show").stderr
+    path = bare.workdir / "site.toml"
+    path.write_text("hold_days = 90\n", encoding="utf-8")
+    assert bare.json("--policy", str(path), "policy", "show")["sha256"] != digest
