@@ -9,10 +9,9 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, bulk_units, make_donor, make_establishment, make_lot, make_unit
+from tests.factories import ACTOR, NOW, make_donor, make_establishment, make_lot, make_released_pool, make_unit
 from traceability.errors import IneligibleUnits, InvalidInput, WrongProduct
 from traceability.models import Deferral, DeferralSource, Donation, LotKind, Marker, ResultValue, UnitStatus
-from traceability.rules import DEFAULT_POLICY
 from traceability.services import donors, lookback, pools, units
 
 
@@ -248,30 +247,8 @@ def test_a_member_held_by_an_open_lookback_case_blocks_the_close(session: Sessio
 # --- products -------------------------------------------------------------------------------------------------------
 
 
-def released_pool(session: Session, number: str, product: str = "ivig") -> str:
-    """A released pool of 1,000 donors, the units inserted set-based (fast), the pool through the services."""
-    numbers = bulk_units(session, donors_count=1000)
-    pools.create_pool(session, pool_number=number, product=product, actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=numbers[::2], actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in DEFAULT_POLICY.product(product).pool_tests:
-        value, unit = (50.0, "IU/mL") if marker == Marker.B19_DNA else (None, None)
-        pools.test_pool(
-            session,
-            pool_number=number,
-            marker=marker,
-            result=ResultValue.NONREACTIVE,
-            tested_at=NOW,
-            actor=ACTOR,
-            value=value,
-            value_unit=unit,
-        )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
-    return number
-
-
 def test_a_lot_of_a_product_the_policy_does_not_know_is_refused(session: Session) -> None:
-    pool = released_pool(session, "P-PRODUCT")
+    pool = make_released_pool(session, pool_number="P-PRODUCT", bulk=True)
     with pytest.raises(InvalidInput, match="Lot L-SNAKE: product 'snake-oil' is not a final product"):
         make_lot(session, inputs=[("pool", pool)], lot_number="L-SNAKE", product="snake-oil")
     with pytest.raises(InvalidInput, match="'snake-oil' is not in the policy"):
@@ -279,7 +256,7 @@ def test_a_lot_of_a_product_the_policy_does_not_know_is_refused(session: Session
 
 
 def test_an_anti_d_final_lot_cannot_be_made_from_ivig_pools_even_through_an_intermediate(session: Session) -> None:
-    ivig_pool = released_pool(session, "P-IVIG")
+    ivig_pool = make_released_pool(session, pool_number="P-IVIG", bulk=True)
     with pytest.raises(WrongProduct, match=f"pool {ivig_pool} was made for ivig, not anti-d"):
         make_lot(session, inputs=[("pool", ivig_pool)], lot_number="AD-1", product="anti-d")
     paste = make_lot(

@@ -137,6 +137,14 @@ def lift_deferral(
         )
     if lifted_on < row.starts_on:
         raise InvalidInput(f"Deferral {donor_code}#{sequence} starts on {row.starts_on}; it cannot be lifted before.")
+    return end_deferral(session, row, donor_code=donor_code, lifted_on=lifted_on, reason=reason, actor=actor)
+
+
+def end_deferral(
+    session: Session, row: Deferral, *, donor_code: str, lifted_on: date, reason: str, actor: str
+) -> Deferral:
+    """Record that a deferral ends on ``lifted_on`` (the first day the donor may donate again), with its audit
+    event; the deferral stays on record."""
     row.lifted_on, row.lift_reason = lifted_on, reason
     session.flush()
     audit.record(
@@ -145,8 +153,8 @@ def lift_deferral(
         entity_type="donor",
         entity_key=donor_code,
         actor=actor,
-        old={"deferral": sequence, "lifted_on": None},
-        new={"deferral": sequence, "lifted_on": lifted_on},
+        old={"deferral": row.sequence, "lifted_on": None},
+        new={"deferral": row.sequence, "lifted_on": lifted_on},
         reason=reason,
     )
     return row

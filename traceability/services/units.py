@@ -33,7 +33,7 @@ from ..queries.eligibility import donations_in_window, lookback_window, zone_of_
 from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from .common import next_version, result_values, unique_or_conflict
-from .donors import defer_donor
+from .donors import defer_donor, end_deferral
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -402,18 +402,9 @@ def end_deferrals_on_nonreactive(
         day = local_day(collected_at, tz)
         if deferral.lifted_on is not None or day <= deferral.starts_on:
             continue  # already ended by an earlier row, or the same day's (or an earlier) donation
-        deferral.lifted_on = day + timedelta(days=1)
-        deferral.lift_reason = f"nonreactive {marker.value} on unit {number}, collected {day}"
-        session.flush()
-        audit.record(
-            session,
-            action="donor.deferral_lifted",
-            entity_type="donor",
-            entity_key=donor_code,
-            actor=actor,
-            old={"deferral": deferral.sequence, "lifted_on": None},
-            new={"deferral": deferral.sequence, "lifted_on": deferral.lifted_on},
-            reason=deferral.lift_reason,
+        why = f"nonreactive {marker.value} on unit {number}, collected {day}"
+        end_deferral(
+            session, deferral, donor_code=donor_code, lifted_on=day + timedelta(days=1), reason=why, actor=actor
         )
         ended.append(donor_code)
     return ended
