@@ -225,9 +225,8 @@ def build(
         with work() as session:
             pools.create_pool(session, pool_number=number, product=products[index], actor=actor, policy=policy)
         if index == 0:
-            returned = sorted(lapsed)[0]
-            back = max((u for u in made if u.donor == returned), key=lambda u: u.collected_at)
-            refused = [held[0]] + [u.number for u in made if u.donor in applicants][:1] + [back.number]
+            back = [max((u for u in made if u.donor == d), key=lambda u: u.collected_at).number for d in sorted(lapsed)]
+            refused = held[:1] + [u.number for u in made if u.donor in applicants][:1] + back[:1]
             try:
                 with work() as session:
                     pools.add_units(

@@ -294,9 +294,10 @@ class Policy(_Strict):
             raise InvalidInput(f"Product {name!r} is not in the policy; known final products: {known}.") from None
 
     def min_donors_for(self, product: str) -> int:
-        """Distinct donors a pool of the product needs: the policy's minimum, raised by the product's own."""
-        own = self.product(product).min_donors
-        return max(self.min_donors, own or 0)
+        """Distinct donors a pool of the product needs: the policy's minimum, raised by the product's own (a product
+        the policy no longer names gets the policy's minimum)."""
+        own = self.products.get(product)
+        return max(self.min_donors, (own.min_donors if own is not None else None) or 0)
 
     def on_reactive(self, marker: Marker) -> OnReactive:
         """What a reactive result on the marker sets off: the required panel always defers permanently."""

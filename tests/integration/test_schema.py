@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.factories import make_donor, make_establishment, make_unit
 from traceability import audit
 from traceability.db import make_engine, transaction
 from traceability.importers.load import import_file
@@ -59,9 +59,34 @@ def test_a_database_with_rows_upgrades_from_the_first_schema_keeping_them_and_th
     try:
         with engine.begin() as conn:
             command.upgrade(alembic_config(conn), "0001")
-        with transaction(engine) as session:
-            site = make_establishment(session)
-            unit = make_unit(session, donor=make_donor(session, establishment=site))
+        # Rows as the first schema held them: written with plain SQL, since today's models have columns it lacks.
+        site = "C-OLD"
+        with engine.begin() as conn:
+            stamp = {"at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC), "by": "qa.old"}
+            conn.execute(
+                text(
+                    "INSERT INTO establishment (code, name, kind, created_at, created_by) "
+                    "VALUES (:code, 'Old centre', 'collection', :at, :by)"
+                ),
+                {"code": site, **stamp},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO donor (donor_code, establishment_id, created_at, created_by) "
+                    "SELECT 'D-OLD', id, :at, :by FROM establishment WHERE code = :code"
+                ),
+                {"code": site, **stamp},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO donation (unit_number, scheme, donor_id, collected_at, volume_ml, plasma_kind, "
+                    "status, version, created_at, created_by) "
+                    "SELECT 'A999926000777', 'isbt128', id, :at, 750, 'source', 'in-inventory', 1, :at, :by "
+                    "FROM donor WHERE donor_code = 'D-OLD'"
+                ),
+                stamp,
+            )
+            unit_id = conn.execute(text("SELECT id FROM donation")).scalar_one()
         path = tmp_path / "donors.csv"
         path.write_text(f"donor_code,establishment\nOLD-1,{site}\n", encoding="utf-8")
         with transaction(engine) as session:
@@ -72,11 +97,12 @@ def test_a_database_with_rows_upgrades_from_the_first_schema_keeping_them_and_th
         assert (before, after) == ("0001", head_revision())
         with transaction(engine) as session:
             assert session.execute(text("SELECT count(*) FROM donation")).scalar_one() == 1
+            assert session.execute(text("SELECT timezone FROM establishment")).scalars().all() == ["UTC"]
             imported = session.execute(text("SELECT import_event_id FROM donor WHERE donor_code = 'OLD-1'")).scalar()
             assert imported is not None
             assert audit.verify(session).ok
         with pytest.raises(IntegrityError), transaction(engine) as session:  # the other keys still hold
-            session.execute(text("UPDATE donation SET donor_id = 987654 WHERE id = :id"), {"id": unit.id})
+            session.execute(text("UPDATE donation SET donor_id = 987654 WHERE id = :id"), {"id": unit_id})
     finally:
         engine.dispose()
         if backend == "postgresql":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -152,10 +152,11 @@ def test_a_reactive_result_rejects_the_unit_defers_the_donor_and_interdicts_the_
     assert deferral.starts_on == positive.collected_at.date()
 
 
-def test_one_second_outside_the_window_is_not_interdicted(session: Session) -> None:
+def test_the_day_before_the_windows_first_day_is_not_interdicted(session: Session) -> None:
     donor = make_donor(session)
-    last = NOW - timedelta(days=200)
-    outside = make_unit(session, donor=donor, collected_at=last - timedelta(days=365, seconds=1))
+    last = datetime(2025, 11, 13, 12, 0, tzinfo=UTC)
+    outside = make_unit(session, donor=donor, collected_at=datetime(2024, 11, 12, 23, 59, 59, tzinfo=UTC))
+    first_day = make_unit(session, donor=donor, collected_at=datetime(2024, 11, 13, 0, 0, tzinfo=UTC))
     make_unit(session, donor=donor, collected_at=last)
     positive = make_unit(session, donor=donor, collected_at=last + timedelta(days=10), panel=None)
     outcome = units.add_result(
@@ -167,6 +168,7 @@ def test_one_second_outside_the_window_is_not_interdicted(session: Session) -> N
         actor=ACTOR,
     )
     assert outside.unit_number not in outcome.interdicted
+    assert first_day.unit_number in outcome.interdicted
     assert status(session, outside.unit_number) == "in-inventory"
 
 

@@ -700,7 +700,7 @@ def trace_pool(
         donor_count=line.donor_count,
         donation_count=line.donation_count,
         volume_ml=line.volume_ml,
-        min_donors=policy.min_donors_for(pool.product) if pool.product in policy.products else policy.min_donors,
+        min_donors=policy.min_donors_for(pool.product),
         tests=_pool_tests(session, {pool.id}).get(pool.id, []),
         steps=_step_lines(steps, {pool.id: pool.pool_number}, {}),
         lots=sorted(x.lot_number for x in lots.values()),
