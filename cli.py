@@ -716,7 +716,7 @@ def pool_test(
     number = parsed(parse_float, value, "--value") if value is not None else None
     tested = parsed(when, tested_at, "--tested-at") or datetime.now(UTC)
     with work(ctx) as session:
-        row = pools.test_pool(
+        outcome = pools.test_pool(
             session,
             pool_number=pool,
             marker=parsed_marker,
@@ -725,9 +725,20 @@ def pool_test(
             value=number,
             value_unit=value_unit,
             actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
         )
-        version = row.version
-    say(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
+    say(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {outcome.test.version}).")
+    if outcome.problem:
+        say(f"Pool {pool}: {outcome.problem}.")
+    if outcome.quarantined:
+        say(f"Pool {pool} quarantined.")
+    down = outcome.downstream
+    if down.held:
+        say(f"Lots held (quarantined): {', '.join(down.held)}.")
+    if outcome.problem and down.affected:
+        say(f"Lots downstream, not to be released or shipped: {', '.join(down.affected)}.")
+    if down.consignees:
+        say(f"Consignees that received lots downstream: {', '.join(down.consignees)}.")
 
 
 @pool_app.command("release")
@@ -790,7 +801,7 @@ def step_add(
     params = parsed(parse_assignments, param or [], "--param")
     claims = parsed(_lrv, lrv or [])
     with work(ctx) as session:
-        key = inactivation.add_step(
+        recorded = inactivation.add_step(
             session,
             method=method,
             started_at=start,
@@ -802,8 +813,12 @@ def step_add(
             outcome=outcome,
             operator=operator,
             actor=ctx.obj.actor,
-        ).step_key
-    say(f"Step {key} ({method.value}, {outcome.value}) recorded.")
+        )
+    say(f"Step {recorded.step_key} ({method.value}, {outcome.value}) recorded.")
+    if recorded.held.held:
+        say(f"Lots held (quarantined) downstream: {', '.join(recorded.held.held)}.")
+    if recorded.held.consignees:
+        say(f"Consignees that received lots downstream: {', '.join(recorded.held.consignees)}.")
 
 
 @step_app.command("close-deviation")
@@ -885,7 +900,13 @@ def lot_ship(
     on = parsed(day, shipped_on, "--shipped-on") or datetime.now(UTC).date()
     with work(ctx) as session:
         number = lots.ship_lot(
-            session, lot_number=lot, consignee=to, quantity=quantity, shipped_on=on, actor=ctx.obj.actor
+            session,
+            lot_number=lot,
+            consignee=to,
+            quantity=quantity,
+            shipped_on=on,
+            actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
         ).shipment_number
     say(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
 

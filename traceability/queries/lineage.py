@@ -598,7 +598,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
     steps = steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids)
     pool_names = {i: p.pool_number for i, p in pools.items()}
     lot_names = {i: line.lot_number for i, line in lots.items()}
-    paths = lot_clearance(session, lot, policy, graph=graph, steps=steps)
+    clearance = lot_clearance(session, lot, policy, graph=graph, steps=steps)
     tests = _pool_tests(session, graph.pool_ids)
     return LotTrace(
         lot_number=lot.lot_number,
@@ -628,13 +628,16 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         clearance=[
             {
                 "path": p.path,
+                "worst_for": p.worst_for,
                 "cumulative_log10": p.cumulative,
                 "effective_mechanisms": p.effective_mechanisms,
                 "problems": p.problems,
             }
-            for p in paths
+            for p in clearance.paths
         ],
-        clearance_problems=final_lot_clearance_problems(paths, policy.clearance) if lot.kind.value == "final" else [],
+        clearance_problems=(
+            final_lot_clearance_problems(clearance, policy.clearance) if lot.kind.value == "final" else []
+        ),
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
     )

@@ -197,9 +197,10 @@ def lot_document(trace: LotTrace) -> Document:
         [[e["lot_number"], e["input_kind"], e["input"], e["quantity"] or ""] for e in trace.inputs],
     )
     clearance = Section(
-        "Viral clearance per path",
+        "Viral clearance: the worst path per virus class",
         [
             "path",
+            "worst for",
             "cumulative log10 env.",
             "cumulative log10 non-env.",
             "effective mechanisms env.",
@@ -209,6 +210,7 @@ def lot_document(trace: LotTrace) -> Document:
         [
             [
                 " -> ".join(c["path"]),
+                ", ".join(c.get("worst_for", [])),
                 c["cumulative_log10"].get("enveloped"),
                 c["cumulative_log10"].get("non-enveloped"),
                 ", ".join(c["effective_mechanisms"].get("enveloped", [])),

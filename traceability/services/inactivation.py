@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -10,8 +11,10 @@ from sqlmodel import Session
 from .. import audit
 from ..errors import InvalidInput, WrongState
 from ..models import LotStatus, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..queries.clearance import step_facts
 from ..queries.lookup import get_lot, get_pool, get_step
-from ..rules import ENVELOPED, NON_ENVELOPED
+from ..rules import ENVELOPED, NON_ENVELOPED, step_release_problem
+from .lots import HeldLots, hold_downstream
 
 
 def add_step(
@@ -27,8 +30,11 @@ def add_step(
     lrv: dict[str, float] | None = None,
     outcome: StepOutcome = StepOutcome.COMPLETED,
     operator: str | None = None,
-) -> Step:
-    """Record a step applied to a closed pool or an unreleased lot; its key is TARGET-S<n>."""
+) -> RecordedStep:
+    """Record a step applied to a closed or released pool or an unreleased lot; its key is TARGET-S<n>.
+
+    A failed step, or one with a deviation, holds every pending or released lot downstream of its pool or lot
+    (``hold_downstream``), as a reactive pool retest does. Raises InvalidInput, WrongState."""
     if (pool_number is None) == (lot_number is None):
         raise InvalidInput("A step applies to exactly one target: give --pool or --lot.")
     lrv = lrv or {}
@@ -89,7 +95,29 @@ def add_step(
             "operator": step.operator,
         },
     )
-    return step
+    held = HeldLots([], [], [])
+    if (problem := step_release_problem(step_facts(step))) is not None:
+        on = f"pool {target}" if pool_number is not None else f"lot {target}"
+        held = hold_downstream(
+            session,
+            pool_ids=[step.pool_id] if step.pool_id is not None else [],
+            lot_ids=[step.lot_id] if step.lot_id is not None else [],
+            reason=f"{problem} on {on}",
+            actor=actor,
+        )
+    return RecordedStep(step, held)
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """A step just recorded and the lots it put on hold (a failed step or a deviation)."""
+
+    step: Step
+    held: HeldLots
+
+    @property
+    def step_key(self) -> str:
+        return self.step.step_key
 
 
 def close_deviation(session: Session, *, step_key: str, reason: str, actor: str) -> Step:
