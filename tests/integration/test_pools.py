@@ -13,7 +13,6 @@ from traceability.errors import (
     IneligibleUnits,
     InvalidInput,
     NotEnoughDonors,
-    PoolNotReleasable,
     UnitAlreadyPooled,
     UnitsAlreadyPooled,
     WrongState,
