@@ -825,8 +825,12 @@ def step_add(
 def step_close_deviation(ctx: typer.Context, step: str, reason: ReasonOption) -> None:
     """Close a step's deviation after QA assessment. Example: plasmatrace step close-deviation P-0042-S1 --reason "CAPA-17: within validated range\""""
     with work(ctx) as session:
-        inactivation.close_deviation(session, step_key=step, reason=reason, actor=ctx.obj.actor)
+        closed = inactivation.close_deviation(
+            session, step_key=step, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy
+        )
     say(f"Deviation of step {step} closed.")
+    if closed.lifted:
+        say(f"Hold lifted from lots: {', '.join(closed.lifted)}.")
 
 
 def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:

@@ -18,7 +18,7 @@ from traceability.queries.clearance import lot_blockers
 from traceability.queries.lineage import trace_lot
 from traceability.queries.lookup import get_lot
 from traceability.rules import ClearancePolicy, Policy
-from traceability.services import lots, pools
+from traceability.services import inactivation, lots, pools
 
 
 def released_pool(session: Session, number: str, *, product: str = "ivig", b19: tuple[float, str] | None = None) -> str:
@@ -287,3 +287,24 @@ def test_a_completed_step_added_to_a_released_pool_holds_nothing(session: Sessio
     assert status(session, final) == (LotStatus.RELEASED, None)
     assert lot_blockers(session, get_lot(session, final)) == []
     ship(session, final)
+
+
+def test_closing_the_deviation_lifts_the_holds_it_caused_unless_something_else_blocks(session: Session) -> None:
+    intermediate, final, pending = lineage(session)
+    key = make_step(session, pool="P-A", method=StepMethod.LOW_PH, enveloped=4.0, outcome=Outcome.DEVIATION)
+    assert status(session, final)[0] == LotStatus.QUARANTINED
+    closed = inactivation.close_deviation(session, step_key=key, reason="CAPA-9: within validated range", actor=ACTOR)
+    assert closed.lifted == ["FIN-A", "FIN-P", "INT-A"]
+    assert [status(session, n) for n in (intermediate, final, pending)] == [
+        (LotStatus.RELEASED, None),
+        (LotStatus.RELEASED, None),
+        (LotStatus.PENDING, None),
+    ]
+    ship(session, final)
+    lots.release_lot(session, lot_number=pending, actor=ACTOR)
+
+    other = make_step(session, pool="P-A", method=StepMethod.LOW_PH, enveloped=4.0, outcome=Outcome.DEVIATION)
+    make_step(session, pool="P-A", method=StepMethod.PASTEURIZATION, enveloped=4.0, outcome=Outcome.FAILED)
+    closed = inactivation.close_deviation(session, step_key=other, reason="CAPA-10", actor=ACTOR)
+    assert closed.lifted == []
+    assert status(session, final)[0] == LotStatus.QUARANTINED

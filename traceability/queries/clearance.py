@@ -26,6 +26,7 @@ from ..rules import (
     worst_paths,
 )
 from .graph import Upstream, downstream_lot_ids, steps_for, upstream
+from .lookup import get_lot
 
 
 def step_facts(step: Step) -> StepFacts:
@@ -93,21 +94,33 @@ def current_pool_tests(session: Session, pool_ids: Iterable[int]) -> dict[int, d
     return tests
 
 
-def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY, *, lock: bool = False) -> list[str]:
+def lock_lineage(session: Session, lot_number: str) -> Lot:
+    """The lot, locked FOR UPDATE after every pool and lot upstream of it FOR SHARE (PostgreSQL; SQLite has one
+    writer anyway). A pool retest or a step locks its pool first and then the lots downstream: taking the pools
+    first here too means the two wait for each other in line, never in a circle, and the one that comes second
+    sees what the first wrote. Raises LotNotFound."""
+    lot = get_lot(session, lot_number)
+    graph = upstream(session, lot.id)
+    session.execute(
+        select(Pool.id).where(Pool.id.in_(graph.pool_ids)).order_by(Pool.id).with_for_update(read=True)
+    ).all()
+    others = graph.lot_ids - {lot.id}
+    session.execute(select(Lot.id).where(Lot.id.in_(others)).order_by(Lot.id).with_for_update(read=True)).all()
+    return session.execute(
+        select(Lot).where(Lot.id == lot.id).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY) -> list[str]:
     """Everything on the lot's whole upstream lineage that stops its release or shipment, each naming the pool,
     lot or step and the numbers: a pool not released or whose current tests do not pass, a lot not released, a
     failed step or an open deviation anywhere (the lot's own steps included), and for a final lot the clearance
     rule on its worst path per virus class. Empty when nothing blocks.
-
-    With ``lock`` the upstream pools and lots are read FOR SHARE (PostgreSQL), so that a pool retest or a step
-    recorded at the same moment waits for this release or shipment, and then holds it.
     """
     graph = upstream(session, lot.id)
     problems: list[str] = []
     pools_query = select(Pool).where(Pool.id.in_(graph.pool_ids)).order_by(Pool.pool_number)
     lots_query = select(Lot).where(Lot.id.in_(graph.lot_ids - {lot.id})).order_by(Lot.lot_number)
-    if lock:
-        pools_query, lots_query = pools_query.with_for_update(read=True), lots_query.with_for_update(read=True)
     upstream_pools = list(session.execute(pools_query).scalars())
     tests = current_pool_tests(session, graph.pool_ids)
     for pool in upstream_pools:

@@ -20,7 +20,7 @@ from ..errors import (
     WrongState,
 )
 from ..models import Lot, LotInput, LotKind, LotStatus, Pool, Shipment, utcnow
-from ..queries.clearance import lot_blockers
+from ..queries.clearance import lock_lineage, lot_blockers
 from ..queries.graph import downstream_lot_ids
 from ..queries.lookup import get_lot, get_pool
 from ..rules import DEFAULT_POLICY, Policy
@@ -107,11 +107,11 @@ def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy
     """Release a pending lot when nothing on its whole upstream lineage blocks it (``lot_blockers``: every pool
     released with passing current tests, every lot released, no failed step or open deviation, and for a final
     lot the clearance rule on every path). Raises WrongState, LotNotReleasable listing every problem."""
-    lot = get_lot(session, lot_number, for_update=True)
+    lot = lock_lineage(session, lot_number)
     if lot.status != LotStatus.PENDING:
         why = f" ({lot.status_reason})" if lot.status_reason else ""
         raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}{why}; only a pending lot can be released.")
-    problems = lot_blockers(session, lot, policy, lock=True)
+    problems = lot_blockers(session, lot, policy)
     if problems:
         raise LotNotReleasable(lot.lot_number, problems)
     lot.status, lot.released_at = LotStatus.RELEASED, utcnow()
@@ -186,11 +186,11 @@ def ship_lot(
 ) -> Shipment:
     """Record a shipment of a released lot to a consignee, when nothing upstream blocks it now (``lot_blockers``:
     a pool retest, a failed step or a deviation recorded after the release). Raises WrongState, LotNotShippable."""
-    lot = get_lot(session, lot_number, for_update=True)
+    lot = lock_lineage(session, lot_number)
     if lot.status != LotStatus.RELEASED:
         why = f" ({lot.status_reason})" if lot.status_reason else ""
         raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}{why}; only a released lot can be shipped.")
-    problems = lot_blockers(session, lot, policy, lock=True)
+    problems = lot_blockers(session, lot, policy)
     if problems:
         raise LotNotShippable(lot.lot_number, problems)
     consignee = consignee.strip()
