@@ -24,7 +24,9 @@ def test_a_reactive_pool_retest_names_the_lots_held_and_their_consignees_and_sto
     assert "Lots held (quarantined): FIN-1, INT-1." in retest.stderr
     assert "Consignees that received lots downstream: Hospital A." in retest.stderr
     lot = run.json("lot", "show", "FIN-1")
-    assert lot["status"] == "quarantined"
+    assert (lot["status"], lot["status_reason"]) == ("quarantined", "pool P-B hcv-rna: reactive (version 2)")
+    assert run.json("pool", "show", "P-B")["status_reason"] == "pool test hcv-rna: reactive (version 2)"
+    assert "quarantined (pool P-B hcv-rna: reactive (version 2))" in run("lot", "show", "FIN-1").stdout
 
     refused = run("lot", "ship", "FIN-1", "--to", "Hospital B", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
     assert "Lot FIN-1 is quarantined (pool P-B hcv-rna: reactive (version 2))" in refused.stderr

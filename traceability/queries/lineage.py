@@ -569,6 +569,7 @@ class LotTrace:
     clearance_problems: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    status_reason: str | None = None  # why a lot is quarantined: the pool retest, failed step or deviation upstream
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -640,6 +641,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         ),
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
+        status_reason=lot.status_reason,
     )
 
 
@@ -660,6 +662,7 @@ class PoolTrace:
     lots: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    status_reason: str | None = None  # why a pool is quarantined: the pool test, marker and version
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -693,6 +696,7 @@ def trace_pool(
         lots=sorted(x.lot_number for x in lots.values()),
         shipments=_shipments(session, lot_ids),
         donations=_members(session, {pool.id}) if members else None,
+        status_reason=pool.status_reason,
     )
 
 

@@ -171,7 +171,7 @@ def pool_document(trace: PoolTrace) -> Document:
         title=f"Pool {trace.pool_number}",
         summary=[
             ("product", trace.product),
-            ("status", trace.status),
+            ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
             ("distinct donors", f"{trace.donor_count:,}"),
             ("donations", f"{trace.donation_count:,}"),
             ("volume", f"{trace.volume_ml / 1000:,.1f} L"),
@@ -229,7 +229,7 @@ def lot_document(trace: LotTrace) -> Document:
         summary=[
             ("product", trace.product),
             ("kind", trace.kind),
-            ("status", trace.status),
+            ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
             ("distinct donors", f"{trace.donor_count:,}"),
             ("donations", f"{trace.donation_count:,}"),
             ("pools", ", ".join(p.pool_number for p in trace.pools) or "none"),
