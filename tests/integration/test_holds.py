@@ -308,3 +308,22 @@ def test_closing_the_deviation_lifts_the_holds_it_caused_unless_something_else_b
     closed = inactivation.close_deviation(session, step_key=other, reason="CAPA-10", actor=ACTOR)
     assert closed.lifted == []
     assert status(session, final)[0] == LotStatus.QUARANTINED
+
+
+def test_a_lot_put_back_to_released_by_hand_is_refused_for_every_pool_and_lot_upstream_not_released(
+    session: Session,
+) -> None:
+    intermediate, final, _ = lineage(session)
+    pools.test_pool(
+        session, pool_number="P-A", marker=Marker.ANTI_HIV, result=ResultValue.REACTIVE, tested_at=NOW, actor=ACTOR
+    )
+    session.execute(update(Lot).where(Lot.lot_number == final).values(status=LotStatus.RELEASED))
+    session.expire_all()
+    with pytest.raises(LotNotShippable) as refused:
+        ship(session, final)
+    assert refused.value.problems == [
+        "pool P-A is quarantined (pool test anti-hiv: reactive (version 2))",
+        "pool P-A: anti-hiv: reactive (version 2)",
+        f"lot {intermediate} is quarantined (pool P-A anti-hiv: reactive (version 2))",
+    ]
+    assert str(refused.value).startswith("Lot FIN-A cannot be shipped:")
