@@ -696,7 +696,7 @@ def pool_test(
     number = parsed(parse_float, value, "--value") if value is not None else None
     tested = parsed(when, tested_at, "--tested-at") or datetime.now(UTC)
     with work(ctx) as session:
-        row = pools.test_pool(
+        outcome = pools.test_pool(
             session,
             pool_number=pool,
             marker=parsed_marker,
@@ -705,9 +705,20 @@ def pool_test(
             value=number,
             value_unit=value_unit,
             actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
         )
-        version = row.version
-    say(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {version}).")
+    say(f"Pool {pool}: {parsed_marker.value} {parsed_result.value} recorded (version {outcome.test.version}).")
+    if outcome.problem:
+        say(f"Pool {pool}: {outcome.problem}.")
+    if outcome.quarantined:
+        say(f"Pool {pool} quarantined.")
+    down = outcome.downstream
+    if down.held:
+        say(f"Lots held (quarantined): {', '.join(down.held)}.")
+    if outcome.problem and down.affected:
+        say(f"Lots downstream, not to be released or shipped: {', '.join(down.affected)}.")
+    if down.consignees:
+        say(f"Consignees that received lots downstream: {', '.join(down.consignees)}.")
 
 
 @pool_app.command("release")
@@ -770,7 +781,7 @@ def step_add(
     params = parsed(parse_assignments, param or [], "--param")
     claims = parsed(_lrv, lrv or [])
     with work(ctx) as session:
-        key = inactivation.add_step(
+        recorded = inactivation.add_step(
             session,
             method=method,
             started_at=start,
@@ -782,16 +793,24 @@ def step_add(
             outcome=outcome,
             operator=operator,
             actor=ctx.obj.actor,
-        ).step_key
-    say(f"Step {key} ({method.value}, {outcome.value}) recorded.")
+        )
+    say(f"Step {recorded.step_key} ({method.value}, {outcome.value}) recorded.")
+    if recorded.held.held:
+        say(f"Lots held (quarantined) downstream: {', '.join(recorded.held.held)}.")
+    if recorded.held.consignees:
+        say(f"Consignees that received lots downstream: {', '.join(recorded.held.consignees)}.")
 
 
 @step_app.command("close-deviation")
 def step_close_deviation(ctx: typer.Context, step: str, reason: ReasonOption) -> None:
     """Close a step's deviation after QA assessment. Example: plasmatrace step close-deviation P-0042-S1 --reason "CAPA-17: within validated range\""""
     with work(ctx) as session:
-        inactivation.close_deviation(session, step_key=step, reason=reason, actor=ctx.obj.actor)
+        closed = inactivation.close_deviation(
+            session, step_key=step, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy
+        )
     say(f"Deviation of step {step} closed.")
+    if closed.lifted:
+        say(f"Hold lifted from lots: {', '.join(closed.lifted)}.")
 
 
 def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:
@@ -873,7 +892,13 @@ def lot_ship(
     on = parsed(day, shipped_on, "--shipped-on") or datetime.now(UTC).date()
     with work(ctx) as session:
         number = lots.ship_lot(
-            session, lot_number=lot, consignee=to, quantity=quantity, shipped_on=on, actor=ctx.obj.actor
+            session,
+            lot_number=lot,
+            consignee=to,
+            quantity=quantity,
+            shipped_on=on,
+            actor=ctx.obj.actor,
+            policy=ctx.obj.policy,
         ).shipment_number
     say(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
 

@@ -363,4 +363,24 @@ def build(
         f"Rejected it, deferred the donor, interdicted {len(outcome.interdicted)} unit(s) still in the freezer; "
         f"{len(outcome.pooled_in_window)} earlier unit(s) are already pooled."
     )
+
+    # The donor's earlier units went into a released pool: QA retests the pool's retained sample. The retest is the
+    # pool's current version now, and it is reactive: the pool is quarantined although it was released, and every
+    # lot made from it, released and shipped or not, is held; the consignees are named for the recall.
+    retested = outcome.pooled_in_window[0][1] if outcome.pooled_in_window else result.pools[0]
+    with work() as session:
+        retest = pools.test_pool(
+            session,
+            pool_number=retested,
+            marker=Marker.HCV_RNA,
+            result=ResultValue.REACTIVE,
+            tested_at=now,
+            actor=actor,
+            policy=policy,
+        )
+    held = retest.downstream
+    say(
+        f"Pool {retested}, released, retested HCV RNA reactive (version {retest.test.version}): quarantined; "
+        f"lots held: {', '.join(held.held)}; consignees to notify: {', '.join(held.consignees)}."
+    )
     return result

@@ -195,6 +195,12 @@ class LotNotReleasable(RuleViolation):
         self.lot_number, self.problems = lot_number, problems
 
 
+class LotNotShippable(RuleViolation):
+    def __init__(self, lot_number: str, problems: list[str]) -> None:
+        super().__init__(f"Lot {lot_number} cannot be shipped:\n" + "\n".join(f"  {p}" for p in problems))
+        self.lot_number, self.problems = lot_number, problems
+
+
 class InputNotReleased(RuleViolation):
     pass
 

@@ -100,8 +100,8 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
     run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
     refused = run("lot", "release", "FIN-1", code=ExitCode.RULE_VIOLATION)
     assert "FIN-1" in refused.stderr
-    for path in ("P-A -> INT-1 -> FIN-1", "P-B -> INT-1 -> FIN-1"):
-        assert path in refused.stderr
+    # Both paths fall short alike: the worst path per class is named.
+    assert "P-A -> INT-1 -> FIN-1" in refused.stderr or "P-B -> INT-1 -> FIN-1" in refused.stderr
     assert "non-enveloped" in refused.stderr
     assert run.json("lot", "show", "FIN-1")["status"] == "pending"
 
@@ -176,8 +176,9 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
     assert "P-B -> FIN-2" in refused.stderr
     assert "P-A -> INT-2 -> FIN-2" not in refused.stderr
     clearance = {" -> ".join(c["path"]): c for c in run.json("trace", "lot", "FIN-2")["clearance"]}
-    assert set(clearance) == {"P-A -> INT-2 -> FIN-2", "P-B -> FIN-2"}
-    assert clearance["P-A -> INT-2 -> FIN-2"]["cumulative_log10"] == {"enveloped": 11.0, "non-enveloped": 4.5}
+    # The worst path per virus class, with its values: here one path is worst for both.
+    assert set(clearance) == {"P-B -> FIN-2"}
+    assert clearance["P-B -> FIN-2"]["worst_for"] == ["enveloped", "non-enveloped"]
     assert clearance["P-B -> FIN-2"]["cumulative_log10"] == {"enveloped": 6.0, "non-enveloped": 0.0}
 
 
@@ -254,11 +255,10 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert [p["pool_number"] for p in diamond["pools"]] == ["P-A", "P-B"] and diamond["lots"] == ["INT-1"]
     assert (diamond["donor_count"], diamond["donation_count"]) == (1500, 2500)
     assert len(diamond["donations"]) == len({d["unit_number"] for d in diamond["donations"]}) == 2500
-    assert {" -> ".join(c["path"]) for c in diamond["clearance"]} == {
-        "P-A -> INT-1 -> DIA-1",
-        "P-B -> INT-1 -> DIA-1",
-        "P-A -> DIA-1",
-    }
+    # Three paths, all alike (S/D on each pool only): the worst path of each class is one of them.
+    worst = diamond["clearance"]
+    assert {c for w in worst for c in w["worst_for"]} == {"enveloped", "non-enveloped"}
+    assert {" -> ".join(w["path"]) for w in worst} <= {"P-A -> INT-1 -> DIA-1", "P-B -> INT-1 -> DIA-1", "P-A -> DIA-1"}
 
     pool = run.json("trace", "pool", "P-A")
     assert {"pool_number", "status", "donor_count", "donation_count", "volume_ml", "lots", "shipments"} <= pool.keys()

@@ -75,9 +75,10 @@ def test_a_pool_of_999_donors_cannot_close_and_the_1000th_donor_closes_it_then_i
     assert "P-0042" in missing.stderr and "hcv-rna" in missing.stderr
     assert "hbsag" not in missing.stderr
 
-    run("pool", "test", "P-0042", "--marker", "hcv-rna", "--result", "R")
-    reactive = run("pool", "release", "P-0042", code=ExitCode.RULE_VIOLATION)
-    assert "hcv-rna" in reactive.stderr and "reactive" in reactive.stderr
+    # An invalid result needs a retest (a reactive one would quarantine the pool: tests/cli/test_holds.py).
+    run("pool", "test", "P-0042", "--marker", "hcv-rna", "--result", "invalid")
+    invalid = run("pool", "release", "P-0042", code=ExitCode.RULE_VIOLATION)
+    assert "hcv-rna: result invalid (version 1), retest needed" in invalid.stderr
 
     retest = run("pool", "test", "P-0042", "--marker", "hcv-rna", "--result", "negative")
     assert "version 2" in retest.stderr
@@ -87,7 +88,7 @@ def test_a_pool_of_999_donors_cannot_close_and_the_1000th_donor_closes_it_then_i
     assert {(t["marker"], t["version"], t["result"]) for t in shown["tests"]} == {
         ("hbsag", 1, "nonreactive"),
         ("anti-hiv", 1, "nonreactive"),
-        ("hcv-rna", 1, "reactive"),
+        ("hcv-rna", 1, "invalid"),
         ("hcv-rna", 2, "nonreactive"),
     }
     assert [row["pool"] for row in run.json("pool", "list", "--status", "released")] == ["P-0042"]

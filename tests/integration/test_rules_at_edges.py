@@ -272,3 +272,16 @@ def test_an_anti_d_final_lot_cannot_be_made_from_ivig_pools_even_through_an_inte
     with pytest.raises(WrongProduct, match=f"pool {ivig_pool} was made for ivig"):
         make_lot(session, inputs=[("lot", paste)], lot_number="AD-2", product="anti-d")
     assert make_lot(session, inputs=[("lot", paste)], lot_number="IVG-OK", product="ivig")
+
+
+def test_every_release_records_the_sha256_of_the_policy_in_force(session: Session) -> None:
+    import json
+
+    from traceability.models import AuditEvent
+    from traceability.rules import DEFAULT_POLICY, policy_digest
+
+    pool = make_released_pool(session, pool_number="P-SHA", bulk=True)
+    event = session.execute(
+        select(AuditEvent).where(AuditEvent.action == "pool.released", AuditEvent.entity_key == pool)
+    ).scalar_one()
+    assert json.loads(event.new_values or "{}")["policy_sha256"] == policy_digest(DEFAULT_POLICY)

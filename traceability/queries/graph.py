@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -45,23 +45,6 @@ def upstream(session: Session, lot_id: int) -> Upstream:
     return result
 
 
-def paths_to(graph: Upstream, lot_id: int, limit: int = 10_000) -> list[list[tuple[str, int]]]:
-    """Every path from a pool to the lot, pool first, as (kind, id) nodes. Lineage is a DAG, so this ends."""
-    paths: list[list[tuple[str, int]]] = []
-
-    def walk(node_lot: int, suffix: list[tuple[str, int]]) -> None:
-        for kind, ident, _ in graph.inputs.get(node_lot, []):
-            if len(paths) >= limit:
-                return
-            if kind == "pool":
-                paths.append([("pool", ident), *suffix])
-            else:
-                walk(ident, [("lot", ident), *suffix])
-
-    walk(lot_id, [("lot", lot_id)])
-    return paths
-
-
 def downstream_lots(session: Session, pool_ids: Sequence[int]) -> dict[int, set[int]]:
     """For each pool, every lot made from it directly or through other lots (one recursive statement)."""
     if not pool_ids:
@@ -76,6 +59,21 @@ def downstream_lots(session: Session, pool_ids: Sequence[int]) -> dict[int, set[
     for origin, lot in session.execute(select(down.c.origin, down.c.lot_id)):
         result[origin].add(lot)
     return result
+
+
+def downstream_lot_ids(*, pool_ids: Iterable[int] = (), lot_ids: Iterable[int] = ()) -> sa.Select[tuple[int]] | None:
+    """A statement selecting every lot made from the given pools or lots, directly or through other lots (one
+    recursive CTE, to use inside a set-based statement); None when nothing is given."""
+    pools, lots = list(pool_ids), list(lot_ids)
+    if not pools and not lots:
+        return None
+    down = (
+        select(LotInput.lot_id.label("lot_id"))
+        .where(sa.or_(LotInput.input_pool_id.in_(pools), LotInput.input_lot_id.in_(lots)))
+        .cte("down", recursive=True)
+    )
+    down = down.union(select(LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
+    return select(down.c.lot_id)
 
 
 def steps_for(session: Session, *, pool_ids: set[int], lot_ids: set[int]) -> list[Step]:

@@ -585,6 +585,7 @@ class LotTrace:
     clearance_problems: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    status_reason: str | None = None  # why a lot is quarantined: the pool retest, failed step or deviation upstream
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -614,7 +615,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
     steps = steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids)
     pool_names = {i: p.pool_number for i, p in pools.items()}
     lot_names = {i: line.lot_number for i, line in lots.items()}
-    paths = lot_clearance(session, lot, policy, graph=graph, steps=steps)
+    clearance = lot_clearance(session, lot, policy, graph=graph, steps=steps)
     tests = _pool_tests(session, graph.pool_ids)
     return LotTrace(
         lot_number=lot.lot_number,
@@ -644,15 +645,19 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         clearance=[
             {
                 "path": p.path,
+                "worst_for": p.worst_for,
                 "cumulative_log10": p.cumulative,
                 "effective_mechanisms": p.effective_mechanisms,
                 "problems": p.problems,
             }
-            for p in paths
+            for p in clearance.paths
         ],
-        clearance_problems=final_lot_clearance_problems(paths, policy.clearance) if lot.kind.value == "final" else [],
+        clearance_problems=(
+            final_lot_clearance_problems(clearance, policy.clearance) if lot.kind.value == "final" else []
+        ),
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
+        status_reason=lot.status_reason,
     )
 
 
@@ -673,6 +678,7 @@ class PoolTrace:
     lots: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    status_reason: str | None = None  # why a pool is quarantined: the pool test, marker and version
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -706,6 +712,7 @@ def trace_pool(
         lots=sorted(x.lot_number for x in lots.values()),
         shipments=_shipments(session, lot_ids),
         donations=_members(session, {pool.id}) if members else None,
+        status_reason=pool.status_reason,
     )
 
 

@@ -171,7 +171,7 @@ def pool_document(trace: PoolTrace) -> Document:
         title=f"Pool {trace.pool_number}",
         summary=[
             ("product", trace.product),
-            ("status", trace.status),
+            ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
             ("distinct donors", f"{trace.donor_count:,}"),
             ("donations", f"{trace.donation_count:,}"),
             ("volume", f"{trace.volume_ml / 1000:,.1f} L"),
@@ -197,9 +197,10 @@ def lot_document(trace: LotTrace) -> Document:
         [[e["lot_number"], e["input_kind"], e["input"], e["quantity"] or ""] for e in trace.inputs],
     )
     clearance = Section(
-        "Viral clearance per path",
+        "Viral clearance: the worst path per virus class",
         [
             "path",
+            "worst for",
             "cumulative log10 env.",
             "cumulative log10 non-env.",
             "effective mechanisms env.",
@@ -209,6 +210,7 @@ def lot_document(trace: LotTrace) -> Document:
         [
             [
                 " -> ".join(c["path"]),
+                ", ".join(c.get("worst_for", [])),
                 c["cumulative_log10"].get("enveloped"),
                 c["cumulative_log10"].get("non-enveloped"),
                 ", ".join(c["effective_mechanisms"].get("enveloped", [])),
@@ -227,7 +229,7 @@ def lot_document(trace: LotTrace) -> Document:
         summary=[
             ("product", trace.product),
             ("kind", trace.kind),
-            ("status", trace.status),
+            ("status", trace.status + (f" ({trace.status_reason})" if trace.status_reason else "")),
             ("distinct donors", f"{trace.donor_count:,}"),
             ("donations", f"{trace.donation_count:,}"),
             ("pools", ", ".join(p.pool_number for p in trace.pools) or "none"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -9,9 +10,11 @@ from sqlmodel import Session
 
 from .. import audit
 from ..errors import InvalidInput, WrongState
-from ..models import LotStatus, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..models import Lot, LotStatus, Pool, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..queries.clearance import lot_blockers, step_facts
 from ..queries.lookup import get_lot, get_pool, get_step
-from ..rules import ENVELOPED, NON_ENVELOPED
+from ..rules import DEFAULT_POLICY, ENVELOPED, NON_ENVELOPED, Policy, step_release_problem
+from .lots import HeldLots, hold_downstream
 
 
 def add_step(
@@ -27,8 +30,11 @@ def add_step(
     lrv: dict[str, float] | None = None,
     outcome: StepOutcome = StepOutcome.COMPLETED,
     operator: str | None = None,
-) -> Step:
-    """Record a step applied to a closed pool or an unreleased lot; its key is TARGET-S<n>."""
+) -> RecordedStep:
+    """Record a step applied to a closed or released pool or an unreleased lot; its key is TARGET-S<n>.
+
+    A failed step, or one with a deviation, holds every pending or released lot downstream of its pool or lot
+    (``hold_downstream``), as a reactive pool retest does. Raises InvalidInput, WrongState."""
     if (pool_number is None) == (lot_number is None):
         raise InvalidInput("A step applies to exactly one target: give --pool or --lot.")
     lrv = lrv or {}
@@ -89,13 +95,57 @@ def add_step(
             "operator": step.operator,
         },
     )
-    return step
+    held = HeldLots([], [], [])
+    if (problem := step_release_problem(step_facts(step))) is not None:
+        held = hold_downstream(
+            session,
+            pool_ids=[step.pool_id] if step.pool_id is not None else [],
+            lot_ids=[step.lot_id] if step.lot_id is not None else [],
+            reason=_hold_reason(session, step, problem),
+            actor=actor,
+        )
+    return RecordedStep(step, held)
 
 
-def close_deviation(session: Session, *, step_key: str, reason: str, actor: str) -> Step:
-    """Close the deviation of a step after QA's assessment; the step then counts again."""
+@dataclass(frozen=True)
+class RecordedStep:
+    """A step just recorded and the lots it put on hold (a failed step or a deviation)."""
+
+    step: Step
+    held: HeldLots
+
+    @property
+    def step_key(self) -> str:
+        return self.step.step_key
+
+
+def _hold_reason(session: Session, step: Step, problem: str) -> str:
+    if step.pool_id is not None:
+        on = "pool " + session.execute(select(Pool.pool_number).where(Pool.id == step.pool_id)).scalar_one()
+    else:
+        on = "lot " + session.execute(select(Lot.lot_number).where(Lot.id == step.lot_id)).scalar_one()
+    return f"{problem} on {on}"
+
+
+@dataclass(frozen=True)
+class ClosedDeviation:
+    """A deviation closed, and the lots whose hold for it was lifted."""
+
+    step: Step
+    lifted: list[str]
+
+
+def close_deviation(
+    session: Session, *, step_key: str, reason: str, actor: str, policy: Policy = DEFAULT_POLICY
+) -> ClosedDeviation:
+    """Close the deviation of a step after QA's assessment; the step then counts again.
+
+    The lots held for this open deviation (their hold names the step) go back to released or pending, each with
+    a ``lot.hold_lifted`` audit event, when nothing else upstream blocks them (``lot_blockers``); the others stay
+    quarantined."""
     reason = audit.require_reason(reason, f"Closing the deviation of step {step_key}")
     step = get_step(session, step_key)
+    held_for = _hold_reason(session, step, f"step {step.step_key} ({step.method.value}) has an open deviation")
     if step.outcome != StepOutcome.DEVIATION:
         raise WrongState(f"Step {step.step_key} is {step.outcome.value}; only a deviation can be closed.")
     if step.deviation_closed_at is not None:
@@ -112,4 +162,28 @@ def close_deviation(session: Session, *, step_key: str, reason: str, actor: str)
         new={"deviation_open": False},
         reason=reason,
     )
-    return step
+    held = session.execute(
+        select(Lot)
+        .where(Lot.status == LotStatus.QUARANTINED, Lot.status_reason == held_for)
+        .order_by(Lot.id)  # a lot is made after its inputs: upstream lots are judged (and lifted) first
+        .with_for_update()
+    ).scalars()
+    lifted = []
+    for lot in list(held):
+        if lot_blockers(session, lot, policy):
+            continue
+        lot.status = LotStatus.RELEASED if lot.released_at is not None else LotStatus.PENDING
+        lot.status_reason = None
+        session.flush()
+        audit.record(
+            session,
+            action="lot.hold_lifted",
+            entity_type="lot",
+            entity_key=lot.lot_number,
+            actor=actor,
+            old={"status": LotStatus.QUARANTINED, "status_reason": held_for},
+            new={"status": lot.status},
+            reason=f"deviation of step {step.step_key} closed: {reason}",
+        )
+        lifted.append(lot.lot_number)
+    return ClosedDeviation(step, sorted(lifted))

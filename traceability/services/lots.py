@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from .. import audit
@@ -15,20 +16,15 @@ from ..errors import (
     InvalidInput,
     LineageCycle,
     LotNotReleasable,
+    LotNotShippable,
     WrongProduct,
     WrongState,
 )
-from ..models import Lot, LotInput, LotKind, LotStatus, Pool, PoolStatus, Shipment, StepOutcome, utcnow
-from ..queries.clearance import lot_clearance, step_facts
-from ..queries.graph import steps_for, upstream
+from ..models import Lot, LotInput, LotKind, LotStatus, Pool, Shipment, utcnow
+from ..queries.clearance import lock_lineage, lot_blockers
+from ..queries.graph import downstream_lot_ids, upstream
 from ..queries.lookup import get_lot, get_pool
-from ..rules import (
-    DEFAULT_POLICY,
-    Policy,
-    final_lot_clearance_problems,
-    lot_product_problem,
-    upstream_product_problems,
-)
+from ..rules import DEFAULT_POLICY, Policy, lot_product_problem, policy_digest, upstream_product_problems
 from .common import check_code, unique_or_conflict
 
 
@@ -125,37 +121,16 @@ def create_lot(
 
 
 def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy = DEFAULT_POLICY) -> Lot:
-    """Release a lot: its inputs released and none of its steps failed or open; a final lot also needs the
-    clearance rule on every path. Raises LotNotReleasable listing every problem."""
-    lot = get_lot(session, lot_number, for_update=True)
+    """Release a pending lot when nothing on its whole upstream lineage blocks it (``lot_blockers``: every pool
+    released with passing current tests, every lot released, no failed step or open deviation, and for a final
+    lot the clearance rule on every path). Raises WrongState, LotNotReleasable listing every problem."""
+    lot = lock_lineage(session, lot_number)
     if lot.status != LotStatus.PENDING:
-        raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; only a pending lot can be released.")
-    problems: list[str] = []
-    inputs = session.execute(
-        select(LotInput.input_pool_id, LotInput.input_lot_id).where(LotInput.lot_id == lot.id)
-    ).all()
-    pool_ids = [p for p, _ in inputs if p is not None]
-    lot_ids = [q for _, q in inputs if q is not None]
-    for number, status in session.execute(select(Pool.pool_number, Pool.status).where(Pool.id.in_(pool_ids))):
-        if status != PoolStatus.RELEASED:
-            problems.append(f"input pool {number} is {status.value}")
-    for number, status in session.execute(select(Lot.lot_number, Lot.status).where(Lot.id.in_(lot_ids))):
-        if status != LotStatus.RELEASED:
-            problems.append(f"input lot {number} is {status.value}")
-    for step in steps_for(session, pool_ids=set(), lot_ids={lot.id}):
-        facts = step_facts(step)
-        if facts.outcome == StepOutcome.FAILED:
-            problems.append(f"step {step.step_key} ({step.method.value}) failed")
-        elif facts.deviation_open:
-            problems.append(f"step {step.step_key} ({step.method.value}) has an open deviation")
-    if lot.kind == LotKind.FINAL:
-        problems.extend(
-            p
-            for p in final_lot_clearance_problems(lot_clearance(session, lot, policy), policy.clearance)
-            if p not in problems
-        )
+        why = f" ({lot.status_reason})" if lot.status_reason else ""
+        raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}{why}; only a pending lot can be released.")
+    problems = lot_blockers(session, lot, policy)
     if problems:
-        raise LotNotReleasable(lot.lot_number, list(dict.fromkeys(problems)))
+        raise LotNotReleasable(lot.lot_number, problems)
     lot.status, lot.released_at = LotStatus.RELEASED, utcnow()
     session.flush()
     audit.record(
@@ -165,18 +140,76 @@ def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy
         entity_key=lot.lot_number,
         actor=actor,
         old={"status": LotStatus.PENDING},
-        new={"status": LotStatus.RELEASED},
+        new={"status": LotStatus.RELEASED, "policy_sha256": policy_digest(policy)},
     )
     return lot
 
 
+@dataclass(frozen=True)
+class HeldLots:
+    """What a finding upstream did downstream: the lots it put on hold now, every lot downstream (whatever its
+    status) and the consignees those lots were shipped to."""
+
+    held: list[str]
+    affected: list[str]
+    consignees: list[str]
+
+
+def hold_downstream(
+    session: Session, *, pool_ids: Sequence[int] = (), lot_ids: Sequence[int] = (), reason: str, actor: str
+) -> HeldLots:
+    """Quarantine every pending or released lot made from the given pools or lots (at any depth), with the
+    reason, one ``lot.quarantined`` audit event per lot. Set-based: one statement finds and locks the lots."""
+    ids = downstream_lot_ids(pool_ids=pool_ids, lot_ids=lot_ids)
+    if ids is None:
+        return HeldLots([], [], [])
+    lots = list(
+        session.execute(select(Lot).where(Lot.id.in_(ids)).order_by(Lot.lot_number).with_for_update()).scalars()
+    )
+    holdable = [lot for lot in lots if lot.status in (LotStatus.PENDING, LotStatus.RELEASED)]
+    old = {lot.id: lot.status for lot in holdable}
+    if holdable:
+        session.execute(
+            update(Lot)
+            .where(Lot.id.in_([lot.id for lot in holdable]))
+            .values(status=LotStatus.QUARANTINED, status_reason=reason)
+        )
+        for lot in holdable:
+            audit.record(
+                session,
+                action="lot.quarantined",
+                entity_type="lot",
+                entity_key=lot.lot_number,
+                actor=actor,
+                old={"status": old[lot.id]},
+                new={"status": LotStatus.QUARANTINED},
+                reason=reason,
+            )
+    consignees = session.execute(
+        select(Shipment.consignee).where(Shipment.lot_id.in_([lot.id for lot in lots])).distinct()
+    ).scalars()
+    return HeldLots([lot.lot_number for lot in holdable], [lot.lot_number for lot in lots], sorted(consignees))
+
+
 def ship_lot(
-    session: Session, *, lot_number: str, consignee: str, quantity: int, shipped_on: date, actor: str
+    session: Session,
+    *,
+    lot_number: str,
+    consignee: str,
+    quantity: int,
+    shipped_on: date,
+    actor: str,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Shipment:
-    """Record a shipment of a released lot to a consignee."""
-    lot = get_lot(session, lot_number, for_update=True)
+    """Record a shipment of a released lot to a consignee, when nothing upstream blocks it now (``lot_blockers``:
+    a pool retest, a failed step or a deviation recorded after the release). Raises WrongState, LotNotShippable."""
+    lot = lock_lineage(session, lot_number)
     if lot.status != LotStatus.RELEASED:
-        raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; only a released lot can be shipped.")
+        why = f" ({lot.status_reason})" if lot.status_reason else ""
+        raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}{why}; only a released lot can be shipped.")
+    problems = lot_blockers(session, lot, policy)
+    if problems:
+        raise LotNotShippable(lot.lot_number, problems)
     consignee = consignee.strip()
     if not consignee:
         raise InvalidInput(f"Shipment of lot {lot.lot_number} needs a consignee (--to).")

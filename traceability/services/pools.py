@@ -33,6 +33,8 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
+from ..queries.clearance import current_pool_tests as queried_current_pool_tests
+from ..queries.clearance import downstream_of
 from ..queries.eligibility import requested_donations, screen_units, unit_facts
 from ..queries.lookup import get_pool
 from ..rules import (
@@ -41,9 +43,14 @@ from ..rules import (
     PoolTestFacts,
     check_pool_composition,
     eligibility_problems,
+    iu_per_ml,
+    policy_digest,
     pool_release_problems,
+    pool_test_problem,
+    pool_test_quarantines,
 )
 from .common import check_code, next_version, result_values, unique_or_conflict
+from .lots import HeldLots, hold_downstream
 from .units import parse_unit_list
 
 
@@ -272,6 +279,17 @@ def close_pool(
     return pool, composition
 
 
+@dataclass(frozen=True)
+class PoolTestOutcome:
+    """A recorded pool test and what it did: whether it quarantined the pool, what it needs (a retest), the
+    lots it held, every lot downstream and their consignees."""
+
+    test: PoolTest
+    problem: str | None
+    quarantined: bool
+    downstream: HeldLots
+
+
 def test_pool(
     session: Session,
     *,
@@ -282,8 +300,15 @@ def test_pool(
     actor: str,
     value: float | None = None,
     value_unit: str | None = None,
-) -> PoolTest:
-    """Record a manufacturing-pool test; a repeat becomes the newest version."""
+    policy: Policy = DEFAULT_POLICY,
+) -> PoolTestOutcome:
+    """Record a manufacturing-pool test; a repeat becomes the newest (current) version.
+
+    A current version that is reactive or over its limit quarantines the pool wherever it is (closed or
+    released) and holds every pending or released lot downstream (``hold_downstream``). One that is invalid, or
+    lacks its quantity, does not pass either: nothing downstream is released or shipped until a retest passes
+    (``lot_blockers``). Raises WrongState, InvalidInput.
+    """
     pool = get_pool(session, pool_number, for_update=True)
     if pool.status == PoolStatus.OPEN:
         raise WrongState(f"Pool {pool.pool_number} is open; pool tests are recorded after it is closed.")
@@ -291,6 +316,9 @@ def test_pool(
         raise InvalidInput(f"Pool {pool.pool_number}: a quantitative result needs both --value and --unit.")
     if value is not None and value < 0:
         raise InvalidInput(f"Pool {pool.pool_number}: value {value:g} is negative.")
+    limited = marker in policy.product(pool.product).pool_limits_iu_per_ml
+    if limited and value is not None and iu_per_ml(value, value_unit) is None:
+        raise InvalidInput(f"Pool {pool.pool_number}: unit {value_unit!r} is not one of IU/mL, IU/\u00b5L (or IU/uL).")
     version = next_version(session, PoolTest.version, PoolTest.pool_id == pool.id, PoolTest.marker == marker)
     row = PoolTest(
         pool_id=pool.id,
@@ -313,27 +341,44 @@ def test_pool(
         actor=actor,
         new=result_values(row),
     )
-    return row
+    product = policy.product(pool.product)
+    facts = PoolTestFacts(marker.value, result.value, value, value_unit, version)
+    problem = pool_test_problem(
+        facts, limit_iu_per_ml=product.pool_limits_iu_per_ml.get(marker), required=marker in product.pool_tests
+    )
+    quarantines = pool_test_quarantines(facts, product)
+    if quarantines and pool.status in (PoolStatus.CLOSED, PoolStatus.RELEASED):
+        old = pool.status
+        pool.status, pool.status_reason = PoolStatus.QUARANTINED, f"pool test {problem}"
+        session.flush()
+        audit.record(
+            session,
+            action="pool.quarantined",
+            entity_type="pool",
+            entity_key=pool.pool_number,
+            actor=actor,
+            old={"status": old},
+            new={"status": PoolStatus.QUARANTINED},
+            reason=pool.status_reason,
+        )
+    if quarantines:
+        held = hold_downstream(session, pool_ids=[pool.id], reason=f"pool {pool.pool_number} {problem}", actor=actor)
+    else:
+        affected = downstream_of(session, pool_ids=[pool.id]) if problem else []
+        held = HeldLots([], [lot.lot_number for lot in affected], [])
+    return PoolTestOutcome(row, problem, quarantines, held)
 
 
 def current_pool_tests(session: Session, pool_id: int) -> dict[str, PoolTestFacts]:
-    latest = (
-        select(PoolTest.marker, func.max(PoolTest.version).label("v"))
-        .where(PoolTest.pool_id == pool_id)
-        .group_by(PoolTest.marker)
-        .subquery()
-    )
-    rows = session.execute(
-        select(PoolTest)
-        .join(latest, (PoolTest.marker == latest.c.marker) & (PoolTest.version == latest.c.v))
-        .where(PoolTest.pool_id == pool_id)
-    ).scalars()
-    return {r.marker.value: PoolTestFacts(r.marker.value, r.result.value, r.value, r.value_unit) for r in rows}
+    """The current version of each of the pool's tests."""
+    return queried_current_pool_tests(session, [pool_id]).get(pool_id, {})
 
 
 def release_pool(session: Session, *, pool_number: str, actor: str, policy: Policy = DEFAULT_POLICY) -> Pool:
     """Release a closed pool whose required pool tests are all present and pass. Raises PoolNotReleasable."""
     pool = get_pool(session, pool_number, for_update=True)
+    if pool.status == PoolStatus.QUARANTINED:
+        raise WrongState(f"Pool {pool.pool_number} is quarantined ({pool.status_reason}); it cannot be released.")
     _require_status(pool, PoolStatus.CLOSED, doing="release")
     problems = pool_release_problems(current_pool_tests(session, pool.id), policy.product(pool.product))
     if problems:
@@ -347,6 +392,6 @@ def release_pool(session: Session, *, pool_number: str, actor: str, policy: Poli
         entity_key=pool.pool_number,
         actor=actor,
         old={"status": PoolStatus.CLOSED},
-        new={"status": PoolStatus.RELEASED},
+        new={"status": PoolStatus.RELEASED, "policy_sha256": policy_digest(policy)},
     )
     return pool
