@@ -78,6 +78,7 @@ trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lo
 import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
 lookback_app = group("lookback", "Open and follow look-back cases from post-donation information.")
 report_app = group("report", "Write lineage reports for auditors: HTML, PDF, JSON or CSV.")
+export_app = group("export", "Export the lineage for other systems: GS1 EPCIS 2.0 JSON-LD.")
 audit_app = group("audit", "Read and verify the hash-chained audit trail.")
 policy_app = group("policy", "Show the thresholds in force.")
 
@@ -1131,6 +1132,31 @@ def report_case(
 ) -> None:
     """A look-back case: implicated units, pools, lots, consignees and history. Example: plasmatrace report case LB-2026-0001 --format pdf --output LB-2026-0001.pdf"""
     _report(ctx, "case", case, fmt, output)
+
+
+@export_app.command("epcis")
+def export_epcis(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")],
+    lot: Annotated[str | None, typer.Option("--lot", help="A lot's lineage back to its donations.")] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="A pool and every lot made from it.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Everything recorded at or after this time.")] = None,
+) -> None:
+    """Write GS1 EPCIS 2.0 JSON-LD: pooling and lot creation as TransformationEvents, steps and pool tests as
+    ObjectEvents, shipments with bizStep shipping, corrections as errorDeclarations.
+    Example: plasmatrace export epcis --lot IVG-26-001 --output IVG-26-001.epcis.json"""
+    from traceability.exchange import epcis
+
+    if sum(x is not None for x in (lot, pool, since)) != 1:
+        raise typer.BadParameter("give exactly one of --lot, --pool or --since")
+    start = parsed(when, since, "--since")
+    with work(ctx, readonly=True) as session:
+        document = epcis.export_epcis(session, epcis.scope_of(session, lot_number=lot, pool_number=pool, since=start))
+    try:
+        output.write_text(epcis.dumps(document), encoding="utf-8")
+    except OSError as error:
+        raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+    say(f"{len(document['epcisBody']['eventList']):,} EPCIS events written to {output}.")
 
 
 # --- audit -----------------------------------------------------------------------------------------------------
