@@ -1090,11 +1090,17 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
     from traceability.reports.lineage_report import build_report, write_report
 
     with progress(f"Building the {kind} report"), work(ctx, readonly=True) as session:
-        report = build_report(session, kind, key, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    try:
-        write_report(report, fmt.value, output)
-    except OSError as error:
-        raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+        report = build_report(session, kind, key, policy=ctx.obj.policy)
+    with progress(f"Writing the {kind} report ({fmt.value})") as hook:
+
+        def advance(done: int, total: int) -> None:
+            hook.total(total)
+            hook(done)
+
+        try:
+            write_report(report, fmt.value, output, progress=advance)
+        except OSError as error:
+            raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
     say(f"Report of {kind} {key} written to {output} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
     if not report.audit_chain_ok:
         err.print(f"[bold red]Warning: the audit trail is broken:[/] {escape(report.audit_problem or '')}")
@@ -1157,6 +1163,31 @@ def export_epcis(
     except OSError as error:
         raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
     say(f"{len(document['epcisBody']['eventList']):,} EPCIS events written to {output}.")
+
+
+@report_app.command("verify")
+def report_verify(
+    ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A report file.")]
+) -> None:
+    """Check a report (html, pdf, json, or csv with its .manifest.json) against the database: its audit checkpoint
+    is still in the chain and every part of its data is what the database gives now. Exit 3 names what differs.
+    Example: plasmatrace report verify IVG-2605.pdf"""
+    from traceability.reports.lineage_report import verify_report
+
+    with work(ctx, readonly=True) as session:
+        result = verify_report(session, file, policy=ctx.obj.policy)
+    for note in result.notes:
+        say(f"Note: {note}.")
+    if not result.ok:
+        err.print(
+            f"[bold red]Report {escape(str(file))} ({result.kind} {escape(result.key)}) no longer matches the database:[/]"
+        )
+        for difference in result.differences:
+            err.print(f"  {escape(difference)}", highlight=False)
+        raise typer.Exit(code=ExitCode.RULE_VIOLATION)
+    say(
+        f"Report {file} ({result.kind} {result.key}, {result.fmt}) matches the database; checkpoint {result.checkpoint}."
+    )
 
 
 # --- audit -----------------------------------------------------------------------------------------------------

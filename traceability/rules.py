@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -128,6 +130,12 @@ class Policy(_Strict):
 
 
 DEFAULT_POLICY = Policy()
+
+
+def policy_digest(policy: Policy) -> str:
+    """SHA-256 of the policy's canonical JSON (keys sorted, no spaces): what a release or a report was judged by."""
+    canonical = json.dumps(policy.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def load_policy(path: Path | None) -> Policy:
