@@ -301,9 +301,9 @@ def deviations(session: Session, lineage: Lineage) -> Section:
     if not lineage.pool_ids and not lineage.lot_ids:
         return Section("Deviations and failed steps", columns, [])
     pool_names = dict(
-        session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(lineage.pool_ids))).tuples().all()
+        session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(lineage.pool_ids))).all()
     )
-    lot_names = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lineage.lot_ids))).tuples().all())
+    lot_names = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lineage.lot_ids))).all())
     steps = session.execute(
         select(Step)
         .where(
@@ -349,7 +349,7 @@ def pool_tests(session: Session, lineage: Lineage) -> Section:
             .join(Pool, Pool.id == PoolTest.pool_id)
             .where(PoolTest.pool_id.in_(lineage.pool_ids))
             .order_by(Pool.pool_number, PoolTest.marker, PoolTest.version)
-        ).tuples():
+        ):
             current = newest[(test.pool_id, test.marker)] == test.version
             rows.append(
                 [
