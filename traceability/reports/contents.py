@@ -300,9 +300,7 @@ def deviations(session: Session, lineage: Lineage) -> Section:
     columns = ["step", "on", "method", "outcome", "state", "closure"]
     if not lineage.pool_ids and not lineage.lot_ids:
         return Section("Deviations and failed steps", columns, [])
-    pool_names = dict(
-        session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(lineage.pool_ids))).all()
-    )
+    pool_names = dict(session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(lineage.pool_ids))).all())
     lot_names = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lineage.lot_ids))).all())
     steps = session.execute(
         select(Step)

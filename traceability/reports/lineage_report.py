@@ -66,6 +66,7 @@ class Report:
     audit_problem: str | None
     policy_sha256: str
     version: str = field(default_factory=software_version)
+    _parts: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def parts(self) -> dict[str, Any]:
         """The report's data, part by part, as plain JSON values. The manifest keeps each part's SHA-256, and the
@@ -74,6 +75,8 @@ class Report:
         def table(section: Section) -> dict[str, Any]:
             return {"columns": section.columns, "rows": section.rows}
 
+        if self._parts is not None:
+            return self._parts
         raw = {
             "summary": [[label, value] for label, value in self.summary],
             "lineage": self.graph.as_json(),
@@ -84,7 +87,8 @@ class Report:
             "trace": self.trace,
             "policy": self.policy_sha256,
         }
-        return json.loads(dumps_json(raw))
+        self._parts = json.loads(dumps_json(raw))
+        return self._parts
 
     def manifest(self) -> dict[str, Any]:
         parts = self.parts()
