@@ -126,7 +126,8 @@ def test_quarantines_open_cases_reactive_donors_and_deviations_are_flagged(sessi
     assert [(d[0], d[3], d[4]) for d in deviations] == [("P-A-S2", "deviation", "open")]
     nodes = {n.ident: n for n in report.graph.nodes}
     assert nodes["pool:P-B"].alert and nodes["pool:P-A"].alert  # quarantined; open case
-    assert "open look-back case" in nodes["pool:P-A"].lines
+    assert "open look-back case" in nodes["pool:P-A"].lines and "1 donor(s) now reactive" in nodes["pool:P-A"].lines
+    assert "held: open look-back case" in nodes["lot:IVG-1"].lines and nodes["lot:IVG-1"].alert
     assert "FII-2" not in {n.key for n in report.graph.nodes}  # not on this lot's lineage
 
 

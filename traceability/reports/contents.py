@@ -130,6 +130,7 @@ def lineage_graph(session: Session, lineage: Lineage) -> LineageGraph:
         )
         counts = {pool_id: (int(d), int(n)) for pool_id, d, n in rows}
     open_case_pools = _open_case_pools(session, lineage)
+    reactive = _reactive_donors_by_pool(session, lineage)
     pools = session.execute(select(Pool).where(Pool.id.in_(lineage.pool_ids))).scalars().all()
     for pool in sorted(pools, key=lambda p: p.pool_number):
         donors, donations = counts.get(pool.id or 0, (0, 0))
@@ -137,24 +138,19 @@ def lineage_graph(session: Session, lineage: Lineage) -> LineageGraph:
         lines = [pool.product, f"{donors:,} donors, {donations:,} donations", f"status: {status}"]
         if pool.id in open_case_pools:
             lines.append("open look-back case")
-        graph.nodes.append(
-            Node(
-                f"pool:{pool.pool_number}",
-                "pool",
-                pool.pool_number,
-                lines,
-                status in ALERT_STATUSES or pool.id in open_case_pools,
-            )
-        )
+        if reactive.get(pool.id or 0):
+            lines.append(f"{reactive[pool.id or 0]:,} donor(s) now reactive")
+        alert = status in ALERT_STATUSES or pool.id in open_case_pools or bool(reactive.get(pool.id or 0))
+        graph.nodes.append(Node(f"pool:{pool.pool_number}", "pool", pool.pool_number, lines, alert))
     lots = session.execute(select(Lot).where(Lot.id.in_(lineage.lot_ids))).scalars().all()
     names = {lot.id: lot.lot_number for lot in lots}
     pool_names = {pool.id: pool.pool_number for pool in pools}
-    upstream_pools = _upstream_pools(lineage)
+    feeding = {lot.id: upstream(session, lot.id or 0).pool_ids for lot in lots}  # also beyond this report
+    held_pools = _open_case_pools(session, Lineage(set().union(*feeding.values()), set())) if lots else set()
     for lot in sorted(lots, key=lambda item: item.lot_number):
-        feeding = upstream_pools.get(lot.id or 0, set())
-        donors, donations = _lot_counts(session, feeding)
+        donors, donations = _lot_counts(session, feeding[lot.id])
         status = lot.status.value
-        held = bool(feeding & open_case_pools)
+        held = bool(feeding[lot.id] & held_pools)
         lines = [f"{lot.kind.value} {lot.product}", f"{donors:,} donors, {donations:,} donations", f"status: {status}"]
         if held:
             lines.append("held: open look-back case")
@@ -167,24 +163,6 @@ def lineage_graph(session: Session, lineage: Lineage) -> LineageGraph:
     return graph
 
 
-def _upstream_pools(lineage: Lineage) -> dict[int, set[int]]:
-    inputs: dict[int, list[tuple[str, int]]] = {}
-    for lot_id, kind, source, _ in lineage.edges:
-        inputs.setdefault(lot_id, []).append((kind, source))
-    found: dict[int, set[int]] = {}
-
-    def walk(lot_id: int) -> set[int]:
-        if lot_id not in found:
-            found[lot_id] = set()
-            for kind, source in inputs.get(lot_id, []):
-                found[lot_id] |= {source} if kind == "pool" else walk(source)
-        return found[lot_id]
-
-    for lot_id in lineage.lot_ids:
-        walk(lot_id)
-    return found
-
-
 def _lot_counts(session: Session, pool_ids: set[int]) -> tuple[int, int]:
     if not pool_ids:
         return 0, 0
@@ -194,6 +172,39 @@ def _lot_counts(session: Session, pool_ids: set[int]) -> tuple[int, int]:
         .where(PoolMember.pool_id.in_(pool_ids))
     ).one()
     return int(donors), int(donations)
+
+
+def _current_reactive() -> Any:
+    """Current (newest version per marker) reactive results, as a statement of (donation id, donor id)."""
+    newer = aliased(TestResult)
+    return (
+        select(TestResult.donation_id, Donation.donor_id)
+        .join(Donation, Donation.id == TestResult.donation_id)
+        .where(
+            TestResult.result == ResultValue.REACTIVE,
+            ~select(newer.id)
+            .where(
+                newer.donation_id == TestResult.donation_id,
+                newer.marker == TestResult.marker,
+                newer.version > TestResult.version,
+            )
+            .exists(),
+        )
+    )
+
+
+def _reactive_donors_by_pool(session: Session, lineage: Lineage) -> dict[int, int]:
+    """For each pool, how many of its donors have a current reactive result on any of their donations."""
+    if not lineage.pool_ids:
+        return {}
+    reactive = _current_reactive().subquery()
+    rows = session.execute(
+        select(PoolMember.pool_id, func.count(func.distinct(Donation.donor_id)))
+        .join(Donation, Donation.id == PoolMember.donation_id)
+        .where(PoolMember.pool_id.in_(lineage.pool_ids), Donation.donor_id.in_(select(reactive.c.donor_id)))
+        .group_by(PoolMember.pool_id)
+    )
+    return {pool_id: int(count) for pool_id, count in rows}
 
 
 def _open_case_pools(session: Session, lineage: Lineage) -> set[int]:

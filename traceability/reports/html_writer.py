@@ -23,7 +23,7 @@ dd{margin:0;overflow-wrap:anywhere}
 .flag{border-left:4px solid #b00020;padding-left:.6em}.none{color:#555}
 .event{border:1px solid #ccc;margin:.5em 0;padding:.3em .6em;font-size:.85em;break-inside:avoid}
 .event header{font-weight:bold}.event .reason{font-style:italic}
-.event table{width:auto;max-width:100%}.event td:first-child{white-space:nowrap}
+.event table{width:auto;max-width:100%}.event th{white-space:nowrap}.event td:first-child{white-space:nowrap}
 .donations{columns:3 22em;font-family:"DejaVu Sans Mono",monospace;font-size:.75em}
 .donations div{break-inside:avoid}
 footer{margin-top:2em;border-top:1px solid #999;font-size:.85em}code{overflow-wrap:anywhere}
@@ -60,7 +60,8 @@ def render_html(report: Report) -> str:
         "<h2>Lineage</h2>",
         f"<div class='picture'>{to_svg(report.graph, drawn)}</div>",
         f"<p class='none'>Pools and lots with distinct donors and donations; arrows are inputs with quantities; "
-        f"red marks a quarantine, rejection, hold or open look-back case. Layout: {esc(drawn.engine)}.</p>",
+        "red marks a quarantine, rejection, hold, open look-back case or a donor now reactive. "
+        f"Layout: {esc(drawn.engine)}.</p>",
     ]
     for section in report.flags:
         parts.append(f"<h2>{esc(section.title)} ({len(section.rows):,})</h2>")

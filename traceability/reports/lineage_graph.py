@@ -109,8 +109,14 @@ def layout_with_dot(graph: LineageGraph, dot: str) -> Layout:
             values = [float(v) * 72 for v in parts[4 : 4 + 2 * count]]
             points = [(values[i], height - values[i + 1]) for i in range(0, len(values), 2)]
             raw_curves[(parts[1], parts[2])].append(points)
-    curves = [(edge, raw_curves[(edge.source, edge.target)].pop(0)) for edge in graph.edges]
-    return Layout(width, height, boxes, curves, "graphviz dot")
+    margin = 4.0  # dot's bounding box ends on the outermost boxes' borders
+    for box in boxes.values():
+        box.x, box.y = box.x + margin, box.y + margin
+    curves = [
+        (edge, [(x + margin, y + margin) for x, y in raw_curves[(edge.source, edge.target)].pop(0)])
+        for edge in graph.edges
+    ]
+    return Layout(width + 2 * margin, height + 2 * margin, boxes, curves, "graphviz dot")
 
 
 def layout_layered(graph: LineageGraph) -> Layout:

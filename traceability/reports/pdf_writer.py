@@ -158,7 +158,7 @@ def _picture(pdf: FPDF, report: Report) -> None:
         0,
         4,
         "Pools and lots with distinct donors and donations; arrows are inputs with quantities; red: quarantine, "
-        f"rejection, hold or open look-back case. Layout: {drawn.engine}.",
+        f"rejection, hold, open look-back case or a donor now reactive. Layout: {drawn.engine}.",
         new_x="LMARGIN",
         new_y="NEXT",
     )
