@@ -10,57 +10,11 @@ import pytest
 from sqlmodel import Session
 
 from tests.epcis_schema import epcis_errors
-from tests.factories import ACTOR, NOW, bulk_units, make_step
+from tests.factories import ACTOR, NOW
+from tests.lineage_data import build_lineage, built_fixture  # noqa: F401 (a fixture)
 from traceability.errors import LotNotFound, PoolNotFound
 from traceability.exchange import epcis
-from traceability.models import LotKind, Marker, ResultValue, StepMethod
-from traceability.services import lots, pools, units
-
-
-def released_pool(session: Session, number: str, donors: int = 1000) -> list[str]:
-    members = bulk_units(session, donors_count=donors, units_per_donor=2)
-    pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=members, actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-        pools.test_pool(
-            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-        )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
-    return members
-
-
-def build_lineage(session: Session) -> dict[str, Any]:
-    """Two pools -> an intermediate (with quantities) -> a final lot, steps on each level, two shipments."""
-    a = released_pool(session, "P-A")
-    b = released_pool(session, "P-B")
-    make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0, parameters={"TNBP": "0.3%"})
-    make_step(session, pool="P-B", method=StepMethod.SOLVENT_DETERGENT, enveloped=5.5)
-    lots.create_lot(
-        session,
-        lot_number="FII-1",
-        product="ivig",
-        kind=LotKind.INTERMEDIATE,
-        inputs=[lots.InputSpec("pool", "P-A", 700), lots.InputSpec("pool", "P-B", 650)],
-        actor=ACTOR,
-    )
-    make_step(session, lot="FII-1", method=StepMethod.LOW_PH, enveloped=4.5, parameters={"pH": "4.0", "hours": "21"})
-    lots.release_lot(session, lot_number="FII-1", actor=ACTOR)
-    lots.create_lot(
-        session,
-        lot_number="IVG-1",
-        product="ivig",
-        kind=LotKind.FINAL,
-        inputs=[lots.InputSpec("lot", "FII-1")],
-        actor=ACTOR,
-    )
-    make_step(session, lot="IVG-1", method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
-    lots.release_lot(session, lot_number="IVG-1", actor=ACTOR)
-    for consignee, quantity in (("Szpital Łódź", 40), ("東京病院", 25)):
-        lots.ship_lot(
-            session, lot_number="IVG-1", consignee=consignee, quantity=quantity, shipped_on=NOW.date(), actor=ACTOR
-        )
-    return {"a": a, "b": b}
+from traceability.services import units
 
 
 def events(document: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
@@ -73,8 +27,8 @@ def export(session: Session, **scope: Any) -> dict[str, Any]:
     return json.loads(epcis.dumps(document))  # as a reader of the file sees it
 
 
-def test_a_lots_lineage_exports_as_epcis_that_gs1s_schema_accepts(session: Session) -> None:
-    made = build_lineage(session)
+def test_a_lots_lineage_exports_as_epcis_that_gs1s_schema_accepts(built: tuple[Session, dict[str, Any]]) -> None:
+    session, made = built
     document = export(session, lot_number="IVG-1")
 
     assert epcis_errors(document) == []
@@ -95,8 +49,10 @@ def test_a_lots_lineage_exports_as_epcis_that_gs1s_schema_accepts(session: Sessi
     assert created["urn:plasmatrace:lot:IVG-1"]["inputEPCList"] == ["urn:plasmatrace:lot:FII-1"]
 
 
-def test_steps_carry_their_parameters_and_shipments_are_shipping_events_to_the_consignee(session: Session) -> None:
-    build_lineage(session)
+def test_steps_carry_their_parameters_and_shipments_are_shipping_events_to_the_consignee(
+    built: tuple[Session, dict[str, Any]],
+) -> None:
+    session, made = built
     document = export(session, lot_number="IVG-1")
 
     steps = {e["pt:step"]: e for e in events(document, "ObjectEvent") if "pt:step" in e}
@@ -130,8 +86,10 @@ def test_a_corrected_donation_is_declared_in_error_and_points_at_its_correction(
     assert first["pt:collection"]["volume_ml"] != 655
 
 
-def test_a_pool_export_reaches_every_lot_made_from_it_and_since_keeps_only_later_records(session: Session) -> None:
-    build_lineage(session)
+def test_a_pool_export_reaches_every_lot_made_from_it_and_since_keeps_only_later_records(
+    built: tuple[Session, dict[str, Any]],
+) -> None:
+    session, made = built
     document = export(session, pool_number="P-B")
     outputs = {e["outputEPCList"][0] for e in events(document, "TransformationEvent")}
     assert outputs == {"urn:plasmatrace:pool:P-B", "urn:plasmatrace:lot:FII-1", "urn:plasmatrace:lot:IVG-1"}
@@ -143,14 +101,14 @@ def test_a_pool_export_reaches_every_lot_made_from_it_and_since_keeps_only_later
     assert events(export(session, since=NOW + timedelta(days=36500))) == []
 
 
-def test_two_exports_of_the_same_database_are_the_same_bytes(session: Session) -> None:
-    build_lineage(session)
+def test_two_exports_of_the_same_database_are_the_same_bytes(built: tuple[Session, dict[str, Any]]) -> None:
+    session, made = built
     scope = epcis.scope_of(session, lot_number="IVG-1")
     assert epcis.dumps(epcis.export_epcis(session, scope)) == epcis.dumps(epcis.export_epcis(session, scope))
 
 
-def test_the_schema_check_is_live_a_broken_event_is_refused(session: Session) -> None:
-    build_lineage(session)
+def test_the_schema_check_is_live_a_broken_event_is_refused(built: tuple[Session, dict[str, Any]]) -> None:
+    session, made = built
     document = export(session, lot_number="IVG-1")
     events(document)[0]["bizStep"] = "pooling"  # not a CBV step and not a URI
     events(document)[1]["eventTime"] = "yesterday"

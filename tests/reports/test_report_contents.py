@@ -8,13 +8,14 @@ import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.exchange.test_epcis import build_lineage
 from tests.factories import ACTOR, NOW
+from tests.lineage_data import build_lineage, built_fixture  # noqa: F401 (a fixture)
 from traceability.models import Donation, Marker, Pool, PoolStatus, ResultValue, StepMethod, StepOutcome
 from traceability.reports import lineage_graph
 from traceability.reports.lineage_report import build_report, read_manifest, software_version, write_report
@@ -27,9 +28,9 @@ def section(report, title):  # type: ignore[no-untyped-def]
 
 
 def test_the_picture_has_pools_and_lots_with_counts_and_inputs_with_quantities_never_donations(
-    session: Session,
+    built: tuple[Session, dict[str, Any]],
 ) -> None:
-    build_lineage(session)
+    session, _ = built
     report = build_report(session, "lot", "IVG-1")
 
     nodes = {n.ident: n for n in report.graph.nodes}
@@ -50,8 +51,10 @@ def test_the_picture_has_pools_and_lots_with_counts_and_inputs_with_quantities_n
     assert [r[0] for r in section(report, "Pool tests (every version)").rows] == ["P-B"] * 3
 
 
-def test_both_layouts_place_every_box_without_overlap_and_draw_every_arrow(session: Session) -> None:
-    build_lineage(session)
+def test_both_layouts_place_every_box_without_overlap_and_draw_every_arrow(
+    built: tuple[Session, dict[str, Any]],
+) -> None:
+    session, _ = built
     graph = build_report(session, "lot", "IVG-1").graph
     engines = [lineage_graph.layout_layered(graph)]
     dot = shutil.which("dot")
@@ -165,9 +168,9 @@ def test_the_history_lays_out_old_and_new_values_and_includes_corrections(sessio
 
 
 def test_the_manifest_names_checkpoint_policy_version_and_parts_and_two_builds_are_the_same_bytes(
-    session: Session, tmp_path: Path
+    built: tuple[Session, dict[str, Any]], tmp_path: Path
 ) -> None:
-    build_lineage(session)
+    session, _ = built
     report = build_report(session, "lot", "IVG-1")
     manifest = report.manifest()
     assert manifest["audit_checkpoint"] == report.audit_checkpoint and ":" in manifest["audit_checkpoint"]
@@ -187,8 +190,8 @@ def test_the_manifest_names_checkpoint_policy_version_and_parts_and_two_builds_a
         assert first.read_bytes() == second.read_bytes(), fmt
 
 
-def test_unicode_consignees_print_in_html_and_pdf(session: Session, tmp_path: Path) -> None:
-    build_lineage(session)
+def test_unicode_consignees_print_in_html_and_pdf(built: tuple[Session, dict[str, Any]], tmp_path: Path) -> None:
+    session, _ = built
     report = build_report(session, "lot", "IVG-1")
     write_report(report, "html", tmp_path / "r.html")
     write_report(report, "pdf", tmp_path / "r.pdf")
