@@ -35,14 +35,14 @@ def build_site(url: str, donors: int) -> None:
 
 
 def biggest_final_lot(url: str) -> tuple[str, int]:
-    from sqlmodel import Session
+    from sqlmodel import Session, select
 
     from traceability.db import make_engine
     from traceability.models import Lot, LotKind
     from traceability.queries.lineage import trace_lot
 
     with Session(make_engine(url)) as session:
-        numbers = [lot.lot_number for lot in session.query(Lot).filter(Lot.kind == LotKind.FINAL)]
+        numbers = list(session.exec(select(Lot.lot_number).where(Lot.kind == LotKind.FINAL)))
         sizes = {n: trace_lot(session, n).donation_count for n in numbers}
     number = max(sizes, key=lambda n: (sizes[n], n))
     return number, sizes[number]
