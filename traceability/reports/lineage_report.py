@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -297,15 +298,11 @@ def verify_report(session: Session, path: Path, *, policy: Policy = DEFAULT_POLI
         if _sha256(document.get("data")) != manifest["parts_sha256"].get("trace"):
             differences.append("the file's data was changed after the report was written")
     if now["audit_checkpoint"] == manifest["audit_checkpoint"]:
-        if fmt != "csv":
-            scratch = path.with_name(f".{path.name}.verify")
-            try:
-                write_report(rebuilt, fmt, scratch)
-                if scratch.read_bytes() != path.read_bytes():
-                    differences.append("the file was changed after it was written (its bytes differ from a rebuild)")
-            finally:
-                scratch.unlink(missing_ok=True)
-                manifest_path(scratch).unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            scratch = Path(folder) / path.name
+            write_report(rebuilt, fmt, scratch)
+            if scratch.read_bytes() != path.read_bytes():
+                differences.append("the file was changed after it was written (its bytes differ from a rebuild)")
     else:
         seq = int(now["audit_checkpoint"].split(":")[0]) - int(manifest["audit_checkpoint"].split(":")[0])
         notes.append(f"{seq:,} audit event(s) were recorded since the report; its data is checked part by part")
