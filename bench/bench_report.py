@@ -1,6 +1,6 @@
 """The PDF report of a 20,000-donation lot against its JSON report, side by side (issue 16: within 3x).
 
-    python bench/bench_report.py [--donors 6400] [--runs 3] [--db sqlite:////tmp/r.db]
+    python bench/bench_report.py [--donors 6400] [--runs 3] [--db sqlite:///demo.db]
 
 Builds a demo site whose final lot holds about 20,000 donations (``plasmatrace demo --donors N``; not timed in the
 comparison), then, in this process, builds and writes the lot's report as JSON and as PDF ``--runs`` times each,
