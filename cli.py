@@ -78,6 +78,7 @@ trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lo
 import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
 lookback_app = group("lookback", "Open and follow look-back cases from post-donation information.")
 report_app = group("report", "Write lineage reports for auditors: HTML, PDF, JSON or CSV.")
+export_app = group("export", "Export the lineage for other systems: GS1 EPCIS 2.0 JSON-LD.")
 audit_app = group("audit", "Read and verify the hash-chained audit trail.")
 policy_app = group("policy", "Show the thresholds in force.")
 
@@ -1102,11 +1103,17 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
     from traceability.reports.lineage_report import build_report, write_report
 
     with progress(f"Building the {kind} report"), work(ctx, readonly=True) as session:
-        report = build_report(session, kind, key, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    try:
-        write_report(report, fmt.value, output)
-    except OSError as error:
-        raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+        report = build_report(session, kind, key, policy=ctx.obj.policy)
+    with progress(f"Writing the {kind} report ({fmt.value})") as hook:
+
+        def advance(done: int, total: int) -> None:
+            hook.total(total)
+            hook(done)
+
+        try:
+            write_report(report, fmt.value, output, progress=advance)
+        except OSError as error:
+            raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
     say(f"Report of {kind} {key} written to {output} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
     if not report.audit_chain_ok:
         err.print(f"[bold red]Warning: the audit trail is broken:[/] {escape(report.audit_problem or '')}")
@@ -1144,6 +1151,56 @@ def report_case(
 ) -> None:
     """A look-back case: implicated units, pools, lots, consignees and history. Example: plasmatrace report case LB-2026-0001 --format pdf --output LB-2026-0001.pdf"""
     _report(ctx, "case", case, fmt, output)
+
+
+@export_app.command("epcis")
+def export_epcis(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")],
+    lot: Annotated[str | None, typer.Option("--lot", help="A lot's lineage back to its donations.")] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="A pool and every lot made from it.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Everything recorded at or after this time.")] = None,
+) -> None:
+    """Write GS1 EPCIS 2.0 JSON-LD: pooling and lot creation as TransformationEvents, steps and pool tests as
+    ObjectEvents, shipments with bizStep shipping, corrections as errorDeclarations.
+    Example: plasmatrace export epcis --lot IVG-26-001 --output IVG-26-001.epcis.json"""
+    from traceability.exchange import epcis
+
+    if sum(x is not None for x in (lot, pool, since)) != 1:
+        raise typer.BadParameter("give exactly one of --lot, --pool or --since")
+    start = parsed(when, since, "--since")
+    with work(ctx, readonly=True) as session:
+        document = epcis.export_epcis(session, epcis.scope_of(session, lot_number=lot, pool_number=pool, since=start))
+    try:
+        output.write_text(epcis.dumps(document), encoding="utf-8")
+    except OSError as error:
+        raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+    say(f"{len(document['epcisBody']['eventList']):,} EPCIS events written to {output}.")
+
+
+@report_app.command("verify")
+def report_verify(
+    ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A report file.")]
+) -> None:
+    """Check a report (html, pdf, json, or csv with its .manifest.json) against the database: its audit checkpoint
+    is still in the chain and every part of its data is what the database gives now. Exit 3 names what differs.
+    Example: plasmatrace report verify IVG-2605.pdf"""
+    from traceability.reports.lineage_report import verify_report
+
+    with work(ctx, readonly=True) as session:
+        result = verify_report(session, file, policy=ctx.obj.policy)
+    for note in result.notes:
+        say(f"Note: {note}.")
+    if not result.ok:
+        err.print(
+            f"[bold red]Report {escape(str(file))} ({result.kind} {escape(result.key)}) no longer matches the database:[/]"
+        )
+        for difference in result.differences:
+            err.print(f"  {escape(difference)}", highlight=False)
+        raise typer.Exit(code=ExitCode.RULE_VIOLATION)
+    say(
+        f"Report {file} ({result.kind} {result.key}, {result.fmt}) matches the database; checkpoint {result.checkpoint}."
+    )
 
 
 # --- audit -----------------------------------------------------------------------------------------------------

@@ -1,16 +1,23 @@
-"""Lineage reports for auditors: a lot, a pool or a look-back case, with its audit history and integrity footer.
+"""Lineage reports for auditors: a lot, a pool or a look-back case (SPEC §13).
 
-One builder returns a ``Report`` (sections of rows plus metadata); writers turn it into JSON, CSV, HTML or PDF.
-Rows are in a fixed order and times are ISO-8601 UTC, so two reports of the same data diff cleanly; the footer
-carries the audit chain's checkpoint and a SHA-256 of the report's data, so a copy can be verified later.
+One builder returns a ``Report``: a summary, the lineage picture, flag sections (holds, open cases, reactive donors,
+deviations), the trace's sections, the audit history laid out field by field and the list of donations. Writers turn
+it into JSON, CSV, HTML or PDF. Nothing printed depends on the wall clock or on who ran it: the time printed is the
+audit head's, so the same database gives the same bytes. A manifest (audit checkpoint, SHA-256 of the report's data
+and of each of its parts, software version, policy digest) travels inside every format, and ``verify_report``
+rebuilds the report from the database and names what no longer matches.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import html
+import json
+import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,229 +25,289 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from .. import audit
-from ..models import AuditEvent, Donation, utcnow
+from ..errors import InvalidInput
+from ..models import AuditEvent, Pool
 from ..queries.lineage import trace_case, trace_lot, trace_pool
-from ..rules import DEFAULT_POLICY, Policy
+from ..rules import DEFAULT_POLICY, Policy, policy_digest
+from . import contents
+from .contents import HistoryEntry, Lineage
+from .lineage_graph import LineageGraph
 from .sections import Document, Section, case_document, lot_document, pool_document
 from .writers import dumps_json, write_csv
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) while a long report is written."""
+
+MANIFEST_FORMAT = 1
+DONATIONS = "Donations"
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("plasma-traceability")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass
 class Report:
     kind: str
     key: str
-    document: Document
-    data: dict[str, Any]
-    history: Section
-    generated_at: str
-    generated_by: str
+    title: str
+    summary: list[tuple[str, str]]
+    graph: LineageGraph
+    flags: list[Section]
+    sections: list[Section]
+    history: list[HistoryEntry]
+    donations: Section | None
+    trace: dict[str, Any]
     audit_checkpoint: str
+    audit_time: str
     audit_chain_ok: bool
     audit_problem: str | None
-    changed: list[str] = field(default_factory=list)
+    policy_sha256: str
+    version: str = field(default_factory=software_version)
+    _parts: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def data_sha256(self) -> str:
-        return hashlib.sha256(dumps_json(self.data).encode("utf-8")).hexdigest()
+    def parts(self) -> dict[str, Any]:
+        """The report's data, part by part, as plain JSON values. The manifest keeps each part's SHA-256, and the
+        data SHA-256 is that of those digests (keys sorted), so one changed part can be named."""
+
+        def table(section: Section) -> dict[str, Any]:
+            return {"columns": section.columns, "rows": section.rows}
+
+        if self._parts is not None:
+            return self._parts
+        raw = {
+            "summary": [[label, value] for label, value in self.summary],
+            "lineage": self.graph.as_json(),
+            **{f"flag: {s.title}": table(s) for s in self.flags},
+            **{f"section: {s.title}": table(s) for s in self.sections},
+            "audit history": [h.as_json() for h in self.history],
+            "donations": table(self.donations) if self.donations else None,
+            "trace": self.trace,
+            "policy": self.policy_sha256,
+        }
+        self._parts = json.loads(dumps_json(raw))
+        return self._parts
+
+    def manifest(self) -> dict[str, Any]:
+        parts = self.parts()
+        digests = {name: _sha256(value) for name, value in parts.items()}
+        return {
+            "manifest": MANIFEST_FORMAT,
+            "report": self.kind,
+            "key": self.key,
+            "audit_checkpoint": self.audit_checkpoint,
+            "audit_time": self.audit_time,
+            "data_sha256": _sha256(digests),
+            "parts_sha256": digests,
+            "software_version": self.version,
+            "policy_sha256": self.policy_sha256,
+        }
+
+    def footer(self) -> list[tuple[str, str]]:
+        chain = "intact" if self.audit_chain_ok else f"BROKEN: {self.audit_problem}"
+        return [
+            ("data as of", self.audit_time + " (time of the last audit event)"),
+            ("audit chain", chain),
+            ("audit checkpoint", self.audit_checkpoint),
+            ("data SHA-256", self.manifest()["data_sha256"]),
+            ("policy SHA-256", self.policy_sha256),
+            ("software", f"plasma-traceability {self.version}"),
+        ]
 
 
-def _history(session: Session, keys: dict[str, set[str]]) -> Section:
-    rows: list[list[Any]] = []
-    for entity_type, entity_keys in sorted(keys.items()):
-        if not entity_keys:
-            continue
-        events = session.execute(
-            select(AuditEvent)
-            .where(AuditEvent.entity_type == entity_type, AuditEvent.entity_key.in_(sorted(entity_keys)))
-            .order_by(AuditEvent.seq)
-        ).scalars()
-        rows.extend(
-            [
-                e.seq,
-                e.occurred_at.isoformat(),
-                e.actor,
-                e.action,
-                e.entity_key,
-                e.old_values or "",
-                e.new_values or "",
-                e.reason or "",
-            ]
-            for e in events
-        )
-    rows.sort(key=lambda r: r[0])
-    return Section("Audit history", ["seq", "at", "actor", "action", "key", "old", "new", "reason"], rows)
+def _sha256(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _changed_units(session: Session, unit_numbers: list[str]) -> list[str]:
-    """Units whose record was corrected after its original entry (Annex 11 §8.2)."""
-    changed: list[str] = []
-    for start in range(0, len(unit_numbers), 10_000):
-        chunk = unit_numbers[start : start + 10_000]
-        changed.extend(
-            session.execute(
-                select(Donation.unit_number).where(Donation.unit_number.in_(chunk), Donation.version > 1)
-            ).scalars()
-        )
-    return sorted(changed)
+def _split(document: Document) -> tuple[list[Section], Section | None]:
+    donations = next((s for s in document.sections if s.title == DONATIONS), None)
+    return [s for s in document.sections if s.title != DONATIONS], donations
 
 
-def build_report(session: Session, kind: str, key: str, *, actor: str, policy: Policy = DEFAULT_POLICY) -> Report:
+def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFAULT_POLICY) -> Report:
     """Build the report of a lot, pool or case. Raises LotNotFound, PoolNotFound or CaseNotFound."""
-    units: list[str]
+    extra: dict[str, set[str]] = {}
     if kind == "lot":
         trace: Any = trace_lot(session, key, members=True, policy=policy)
         document = lot_document(trace)
-        keys = {
-            "lot": {trace.lot_number, *trace.lots},
-            "pool": {p.pool_number for p in trace.pools},
-            "step": {s.step_key for s in trace.steps},
-        }
-        units = [d.unit_number for d in trace.donations or []]
+        lineage = contents.lineage_of_lot(session, key)
+        document.sections.insert(1, contents.pool_tests(session, lineage))
     elif kind == "pool":
         trace = trace_pool(session, key, members=True, policy=policy)
         document = pool_document(trace)
-        keys = {"pool": {trace.pool_number}, "lot": set(trace.lots), "step": {s.step_key for s in trace.steps}}
-        units = [d.unit_number for d in trace.donations or []]
+        lineage = contents.lineage_of_pool(session, key)
+        document.sections[0] = contents.pool_tests(session, Lineage({p for p in lineage.pool_ids}, set()))
     else:
         trace = trace_case(session, key)
         document = case_document(trace)
-        units = [f["unit_number"] for f in trace.findings]
-        keys = {
-            "lookback_case": {trace.case_number},
-            "pool": set(trace.pools),
-            "lot": set(trace.lots),
-            "donation": set(units),
-            "donor": {trace.donor_code},
-        }
-    verification = audit.verify(session)
-    changed = _changed_units(session, units)
-    if changed:
-        document.summary.append(
-            (
-                "changed since original entry",
-                f"{len(changed):,} unit record(s): " + ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""),
-            )
+        pool_ids = set(session.execute(select(Pool.id).where(Pool.pool_number.in_(trace.pools))).scalars())
+        lineage = contents.lineage_downstream(session, pool_ids)
+        extra = {"lookback_case": {trace.case_number}, "donor": {trace.donor_code}}
+        extra["donation"] = {f["unit_number"] for f in trace.findings}
+    changed = contents.corrected_units(session, lineage, extra.get("donation", set()))
+    shown_units = ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else "")
+    document.summary.append(
+        (
+            "changed since original entry",
+            f"{len(changed):,} unit record(s): {shown_units}" if changed else "no unit record was corrected",
         )
-    else:
-        document.summary.append(("changed since original entry", "no unit record was corrected"))
+    )
+    flags = [build(session, lineage) for build in contents.FLAG_SECTIONS]
+    sections, donations = _split(document)
+    verification = audit.verify(session)
+    head_time = session.execute(select(AuditEvent.occurred_at).order_by(AuditEvent.seq.desc()).limit(1)).scalar()
     return Report(
         kind=kind,
         key=key,
-        document=document,
-        data=trace.as_json(),
-        history=_history(session, keys),
-        generated_at=utcnow().isoformat(),
-        generated_by=actor,
+        title=document.title,
+        summary=[(label, _text(value)) for label, value in document.summary],
+        graph=contents.lineage_graph(session, lineage),
+        flags=flags,
+        sections=sections,
+        history=contents.history(session, lineage, extra=extra),
+        donations=donations,
+        trace=trace.as_json(),
         audit_checkpoint=verification.checkpoint,
+        audit_time=head_time.isoformat() if head_time else "no audit events",
         audit_chain_ok=verification.ok,
         audit_problem=verification.problem,
-        changed=changed,
+        policy_sha256=policy_digest(policy),
     )
 
 
-def _footer(report: Report) -> list[tuple[str, str]]:
-    chain = "intact" if report.audit_chain_ok else f"BROKEN: {report.audit_problem}"
-    return [
-        ("generated at", report.generated_at),
-        ("generated by", report.generated_by),
-        ("audit chain", chain),
-        ("audit checkpoint", report.audit_checkpoint),
-        ("data SHA-256", report.data_sha256),
-    ]
-
-
-def write_report(report: Report, fmt: str, output: Path) -> None:
-    """Write the report as json, csv, html or pdf."""
-    if fmt == "json":
-        document = {
-            "report": report.kind,
-            "key": report.key,
-            **dict(_footer(report)),
-            "changed": report.changed,
-            "data": report.data,
-            "audit_history": [dict(zip(report.history.columns, r, strict=True)) for r in report.history.rows],
-        }
-        output.write_text(dumps_json(document) + "\n", encoding="utf-8")
-    elif fmt == "csv":
-        primary = report.document.section(report.document.primary)
-        with output.open("w", encoding="utf-8", newline="") as handle:
-            write_csv(primary.columns, primary.rows, handle)
-    elif fmt == "html":
-        output.write_text(_html(report), encoding="utf-8")
-    else:
-        _pdf(report, output)
-
-
-def _cell_text(value: Any) -> str:
+def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    if isinstance(value, datetime):
-        return value.isoformat()
     return str(value)
 
 
-def _html(report: Report) -> str:
-    doc = report.document
-    esc = html.escape
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{esc(doc.title)}: lineage report</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #bbb;padding:.25em .5em;font-size:.85em;vertical-align:top}"
-        "th{background:#eee;text-align:left}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}"
-        "dt{font-weight:bold}footer{margin-top:2em;border-top:1px solid #999;font-size:.85em}</style></head><body>",
-        f"<h1>{esc(doc.title)}: lineage report</h1><dl>",
-    ]
-    parts += [f"<dt>{esc(label)}</dt><dd>{esc(_cell_text(value))}</dd>" for label, value in doc.summary]
-    parts.append("</dl>")
-    for section in [*doc.sections, report.history]:
-        parts.append(f"<h2>{esc(section.title)} ({len(section.rows):,})</h2>")
-        if not section.rows:
-            parts.append("<p>None.</p>")
-            continue
-        parts.append(
-            "<table><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in section.columns) + "</tr></thead><tbody>"
+# --- writing -----------------------------------------------------------------------------------------------------
+
+
+def json_document(report: Report) -> dict[str, Any]:
+    parts = report.parts()
+    return {
+        "report": report.kind,
+        "key": report.key,
+        **dict(report.footer()),
+        "manifest": report.manifest(),
+        "summary": dict(report.summary),
+        "lineage": parts["lineage"],
+        "flags": {s.title: [dict(zip(s.columns, r, strict=True)) for r in s.rows] for s in report.flags},
+        "audit_history": parts["audit history"],
+        "data": parts["trace"],
+    }
+
+
+def manifest_path(output: Path) -> Path:
+    """Where a CSV report's manifest goes (CSV has no place for it inside)."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+def write_report(report: Report, fmt: str, output: Path, *, progress: Progress | None = None) -> None:
+    """Write the report as json, csv (plus FILE.manifest.json), html or pdf."""
+    if fmt == "json":
+        output.write_text(dumps_json(json_document(report)) + "\n", encoding="utf-8")
+    elif fmt == "csv":
+        primary = report.donations or (report.sections[0] if report.sections else Section("", [], []))
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            write_csv(primary.columns, primary.rows, handle)
+        manifest_path(output).write_text(dumps_json(report.manifest()) + "\n", encoding="utf-8")
+    elif fmt == "html":
+        from .html_writer import render_html
+
+        output.write_text(render_html(report), encoding="utf-8")
+    else:
+        from .pdf_writer import render_pdf
+
+        output.write_bytes(render_pdf(report, progress=progress))
+
+
+# --- verification ------------------------------------------------------------------------------------------------
+
+_HTML_MANIFEST = re.compile(r'<script type="application/json" id="plasmatrace-manifest">(.*?)</script>', re.S)
+_PDF_MANIFEST = re.compile(rb"/Keywords \(plasmatrace-manifest:([A-Za-z0-9+/=]+)\)")
+
+
+def read_manifest(path: Path) -> tuple[str, dict[str, Any]]:
+    """The format and the manifest of a report file. Raises InvalidInput when the file holds none."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InvalidInput(f"Cannot read {path}: {error.strerror}.") from None
+    try:
+        if data.startswith(b"%PDF"):
+            found = _PDF_MANIFEST.search(data)
+            if found:
+                return "pdf", json.loads(base64.b64decode(found.group(1)))
+        elif data.lstrip().startswith(b"{"):
+            return "json", json.loads(data)["manifest"]
+        elif data.lstrip().lower().startswith(b"<!doctype html"):
+            match = _HTML_MANIFEST.search(data.decode("utf-8"))
+            if match:
+                return "html", json.loads(match.group(1))
+        elif manifest_path(path).is_file():
+            return "csv", json.loads(manifest_path(path).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, UnicodeDecodeError):
+        pass
+    raise InvalidInput(f"{path} is not a plasmatrace report (no manifest found in it).")
+
+
+@dataclass
+class VerifyResult:
+    kind: str
+    key: str
+    fmt: str
+    checkpoint: str
+    differences: list[str]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def verify_report(session: Session, path: Path, *, policy: Policy = DEFAULT_POLICY) -> VerifyResult:
+    """Rebuild the report a file was written from and compare: the audit checkpoint must still be in the chain,
+    every part's SHA-256 must match, and when nothing was recorded since, the file must be byte for byte what the
+    database gives. Raises InvalidInput (not a report) and the not-found errors of the report's subject."""
+    fmt, manifest = read_manifest(path)
+    kind, key = manifest["report"], manifest["key"]
+    differences: list[str] = []
+    notes: list[str] = []
+    chain = audit.verify(session, checkpoint=manifest["audit_checkpoint"])
+    if not chain.ok:
+        differences.append(f"audit trail: {chain.problem}")
+    rebuilt = build_report(session, kind, key, policy=policy)
+    now = rebuilt.manifest()
+    for part in sorted(set(manifest["parts_sha256"]) | set(now["parts_sha256"])):
+        if manifest["parts_sha256"].get(part) != now["parts_sha256"].get(part):
+            differences.append(f"{part}: differs from the database now")
+    if manifest.get("data_sha256") != _sha256(manifest["parts_sha256"]):
+        differences.append("manifest: its data SHA-256 is not that of its parts (the manifest was edited)")
+    if fmt == "json":
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if _sha256(document.get("data")) != manifest["parts_sha256"].get("trace"):
+            differences.append("the file's data was changed after the report was written")
+    if now["audit_checkpoint"] == manifest["audit_checkpoint"]:
+        with tempfile.TemporaryDirectory() as folder:
+            scratch = Path(folder) / path.name
+            write_report(rebuilt, fmt, scratch)
+            if scratch.read_bytes() != path.read_bytes():
+                differences.append("the file was changed after it was written (its bytes differ from a rebuild)")
+    else:
+        seq = int(now["audit_checkpoint"].split(":")[0]) - int(manifest["audit_checkpoint"].split(":")[0])
+        notes.append(f"{seq:,} audit event(s) were recorded since the report; its data is checked part by part")
+    if manifest.get("software_version") != now["software_version"]:
+        notes.append(
+            f"written by plasma-traceability {manifest.get('software_version')}, checked by {now['software_version']}"
         )
-        parts += ["<tr>" + "".join(f"<td>{esc(_cell_text(v))}</td>" for v in row) + "</tr>" for row in section.rows]
-        parts.append("</tbody></table>")
-    parts.append("<footer><dl>")
-    parts += [f"<dt>{esc(label)}</dt><dd><code>{esc(value)}</code></dd>" for label, value in _footer(report)]
-    parts.append("</dl></footer></body></html>\n")
-    return "".join(parts)
-
-
-def _pdf(report: Report, output: Path) -> None:
-    from fpdf import FPDF
-
-    def latin(text: str) -> str:  # the core PDF fonts are Latin-1
-        return text.encode("latin-1", "replace").decode("latin-1")
-
-    pdf = FPDF(orientation="L", unit="mm", format="A4")
-    pdf.set_auto_page_break(auto=True, margin=12)
-    pdf.add_page()
-    doc = report.document
-    pdf.set_font("Helvetica", "B", 14)
-    pdf.cell(0, 8, latin(f"{doc.title}: lineage report"), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
-    for label, value in doc.summary:
-        pdf.multi_cell(0, 5, latin(f"{label}: {_cell_text(value)}"), new_x="LMARGIN", new_y="NEXT")
-    for section in [*doc.sections, report.history]:
-        pdf.ln(3)
-        pdf.set_font("Helvetica", "B", 11)
-        pdf.cell(0, 6, latin(f"{section.title} ({len(section.rows):,})"), new_x="LMARGIN", new_y="NEXT")
-        if not section.rows:
-            continue
-        pdf.set_font("Helvetica", "", 7)
-        with pdf.table(text_align="LEFT", first_row_as_headings=True, line_height=3.5) as table:
-            table.row([latin(c) for c in section.columns])
-            for values in section.rows:
-                table.row([latin(_cell_text(v))[:300] for v in values])
-    pdf.ln(4)
-    pdf.set_font("Helvetica", "", 8)
-    for label, value in _footer(report):
-        pdf.multi_cell(0, 4, latin(f"{label}: {value}"), new_x="LMARGIN", new_y="NEXT")
-    pdf.output(str(output))
+    return VerifyResult(kind, key, fmt, manifest["audit_checkpoint"], differences, notes)
