@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, text
@@ -106,6 +107,29 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """Same as unit_of_work for a given engine (scripts, benchmarks, tests)."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+_LOGIN_KEY = "plasmatrace.login"
+
+
+def database_login(session: Session) -> str | None:
+    """The login PostgreSQL authenticated for this session (``session_user``), read once; None on SQLite, which
+    has no logins. The audit trail records this login as the actor, whatever the caller says."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    login = session.info.get(_LOGIN_KEY)
+    if login is None:
+        login = session.execute(text("SELECT session_user")).scalar_one()
+        session.info[_LOGIN_KEY] = login
+    return str(login)
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's clock on PostgreSQL (the time of the transaction); this machine's UTC clock on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.execute(text("SELECT now()")).scalar_one()
+        return value.astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def lock_audit_chain(session: Session) -> None:

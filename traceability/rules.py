@@ -71,6 +71,18 @@ class ClearancePolicy(_Strict):
         return self
 
 
+class ReleasePolicy(_Strict):
+    """Who may release what (SPEC §11)."""
+
+    separate_duties: bool = Field(
+        default=True,
+        description=(
+            "A lot is not released by who created it, recorded its steps or the pool tests of its pools; "
+            "a pool is not released by who recorded its tests (21 CFR 211.22, EU GMP Annex 16)."
+        ),
+    )
+
+
 def _default_products() -> dict[str, ProductPolicy]:
     return {
         "ivig": ProductPolicy(),
@@ -96,6 +108,7 @@ class Policy(_Strict):
     min_donors: int = MIN_DISTINCT_DONORS
     products: dict[str, ProductPolicy] = Field(default_factory=_default_products)
     clearance: ClearancePolicy = Field(default_factory=ClearancePolicy)
+    release: ReleasePolicy = Field(default_factory=ReleasePolicy)
 
     @field_validator("min_donors")
     @classmethod

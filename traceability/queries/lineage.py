@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,7 @@ from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems, panel_
 from .clearance import lot_clearance
 from .graph import downstream_lots, steps_for, upstream
 from .lookup import get_lot, get_pool, get_unit
+from .signatures import signatures_for
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -569,6 +570,7 @@ class LotTrace:
     clearance_problems: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # SignatureLine.as_json(), oldest first
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -637,6 +639,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         clearance_problems=final_lot_clearance_problems(paths, policy.clearance) if lot.kind.value == "final" else [],
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
+        signatures=[s.as_json() for s in signatures_for(session, lot.lot_number, entity_type="lot")],
     )
 
 
@@ -657,6 +660,7 @@ class PoolTrace:
     lots: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # SignatureLine.as_json(), oldest first
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -690,6 +694,7 @@ def trace_pool(
         lots=sorted(x.lot_number for x in lots.values()),
         shipments=_shipments(session, lot_ids),
         donations=_members(session, {pool.id}) if members else None,
+        signatures=[s.as_json() for s in signatures_for(session, pool.pool_number, entity_type="pool")],
     )
 
 

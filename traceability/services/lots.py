@@ -9,9 +9,18 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from .. import audit
-from ..errors import DuplicateKey, InputNotReleased, InvalidInput, LineageCycle, LotNotReleasable, WrongState
+from ..errors import (
+    DuplicateKey,
+    DutiesNotSeparated,
+    InputNotReleased,
+    InvalidInput,
+    LineageCycle,
+    LotNotReleasable,
+    WrongState,
+)
 from ..models import Lot, LotInput, LotKind, LotStatus, Pool, PoolStatus, Shipment, StepOutcome, utcnow
 from ..queries.clearance import lot_clearance, step_facts
+from ..queries.duties import lot_duty_conflicts
 from ..queries.graph import steps_for
 from ..queries.lookup import get_lot, get_pool
 from ..rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
@@ -126,6 +135,10 @@ def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy
         )
     if problems:
         raise LotNotReleasable(lot.lot_number, list(dict.fromkeys(problems)))
+    if policy.release.separate_duties:
+        conflicts = lot_duty_conflicts(session, lot, actor)
+        if conflicts:
+            raise DutiesNotSeparated("Lot", lot.lot_number, login=actor, conflicts=conflicts)
     lot.status, lot.released_at = LotStatus.RELEASED, utcnow()
     session.flush()
     audit.record(
