@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import Session
 
@@ -184,10 +185,11 @@ def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None
     except ProgrammingError as error:
         if getattr(error.orig, "sqlstate", None) == "42501":  # insufficient_privilege: a GRANT or a role trigger
             refused = str(error.orig).strip().splitlines()[0]
+            login = make_url(ctx.obj.settings.database_url).username or ctx.obj.actor
             role_hint = f"; that needs the role {needed.value}" if needed is not None else ""
             raise fail(
                 NotPermitted(
-                    f"{ctx.obj.actor} may not {doing}: the database refused it ({refused}){role_hint}; nothing was changed."
+                    f"{login} may not {doing}: the database refused it ({refused}){role_hint}; nothing was changed."
                 )
             ) from None
         raise fail(DatabaseUnavailable(db.describe_operational_error(error, ctx.obj.settings.database_url))) from None

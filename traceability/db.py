@@ -14,7 +14,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
 from .config import Settings, normalise_database_url
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, NotPermitted
 
 _engines: dict[str, Engine] = {}  # one per URL and lock timeout, for the life of the process
 
@@ -78,6 +78,8 @@ def describe_operational_error(error: DBAPIError, url: str | URL) -> str:
     message = str(error.orig) if error.orig is not None else str(error)
     lowered = message.lower()
     where = safe_url(url)
+    if "authentication failed" in lowered or "not permitted to log in" in lowered:
+        return f"The database {where} refused the login: {message.strip().splitlines()[-1].strip()}"
     if "locked" in lowered or "could not obtain lock" in lowered or "lock timeout" in lowered:
         return f"The database {where} stayed locked by another user for too long; try again. ({message.strip()})"
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
@@ -99,6 +101,9 @@ def unit_of_work(settings: Settings, *, readonly: bool = False) -> Iterator[Sess
             with session.begin():
                 yield session
     except OperationalError as error:
+        message = str(error.orig).lower()
+        if "authentication failed" in message or "not permitted to log in" in message:
+            raise NotPermitted(describe_operational_error(error, engine.url)) from error
         raise DatabaseUnavailable(describe_operational_error(error, engine.url)) from error
 
 

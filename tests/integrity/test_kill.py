@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, bulk_units, make_establishment
+from tests.factories import ACTOR, APPROVER, NOW, bulk_units, cli_actor, make_establishment
 from traceability import audit
 from traceability.db import make_engine
 from traceability.models import AuditEvent, Donation, Donor, Pool, PoolStatus
@@ -56,7 +56,7 @@ def run_and_kill(url: str, args: list[str], *, settle: float = 0.0, limit: float
         watcher = sqlite3.connect(make_url(url).database or "", timeout=0, isolation_level=None)
     else:
         watcher = make_engine(url)
-    env = {**os.environ, "PLASMATRACE_DB": url, "PLASMATRACE_ACTOR": ACTOR}
+    env = {**os.environ, "PLASMATRACE_DB": url, "PLASMATRACE_ACTOR": cli_actor(url, APPROVER)}
     proc = subprocess.Popen(
         [sys.executable, "cli.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -117,7 +117,7 @@ def test_a_killed_import_leaves_nothing_and_a_rerun_completes(db_url: str, tmp_p
     assert run_and_kill(db_url, ["import", "donations", str(file)], settle=1.0)
     after = counts(db_url)
     assert after == before and after["verify"] is True
-    env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": ACTOR}
+    env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": cli_actor(db_url)}
     done = subprocess.run(
         [sys.executable, "cli.py", "import", "donations", str(file)],
         cwd=ROOT,
@@ -167,7 +167,7 @@ def test_a_killed_lot_release_leaves_the_lot_pending_or_wholly_released(db_url: 
             pools.test_pool(
                 session, pool_number="P-R", marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
             )
-        pools.release_pool(session, pool_number="P-R", actor=ACTOR)
+        pools.release_pool(session, pool_number="P-R", actor=APPROVER)
         make_step(session, pool="P-R", method=StepMethod.SOLVENT_DETERGENT, enveloped=6)
         lot = make_lot(session, lot_number="L-KILL", inputs=[("pool", "P-R")])
         make_step(session, lot=lot, method=StepMethod.NANOFILTRATION, enveloped=5, non_enveloped=5)
