@@ -211,7 +211,8 @@ def _signed(trace: Any) -> str:
         return "none"
     last = trace.signatures[-1]
     flag = " (RECORD CHANGED SINCE SIGNING)" if last["changed_since_signing"] else ""
-    return f"{last['full_name']}, {last['meaning']}, {last['signed_at']}{flag}"
+    when = f"{last['signed_at'][:19].replace('T', ' ')} UTC"
+    return f"{last['full_name']}, {last['meaning']}, {when}{flag}"
 
 
 def lot_document(trace: LotTrace) -> Document:
