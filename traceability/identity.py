@@ -65,12 +65,12 @@ def establish(session: Session, *, declared: str, explicit: bool) -> Identity:
     if login is not None:
         if explicit and declared != login:
             raise ActorNotLogin(declared, login)
+        user = _user(session, login)  # first: a database without the schema says so here ("run init")
+        _not_disabled(user)
         held = session.execute(
             text("SELECT r FROM unnest(CAST(:roles AS text[])) AS r WHERE plasmatrace_has_role(r)"),
             {"roles": [r.value for r in Role]},
         ).scalars()
-        user = _user(session, login)
-        _not_disabled(user)
         return Identity(login, user.full_name if user else None, frozenset(Role(r) for r in held), True, True)
     user = _user(session, declared)
     _not_disabled(user)

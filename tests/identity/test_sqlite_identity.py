@@ -99,6 +99,9 @@ def test_separation_of_duties_and_a_signed_release_on_sqlite(ws: Workstation) ->
     assert [(s["full_name"], s["meaning"], s["changed_since_signing"]) for s in shown["signatures"]] == [
         ("Anna Approver", "approved", False)
     ]
+    report = ws.workdir / "P-1.html"
+    ws.as_("anna", "report", "pool", "P-1", "--format", "html", "--output", str(report))
+    assert "Anna Approver" in report.read_text(encoding="utf-8")  # reports print the signature too
     # The failed attempt stayed on record although its release rolled back.
     log = json.loads(ws.as_("anna", "audit", "log", "--entity", "user", "--key", "anna", "--format", "json").stdout)  # type: ignore[attr-defined]
     assert [e["action"] for e in log] == ["user.added", "signature.failed"]
