@@ -298,3 +298,25 @@ def test_only_an_admin_adds_users_and_a_disabled_login_can_neither_connect_nor_s
     # Its records keep its printed name.
     kept = json.loads(site.run("aud", "signature", "list", "--key", "INT-GONE", "--format", "json").stdout)
     assert kept[0]["full_name"] == "Gina Gone"
+
+
+def test_an_investigator_opens_and_closes_a_case_with_a_signature_and_a_recorder_may_not(site: Site) -> None:
+    with superuser(site) as session:
+        units = bulk_units(session, donors_count=1, units_per_donor=2)
+        donor = session.execute(
+            text("SELECT d.donor_code FROM donor d JOIN donation u ON u.donor_id = d.id WHERE u.unit_number = :n"),
+            {"n": units[0]},
+        ).scalar_one()
+    refused = site.run("rec", "lookback", "open", donor, "--reason", "PDI", code=NOT_PERMITTED)
+    assert "plasmatrace_investigator" in refused.stderr
+    opened = site.run("inv", "lookback", "open", donor, "--reason", "PDI: HCV RNA reactive elsewhere")
+    case = opened.stderr.split()[2]
+    message = raw_sql_is_refused(site, "appr", "UPDATE lookback_case SET status = 'closed'")
+    assert "permission denied" in message
+    closed = site.run("inv", "lookback", "close", case, "--reason", "no pooled units", "--sign", "--meaning",
+                      "responsible", "--password-stdin", stdin="investigate-1\n")  # fmt: skip
+    assert "Signed by Ivo Investigator" in closed.stderr
+    signed = json.loads(site.run("aud", "signature", "list", "--key", case, "--format", "json").stdout)
+    assert [(s["entity_type"], s["meaning"], s["changed_since_signing"]) for s in signed] == [
+        ("lookback_case", "responsible", False)
+    ]
