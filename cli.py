@@ -177,8 +177,11 @@ def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None
                 identity.require(who, needed, doing=doing)
             yield session
     except SignatureFailed as error:
-        with db.unit_of_work(ctx.obj.settings) as session:
-            signatures.record_failure(session, failure=error)
+        try:
+            with db.unit_of_work(ctx.obj.settings) as session:
+                signatures.record_failure(session, failure=error)
+        except (TraceabilityError, ProgrammingError) as unrecorded:
+            say(f"The failed attempt could not be recorded: {unrecorded}")
         raise fail(error) from None
     except TraceabilityError as error:
         raise fail(error) from None

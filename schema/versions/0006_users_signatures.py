@@ -4,7 +4,8 @@
 ``signature`` keeps each electronic signature beside its audit event. On PostgreSQL:
 
 - a trigger refuses an audit event whose ``actor`` is not ``session_user``: the login that authenticated is the
-  person, whatever the client says (the application reads ``session_user`` and hashes the event with it);
+  person, whatever the client says (the application reads ``session_user`` and hashes the event with it); another
+  refuses a signature row naming any other login than ``session_user``;
 - a trigger on pool, lot, step, deferral and lookback_case refuses the status changes reserved to a role (release,
   closing a deviation, lifting a deferral, closing a case) unless the login holds it. Table GRANTs cannot tell a
   pool closed by a recorder from a pool released by an approver: both update the same row.
@@ -36,6 +37,16 @@ POSTGRES_UP = [
        END; $$ LANGUAGE plpgsql""",
     """CREATE TRIGGER audit_event_actor_is_login BEFORE INSERT ON audit_event
        FOR EACH ROW EXECUTE FUNCTION audit_event_actor_is_login()""",
+    """CREATE OR REPLACE FUNCTION signature_login_is_session_user() RETURNS trigger AS $$
+       BEGIN
+         IF NEW.login IS DISTINCT FROM session_user THEN
+           RAISE EXCEPTION 'permission denied: login % cannot sign as %', session_user, NEW.login
+             USING ERRCODE = 'insufficient_privilege';
+         END IF;
+         RETURN NEW;
+       END; $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER signature_login_is_session_user BEFORE INSERT ON signature
+       FOR EACH ROW EXECUTE FUNCTION signature_login_is_session_user()""",
     """CREATE OR REPLACE FUNCTION plasmatrace_has_role(wanted text) RETURNS boolean AS $$
        BEGIN
          IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND rolsuper) THEN
@@ -146,6 +157,8 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_guard_status ON {table}")
         op.execute("DROP FUNCTION IF EXISTS plasmatrace_guard_status()")
         op.execute("DROP FUNCTION IF EXISTS plasmatrace_has_role(text)")
+        op.execute("DROP TRIGGER IF EXISTS signature_login_is_session_user ON signature")
+        op.execute("DROP FUNCTION IF EXISTS signature_login_is_session_user()")
         op.execute("DROP TRIGGER IF EXISTS audit_event_actor_is_login ON audit_event")
         op.execute("DROP FUNCTION IF EXISTS audit_event_actor_is_login()")
     with op.batch_alter_table("signature", schema=None) as batch_op:

@@ -320,3 +320,26 @@ def test_an_investigator_opens_and_closes_a_case_with_a_signature_and_a_recorder
     assert [(s["entity_type"], s["meaning"], s["changed_since_signing"]) for s in signed] == [
         ("lookback_case", "responsible", False)
     ]
+
+
+def test_a_signature_row_naming_another_login_is_refused_by_the_database(site: Site) -> None:
+    message = raw_sql_is_refused(
+        site,
+        "appr",
+        "INSERT INTO signature (audit_event_id, entity_type, entity_key, login, full_name, meaning, signed_at, "
+        "content_sha256, created_at, created_by) SELECT id, 'lot', 'X', 'someone_else', 'Someone', 'approved', now(), "
+        "'h', now(), session_user FROM audit_event ORDER BY seq DESC LIMIT 1",
+    )
+    assert "cannot sign as someone_else" in message
+
+
+def test_an_admin_login_adds_a_user_who_can_then_log_in(site: Site) -> None:
+    admin = site.login("adm")
+    site.run("postgres", "user", "add", admin, "--role", "admin", "--full-name", "Ada Admin", "--password-stdin",
+             stdin="adm-pass-1\n")  # fmt: skip
+    newcomer = site.login("new")
+    site.run("adm", "user", "add", newcomer, "--role", "auditor", "--full-name", "Nils New", "--password-stdin",
+             stdin="new-pass-12\n")  # fmt: skip
+    listed = json.loads(site.run("new", "user", "list", "--format", "json", env={
+        "PLASMATRACE_DB": site.url("new", "new-pass-12")}).stdout)  # fmt: skip
+    assert [u["roles"] for u in listed if u["login"] == newcomer] == ["auditor"]
