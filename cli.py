@@ -20,17 +20,27 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import Session
 
-from traceability import audit, db
+from traceability import audit, db, identity
 from traceability.config import Settings
-from traceability.errors import DatabaseUnavailable, ExitCode, TraceabilityError
+from traceability.errors import (
+    DatabaseUnavailable,
+    ExitCode,
+    InvalidInput,
+    NotPermitted,
+    SignatureFailed,
+    TraceabilityError,
+)
+from traceability.identity import Identity, Role
 from traceability.models import (
     EstablishmentKind,
     LotKind,
     PlasmaKind,
     PoolStatus,
+    SignatureMeaning,
     StepMethod,
     StepOutcome,
     TestMethod,
@@ -38,9 +48,10 @@ from traceability.models import (
 )
 from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
 from traceability.queries import lineage, listings
+from traceability.queries.signatures import signatures_for
 from traceability.reports import sections, writers
 from traceability.rules import Policy, load_policy, policy_digest, policy_keys
-from traceability.services import donors, inactivation, lookback, lots, pools, units
+from traceability.services import donors, inactivation, lookback, lots, pools, signatures, units, users
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -81,6 +92,8 @@ report_app = group("report", "Write lineage reports for auditors: HTML, PDF, JSO
 export_app = group("export", "Export the lineage for other systems: GS1 EPCIS 2.0 JSON-LD.")
 audit_app = group("audit", "Read and verify the hash-chained audit trail.")
 policy_app = group("policy", "Show the thresholds in force.")
+user_app = group("user", "Add, list and disable users and their roles (admins).")
+signature_app = group("signature", "List electronic signatures and whether their records changed since.")
 
 
 class OutputFormat(StrEnum):
@@ -97,10 +110,12 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the au
 class AppContext:
     settings: Settings
     policy: Policy
+    explicit_actor: bool = False  # --actor or PLASMATRACE_ACTOR was given (on PostgreSQL it must be the login)
+    identity: Identity | None = None  # who is acting, once a unit of work has established it
 
     @property
     def actor(self) -> str:
-        return self.settings.actor
+        return self.identity.login if self.identity is not None else self.settings.actor
 
 
 def say(text: str) -> None:
@@ -142,21 +157,77 @@ def main(
         overrides["policy_file"] = policy_file
     try:
         settings = Settings(**overrides)
-        ctx.obj = AppContext(settings=settings, policy=load_policy(settings.policy_file))
+        explicit = "actor" in settings.model_fields_set
+        ctx.obj = AppContext(settings=settings, policy=load_policy(settings.policy_file), explicit_actor=explicit)
     except TraceabilityError as error:
         raise fail(error) from None
 
 
 @contextmanager
-def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[Session]:
-    """One unit of work: commit on success; an expected failure prints its message and exits with its code."""
+def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None) -> Iterator[Session]:
+    """One unit of work: establish who is acting and check their role (a writing command needs ``role``, by
+    default the recorder's), then commit on success; an expected failure prints its message and exits with its
+    code. A failed signature is recorded in a transaction of its own after the command's has rolled back."""
+    needed = role or (None if readonly else Role.RECORDER)
+    doing = f"run `{ctx.command_path.partition(' ')[2] or ctx.command_path}`"
     try:
         with db.unit_of_work(ctx.obj.settings, readonly=readonly) as session:
+            who = identity.establish(session, declared=ctx.obj.settings.actor, explicit=ctx.obj.explicit_actor)
+            ctx.obj.identity = who
+            if needed is not None:
+                identity.require(who, needed, doing=doing)
             yield session
+    except SignatureFailed as error:
+        try:
+            with db.unit_of_work(ctx.obj.settings) as session:
+                signatures.record_failure(session, failure=error)
+        except (TraceabilityError, ProgrammingError) as unrecorded:
+            say(f"The failed attempt could not be recorded: {unrecorded}")
+        raise fail(error) from None
     except TraceabilityError as error:
         raise fail(error) from None
     except ProgrammingError as error:
+        if getattr(error.orig, "sqlstate", None) == "42501":  # insufficient_privilege: a GRANT or a role trigger
+            refused = str(error.orig).strip().splitlines()[0]
+            login = make_url(ctx.obj.settings.database_url).username or ctx.obj.actor
+            role_hint = f"; that needs the role {needed.value}" if needed is not None else ""
+            raise fail(
+                NotPermitted(
+                    f"{login} may not {doing}: the database refused it ({refused}){role_hint}; nothing was changed."
+                )
+            ) from None
         raise fail(DatabaseUnavailable(db.describe_operational_error(error, ctx.obj.settings.database_url))) from None
+
+
+SignOption = Annotated[
+    bool, typer.Option("--sign", help="Sign electronically: your password is checked again now (21 CFR 11.200).")
+]
+MeaningOption = Annotated[SignatureMeaning, typer.Option("--meaning", help="What the signature means (21 CFR 11.50).")]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password as one line of standard input, not the terminal.")
+]
+
+
+def read_password(from_stdin: bool, prompt: str = "Password: ") -> str:
+    """The password, from one line of stdin or the terminal (never echoed); read before any transaction opens."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
+def signed(
+    ctx: typer.Context, session: Session, *, password: str | None, meaning: SignatureMeaning, kind: str, key: str
+) -> str:
+    """Sign the record in this unit of work when --sign was given; returns a phrase for the message."""
+    if password is None:
+        return ""
+    assert ctx.obj.identity is not None
+    row = signatures.sign(
+        session, signer=ctx.obj.identity, password=password, meaning=meaning, entity_type=kind, entity_key=key
+    )
+    return f" Signed by {row.full_name} ({row.login}), {row.meaning.value}, {row.signed_at:%Y-%m-%d %H:%M:%S} UTC."
 
 
 def when(text: str | None, what: str) -> datetime | None:
@@ -295,6 +366,14 @@ def init(ctx: typer.Context) -> None:
         say(f"Database {where} is up to date (schema {after}).")
     else:
         say(f"Database {where} upgraded from schema {before or 'none'} to {after}.")
+    try:
+        created = identity.install_roles(db.engine_for(settings))
+    except ProgrammingError as error:
+        raise fail(
+            NotPermitted(f"init could not create the plasmatrace roles and their GRANTs: {error.orig}")
+        ) from None
+    if created:
+        say(f"Roles created: {', '.join(created)}. Add users with `plasmatrace user add`.")
 
 
 @app.command()
@@ -457,14 +536,19 @@ def donor_lift(
     deferral: Annotated[int, typer.Option("--deferral", help="Deferral number, as shown by donor show.")],
     reason: ReasonOption,
     on: Annotated[str | None, typer.Option("--on", help="Day it ends (default today).")] = None,
+    sign: SignOption = False,
+    meaning: MeaningOption = SignatureMeaning.APPROVED,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
-    """Lift a temporary deferral early, with a reason. Example: plasmatrace donor lift D-000123 --deferral 1 --reason "cleared by physician\""""
+    """Lift a temporary deferral early, with a reason (approvers). Example: plasmatrace donor lift D-000123 --deferral 1 --reason "cleared by physician" --sign"""
     lifted = parsed(day, on, "--on") or datetime.now(UTC).date()
-    with work(ctx) as session:
+    password = read_password(password_stdin) if sign else None
+    with work(ctx, role=Role.APPROVER) as session:
         donors.lift_deferral(
             session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason, actor=ctx.obj.actor
         )
-    say(f"Deferral #{deferral} of donor {code} lifted on {lifted}.")
+        note = signed(ctx, session, password=password, meaning=meaning, kind="deferral", key=f"{code}#{deferral}")
+    say(f"Deferral #{deferral} of donor {code} lifted on {lifted}.{note}")
 
 
 # --- donations and results -------------------------------------------------------------------------------------
@@ -723,11 +807,20 @@ def pool_test(
 
 
 @pool_app.command("release")
-def pool_release(ctx: typer.Context, pool: str) -> None:
-    """Release a closed pool whose required pool tests pass. Example: plasmatrace pool release P-0042"""
-    with work(ctx) as session:
+def pool_release(
+    ctx: typer.Context,
+    pool: str,
+    sign: SignOption = False,
+    meaning: MeaningOption = SignatureMeaning.APPROVED,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Release a closed pool whose required pool tests pass (approvers; not who recorded its tests).
+    Example: plasmatrace pool release P-0042 --sign --meaning approved"""
+    password = read_password(password_stdin) if sign else None
+    with work(ctx, role=Role.APPROVER) as session:
         pools.release_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    say(f"Pool {pool} released.")
+        note = signed(ctx, session, password=password, meaning=meaning, kind="pool", key=pool)
+    say(f"Pool {pool} released.{note}")
 
 
 @pool_app.command("show")
@@ -805,7 +898,7 @@ def step_add(
 @step_app.command("close-deviation")
 def step_close_deviation(ctx: typer.Context, step: str, reason: ReasonOption) -> None:
     """Close a step's deviation after QA assessment. Example: plasmatrace step close-deviation P-0042-S1 --reason "CAPA-17: within validated range\""""
-    with work(ctx) as session:
+    with work(ctx, role=Role.APPROVER) as session:
         closed = inactivation.close_deviation(
             session, step_key=step, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy
         )
@@ -853,11 +946,20 @@ def lot_create(
 
 
 @lot_app.command("release")
-def lot_release(ctx: typer.Context, lot: str) -> None:
-    """Release a lot; a final lot must meet the viral-clearance rule on every path. Example: plasmatrace lot release IVG-2605"""
-    with work(ctx) as session:
+def lot_release(
+    ctx: typer.Context,
+    lot: str,
+    sign: SignOption = False,
+    meaning: MeaningOption = SignatureMeaning.APPROVED,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Release a lot; a final lot must meet the viral-clearance rule on every path (approvers; not who created
+    the lot, recorded its steps or its pools' tests). Example: plasmatrace lot release IVG-2605 --sign"""
+    password = read_password(password_stdin) if sign else None
+    with work(ctx, role=Role.APPROVER) as session:
         lots.release_lot(session, lot_number=lot, actor=ctx.obj.actor, policy=ctx.obj.policy)
-    say(f"Lot {lot} released.")
+        note = signed(ctx, session, password=password, meaning=meaning, kind="lot", key=lot)
+    say(f"Lot {lot} released.{note}")
 
 
 @lot_app.command("show")
@@ -1048,7 +1150,7 @@ def import_pool_members(
 def lookback_open(ctx: typer.Context, donor: str, reason: ReasonOption) -> None:
     """Open a case: interdict the donor's units in inventory in the window, list the pooled ones.
     Example: plasmatrace lookback open D-000123 --reason "PDI: later HCV RNA reactive at another centre\""""
-    with work(ctx) as session:
+    with work(ctx, role=Role.INVESTIGATOR) as session:
         opened = lookback.open_case(
             session, donor_code=donor, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy
         )
@@ -1077,12 +1179,19 @@ def lookback_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) ->
 
 @lookback_app.command("close")
 def lookback_close(
-    ctx: typer.Context, case: str, reason: Annotated[str, typer.Option("--reason", help="The conclusion.")]
+    ctx: typer.Context,
+    case: str,
+    reason: Annotated[str, typer.Option("--reason", help="The conclusion.")],
+    sign: SignOption = False,
+    meaning: MeaningOption = SignatureMeaning.APPROVED,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
-    """Close a case with its conclusion. Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance\""""
-    with work(ctx) as session:
+    """Close a case with its conclusion (investigators). Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance" --sign"""
+    password = read_password(password_stdin) if sign else None
+    with work(ctx, role=Role.INVESTIGATOR) as session:
         lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor)
-    say(f"Look-back case {case} closed.")
+        note = signed(ctx, session, password=password, meaning=meaning, kind="lookback_case", key=case)
+    say(f"Look-back case {case} closed.{note}")
 
 
 # --- reports -------------------------------------------------------------------------------------------------
@@ -1244,6 +1353,78 @@ def audit_checkpoint(ctx: typer.Context) -> None:
     with work(ctx, readonly=True) as session:
         token = audit.head_checkpoint(session)
     print(token)
+
+
+# --- users and signatures --------------------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    login: str,
+    roles: Annotated[
+        list[str], typer.Option("--role", help="recorder, approver, investigator, auditor or admin (repeatable).")
+    ],
+    full_name: Annotated[str, typer.Option("--full-name", help="The printed name signatures show.")],
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Add a user (admins): on PostgreSQL a database login in the group roles; on SQLite a signing password.
+    Example: plasmatrace user add jdoe --role approver --full-name "Jane Doe" --password-stdin"""
+    wanted = [parsed(identity.parse_role, r) for r in roles]
+    password = read_password(password_stdin, f"Password for {login}: ")
+    if not password_stdin:
+        import getpass
+
+        if getpass.getpass("Again: ") != password:
+            raise fail(InvalidInput("The two passwords differ; nothing was changed."))
+    with work(ctx, role=Role.ADMIN) as session:
+        user = users.add_user(
+            session, login=login, full_name=full_name, roles=wanted, password=password, actor=ctx.obj.actor
+        )
+    say(f"User {user.login} ({user.full_name}) added with roles {', '.join(r.short for r in wanted)}.")
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List users, their printed names and roles. Example: plasmatrace user list"""
+    with work(ctx, readonly=True) as session:
+        lines = users.list_users(session)
+    rows = [
+        [u.login, u.full_name, " ".join(r.removeprefix("plasmatrace_") for r in u.roles), u.disabled_at, u.created_at]
+        for u in lines
+    ]
+    print_rows(["login", "full_name", "roles", "disabled_at", "created_at"], rows, fmt, title="Users")
+
+
+@user_app.command("disable")
+def user_disable(
+    ctx: typer.Context,
+    login: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit trail).")] = None,
+) -> None:
+    """Disable a user (admins): the login can no longer connect or sign; its records keep its name.
+    Example: plasmatrace user disable jdoe --reason "left the company\""""
+    with work(ctx, role=Role.ADMIN) as session:
+        users.disable_user(session, login=login, reason=reason, actor=ctx.obj.actor)
+    say(f"User {login} disabled.")
+
+
+@signature_app.command("list")
+def signature_list(
+    ctx: typer.Context,
+    key: Annotated[str | None, typer.Option("--key", help="Only the signatures of this record.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List electronic signatures, flagging records changed since they were signed.
+    Example: plasmatrace signature list --key IVG-2605"""
+    with work(ctx, readonly=True) as session:
+        lines = signatures_for(session, key)
+    columns = ["entity_type", "entity_key", "full_name", "login", "meaning", "signed_at", "changed_since_signing"]
+    rows = [
+        [s.entity_type, s.entity_key, s.full_name, s.login, s.meaning, s.signed_at, s.changed_since_signing]
+        for s in lines
+    ]
+    print_rows(columns, rows, fmt, title="Signatures")
 
 
 if __name__ == "__main__":

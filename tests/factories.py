@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from traceability.models import (
@@ -20,6 +21,15 @@ from traceability.rules import DEFAULT_POLICY
 from traceability.services import donors, inactivation, lots, pools, units
 
 ACTOR = "qa.tester"
+APPROVER = "qa.approver"  # separation of duties: who records does not release
+
+
+def cli_actor(db_url: str, wanted: str = ACTOR) -> str:
+    """The actor a command may name: anyone on SQLite; on PostgreSQL only the login of the URL."""
+    url = make_url(db_url)
+    return wanted if url.get_backend_name() == "sqlite" else (url.username or wanted)
+
+
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PANEL = [m for m in DEFAULT_POLICY.required_panel]
 _seq = itertools.count(1)
@@ -132,7 +142,7 @@ def make_released_pool(
             value=value,
             value_unit=unit,
         )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
+    pools.release_pool(session, pool_number=number, actor=APPROVER)
     return number
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import event, exists, func, select
 from sqlmodel import Session, SQLModel
 
-from .db import lock_audit_chain
+from .db import database_login, lock_audit_chain
 from .errors import InvalidInput
 from .models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
 
@@ -99,7 +99,9 @@ def record(
     new: dict[str, Any] | None = None,
     reason: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain, in the caller's transaction."""
+    """Append one event to the chain, in the caller's transaction. On PostgreSQL the actor is the login
+    (``session_user``), whatever ``actor`` says: a trigger refuses any other, and the hash covers the login."""
+    actor = database_login(session) or actor
     seq, prev_hash = _head(session)
     event = AuditEvent(
         seq=seq + 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, text
@@ -13,7 +14,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
 from .config import Settings, normalise_database_url
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, NotPermitted
 
 _engines: dict[str, Engine] = {}  # one per URL and lock timeout, for the life of the process
 
@@ -77,6 +78,8 @@ def describe_operational_error(error: DBAPIError, url: str | URL) -> str:
     message = str(error.orig) if error.orig is not None else str(error)
     lowered = message.lower()
     where = safe_url(url)
+    if "authentication failed" in lowered or "not permitted to log in" in lowered:
+        return f"The database {where} refused the login: {message.strip().splitlines()[-1].strip()}"
     if "locked" in lowered or "could not obtain lock" in lowered or "lock timeout" in lowered:
         return f"The database {where} stayed locked by another user for too long; try again. ({message.strip()})"
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
@@ -98,6 +101,9 @@ def unit_of_work(settings: Settings, *, readonly: bool = False) -> Iterator[Sess
             with session.begin():
                 yield session
     except OperationalError as error:
+        message = str(error.orig).lower()
+        if "authentication failed" in message or "not permitted to log in" in message:
+            raise NotPermitted(describe_operational_error(error, engine.url)) from error
         raise DatabaseUnavailable(describe_operational_error(error, engine.url)) from error
 
 
@@ -106,6 +112,29 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """Same as unit_of_work for a given engine (scripts, benchmarks, tests)."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+_LOGIN_KEY = "plasmatrace.login"
+
+
+def database_login(session: Session) -> str | None:
+    """The login PostgreSQL authenticated for this session (``session_user``), read once; None on SQLite, which
+    has no logins. The audit trail records this login as the actor, whatever the caller says."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    login = session.info.get(_LOGIN_KEY)
+    if login is None:
+        login = session.execute(text("SELECT session_user")).scalar_one()
+        session.info[_LOGIN_KEY] = login
+    return str(login)
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's clock on PostgreSQL (the time of the transaction); this machine's UTC clock on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.execute(text("SELECT now()")).scalar_one()
+        return value.astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def lock_audit_chain(session: Session) -> None:

@@ -22,12 +22,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from .errors import Conflict, IneligibleUnits
+from .errors import Conflict, IneligibleUnits, InvalidInput
 from .identifiers import din_check_character
+from .identity import Identity, Role
 from .importers.load import ImportKind, import_file
-from .models import AuditEvent, EstablishmentKind, LotKind, Marker, ResultValue, StepMethod, utcnow
+from .models import AuditEvent, EstablishmentKind, LotKind, Marker, ResultValue, SignatureMeaning, StepMethod, utcnow
 from .rules import DEFAULT_POLICY, Policy
-from .services import donors, inactivation, lots, pools, units
+from .services import donors, inactivation, lots, pools, signatures, units, users
 
 Work = Callable[[], AbstractContextManager[Session]]
 Say = Callable[[str], None]
@@ -121,6 +122,60 @@ def _printed_din(number: str, rng: random.Random) -> str:
     return f"{number[:5]} {number[5:7]} {number[7:]} {din_check_character(number)}"
 
 
+@dataclass(frozen=True)
+class DemoUser:
+    login: str
+    full_name: str
+    role: Role
+
+    @property
+    def password(self) -> str:
+        return f"{self.login}-signs"  # a demo's signing password, printed by the demo itself
+
+    def identity(self) -> Identity:
+        return Identity(self.login, self.full_name, frozenset({self.role}), True, False)
+
+
+RECORDER = DemoUser("rita.recorder", "Rita Recorder", Role.RECORDER)
+APPROVER = DemoUser("anna.approver", "Anna Approver (QA)", Role.APPROVER)
+INVESTIGATOR = DemoUser("ivo.investigator", "Ivo Investigator", Role.INVESTIGATOR)
+AUDITOR = DemoUser("aude.auditor", "Aude Auditor", Role.AUDITOR)
+DEMO_USERS = (RECORDER, APPROVER, INVESTIGATOR, AUDITOR)
+
+
+def _add_users(session: Session, *, actor: str, say: Say) -> bool:
+    """The demo's people (SQLite only: on PostgreSQL users are database logins, which an admin adds for real).
+    The person running the demo becomes the site's administrator, holding every role for the tour."""
+    if session.get_bind().dialect.name != "sqlite":
+        say("On PostgreSQL the demo adds no users and signs nothing: add logins with `plasmatrace user add`.")
+        return False
+    try:
+        users.check_login(actor)
+        runner = [(actor, f"Site administrator ({actor})", list(Role), f"{actor}-signs")]
+    except InvalidInput:
+        runner = []
+    people = [(u.login, u.full_name, [u.role], u.password) for u in DEMO_USERS]
+    for login, full_name, roles, password in runner + people:
+        users.add_user(session, login=login, full_name=full_name, roles=roles, password=password, actor=actor)
+    say(
+        "Users: "
+        + ", ".join(f"{u.login} ({u.role.short}, signing password {u.password})" for u in DEMO_USERS)
+        + (f"; {actor} administers the site with every role." if runner else ".")
+    )
+    return True
+
+
+def _sign(session: Session, signer: DemoUser, kind: str, key: str) -> None:
+    signatures.sign(
+        session,
+        signer=signer.identity(),
+        password=signer.password,
+        meaning=SignatureMeaning.APPROVED,
+        entity_type=kind,
+        entity_key=key,
+    )
+
+
 def build(
     work: Work,
     *,
@@ -141,6 +196,11 @@ def build(
         for u in rng.sample(made, 4)
         if u.donor not in applicants
     }
+
+    with work() as session:
+        people = _add_users(session, actor=actor, say=say)
+    admin, actor = actor, RECORDER.login if people else actor
+    approver = APPROVER.login if people else admin
 
     with work() as session:
         for code, name, _ in CENTRES:
@@ -252,7 +312,6 @@ def build(
                     tested_at=now,
                     actor=actor,
                 )
-            pools.release_pool(session, pool_number=number, actor=actor, policy=policy)
             inactivation.add_step(
                 session,
                 pool_number=number,
@@ -263,6 +322,9 @@ def build(
                 lrv={"enveloped": round(rng.uniform(5.5, 6.5), 1)},
                 actor=actor,
             )
+            pools.release_pool(session, pool_number=number, actor=approver, policy=policy)
+            if people:
+                _sign(session, APPROVER, "pool", number)
         result.pools.append(number)
         say(
             f"Pool {number}: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "
@@ -289,7 +351,9 @@ def build(
             lrv={"enveloped": 4.6},
             actor=actor,
         )
-        lots.release_lot(session, lot_number=paste, actor=actor, policy=policy)
+        lots.release_lot(session, lot_number=paste, actor=approver, policy=policy)
+        if people:
+            _sign(session, APPROVER, "lot", paste)
     result.intermediate = paste
     for k in (1, 2):
         final = f"IVG-{now:%y}-{k:03d}"
@@ -312,7 +376,9 @@ def build(
                 lrv={"enveloped": 5.2, "non-enveloped": 4.4},
                 actor=actor,
             )
-            lots.release_lot(session, lot_number=final, actor=actor, policy=policy)
+            lots.release_lot(session, lot_number=final, actor=approver, policy=policy)
+            if people:
+                _sign(session, APPROVER, "lot", final)
             for consignee in rng.sample(CONSIGNEES, 2):
                 lots.ship_lot(
                     session,

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 4
     INVALID_INPUT = 5
     CONFLICT = 6
+    NOT_PERMITTED = 7
 
 
 class TraceabilityError(Exception):
@@ -43,6 +44,12 @@ class InvalidInput(TraceabilityError):
 
 class Conflict(TraceabilityError):
     exit_code = ExitCode.CONFLICT
+
+
+class NotPermitted(TraceabilityError):
+    """The person acting may not do this: a role is missing, a duty conflicts, or a signature failed."""
+
+    exit_code = ExitCode.NOT_PERMITTED
 
 
 class DatabaseUnavailable(TraceabilityError):
@@ -211,3 +218,73 @@ class LineageCycle(RuleViolation):
 
 class WrongProduct(RuleViolation):
     """A final lot whose lineage holds a pool made for another product."""
+
+
+# --- not permitted ---------------------------------------------------------------------------------------------
+
+
+class RoleRequired(NotPermitted):
+    def __init__(self, login: str, *, role: str, doing: str) -> None:
+        super().__init__(f"{login} may not {doing}: that needs the role {role}; nothing was changed.")
+        self.login, self.role, self.doing = login, role, doing
+
+
+class ActorNotLogin(NotPermitted):
+    def __init__(self, declared: str, login: str) -> None:
+        super().__init__(
+            f"The actor is the database login {login}; --actor/PLASMATRACE_ACTOR names {declared}. "
+            f"Connect as {declared} to act as them; nothing was changed."
+        )
+        self.declared, self.login = declared, login
+
+
+class UnknownUser(NotPermitted):
+    def __init__(self, login: str) -> None:
+        super().__init__(f"{login} is not a plasmatrace user here; an admin adds it with `plasmatrace user add`.")
+        self.login = login
+
+
+class UserDisabled(NotPermitted):
+    def __init__(self, login: str, disabled_at: str) -> None:
+        super().__init__(f"User {login} was disabled on {disabled_at}; it may not act or sign.")
+        self.login = login
+
+
+class DutiesNotSeparated(NotPermitted):
+    """Separation of duties: the releaser did part of the work being released."""
+
+    def __init__(self, kind: str, key: str, *, login: str, conflicts: list[str]) -> None:
+        super().__init__(
+            f"{kind} {key} cannot be released by {login}, who "
+            + "; ".join(conflicts)
+            + " (policy release.separate_duties); another approver must release it."
+        )
+        self.kind, self.key, self.login, self.conflicts = kind, key, login, conflicts
+
+
+class SignatureFailed(NotPermitted):
+    """A signature attempt whose password was wrong; the CLI records the attempt in a transaction of its own."""
+
+    def __init__(self, login: str, *, kind: str, key: str, meaning: str, failures: int, locked: bool) -> None:
+        tail = (
+            "signing is now locked for 15 minutes"
+            if locked
+            else f"{failures} failed attempt(s) in a row; 3 lock signing"
+        )
+        super().__init__(f"Signature of {login} on {kind} {key} failed: the password is wrong; {tail}.")
+        self.login, self.kind, self.key, self.meaning, self.failures, self.locked = (
+            login,
+            kind,
+            key,
+            meaning,
+            failures,
+            locked,
+        )
+
+
+class SigningLocked(NotPermitted):
+    def __init__(self, login: str, until: str) -> None:
+        super().__init__(
+            f"Signing by {login} is locked until {until} after 3 failed signature attempts in a row (21 CFR 11.300(d))."
+        )
+        self.login, self.until = login, until

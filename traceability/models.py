@@ -437,6 +437,47 @@ class CaseFinding(Recorded, table=True):
     __table_args__ = (sa.UniqueConstraint("case_id", "donation_id"),)
 
 
+class SignatureMeaning(StrEnum):
+    """What a signature means (21 CFR 11.50(a)(3))."""
+
+    APPROVED = "approved"
+    REVIEWED = "reviewed"
+    VERIFIED = "verified"
+    RESPONSIBLE = "responsible"
+
+
+class AppUser(Recorded, table=True):
+    """A person who may use plasmatrace: login, printed name and roles (on PostgreSQL the login is a database role)."""
+
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(max_length=100, unique=True, index=True)
+    full_name: str = Field(max_length=200)
+    roles: str = Field(max_length=200)  # space-separated role names, as granted
+    password_hash: str | None = Field(default=None, max_length=200)  # SQLite only: Argon2id signing password
+    disabled_at: datetime | None = utc_column(nullable=True)
+    disabled_by: str | None = Field(default=None, max_length=100)
+
+
+class Signature(Recorded, table=True):
+    """An electronic signature: who signed which record, meaning what, when, over which content."""
+
+    __tablename__ = "signature"
+
+    id: int | None = Field(default=None, primary_key=True)
+    audit_event_id: int = Field(foreign_key="audit_event.id", unique=True)
+    entity_type: str = Field(max_length=40)
+    entity_key: str = Field(max_length=200)
+    login: str = Field(max_length=100, index=True)
+    full_name: str = Field(max_length=200)
+    meaning: SignatureMeaning = enum_column(SignatureMeaning)
+    signed_at: datetime = utc_column()
+    content_sha256: str = Field(max_length=64)
+
+    __table_args__ = (sa.Index("ix_signature_entity", "entity_type", "entity_key"),)
+
+
 IMPORT_EVENT_POINTERS: dict[str, str] = {
     "donor": "import.donors",
     "donation": "import.donations",

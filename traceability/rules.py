@@ -197,6 +197,19 @@ class MarkerPolicy(_Strict):
     )
 
 
+class ReleasePolicy(_Strict):
+    """Who may release what (SPEC §11)."""
+
+    separate_duties: bool = Field(
+        default=True,
+        description=(
+            "a lot is not released by who created it, recorded its steps or the pool tests of its pools; "
+            "a pool is not released by who recorded its tests"
+        ),
+        json_schema_extra={"source": "21 CFR 211.22; 21 CFR 11.10(g); EU GMP Annex 16 (independent release)"},
+    )
+
+
 def _default_products() -> dict[str, ProductPolicy]:
     return {
         "ivig": ProductPolicy(),
@@ -264,6 +277,11 @@ class Policy(_Strict):
         default_factory=ClearancePolicy,
         description="viral clearance on every path from a pool to a final lot",
         json_schema_extra={"source": "ICH Q5A; CPMP/BWP/268/95"},
+    )
+    release: ReleasePolicy = Field(
+        default_factory=ReleasePolicy,
+        description="who may release what",
+        json_schema_extra={"source": "21 CFR Part 11; EU GMP Annex 11"},
     )
 
     @model_validator(mode="after")

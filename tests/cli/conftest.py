@@ -15,12 +15,11 @@ from sqlmodel import Session
 from typer.testing import CliRunner, Result
 
 import cli
+from tests.factories import cli_actor
 from traceability import db
 from traceability.config import normalise_database_url
 from traceability.db import make_engine
 from traceability.errors import ExitCode
-
-ACTOR = "qa.tester"
 
 
 @dataclass
@@ -30,10 +29,24 @@ class Cli:
     db_url: str
     workdir: Path
     runner: CliRunner = field(default_factory=CliRunner)
+    one_person: bool = True  # separation of duties off (see env)
 
     @property
     def env(self) -> dict[str, str | None]:
-        return {"PLASMATRACE_DB": self.db_url, "PLASMATRACE_ACTOR": ACTOR, "PLASMATRACE_POLICY": None}
+        # One person runs every command here: on PostgreSQL the login (the only actor it accepts), and separation
+        # of duties is off so that who records may also release. tests/identity tests roles, duties and
+        # signatures with logins of their own on a password-checking server.
+        policy = None
+        if self.one_person:
+            path = self.workdir / "one-person-policy.toml"
+            if not path.exists():
+                path.write_text("[release]\nseparate_duties = false\n", encoding="utf-8")
+            policy = str(path)
+        return {
+            "PLASMATRACE_DB": self.db_url,
+            "PLASMATRACE_ACTOR": cli_actor(self.db_url),
+            "PLASMATRACE_POLICY": policy,
+        }
 
     def __call__(self, *args: str, code: int | None = ExitCode.OK) -> Result:
         """Invoke with ``args``; assert the exit code (None: any non-zero) and that nothing crashed."""
@@ -88,7 +101,7 @@ def fresh_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
 def bare_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """A runner for commands that never open the database (help, usage errors, policy)."""
     monkeypatch.chdir(tmp_path)
-    return Cli(db_url=f"sqlite:///{tmp_path / 'unused.db'}", workdir=tmp_path)
+    return Cli(db_url=f"sqlite:///{tmp_path / 'unused.db'}", workdir=tmp_path, one_person=False)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.cli.conftest import Cli
+from tests.factories import cli_actor
 from traceability.db import is_sqlite, make_engine
 from traceability.errors import ExitCode
 
@@ -42,7 +43,7 @@ def test_audit_verify_passes_on_an_intact_trail_and_names_the_event_that_was_rem
 
     events = run.json("audit", "log")
     assert [e["seq"] for e in events] == list(range(1, head + 1))
-    assert all(e["actor"] == "qa.tester" for e in events)
+    assert all(e["actor"] == cli_actor(run.db_url) for e in events)  # on PostgreSQL: the login
     donor_added = next(e for e in events if e["key"] == "D-000123")
 
     # Removing the newest event leaves no gap; only the checkpoint kept outside the database shows it.
@@ -72,7 +73,7 @@ def test_audit_log_shows_who_changed_a_record_what_and_why(run: Cli) -> None:
     )
     run(
         "--actor",
-        "qa.lead",
+        cli_actor(run.db_url, "qa.lead"),  # on PostgreSQL only the login may be named
         "donation",
         "correct",
         "G123417654321",
@@ -83,8 +84,8 @@ def test_audit_log_shows_who_changed_a_record_what_and_why(run: Cli) -> None:
     )
     history = run.json("audit", "log", "--entity", "donation", "--key", "G123417654321A")
     assert [(e["action"], e["actor"]) for e in history] == [
-        ("donation.added", "qa.tester"),
-        ("donation.corrected", "qa.lead"),
+        ("donation.added", cli_actor(run.db_url)),
+        ("donation.corrected", cli_actor(run.db_url, "qa.lead")),
     ]
     assert history[1]["old"]["volume_ml"] == 780 and history[1]["new"]["volume_ml"] == 760
     assert history[1]["reason"] == "scale misread"

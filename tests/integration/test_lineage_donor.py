@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import exc, select, text
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, bulk_units, make_donor, make_lot, make_step, make_unit
+from tests.factories import ACTOR, APPROVER, NOW, bulk_units, make_donor, make_lot, make_step, make_unit
 from traceability.calendars import add_months
 from traceability.db import make_engine
 from traceability.errors import DonorNotFound
@@ -137,7 +137,7 @@ def released_pool(session: Session, number: str) -> list[str]:
         pools.test_pool(
             session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
         )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
+    pools.release_pool(session, pool_number=number, actor=APPROVER)
     return numbers
 
 
@@ -151,10 +151,10 @@ def test_a_pooled_donor_with_deferrals_and_a_repeat_test_is_traced_in_full(sessi
     numbers = released_pool(session, "P-T1")
     make_step(session, pool="P-T1", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     paste = make_lot(session, lot_number="PASTE-T1", inputs=[("pool", "P-T1")], kind=LotKind.INTERMEDIATE)
-    lots.release_lot(session, lot_number=paste, actor=ACTOR)
+    lots.release_lot(session, lot_number=paste, actor=APPROVER)
     shipped = make_lot(session, lot_number="IVG-T1", inputs=[("lot", paste)])
     make_step(session, lot=shipped, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
-    lots.release_lot(session, lot_number=shipped, actor=ACTOR)
+    lots.release_lot(session, lot_number=shipped, actor=APPROVER)
     make_lot(session, lot_number="IVG-T2", inputs=[("lot", paste)])  # never released, never shipped
     for consignee, day in (("Hospital B", date(2026, 6, 3)), ("Hospital A", date(2026, 6, 2))):
         lots.ship_lot(session, lot_number=shipped, consignee=consignee, quantity=10, shipped_on=day, actor=ACTOR)

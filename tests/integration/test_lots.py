@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, bulk_units, make_lot, make_step
+from tests.factories import ACTOR, APPROVER, NOW, bulk_units, make_lot, make_step
 from traceability.errors import InputNotReleased, LineageCycle, LotNotReleasable, WrongState
 from traceability.models import LotKind, Marker, ResultValue, StepMethod, StepOutcome
 from traceability.queries.lineage import trace_donor, trace_lot, trace_pool
@@ -22,7 +22,7 @@ def released_pool(session: Session, number: str, donors: int = 1000) -> list[str
         pools.test_pool(
             session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
         )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
+    pools.release_pool(session, pool_number=number, actor=APPROVER)
     return units
 
 
@@ -34,10 +34,10 @@ def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_onc
     paste = make_lot(
         session, lot_number="PASTE-1", inputs=[("pool", "P-A"), ("pool", "P-B")], kind=LotKind.INTERMEDIATE
     )
-    lots.release_lot(session, lot_number=paste, actor=ACTOR)
+    lots.release_lot(session, lot_number=paste, actor=APPROVER)
     final = make_lot(session, lot_number="IVG-1", inputs=[("lot", paste)])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
-    lots.release_lot(session, lot_number=final, actor=ACTOR)
+    lots.release_lot(session, lot_number=final, actor=APPROVER)
     lots.ship_lot(session, lot_number=final, consignee="Hospital A", quantity=40, shipped_on=NOW.date(), actor=ACTOR)
 
     trace = trace_lot(session, final, members=True)
@@ -73,7 +73,7 @@ def test_the_worst_path_decides_a_lot_made_partly_from_material_that_skipped_a_s
     final = make_lot(session, lot_number="IVG-2", inputs=[("pool", "P-A"), ("pool", "P-B")])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.5)
     with pytest.raises(LotNotReleasable) as refused:
-        lots.release_lot(session, lot_number=final, actor=ACTOR)
+        lots.release_lot(session, lot_number=final, actor=APPROVER)
     assert "path P-B -> IVG-2: 1 effective step(s) of different mechanisms against enveloped viruses" in str(
         refused.value
     )
@@ -87,9 +87,9 @@ def test_two_steps_of_one_mechanism_do_not_make_two_effective_steps(session: Ses
     make_step(session, lot=final, method=StepMethod.CAPRYLATE, enveloped=5.0, non_enveloped=0.5)
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=0.5, non_enveloped=4.0)
     with pytest.raises(LotNotReleasable, match="1 effective step"):
-        lots.release_lot(session, lot_number=final, actor=ACTOR)
+        lots.release_lot(session, lot_number=final, actor=APPROVER)
     make_step(session, lot=final, method=StepMethod.LOW_PH, enveloped=4.0)
-    lots.release_lot(session, lot_number=final, actor=ACTOR)
+    lots.release_lot(session, lot_number=final, actor=APPROVER)
 
 
 def test_an_open_deviation_blocks_release_until_closed(session: Session) -> None:
@@ -98,9 +98,9 @@ def test_an_open_deviation_blocks_release_until_closed(session: Session) -> None
     lot = make_lot(session, lot_number="INT-1", inputs=[("pool", "P-A")], kind=LotKind.INTERMEDIATE)
     key = make_step(session, lot=lot, method=StepMethod.LOW_PH, enveloped=4.0, outcome=StepOutcome.DEVIATION)
     with pytest.raises(LotNotReleasable, match=f"step {key} \\(low-ph\\) has an open deviation"):
-        lots.release_lot(session, lot_number=lot, actor=ACTOR)
+        lots.release_lot(session, lot_number=lot, actor=APPROVER)
     inactivation.close_deviation(session, step_key=key, reason="within validated range", actor=ACTOR)
-    lots.release_lot(session, lot_number=lot, actor=ACTOR)
+    lots.release_lot(session, lot_number=lot, actor=APPROVER)
     with pytest.raises(WrongState, match="Lot INT-1 is released"):
         make_step(session, lot=lot, method=StepMethod.LOW_PH, enveloped=4.0)
 

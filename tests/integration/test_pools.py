@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, PANEL, bulk_units, make_donor, make_unit
+from tests.factories import ACTOR, APPROVER, NOW, PANEL, bulk_units, make_donor, make_unit
 from traceability.errors import (
     IneligibleUnits,
     InvalidInput,
@@ -186,7 +186,7 @@ def test_a_closed_pool_takes_no_more_members_and_release_needs_its_tests(session
     )
     # Over the limit quarantines the pool: a later passing retest does not test it back into compliance.
     with pytest.raises(WrongState, match="b19-dna: 12,000 IU/mL exceeds the limit of 10,000 IU/mL"):
-        pools.release_pool(session, pool_number=pool, actor=ACTOR)
+        pools.release_pool(session, pool_number=pool, actor=APPROVER)
     pools.test_pool(
         session,
         pool_number=pool,
@@ -198,7 +198,7 @@ def test_a_closed_pool_takes_no_more_members_and_release_needs_its_tests(session
         value_unit="IU/mL",
     )
     with pytest.raises(WrongState, match="Pool P-0042 is quarantined"):
-        pools.release_pool(session, pool_number=pool, actor=ACTOR)
+        pools.release_pool(session, pool_number=pool, actor=APPROVER)
 
 
 def test_pooled_units_change_status(session: Session) -> None:

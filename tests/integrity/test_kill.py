@@ -32,7 +32,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, bulk_units, make_establishment
+from tests.factories import ACTOR, APPROVER, NOW, bulk_units, cli_actor, make_establishment
 from traceability import audit
 from traceability.db import make_engine
 from traceability.models import AuditEvent, Donation, Donor, Pool, PoolStatus
@@ -104,7 +104,7 @@ class Watcher:
 
 
 def command_env(url: str) -> dict[str, str]:
-    return {**os.environ, "PLASMATRACE_DB": url, "PLASMATRACE_ACTOR": ACTOR}
+    return {**os.environ, "PLASMATRACE_DB": url, "PLASMATRACE_ACTOR": cli_actor(url, APPROVER)}
 
 
 def run_and_kill(
@@ -294,7 +294,7 @@ def test_a_killed_lot_release_leaves_the_lot_pending_or_wholly_released(db_url: 
             pools.test_pool(
                 session, pool_number="P-R", marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
             )
-        pools.release_pool(session, pool_number="P-R", actor=ACTOR)
+        pools.release_pool(session, pool_number="P-R", actor=APPROVER)
         make_step(session, pool="P-R", method=StepMethod.SOLVENT_DETERGENT, enveloped=6)
         lot = make_lot(session, lot_number="L-KILL", inputs=[("pool", "P-R")])
         make_step(session, lot=lot, method=StepMethod.NANOFILTRATION, enveloped=5, non_enveloped=5)

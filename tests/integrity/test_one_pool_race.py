@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from tests.factories import ACTOR, bulk_units
+from tests.factories import ACTOR, bulk_units, cli_actor
 from traceability.db import make_engine
 from traceability.errors import ExitCode
 from traceability.services import pools
@@ -24,7 +24,7 @@ def test_two_processes_adding_one_unit_to_two_pools_one_wins(db_url: str) -> Non
         for number in ("P-1", "P-2"):
             pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
     engine.dispose()
-    env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": ACTOR}
+    env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": cli_actor(db_url)}
     procs = [
         subprocess.Popen(
             [sys.executable, "cli.py", "pool", "add", pool, unit],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -62,6 +62,7 @@ from .clearance import lot_clearance
 from .eligibility import zone_of_donation
 from .graph import downstream_lots, steps_for, upstream
 from .lookup import get_lot, get_pool, get_unit
+from .signatures import signatures_for
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -586,6 +587,7 @@ class LotTrace:
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
     status_reason: str | None = None  # why a lot is quarantined: the pool retest, failed step or deviation upstream
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # SignatureLine.as_json(), oldest first
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -658,6 +660,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
         status_reason=lot.status_reason,
+        signatures=[s.as_json() for s in signatures_for(session, lot.lot_number, entity_type="lot")],
     )
 
 
@@ -679,6 +682,7 @@ class PoolTrace:
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
     status_reason: str | None = None  # why a pool is quarantined: the pool test, marker and version
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # SignatureLine.as_json(), oldest first
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -713,6 +717,7 @@ def trace_pool(
         shipments=_shipments(session, lot_ids),
         donations=_members(session, {pool.id}) if members else None,
         status_reason=pool.status_reason,
+        signatures=[s.as_json() for s in signatures_for(session, pool.pool_number, entity_type="pool")],
     )
 
 

@@ -164,7 +164,7 @@ def pool_document(trace: PoolTrace) -> Document:
             for t in trace.tests
         ],
     )
-    sections = [tests, _steps(trace.steps), _shipments(trace)]
+    sections = [tests, _steps(trace.steps), _shipments(trace), _signatures(trace)]
     if trace.donations is not None:
         sections.append(_members(trace))
     return Document(
@@ -179,10 +179,40 @@ def pool_document(trace: PoolTrace) -> Document:
             ("closed at", trace.closed_at or ""),
             ("released at", trace.released_at or ""),
             ("lots", ", ".join(trace.lots) or "none"),
+            ("signed", _signed(trace)),
         ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pool tests",
     )
+
+
+def _signatures(trace: Any) -> Section:
+    """Electronic signatures with printed name, meaning and time (21 CFR 11.50), flagged when the record changed
+    after signing."""
+    return Section(
+        "Signatures",
+        ["printed name", "login", "meaning", "signed at", "content SHA-256", "record changed since"],
+        [
+            [
+                s["full_name"],
+                s["login"],
+                s["meaning"],
+                s["signed_at"],
+                s["content_sha256"],
+                "YES: changed after signing" if s["changed_since_signing"] else "no",
+            ]
+            for s in trace.signatures
+        ],
+    )
+
+
+def _signed(trace: Any) -> str:
+    if not trace.signatures:
+        return "none"
+    last = trace.signatures[-1]
+    flag = " (RECORD CHANGED SINCE SIGNING)" if last["changed_since_signing"] else ""
+    when = f"{last['signed_at'][:19].replace('T', ' ')} UTC"
+    return f"{last['full_name']}, {last['meaning']}, {when}{flag}"
 
 
 def lot_document(trace: LotTrace) -> Document:
@@ -220,7 +250,7 @@ def lot_document(trace: LotTrace) -> Document:
             for c in trace.clearance
         ],
     )
-    sections = [pools, inputs, _steps(trace.steps), clearance, _shipments(trace)]
+    sections = [pools, inputs, _steps(trace.steps), clearance, _shipments(trace), _signatures(trace)]
     if trace.donations is not None:
         sections.append(_members(trace))
     verdict = "meets the rule on every path" if not trace.clearance_problems else "; ".join(trace.clearance_problems)
@@ -235,6 +265,7 @@ def lot_document(trace: LotTrace) -> Document:
             ("pools", ", ".join(p.pool_number for p in trace.pools) or "none"),
             ("upstream lots", ", ".join(trace.lots) or "none"),
             ("clearance", verdict if trace.kind == "final" else "judged on final lots"),
+            ("signed", _signed(trace)),
         ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pools",

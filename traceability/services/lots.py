@@ -12,6 +12,7 @@ from sqlmodel import Session
 from .. import audit
 from ..errors import (
     DuplicateKey,
+    DutiesNotSeparated,
     InputNotReleased,
     InvalidInput,
     LineageCycle,
@@ -22,6 +23,7 @@ from ..errors import (
 )
 from ..models import Lot, LotInput, LotKind, LotStatus, Pool, Shipment, utcnow
 from ..queries.clearance import lock_lineage, lot_blockers
+from ..queries.duties import lot_duty_conflicts
 from ..queries.graph import downstream_lot_ids, upstream
 from ..queries.lookup import get_lot, get_pool
 from ..rules import DEFAULT_POLICY, Policy, lot_product_problem, policy_digest, upstream_product_problems
@@ -131,6 +133,10 @@ def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy
     problems = lot_blockers(session, lot, policy)
     if problems:
         raise LotNotReleasable(lot.lot_number, problems)
+    if policy.release.separate_duties:
+        conflicts = lot_duty_conflicts(session, lot, actor)
+        if conflicts:
+            raise DutiesNotSeparated("Lot", lot.lot_number, login=actor, conflicts=conflicts)
     lot.status, lot.released_at = LotStatus.RELEASED, utcnow()
     session.flush()
     audit.record(

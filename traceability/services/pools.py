@@ -12,6 +12,7 @@ from sqlmodel import Session
 from .. import audit
 from ..errors import (
     DuplicateKey,
+    DutiesNotSeparated,
     IneligibleUnits,
     InvalidInput,
     NotFound,
@@ -35,6 +36,7 @@ from ..models import (
 )
 from ..queries.clearance import current_pool_tests as queried_current_pool_tests
 from ..queries.clearance import downstream_of
+from ..queries.duties import pool_duty_conflicts
 from ..queries.eligibility import requested_donations, screen_units, unit_facts
 from ..queries.lookup import get_pool
 from ..rules import (
@@ -383,6 +385,10 @@ def release_pool(session: Session, *, pool_number: str, actor: str, policy: Poli
     problems = pool_release_problems(current_pool_tests(session, pool.id), policy.product(pool.product))
     if problems:
         raise PoolNotReleasable(pool.pool_number, problems)
+    if policy.release.separate_duties:
+        conflicts = pool_duty_conflicts(session, pool, actor)
+        if conflicts:
+            raise DutiesNotSeparated("Pool", pool.pool_number, login=actor, conflicts=conflicts)
     pool.status, pool.released_at = PoolStatus.RELEASED, utcnow()
     session.flush()
     audit.record(
