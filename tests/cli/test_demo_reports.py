@@ -17,10 +17,15 @@ def test_the_demo_builds_a_site_refuses_to_run_twice_and_reports_on_it(fresh: Cl
     again = fresh("demo", code=ExitCode.CONFLICT)
     assert "already holds data" in again.stderr
 
+    # The pool that held the late reactive donor's units was retested reactive after release: quarantined, and
+    # every lot made from it held.
     pools = fresh.json("pool", "list", "--format", "json")
-    assert len(pools) == 2 and all(p["distinct donors"] >= 1000 and p["status"] == "released" for p in pools)
+    assert len(pools) == 2 and all(p["distinct donors"] >= 1000 for p in pools)
+    assert sorted(p["status"] for p in pools) == ["quarantined", "released"]
+    assert "retested HCV RNA reactive (version 2): quarantined" in result.stderr
     lots = fresh.json("lot", "list", "--format", "json")
-    final = next(lot["lot"] for lot in lots if lot["kind"] == "final" and lot["status"] == "released")
+    assert {lot["status"] for lot in lots} == {"quarantined"}
+    final = next(lot["lot"] for lot in lots if lot["kind"] == "final")
     verified = fresh("audit", "verify")
     assert "Audit trail intact" in verified.stderr
 

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from tests.cli.conftest import ACTOR, Cli
+from tests.cli.conftest import Cli
+from tests.factories import ACTOR
 from tests.epcis_schema import epcis_errors
 from traceability.errors import ExitCode
 
