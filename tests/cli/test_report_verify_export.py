@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import cli
 from tests.cli.conftest import Cli
-from tests.factories import ACTOR
 from tests.epcis_schema import epcis_errors
+from tests.factories import ACTOR
 from traceability.errors import ExitCode
 
 
