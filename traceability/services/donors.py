@@ -9,9 +9,10 @@ from sqlmodel import Session
 
 from .. import audit
 from ..errors import DuplicateKey, InvalidInput, NotFound
-from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind
+from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, utcnow
+from ..plausibility import check_not_future
 from ..queries.lookup import get_donor, get_establishment
-from .common import check_code, unique_or_conflict
+from .common import check_code, check_name, unique_or_conflict
 
 
 def add_establishment(session: Session, *, code: str, name: str, kind: EstablishmentKind, actor: str) -> Establishment:
@@ -19,6 +20,7 @@ def add_establishment(session: Session, *, code: str, name: str, kind: Establish
     code = check_code(code, "Establishment code")
     if not name.strip():
         raise InvalidInput(f"Establishment {code} needs a name.")
+    name = check_name(name, f"Establishment {code}: name")
     if session.execute(select(Establishment.id).where(Establishment.code == code)).first():
         raise DuplicateKey("Establishment", code)
     row = Establishment(code=code, name=name.strip(), kind=kind, created_by=actor)
@@ -40,6 +42,7 @@ def add_donor(
 ) -> Donor:
     """Register a donor by pseudonymous code. Raises EstablishmentNotFound, DuplicateKey."""
     donor_code = check_code(donor_code, "Donor code")
+    check_not_future(f"Donor {donor_code}", "registered on", registered_on, now=utcnow())
     site = get_establishment(session, establishment)
     if session.execute(select(Donor.id).where(Donor.donor_code == donor_code)).first():
         raise DuplicateKey("Donor", donor_code)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from .. import audit
 from ..errors import InvalidInput, WrongState
-from ..models import LotStatus, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..models import LotStatus, Pool, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..plausibility import check_step
+from ..queries.graph import upstream
 from ..queries.lookup import get_lot, get_pool, get_step
 from ..rules import ENVELOPED, NON_ENVELOPED
 
@@ -40,8 +42,6 @@ def add_step(
         raise InvalidInput(f"--lrv values must lie between 0 and 20 log10; got {bad}.")
     if ended_at < started_at:
         raise InvalidInput(f"Step ends at {ended_at.isoformat()}, before it starts at {started_at.isoformat()}.")
-    if ended_at > utcnow() + timedelta(minutes=5):
-        raise InvalidInput(f"Step ends at {ended_at.isoformat()}, in the future; record a step once it has ended.")
     if pool_number is not None:
         pool = get_pool(session, pool_number, for_update=True)
         if pool.status not in (PoolStatus.CLOSED, PoolStatus.RELEASED):
@@ -50,13 +50,23 @@ def add_step(
             )
         target, where = pool.pool_number, Step.pool_id == pool.id
         ids = {"pool_id": pool.id}
+        began, life = pool.closed_at, f"pool {pool.pool_number} was closed"
     else:
         lot = get_lot(session, lot_number or "", for_update=True)
         if lot.status != LotStatus.PENDING:
             raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; steps apply to lots not yet released.")
         target, where = lot.lot_number, Step.lot_id == lot.id
         ids = {"lot_id": lot.id}
+        began, life = _lot_began(session, lot.id), f"the pools of lot {lot.lot_number} were closed"
     n = (session.execute(select(func.count(Step.id)).where(where)).scalar() or 0) + 1
+    check_step(
+        f"Step {target}-S{n} ({method.value})",
+        started_at=started_at,
+        ended_at=ended_at,
+        began=began,
+        target=life,
+        now=utcnow(),
+    )
     step = Step(
         step_key=f"{target}-S{n}",
         method=method,
@@ -90,6 +100,14 @@ def add_step(
         },
     )
     return step
+
+
+def _lot_began(session: Session, lot_id: int | None) -> datetime | None:
+    """When a lot's material existed at the earliest: the latest close of the pools upstream of it."""
+    graph = upstream(session, lot_id or 0)
+    if not graph.pool_ids:
+        return None
+    return session.execute(select(func.max(Pool.closed_at)).where(Pool.id.in_(graph.pool_ids))).scalar()
 
 
 def close_deviation(session: Session, *, step_key: str, reason: str, actor: str) -> Step:

@@ -33,6 +33,7 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
+from ..plausibility import check_pool_test
 from ..queries.eligibility import requested_donations, screen_units, unit_facts
 from ..queries.lookup import get_pool
 from ..rules import (
@@ -291,6 +292,9 @@ def test_pool(
         raise InvalidInput(f"Pool {pool.pool_number}: a quantitative result needs both --value and --unit.")
     if value is not None and value < 0:
         raise InvalidInput(f"Pool {pool.pool_number}: value {value:g} is negative.")
+    check_pool_test(
+        f"Pool {pool.pool_number}, {marker.value} test", tested_at=tested_at, closed_at=pool.closed_at, now=utcnow()
+    )
     version = next_version(session, PoolTest.version, PoolTest.pool_id == pool.id, PoolTest.marker == marker)
     row = PoolTest(
         pool_id=pool.id,
