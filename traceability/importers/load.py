@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ARRAY, ColumnElement, Connection, String, Table, bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from .. import audit
@@ -338,7 +339,12 @@ def _import_file(
 
 def _undo(session: Session, savepoint: Any) -> None:
     if savepoint.is_active:
-        savepoint.rollback()
+        try:
+            savepoint.rollback()
+        except DBAPIError:
+            # The database ended the transaction itself (SQLite on a full disk rolls it back, savepoints and all):
+            # the error that did it is the one to report, and the caller's rollback follows.
+            pass
 
 
 def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude: int | None) -> AuditEvent | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,8 @@ from sqlmodel import Session
 from ..errors import CaseNotFound, DonorNotFound
 from ..models import (
     CaseFinding,
+    Consignee,
+    CorrectionDeviation,
     Deferral,
     Donation,
     Donor,
@@ -66,6 +68,41 @@ class ShipmentLine:
     consignee: str
     shipped_on: str
     quantity: int
+    consignee_address: str | None = None  # a distribution record (21 CFR 606.165): name, address, lot, quantity,
+    unit: str | None = None  # day shipped and the lot's expiry
+    expires_on: str | None = None
+
+
+@dataclass
+class DeviationLine:
+    """A correction to a unit in a closed or released pool, made under a named deviation."""
+
+    reference: str
+    pool_number: str
+    unit_number: str
+    version: int
+    changes: str
+    reason: str
+    recorded_at: str
+    recorded_by: str
+
+
+def _deviations(session: Session, pool_ids: set[int]) -> list[DeviationLine]:
+    if not pool_ids:
+        return []
+    rows = session.execute(
+        select(CorrectionDeviation, Pool.pool_number, Donation.unit_number)
+        .join(Pool, Pool.id == CorrectionDeviation.pool_id)
+        .join(Donation, Donation.id == CorrectionDeviation.donation_id)
+        .where(CorrectionDeviation.pool_id.in_(pool_ids))
+        .order_by(CorrectionDeviation.created_at, CorrectionDeviation.id)
+    )
+    return [
+        DeviationLine(
+            d.reference, pool, unit, d.donation_version, d.changes, d.reason, d.created_at.isoformat(), d.created_by
+        )
+        for d, pool, unit in rows
+    ]
 
 
 @dataclass
@@ -95,12 +132,25 @@ def _shipments(session: Session, lot_ids: set[int]) -> list[ShipmentLine]:
     if not lot_ids:
         return []
     rows = session.execute(
-        select(Shipment.shipment_number, Lot.lot_number, Shipment.consignee, Shipment.shipped_on, Shipment.quantity)
+        select(
+            Shipment.shipment_number,
+            Lot.lot_number,
+            Shipment.consignee,
+            Shipment.shipped_on,
+            Shipment.quantity,
+            Consignee.address,
+            Lot.unit,
+            Lot.expires_on,
+        )
         .join(Lot, Lot.id == Shipment.lot_id)
+        .join(Consignee, Consignee.id == Shipment.consignee_id)
         .where(Shipment.lot_id.in_(lot_ids))
         .order_by(Shipment.shipped_on, Shipment.shipment_number)
     )
-    return [ShipmentLine(n, lot, to, on.isoformat(), q) for n, lot, to, on, q in rows]
+    return [
+        ShipmentLine(n, lot, to, on.isoformat(), q, address, unit.value if unit else None, _iso(expires))
+        for n, lot, to, on, q, address, unit, expires in rows
+    ]
 
 
 def _lots(session: Session, lot_ids: set[int]) -> dict[int, LotLine]:
@@ -569,6 +619,13 @@ class LotTrace:
     clearance_problems: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    quantity: int | None = None
+    unit: str | None = None
+    expires_on: str | None = None
+    drawn: int = 0
+    shipped: int = 0
+    available: int | None = None  # quantity less what later lots drew and what was shipped
+    deviations: list[DeviationLine] = field(default_factory=list)  # corrections upstream under a deviation
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -637,6 +694,13 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         clearance_problems=final_lot_clearance_problems(paths, policy.clearance) if lot.kind.value == "final" else [],
         shipments=_shipments(session, {lot.id}),
         donations=_members(session, graph.pool_ids) if members else None,
+        quantity=lot.quantity,
+        unit=lot.unit.value if lot.unit else None,
+        expires_on=_iso(lot.expires_on),
+        drawn=lot.drawn,
+        shipped=lot.shipped,
+        available=None if lot.quantity is None else lot.quantity - lot.drawn - lot.shipped,
+        deviations=_deviations(session, graph.pool_ids),
     )
 
 
@@ -657,6 +721,8 @@ class PoolTrace:
     lots: list[str]
     shipments: list[ShipmentLine]
     donations: list[MemberLine] | None = None
+    drawn_ml: int = 0  # taken by lots
+    deviations: list[DeviationLine] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -690,6 +756,8 @@ def trace_pool(
         lots=sorted(x.lot_number for x in lots.values()),
         shipments=_shipments(session, lot_ids),
         donations=_members(session, {pool.id}) if members else None,
+        drawn_ml=pool.drawn_ml,
+        deviations=_deviations(session, {pool.id}),
     )
 
 
