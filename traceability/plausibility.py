@@ -92,7 +92,7 @@ def check_result(record: str, *, tested_at: datetime, collected_at: datetime, no
     if tested_at < collected_at:
         raise ImplausibleTime(
             record,
-            f"tested at {_show(tested_at)}, before the unit was collected at {_show(collected_at)}",
+            f"tested at {_show(tested_at)}, before it was collected at {_show(collected_at)}",
             "a result is not before its collection",
         )
 

@@ -153,6 +153,21 @@ def _shipments(session: Session, lot_ids: set[int]) -> list[ShipmentLine]:
     ]
 
 
+def _distribution_details(session: Session, lines: dict[str, ShipmentLine]) -> None:
+    """Fill in what a distribution record needs besides the trace's own columns: address, unit, expiry."""
+    if not lines:
+        return
+    rows = session.execute(
+        select(Shipment.shipment_number, Consignee.address, Lot.unit, Lot.expires_on)
+        .join(Consignee, Consignee.id == Shipment.consignee_id)
+        .join(Lot, Lot.id == Shipment.lot_id)
+        .where(Shipment.shipment_number.in_(list(lines)))
+    )
+    for number, address, unit, expires in rows:
+        line = lines[number]
+        line.consignee_address, line.unit, line.expires_on = address, unit.value if unit else None, _iso(expires)
+
+
 def _lots(session: Session, lot_ids: set[int]) -> dict[int, LotLine]:
     if not lot_ids:
         return {}
@@ -424,6 +439,7 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     donations.sort(key=lambda r: (r[2], r[0]))
     deferrals.sort(key=lambda d: d["sequence"])
     current = {i: {m: value for m, (_, value) in sorted(markers.items())} for i, markers in results.items()}
+    _distribution_details(session, shipped)
     shipments = sorted(shipped.values(), key=lambda line: (line.shipped_on, line.shipment_number))
     clean = [r[2] for r in donations if panel_complete_and_nonreactive(current.get(r[0], {}), policy)]
     start = max(clean) - timedelta(days=policy.lookback_days) if clean else None
