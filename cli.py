@@ -894,7 +894,7 @@ _DRAW = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*")
 
 
 def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:
-    """POOL=QTY with L or mL (P-0042=1200L, =850000mL), LOT=QTY in the lot's unit; a bad quantity exits 5."""
+    """POOL=QTY with L or mL (P-0042=1200L, =850000mL), LOT=QTY in the lot's unit; a malformed one exits 2."""
     specs = []
     for item in items:
         number, sep, qty = item.partition("=")
@@ -903,11 +903,10 @@ def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:
             match = _DRAW.fullmatch(unicodedata.normalize("NFKC", qty))
             if not match:
                 example = f"{number.strip()}=1200L" if kind == "pool" else f"{number.strip()}=120"
-                raise fail(
-                    f"--{kind} {item!r}: the quantity must be a whole number"
+                raise typer.BadParameter(
+                    f"{item!r}: the quantity must be a whole number"
                     + (" with L or mL" if kind == "pool" else "")
-                    + f", as in {example}.",
-                    ExitCode.INVALID_INPUT,
+                    + f", as in {example}."
                 )
             quantity, unit = int(match.group(1)), match.group(2) or None
         specs.append(lots.InputSpec(kind, number.strip(), quantity, unit))
