@@ -112,13 +112,13 @@ def check_step(
     record: str, *, started_at: datetime, ended_at: datetime, began: datetime | None, target: str, now: datetime
 ) -> None:
     """A step lies within the life of its pool or lot: it ends by now and does not start before the material
-    existed (``began``: the pool's close, or the latest close of the pools a lot is made from)."""
+    existed (``began``: the latest collection of a unit in the pool, or in the pools upstream of the lot)."""
     check_not_future(record, "started at", started_at, now=now)
     check_not_future(record, "ended at", ended_at, now=now)
     if began is not None and started_at < began:
         raise ImplausibleTime(
             record,
-            f"started at {_show(started_at)}, before {target} existed ({_show(began)})",
+            f"started at {_show(started_at)}, before {target} ({_show(began)})",
             "a step lies within the life of its pool or lot",
         )
 

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from .. import audit
 from ..errors import InvalidInput, WrongState
-from ..models import LotStatus, Pool, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..models import Donation, LotStatus, PoolMember, PoolStatus, Step, StepMethod, StepOutcome, utcnow
 from ..plausibility import check_step
 from ..queries.graph import upstream
 from ..queries.lookup import get_lot, get_pool, get_step
@@ -50,14 +50,15 @@ def add_step(
             )
         target, where = pool.pool_number, Step.pool_id == pool.id
         ids = {"pool_id": pool.id}
-        began, life = pool.closed_at, f"pool {pool.pool_number} was closed"
+        began, life = _material_began(session, {pool.id}), f"the last unit of pool {pool.pool_number} was collected"
     else:
         lot = get_lot(session, lot_number or "", for_update=True)
         if lot.status != LotStatus.PENDING:
             raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; steps apply to lots not yet released.")
         target, where = lot.lot_number, Step.lot_id == lot.id
         ids = {"lot_id": lot.id}
-        began, life = _lot_began(session, lot.id), f"the pools of lot {lot.lot_number} were closed"
+        began = _material_began(session, upstream(session, lot.id or 0).pool_ids)
+        life = f"the last unit upstream of lot {lot.lot_number} was collected"
     n = (session.execute(select(func.count(Step.id)).where(where)).scalar() or 0) + 1
     check_step(
         f"Step {target}-S{n} ({method.value})",
@@ -102,12 +103,16 @@ def add_step(
     return step
 
 
-def _lot_began(session: Session, lot_id: int | None) -> datetime | None:
-    """When a lot's material existed at the earliest: the latest close of the pools upstream of it."""
-    graph = upstream(session, lot_id or 0)
-    if not graph.pool_ids:
+def _material_began(session: Session, pool_ids: set[int]) -> datetime | None:
+    """When a pool's (or a lot's) material existed at the earliest: the latest collection of a unit in it.
+    Records entered after the fact keep their own times, so the record's creation time is no bound."""
+    if not pool_ids:
         return None
-    return session.execute(select(func.max(Pool.closed_at)).where(Pool.id.in_(graph.pool_ids))).scalar()
+    return session.execute(
+        select(func.max(Donation.collected_at))
+        .join(PoolMember, PoolMember.donation_id == Donation.id)
+        .where(PoolMember.pool_id.in_(pool_ids))
+    ).scalar()
 
 
 def close_deviation(session: Session, *, step_key: str, reason: str, actor: str) -> Step:
