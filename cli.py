@@ -80,7 +80,7 @@ step_app = group("step", "Record viral inactivation and removal steps on pools a
 lot_app = group("lot", "Create, release, ship and inspect intermediate and final lots.")
 consignee_app = group("consignee", "Register the hospitals and distributors lots are shipped to, with addresses.")
 trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lot back to every donation.")
-import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
+import_app = group("import", "Load CSV exports (donors, donations, results, pool members, consignees), all or nothing.")
 lookback_app = group("lookback", "Open and follow look-back cases from post-donation information.")
 report_app = group("report", "Write lineage reports for auditors: HTML, PDF, JSON or CSV.")
 audit_app = group("audit", "Read and verify the hash-chained audit trail.")
@@ -1185,6 +1185,18 @@ def import_pool_members(
     """Import pool memberships (pool_number, unit_number); each pool's units are checked set-based.
     Example: plasmatrace import pool-members members.csv"""
     _import(ctx, "pool-members", file, dry_run, skip_invalid, rejects)
+
+
+@import_app.command("consignees")
+def import_consignees(
+    ctx: typer.Context,
+    file: ImportFile,
+    dry_run: DryRun = False,
+    skip_invalid: SkipInvalid = False,
+    rejects: Rejects = None,
+) -> None:
+    """Import consignees (code, name, address[, country]). Example: plasmatrace import consignees consignees.csv"""
+    _import(ctx, "consignees", file, dry_run, skip_invalid, rejects)
 
 
 # --- look-back -------------------------------------------------------------------------------------------------
