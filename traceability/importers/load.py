@@ -58,8 +58,8 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from ..rules import DEFAULT_POLICY, Policy
 from ..reports.writers import FORMULA_PREFIXES
+from ..rules import DEFAULT_POLICY, Policy
 from ..services import pools
 from ..services.units import ResultOutcome, apply_reactive
 from .readers import Record, RecordStream, Resume, file_digest, read_records

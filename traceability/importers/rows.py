@@ -505,12 +505,24 @@ def _fast_pool_member(line: int, f: list[str], ix: tuple[int | None, ...], limit
     return PoolMemberRow(line, _pool_number(pool), _unit_number(unit).value)
 
 
+def _fast_consignee(line: int, f: list[str], ix: tuple[int | None, ...], limit: datetime) -> ConsigneeRow | None:
+    from ..services.consignees import check_consignee
+
+    i_code, i_name, i_address, i_country = ix
+    code, name, address = f[i_code].strip(), f[i_name].strip(), f[i_address].strip()  # type: ignore[index]
+    country = f[i_country].strip() if i_country is not None else ""
+    if not (code and name and address):
+        return None
+    fields = check_consignee(code=code, name=name, address=address, country=country or None)
+    return ConsigneeRow(line, fields.code, fields.name, fields.address, fields.country)
+
+
 _FAST: dict[ImportKind, Callable[[int, list[str], tuple[int | None, ...], datetime], Row | None]] = {
     ImportKind.DONORS: _fast_donor,
     ImportKind.DONATIONS: _fast_donation,
     ImportKind.RESULTS: _fast_result,
     ImportKind.POOL_MEMBERS: _fast_pool_member,
-    ImportKind.CONSIGNEES: lambda *_: None,  # small files: every row takes the thorough parser
+    ImportKind.CONSIGNEES: _fast_consignee,
 }
 
 
