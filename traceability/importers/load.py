@@ -58,6 +58,7 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
+from ..plausibility import day_began
 from ..reports.writers import FORMULA_PREFIXES
 from ..rules import DEFAULT_POLICY, Policy
 from ..services import pools
@@ -1074,14 +1075,13 @@ def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
 
 def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
     session = job.session
-    donors = {
-        code: (donor_id, site_id, site)
-        for code, donor_id, site_id, site in session.execute(
-            select(Donor.donor_code, Donor.id, Donor.establishment_id, Establishment.code)
-            .join(Establishment, Establishment.id == Donor.establishment_id)
-            .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
-        ).all()
-    }
+    found = session.execute(
+        select(Donor.donor_code, Donor.id, Donor.establishment_id, Establishment.code, Donor.registered_on)
+        .join(Establishment, Establishment.id == Donor.establishment_id)
+        .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
+    ).all()
+    donors = {code: (donor_id, site_id, site) for code, donor_id, site_id, site, _ in found}
+    registered_on = {row[0]: row[4] for row in found if row[4] is not None}
     sites = job.establishment_ids(r.establishment for r in rows)
     existing = {
         row.unit_number: row
@@ -1128,6 +1128,16 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
                 )
             if r.establishment is not None and r.establishment not in sites:
                 problems.append(_unknown_establishment(r.line, "establishment", r.establishment))
+            registered = registered_on.get(r.donor_code)
+            if registered is not None and r.collected_at < day_began(registered):
+                problems.append(
+                    RowProblem(
+                        r.line,
+                        "collected_at",
+                        f"{r.collected_at.isoformat()} is before donor {r.donor_code} was registered "
+                        f"({registered.isoformat()}); rule: a collection is not before the donor's registration.",
+                    )
+                )
             if problems or donor is None:
                 job.reject(r.line, problems)
                 continue
