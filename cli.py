@@ -182,7 +182,7 @@ def _say_on_interrupt() -> None:
         return
 
     def interrupted(_signum: int, _frame: Any) -> None:
-        err.print("\nInterrupted: nothing of the command under way was saved.", markup=False, highlight=False)
+        err.print("\nInterrupted: the change under way was rolled back.", markup=False, highlight=False)
         raise SystemExit(130)
 
     signal.signal(signal.SIGINT, interrupted)

@@ -6,6 +6,7 @@ never one statement per unit) and returns plain read models that outlive the ses
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -401,6 +402,7 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     execution and result handling (and so its statement logging and cursor events); driver errors are still raised
     as SQLAlchemy's. The look-back window comes from the results read with it.
     """
+    donor_code = unicodedata.normalize("NFKC", donor_code).strip()  # stored keys are NFKC
     conn = session.connection()
     statement = _compiled_for(conn.dialect)
     at, day = statement.at, statement.day
