@@ -1089,6 +1089,12 @@ def trace_lot(
 def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_invalid: bool, rejects: Path | None) -> None:
     from traceability.importers.load import ImportKind, default_rejects_path, import_file
 
+    try:
+        file.stat()
+    except FileNotFoundError:
+        pass  # said by the import, in its words
+    except OSError as error:
+        raise fail(f"Import file {str(file)[:80]}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
     if skip_invalid and not dry_run:
         check_output(ctx, rejects or default_rejects_path(file), "Rejects file", file)
     with progress(f"Importing {file.name}") as update, work(ctx) as session, _writing(rejects or file):
@@ -1273,13 +1279,16 @@ def protected_files(ctx: typer.Context, *reads: Path | None) -> list[Path]:
 
 def check_output(ctx: typer.Context, output: Path, what: str, *reads: Path | None) -> None:
     """An output path that replaces neither the database nor an input, in a folder that exists (exit 5)."""
-    target = output.resolve()
-    if target in protected_files(ctx, *reads):
-        raise fail(f"{what} {output} is the database or a file this command reads; choose another file.", 5)
-    if target.is_dir():
-        raise fail(f"{what} {output} is a folder; give a file name.", ExitCode.INVALID_INPUT)
-    if not target.parent.is_dir():
-        raise fail(f"{what} {output}: the folder {output.parent} does not exist.", ExitCode.INVALID_INPUT)
+    try:
+        target = output.resolve()
+        if target in protected_files(ctx, *reads):
+            raise fail(f"{what} {output} is the database or a file this command reads; choose another file.", 5)
+        if target.is_dir():
+            raise fail(f"{what} {output} is a folder; give a file name.", ExitCode.INVALID_INPUT)
+        if not target.parent.is_dir():
+            raise fail(f"{what} {output}: the folder {output.parent} does not exist.", ExitCode.INVALID_INPUT)
+    except OSError as error:
+        raise fail(f"{what} {str(output)[:80]}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
 
 
 def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: str | None) -> None:
