@@ -395,3 +395,27 @@ def test_ctrl_c_says_a_word_and_exits_130(tmp_path: Path) -> None:
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_a_full_disk_during_an_import_says_so_and_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs a tiny tmpfs")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = Cli(db_url=f"sqlite:///{folder / 'site.db'}", workdir=tmp_path)
+        run("init")
+        run("establishment", "add", "C-1", "--name", "Centre", "--kind", "collection")
+        path = tmp_path / "donors.csv"
+        path.write_text("donor_code,establishment\n" + "".join(f"DONOR-{i:08d},C-1\n" for i in range(20_000)))
+        result = run("import", "donors", str(path), code=ExitCode.FAILURE)
+        assert "disk is full" in result.stderr and "savepoint" not in result.stderr
+        assert run.json("donor", "list") == []
+        run("audit", "verify")
+    finally:
+        from tests.cli.conftest import dispose_engines
+
+        dispose_engines(f"sqlite:///{folder / 'site.db'}", tmp_path)
+        subprocess.run(["umount", str(folder)], check=False)
