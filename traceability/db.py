@@ -65,7 +65,7 @@ def require_existing_database(url: str) -> None:
         return
     if not path.exists():
         raise DatabaseUnavailable(
-            f"The database {path} does not exist; check --db, or create it with `plasmatrace init`."
+            f"The database {path} does not exist; check --db, or run `plasmatrace init` first to create it."
         )
     if path.is_dir():
         raise DatabaseUnavailable(f"The database {path} is a folder, not a SQLite file.")
