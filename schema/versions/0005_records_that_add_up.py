@@ -3,8 +3,8 @@
 Consignees become records (code, name, address, country). Every free-text consignee already on a shipment gets a
 consignee row of its own (one per distinct name, address "unknown", code LEGACY-0001...), and the shipment points
 at it; the name stays on the shipment as shipped. Lots get a quantity, a unit and an expiry, and running totals
-of what was drawn from and shipped out of them (CHECKed against the quantity); pools a running total of what
-lots drew (mL). A correction to a unit in a closed or released pool is kept with its deviation reference. One
+of what was drawn from and shipped out of them (CHECKed against the quantity; earlier shipments and draws are
+counted); pools a running total of what lots drew (mL; earlier draws had no unit and are not counted). A correction to a unit in a closed or released pool is kept with its deviation reference. One
 open look-back case per donor, by a partial unique index.
 
 Revision ID: 0005
@@ -75,6 +75,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("expires_on", sa.Date(), nullable=True))
         batch_op.add_column(sa.Column("drawn", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("shipped", sa.Integer(), nullable=False, server_default="0"))
+    # What was already shipped from and drawn from each lot counts in its running totals (its quantity is unknown
+    # until recorded, so the totals bind nothing yet, but they stay true).
+    conn.execute(
+        sa.text(
+            "UPDATE lot SET shipped = COALESCE((SELECT SUM(s.quantity) FROM shipment s WHERE s.lot_id = lot.id), 0), "
+            "drawn = COALESCE((SELECT SUM(i.quantity) FROM lot_input i WHERE i.input_lot_id = lot.id), 0)"
+        )
+    )
     with op.batch_alter_table("lot", schema=None) as batch_op:
         batch_op.alter_column("drawn", server_default=None)
         batch_op.alter_column("shipped", server_default=None)
