@@ -945,6 +945,32 @@ def lot_create(
     say(f"Lot {lot} ({kind.value}){size} created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
 
 
+@lot_app.command("quantity")
+def lot_quantity(
+    ctx: typer.Context,
+    lot: str,
+    quantity: Annotated[int, typer.Option("--quantity", help="How much the lot holds, in --unit.")],
+    unit: Annotated[LotUnit, typer.Option("--unit", help="vials, bottles, g, kg or L.")],
+    reason: ReasonOption,
+    expires_on: Annotated[str | None, typer.Option("--expires-on", help="Expiry date, YYYY-MM-DD.")] = None,
+) -> None:
+    """Record the quantity of a lot created without one (before quantities were kept), so it can ship.
+    Example: plasmatrace lot quantity IVG-2401 --quantity 4000 --unit vials --expires-on 2027-01-31 --reason "batch record BR-2401\""""
+    expiry = parsed(day, expires_on, "--expires-on")
+    with work(ctx) as session:
+        row = lots.record_quantity(
+            session,
+            lot_number=lot,
+            quantity=quantity,
+            unit=unit,
+            expires_on=expiry,
+            reason=reason,
+            actor=ctx.obj.actor,
+        )
+        left = lots.lot_balance(row)
+    say(f"Lot {lot}: {quantity:,} {unit.value} recorded; {left.available:,} {unit.value} left.")
+
+
 @lot_app.command("release")
 def lot_release(ctx: typer.Context, lot: str) -> None:
     """Release a lot; a final lot must meet the viral-clearance rule on every path. Example: plasmatrace lot release IVG-2605"""

@@ -4,8 +4,9 @@ Consignees become records (code, name, address, country). Every free-text consig
 consignee row of its own (one per distinct name, address "unknown", code LEGACY-0001...), and the shipment points
 at it; the name stays on the shipment as shipped. Lots get a quantity, a unit and an expiry, and running totals
 of what was drawn from and shipped out of them (CHECKed against the quantity; earlier shipments and draws are
-counted); pools a running total of what lots drew (mL; earlier draws had no unit and are not counted). A correction to a unit in a closed or released pool is kept with its deviation reference. One
-open look-back case per donor, by a partial unique index.
+counted); pools a running total of what lots drew (mL; earlier draws had no unit and are not counted). A
+correction to a unit in a closed or released pool is kept with its deviation reference. One open look-back case
+per donor, by a partial unique index.
 
 Revision ID: 0005
 Revises: 0002

@@ -195,6 +195,12 @@ def test_a_lot_without_a_recorded_quantity_is_neither_shipped_nor_drawn_from(ses
         )
     with pytest.raises(QuantityNotRecorded, match="Lot IVG-1 has no recorded quantity"):
         make_lot(session, lot_number="IVG-2", inputs=[("lot", lot)])
+    lots.record_quantity(session, lot_number=lot, quantity=50, unit=LotUnit.VIALS, reason="batch record", actor=ACTOR)
+    with pytest.raises(WrongState, match="already has a quantity"):
+        lots.record_quantity(session, lot_number=lot, quantity=60, unit=LotUnit.VIALS, reason="again", actor=ACTOR)
+    lots.ship_lot(
+        session, lot_number=lot, consignee=make_consignee(session), quantity=50, shipped_on=NOW.date(), actor=ACTOR
+    )
 
 
 def test_the_database_refuses_a_lot_balance_beyond_its_quantity(session: Session) -> None:

@@ -106,8 +106,8 @@ def _lot_amount(spec: InputSpec, source: Lot, lot_number: str) -> int:
         )
     if source.quantity is None or source.unit is None:
         raise QuantityNotRecorded(
-            f"Lot {source.lot_number} has no recorded quantity, so nothing can be drawn from it; "
-            "its balance would be unknown."
+            f"Lot {source.lot_number} has no recorded quantity, so nothing can be drawn from it; record it first: "
+            f"plasmatrace lot quantity {source.lot_number} --quantity N --unit U --reason TEXT."
         )
     if spec.unit is not None and spec.unit != source.unit.value:
         raise InvalidInput(
@@ -240,6 +240,46 @@ def create_lot(
     return lot
 
 
+def record_quantity(
+    session: Session,
+    *,
+    lot_number: str,
+    quantity: int,
+    unit: LotUnit,
+    reason: str,
+    actor: str,
+    expires_on: date | None = None,
+) -> Lot:
+    """Record the quantity (and expiry) of a lot created without one, e.g. before quantities were kept, so that it
+    can be shipped and drawn from. What it already shipped and gave counts against it. A quantity once recorded
+    is not changed here. Raises WrongState, OverBalance, InvalidInput."""
+    reason = audit.require_reason(reason, f"Recording the quantity of lot {lot_number}")
+    lot = get_lot(session, lot_number, for_update=True)
+    if lot.quantity is not None:
+        raise WrongState(f"Lot {lot.lot_number} already has a quantity, {lot.quantity:,} {lot.unit}.")
+    check_count(quantity, f"Lot {lot.lot_number}: quantity")
+    if quantity < lot.drawn + lot.shipped:
+        raise OverBalance(
+            f"Lot {lot.lot_number} already gave {lot.drawn:,} to later lots and shipped {lot.shipped:,}; "
+            f"its quantity cannot be {quantity:,}."
+        )
+    lot.quantity, lot.unit = quantity, unit
+    if expires_on is not None:
+        lot.expires_on = expires_on
+    session.flush()
+    audit.record(
+        session,
+        action="lot.quantity-recorded",
+        entity_type="lot",
+        entity_key=lot.lot_number,
+        actor=actor,
+        old={"quantity": None},
+        new={"quantity": quantity, "unit": unit, "expires_on": lot.expires_on},
+        reason=reason,
+    )
+    return lot
+
+
 def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy = DEFAULT_POLICY) -> Lot:
     """Release a lot: its inputs released and none of its steps failed or open; a final lot also needs the
     clearance rule on every path. Raises LotNotReleasable listing every problem."""
@@ -323,7 +363,7 @@ def ship_lot(
     if balance.available is None:
         raise QuantityNotRecorded(
             f"Lot {lot.lot_number} has no recorded quantity, so its balance is unknown and it cannot be shipped; "
-            "lots created with --quantity N --unit U can be."
+            f"record it first: plasmatrace lot quantity {lot.lot_number} --quantity N --unit U --reason TEXT."
         )
     if quantity > balance.available:
         raise OverBalance(
