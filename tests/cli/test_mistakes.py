@@ -97,9 +97,9 @@ def test_a_database_on_read_only_media_can_be_read(run: Cli, tmp_path: Path) -> 
     if os.geteuid() == 0:
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=False).returncode:
             pytest.skip("cannot mount a tmpfs here")
-    try:
-        from tests.cli.conftest import dispose_engines
+    from tests.cli.conftest import dispose_engines
 
+    try:
         dispose_engines(run.db_url, tmp_path)  # checkpoints the WAL into the file
         source = Path(run.db_url.removeprefix("sqlite:///"))
         (mount / "site.db").write_bytes(source.read_bytes())
@@ -114,6 +114,7 @@ def test_a_database_on_read_only_media_can_be_read(run: Cli, tmp_path: Path) -> 
         refused = reader("donor", "add", "D-2", "--establishment", "C-1", code=ExitCode.FAILURE)
         assert "read-only" in refused.stderr
     finally:
+        dispose_engines(f"sqlite:///{mount / 'site.db'}", mount)  # the file is closed before the unmount
         if os.geteuid() == 0:
             subprocess.run(["umount", str(mount)], check=False)
 
