@@ -6,7 +6,9 @@ CSV go to stdout.
 
 from __future__ import annotations
 
+import re
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session
 
 from traceability import audit, db, identity
@@ -30,6 +32,7 @@ from traceability.errors import (
     DatabaseUnavailable,
     ExitCode,
     InvalidInput,
+    InvalidPolicy,
     NotPermitted,
     SignatureFailed,
     TraceabilityError,
@@ -38,6 +41,7 @@ from traceability.identity import Identity, Role
 from traceability.models import (
     EstablishmentKind,
     LotKind,
+    LotUnit,
     PlasmaKind,
     PoolStatus,
     SignatureMeaning,
@@ -51,7 +55,8 @@ from traceability.queries import lineage, listings
 from traceability.queries.signatures import signatures_for
 from traceability.reports import sections, writers
 from traceability.rules import Policy, load_policy, policy_digest, policy_keys
-from traceability.services import donors, inactivation, lookback, lots, pools, signatures, units, users
+from traceability.services import consignees, donors, inactivation, lookback, lots, pools, signatures, units, users
+from traceability.services.common import has_control
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -85,8 +90,9 @@ result_app = group("result", "Record screening results of units.")
 pool_app = group("pool", "Build, close, test, release and inspect fractionation pools.")
 step_app = group("step", "Record viral inactivation and removal steps on pools and lots.")
 lot_app = group("lot", "Create, release, ship and inspect intermediate and final lots.")
+consignee_app = group("consignee", "Register the hospitals and distributors lots are shipped to, with addresses.")
 trace_app = group("trace", "Trace lineage: a donor or unit forward, a pool or lot back to every donation.")
-import_app = group("import", "Load CSV exports (donors, donations, results, pool members), all or nothing.")
+import_app = group("import", "Load CSV exports (donors, donations, results, pool members, consignees), all or nothing.")
 lookback_app = group("lookback", "Open and follow look-back cases from post-donation information.")
 report_app = group("report", "Write lineage reports for auditors: HTML, PDF, JSON or CSV.")
 export_app = group("export", "Export the lineage for other systems: GS1 EPCIS 2.0 JSON-LD.")
@@ -118,13 +124,23 @@ class AppContext:
         return self.identity.login if self.identity is not None else self.settings.actor
 
 
+def shown(text: str) -> str:
+    """Text as a terminal may print it: control, escape and bidi characters (already stored, or typed) are shown
+    as escapes such as \\x1b, so that no stored name can write to the clipboard or hide text from an auditor."""
+    if not has_control(text, newlines=True):
+        return text
+    return "".join(
+        ch if ch in "\n\t" or not has_control(ch) else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
 def say(text: str) -> None:
     """A plain message on stderr: business keys are printed verbatim, never read as Rich markup."""
-    err.print(text, markup=False, highlight=False)
+    err.print(shown(text), markup=False, highlight=False)
 
 
 def fail(error: TraceabilityError | str, code: int = ExitCode.FAILURE) -> typer.Exit:
-    message = str(error)
+    message = shown(str(error))
     err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code=getattr(error, "exit_code", code))
 
@@ -148,6 +164,7 @@ def main(
     ] = None,
 ) -> None:
     """Plasma-pool batch traceability. Example: plasmatrace --db sqlite:///site.db trace donor D-000123"""
+    _say_on_interrupt()
     overrides: dict[str, Any] = {}
     if db_url:
         overrides["database_url"] = db_url
@@ -157,20 +174,52 @@ def main(
         overrides["policy_file"] = policy_file
     try:
         settings = Settings(**overrides)
+        db.check_database_url(settings.database_url)
+        if not settings.actor.strip() or has_control(settings.actor) or len(settings.actor) > 100:
+            raise InvalidInput(
+                f"--actor {settings.actor[:40]!r} must be 1-100 characters without newlines or control characters."
+            )
+        if settings.policy_file is not None and Path(settings.policy_file).is_dir():
+            raise InvalidPolicy(f"Policy file {settings.policy_file} is a folder; give a TOML file.")
         explicit = "actor" in settings.model_fields_set
         ctx.obj = AppContext(settings=settings, policy=load_policy(settings.policy_file), explicit_actor=explicit)
     except TraceabilityError as error:
         raise fail(error) from None
+    except OSError as error:
+        raise fail(f"Policy file {policy_file}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+    except ValueError as error:  # the settings themselves (pydantic), e.g. an unreadable .env value
+        raise fail(f"Invalid setting: {str(error).splitlines()[0]}", ExitCode.INVALID_INPUT) from None
+
+
+def _say_on_interrupt() -> None:
+    """Ctrl-C: the transaction under way is rolled back (the unit of work sees the exception); say so, exit 130."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        err.print("\nInterrupted: the change under way was rolled back.", markup=False, highlight=False)
+        raise SystemExit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 @contextmanager
 def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None) -> Iterator[Session]:
     """One unit of work: establish who is acting and check their role (a writing command needs ``role``, by
     default the recorder's), then commit on success; an expected failure prints its message and exits with its
-    code. A failed signature is recorded in a transaction of its own after the command's has rolled back."""
+    code. A failed signature is recorded in a transaction of its own after the command's has rolled back.
+
+    What the database itself refuses ends in a message, never a traceback: a privilege it refuses is not permitted
+    (7); a unique key taken by a concurrent command is a conflict (6); a number or text too large for its column is
+    invalid input (5)."""
     needed = role or (None if readonly else Role.RECORDER)
     doing = f"run `{ctx.command_path.partition(' ')[2] or ctx.command_path}`"
+    url = ctx.obj.settings.database_url
     try:
+        db.require_existing_database(url)
         with db.unit_of_work(ctx.obj.settings, readonly=readonly) as session:
             who = identity.establish(session, declared=ctx.obj.settings.actor, explicit=ctx.obj.explicit_actor)
             ctx.obj.identity = who
@@ -189,14 +238,27 @@ def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None
     except ProgrammingError as error:
         if getattr(error.orig, "sqlstate", None) == "42501":  # insufficient_privilege: a GRANT or a role trigger
             refused = str(error.orig).strip().splitlines()[0]
-            login = make_url(ctx.obj.settings.database_url).username or ctx.obj.actor
+            login = make_url(url).username or ctx.obj.actor
             role_hint = f"; that needs the role {needed.value}" if needed is not None else ""
             raise fail(
                 NotPermitted(
                     f"{login} may not {doing}: the database refused it ({refused}){role_hint}; nothing was changed."
                 )
             ) from None
-        raise fail(DatabaseUnavailable(db.describe_operational_error(error, ctx.obj.settings.database_url))) from None
+        raise fail(DatabaseUnavailable(db.describe_operational_error(error, url))) from None
+    except IntegrityError as error:
+        first = str(error.orig).strip().splitlines()[0] if error.orig is not None else ""
+        raise fail(
+            f"The change collided with another one made at the same time (or with a record that exists): {first}. "
+            "Nothing was changed; check and try again.",
+            ExitCode.CONFLICT,
+        ) from None
+    except (DataError, OverflowError) as error:
+        detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise fail(
+            f"A value is too large or too long for the database ({detail}); nothing was changed.",
+            ExitCode.INVALID_INPUT,
+        ) from None
 
 
 SignOption = Annotated[
@@ -266,6 +328,10 @@ def print_rows(columns: list[str], rows: list[list[Any]], fmt: OutputFormat, *, 
 
 
 def _text(value: Any) -> str:
+    return shown(_plain_text(value))
+
+
+def _plain_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
@@ -276,9 +342,9 @@ def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, dict):
-        return "\n".join(f"{k}: {_text(v)}" for k, v in value.items())
+        return "\n".join(f"{k}: {_plain_text(v)}" for k, v in value.items())
     if isinstance(value, list):
-        return ", ".join(_text(v) for v in value)
+        return ", ".join(_plain_text(v) for v in value)
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, bool):
@@ -303,7 +369,7 @@ def print_document(document: sections.Document, trace: Any, fmt: OutputFormat) -
     grid.add_column()
     for label, value in document.summary:
         grid.add_row(label, escape(_text(value)))
-    out.print(f"[bold underline]{escape(document.title)}[/]")
+    out.print(f"[bold underline]{escape(shown(document.title))}[/]")
     out.print(grid)
     for section in document.sections:
         if section.rows:
@@ -619,12 +685,18 @@ def donation_correct(
         typer.Option("--set", help="FIELD=VALUE: collected_at, frozen_at, volume_ml, plasma_kind, establishment."),
     ],
     reason: ReasonOption,
+    deviation: Annotated[
+        str | None, typer.Option("--deviation", help="Deviation reference; needed for a unit in a closed pool.")
+    ] = None,
 ) -> None:
-    """Correct recorded fields; the old values stay readable in the audit trail.
+    """Correct recorded fields; the old values stay readable in the audit trail. A unit in a closed or released
+    pool needs a deviation reference, which then shows on the pool and every lot downstream.
     Example: plasmatrace donation correct A999926123456 --set volume_ml=760 --reason "scale misread\""""
     changes = parsed(parse_assignments, assignments, "--set")
     with work(ctx) as session:
-        row = units.correct_donation(session, unit_number=unit, changes=changes, reason=reason, actor=ctx.obj.actor)
+        row = units.correct_donation(
+            session, unit_number=unit, changes=changes, reason=reason, actor=ctx.obj.actor, deviation=deviation
+        )
         number, version = row.unit_number, row.version
     say(f"Unit {number} corrected (record version {version}).")
 
@@ -723,11 +795,17 @@ def pool_add(
     """Add eligible units to an open pool, all or none. Example: plasmatrace pool add P-0042 --file units.txt"""
     numbers = list(unit_numbers or [])
     if file:
-        numbers += [
-            line.strip()
-            for line in file.read_text(encoding="utf-8-sig").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+        try:
+            text = file.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = file.read_bytes()[: error.start].count(b"\n") + 1
+            raise fail(
+                f"{file}:{line}: not UTF-8 (byte 0x{error.object[error.start]:02x}); save the list as UTF-8.",
+                ExitCode.INVALID_INPUT,
+            ) from None
+        except OSError as error:
+            raise fail(f"Cannot read {file}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+        numbers += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     with work(ctx) as session:
         added = pools.add_units(
             session, pool_number=pool, unit_numbers=numbers, actor=ctx.obj.actor, policy=ctx.obj.policy
@@ -907,16 +985,26 @@ def step_close_deviation(ctx: typer.Context, step: str, reason: ReasonOption) ->
         say(f"Hold lifted from lots: {', '.join(closed.lifted)}.")
 
 
+_DRAW = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*")
+
+
 def _inputs(kind: str, items: list[str]) -> list[lots.InputSpec]:
+    """POOL=QTY with L or mL (P-0042=1200L, =850000mL), LOT=QTY in the lot's unit; a malformed one exits 2."""
     specs = []
     for item in items:
         number, sep, qty = item.partition("=")
-        quantity = None
+        quantity, unit = None, None
         if sep:
-            if not qty.strip().isdigit():
-                raise typer.BadParameter(f"{item!r}: quantity must be a whole number, as in {number}=1200.")
-            quantity = int(qty)
-        specs.append(lots.InputSpec(kind, number.strip(), quantity))
+            match = _DRAW.fullmatch(unicodedata.normalize("NFKC", qty))
+            if not match:
+                example = f"{number.strip()}=1200L" if kind == "pool" else f"{number.strip()}=120"
+                raise typer.BadParameter(
+                    f"{item!r}: the quantity must be a whole number"
+                    + (" with L or mL" if kind == "pool" else "")
+                    + f", as in {example}."
+                )
+            quantity, unit = int(match.group(1)), match.group(2) or None
+        specs.append(lots.InputSpec(kind, number.strip(), quantity, unit))
     return specs
 
 
@@ -928,10 +1016,14 @@ def lot_create(
     pool: Annotated[list[str] | None, typer.Option("--pool", help="POOL[=QTY]; repeat for several.")] = None,
     from_lot: Annotated[list[str] | None, typer.Option("--lot", help="LOT[=QTY]; repeat for several.")] = None,
     kind: Annotated[LotKind, typer.Option("--kind")] = LotKind.FINAL,
+    quantity: Annotated[int | None, typer.Option("--quantity", help="How much the lot holds, in --unit.")] = None,
+    unit: Annotated[LotUnit | None, typer.Option("--unit", help="vials, bottles, g, kg or L.")] = None,
+    expires_on: Annotated[str | None, typer.Option("--expires-on", help="Expiry date, YYYY-MM-DD.")] = None,
 ) -> None:
-    """Create a lot from released pools and/or released lots.
-    Example: plasmatrace lot create IVG-2605 --product ivig --lot PASTE-II-7=120 --kind final"""
+    """Create a lot from released pools (volume drawn, in L or mL) and/or released lots (in their unit).
+    Example: plasmatrace lot create IVG-2605 --product ivig --lot PASTE-II-7=120 --kind final --quantity 4000 --unit vials --expires-on 2029-06-30"""
     inputs = _inputs("pool", pool or []) + _inputs("lot", from_lot or [])
+    expiry = parsed(day, expires_on, "--expires-on")
     with work(ctx) as session:
         lots.create_lot(
             session,
@@ -941,8 +1033,38 @@ def lot_create(
             kind=kind,
             actor=ctx.obj.actor,
             policy=ctx.obj.policy,
+            quantity=quantity,
+            unit=unit,
+            expires_on=expiry,
         )
-    say(f"Lot {lot} ({kind.value}) created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
+    size = f" holding {quantity:,} {unit.value}" if quantity is not None and unit is not None else ""
+    say(f"Lot {lot} ({kind.value}){size} created from " + ", ".join(f"{i.kind} {i.number}" for i in inputs) + ".")
+
+
+@lot_app.command("quantity")
+def lot_quantity(
+    ctx: typer.Context,
+    lot: str,
+    quantity: Annotated[int, typer.Option("--quantity", help="How much the lot holds, in --unit.")],
+    unit: Annotated[LotUnit, typer.Option("--unit", help="vials, bottles, g, kg or L.")],
+    reason: ReasonOption,
+    expires_on: Annotated[str | None, typer.Option("--expires-on", help="Expiry date, YYYY-MM-DD.")] = None,
+) -> None:
+    """Record the quantity of a lot created without one (before quantities were kept), so it can ship.
+    Example: plasmatrace lot quantity IVG-2401 --quantity 4000 --unit vials --expires-on 2027-01-31 --reason "batch record BR-2401\""""
+    expiry = parsed(day, expires_on, "--expires-on")
+    with work(ctx) as session:
+        row = lots.record_quantity(
+            session,
+            lot_number=lot,
+            quantity=quantity,
+            unit=unit,
+            expires_on=expiry,
+            reason=reason,
+            actor=ctx.obj.actor,
+        )
+        left = lots.lot_balance(row)
+    say(f"Lot {lot}: {quantity:,} {unit.value} recorded; {left.available:,} {unit.value} left.")
 
 
 @lot_app.command("release")
@@ -987,14 +1109,15 @@ def lot_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None
 def lot_ship(
     ctx: typer.Context,
     lot: str,
-    to: Annotated[str, typer.Option("--to", help="Consignee.")],
-    quantity: Annotated[int, typer.Option("--quantity", help="Containers shipped.")],
+    to: Annotated[str, typer.Option("--to", help="Consignee code (plasmatrace consignee add).")],
+    quantity: Annotated[int, typer.Option("--quantity", help="How much, in the lot's unit.")],
     shipped_on: Annotated[str | None, typer.Option("--shipped-on", help="YYYY-MM-DD, default today.")] = None,
 ) -> None:
-    """Record a shipment of a released lot. Example: plasmatrace lot ship IVG-2605 --to "St Mary's Hospital" --quantity 40"""
+    """Record a shipment of a released lot to a consignee, within the lot's balance.
+    Example: plasmatrace lot ship IVG-2605 --to H-STMARY --quantity 40 --shipped-on 2026-06-02"""
     on = parsed(day, shipped_on, "--shipped-on") or datetime.now(UTC).date()
     with work(ctx) as session:
-        number = lots.ship_lot(
+        row = lots.ship_lot(
             session,
             lot_number=lot,
             consignee=to,
@@ -1002,8 +1125,54 @@ def lot_ship(
             shipped_on=on,
             actor=ctx.obj.actor,
             policy=ctx.obj.policy,
-        ).shipment_number
-    say(f"Shipment {number}: {quantity:,} of lot {lot} to {to} on {on}.")
+        )
+        number, name = row.shipment_number, row.consignee
+        left = lots.lot_balance(lots.get_lot(session, lot))
+    say(
+        f"Shipment {number}: {quantity:,} {left.unit} of lot {lot} to {name} on {on}; "
+        f"{left.available:,} {left.unit} left."
+    )
+
+
+# --- consignees -----------------------------------------------------------------------------------------------
+
+
+@consignee_app.command("add")
+def consignee_add(
+    ctx: typer.Context,
+    code: str,
+    name: Annotated[str, typer.Option("--name", help="Name of the hospital or distributor.")],
+    address: Annotated[str, typer.Option("--address", help="Postal address.")],
+    country: Annotated[str | None, typer.Option("--country", help="ISO 3166 code, e.g. US.")] = None,
+) -> None:
+    """Register a consignee with its address. Example: plasmatrace consignee add H-STMARY --name "St Mary's Hospital" --address "1 Main St, Boston MA" --country US"""
+    with work(ctx) as session:
+        consignees.add_consignee(session, code=code, name=name, address=address, country=country, actor=ctx.obj.actor)
+    say(f"Consignee {code} added.")
+
+
+@consignee_app.command("list")
+def consignee_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List consignees. Example: plasmatrace consignee list"""
+    with work(ctx, readonly=True) as session:
+        columns, rows = listings.list_consignees(session)
+    print_rows(columns, rows, fmt, title="Consignees")
+
+
+@consignee_app.command("show")
+def consignee_show(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table) -> None:
+    """Show a consignee and every shipment to it (lot, quantity, day, expiry). Example: plasmatrace consignee show H-STMARY"""
+    with work(ctx, readonly=True) as session:
+        summary, columns, rows = listings.show_consignee(session, code)
+    if fmt == OutputFormat.json:
+        writers.write_json({**summary, "shipments": [dict(zip(columns, r, strict=True)) for r in rows]}, sys.stdout)
+        return
+    if fmt == OutputFormat.csv:
+        writers.write_csv(columns, rows, sys.stdout)
+        return
+    for label, value in summary.items():
+        say(f"{label}: {_text(value)}")
+    print_rows(columns, rows, OutputFormat.table, title="Shipments")
 
 
 # --- trace -----------------------------------------------------------------------------------------------------
@@ -1055,9 +1224,17 @@ def trace_lot(
 
 
 def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_invalid: bool, rejects: Path | None) -> None:
-    from traceability.importers.load import ImportKind, import_file
+    from traceability.importers.load import ImportKind, default_rejects_path, import_file
 
-    with progress(f"Importing {file.name}") as update, work(ctx) as session:
+    try:
+        file.stat()
+    except FileNotFoundError:
+        pass  # said by the import, in its words
+    except OSError as error:
+        raise fail(f"Import file {str(file)[:80]}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+    if skip_invalid and not dry_run:
+        check_output(ctx, rejects or default_rejects_path(file), "Rejects file", file)
+    with progress(f"Importing {file.name}") as update, work(ctx) as session, _writing(rejects or file):
         report = import_file(
             session,
             ImportKind(kind),
@@ -1070,9 +1247,9 @@ def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_inval
             progress=update,
             on_rows_counted=update.total,
         )
-    err.print(escape(report.summary), highlight=False)
+    err.print(escape(shown(report.summary)), highlight=False)
     for line in report.problems:
-        err.print(escape(line), highlight=False)
+        err.print(escape(shown(line)), highlight=False)
     if report.reactive:
         err.print(
             f"[bold yellow]{len(report.reactive):,} unit(s) received a reactive result[/]: "
@@ -1080,6 +1257,16 @@ def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_inval
             + "; their donors were deferred; trace them with "
             "plasmatrace trace donor."
         )
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A file that cannot be written (disk full, no permission) ends the command with a message; the unit of work
+    around it is rolled back, so nothing was loaded."""
+    try:
+        yield
+    except OSError as error:
+        raise fail(f"Cannot write beside {path}: {error.strerror or error}; nothing was loaded.") from None
 
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")]
@@ -1141,6 +1328,18 @@ def import_pool_members(
     """Import pool memberships (pool_number, unit_number); each pool's units are checked set-based.
     Example: plasmatrace import pool-members members.csv"""
     _import(ctx, "pool-members", file, dry_run, skip_invalid, rejects)
+
+
+@import_app.command("consignees")
+def import_consignees(
+    ctx: typer.Context,
+    file: ImportFile,
+    dry_run: DryRun = False,
+    skip_invalid: SkipInvalid = False,
+    rejects: Rejects = None,
+) -> None:
+    """Import consignees (code, name, address[, country]). Example: plasmatrace import consignees consignees.csv"""
+    _import(ctx, "consignees", file, dry_run, skip_invalid, rejects)
 
 
 # --- look-back -------------------------------------------------------------------------------------------------
@@ -1205,25 +1404,81 @@ class ReportFormat(StrEnum):
 
 
 ReportFormatOption = Annotated[ReportFormat, typer.Option("--format", "-f", help="html, pdf, json or csv.")]
-OutputOption = Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="File to write.")]
+OutputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--output", "-o", help="File to write (default report.FORMAT); - for stdout (not pdf).", show_default=False
+    ),
+]
 
 
-def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: Path) -> None:
-    from traceability.reports.lineage_report import build_report, write_report
+def protected_files(ctx: typer.Context, *reads: Path | None) -> list[Path]:
+    """Files a command must never overwrite: the database (and its -wal, -shm) and every file it reads."""
+    files = list(db.database_files(ctx.obj.settings.database_url))
+    for path in (ctx.obj.settings.policy_file, *reads):
+        if path is not None:
+            files.append(Path(path).resolve())
+    return files
 
+
+def check_output(ctx: typer.Context, output: Path, what: str, *reads: Path | None) -> None:
+    """An output path that replaces neither the database nor an input, in a folder that exists (exit 5)."""
+    try:
+        target = output.resolve()
+        if target in protected_files(ctx, *reads):
+            raise fail(f"{what} {output} is the database or a file this command reads; choose another file.", 5)
+        if target.is_dir():
+            raise fail(f"{what} {output} is a folder; give a file name.", ExitCode.INVALID_INPUT)
+        if not target.parent.is_dir():
+            raise fail(f"{what} {output}: the folder {output.parent} does not exist.", ExitCode.INVALID_INPUT)
+    except OSError as error:
+        raise fail(f"{what} {str(output)[:80]}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
+
+
+def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: str | None) -> None:
+    import os
+    import tempfile
+
+    from traceability.reports.lineage_report import build_report, manifest_path, write_report
+
+    to_stdout = output == "-"
+    if to_stdout and fmt == ReportFormat.pdf:
+        raise fail("A PDF report needs a file: --output FILE.pdf (--output - is for html, json and csv).", 5)
+    target = Path(output or f"report.{fmt.value}")
+    if not to_stdout:
+        check_output(ctx, target, "Output file")
     with progress(f"Building the {kind} report"), work(ctx, readonly=True) as session:
         report = build_report(session, kind, key, policy=ctx.obj.policy)
-    with progress(f"Writing the {kind} report ({fmt.value})") as hook:
+    folder = Path(tempfile.gettempdir()) if to_stdout else target.resolve().parent
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        with progress(f"Writing the {kind} report ({fmt.value})") as hook:
 
-        def advance(done: int, total: int) -> None:
-            hook.total(total)
-            hook(done)
+            def advance(done: int, total: int) -> None:
+                hook.total(total)
+                hook(done)
 
-        try:
-            write_report(report, fmt.value, output, progress=advance)
-        except OSError as error:
-            raise fail(f"Cannot write {output}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
-    say(f"Report of {kind} {key} written to {output} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
+            # Written beside the target and renamed over it: a failed write leaves the previous file whole.
+            write_report(report, fmt.value, temp, progress=advance)
+        if to_stdout:
+            sys.stdout.write(temp.read_text(encoding="utf-8"))
+            sys.stdout.flush()
+        else:
+            if manifest_path(temp).exists():  # a CSV report's manifest travels beside it
+                os.replace(manifest_path(temp), manifest_path(target))
+            os.replace(temp, target)
+    except OSError as error:
+        raise fail(
+            f"Cannot write {target}: {error.strerror or error}; the previous file, if any, is unchanged.",
+            ExitCode.INVALID_INPUT,
+        ) from None
+    finally:
+        temp.unlink(missing_ok=True)
+        manifest_path(temp).unlink(missing_ok=True)
+    where = "stdout" if to_stdout else str(target)
+    say(f"Report of {kind} {key} written to {where} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
     if not report.audit_chain_ok:
         err.print(f"[bold red]Warning: the audit trail is broken:[/] {escape(report.audit_problem or '')}")
 
@@ -1233,7 +1488,7 @@ def report_lot(
     ctx: typer.Context,
     lot: str,
     fmt: ReportFormatOption = ReportFormat.html,
-    output: OutputOption = Path("report.html"),
+    output: OutputOption = None,
 ) -> None:
     """A lot's genealogy back to every donation and donor, with tests, steps, clearance, shipments and history.
     Example: plasmatrace report lot IVG-2605 --format pdf --output IVG-2605.pdf"""
@@ -1245,7 +1500,7 @@ def report_pool(
     ctx: typer.Context,
     pool: str,
     fmt: ReportFormatOption = ReportFormat.html,
-    output: OutputOption = Path("report.html"),
+    output: OutputOption = None,
 ) -> None:
     """A pool's members, tests, steps, lots and shipments, with history. Example: plasmatrace report pool P-0042 --format html --output P-0042.html"""
     _report(ctx, "pool", pool, fmt, output)
@@ -1256,7 +1511,7 @@ def report_case(
     ctx: typer.Context,
     case: str,
     fmt: ReportFormatOption = ReportFormat.html,
-    output: OutputOption = Path("report.html"),
+    output: OutputOption = None,
 ) -> None:
     """A look-back case: implicated units, pools, lots, consignees and history. Example: plasmatrace report case LB-2026-0001 --format pdf --output LB-2026-0001.pdf"""
     _report(ctx, "case", case, fmt, output)

@@ -13,12 +13,13 @@ from traceability.models import (
     Donor,
     EstablishmentKind,
     LotKind,
+    LotUnit,
     Marker,
     ResultValue,
     StepMethod,
 )
 from traceability.rules import DEFAULT_POLICY
-from traceability.services import donors, inactivation, lots, pools, units
+from traceability.services import consignees, donors, inactivation, lots, pools, units
 
 ACTOR = "qa.tester"
 APPROVER = "qa.approver"  # separation of duties: who records does not release
@@ -177,17 +178,36 @@ def make_lot(
     kind: LotKind = LotKind.FINAL,
     lot_number: str | None = None,
     product: str = "ivig",
+    quantity: int | None = 1000,
+    unit: LotUnit | None = LotUnit.VIALS,
+    draw: int = 1,
 ) -> str:
+    """A lot drawing 1 L from each pool and ``draw`` of each input lot's unit; by default it holds 1,000 vials."""
     number = lot_number or f"L-{next_id():05d}"
     lots.create_lot(
         session,
         lot_number=number,
         product=product,
         kind=kind,
-        inputs=[lots.InputSpec(k, n) for k, n in inputs],
+        inputs=[lots.InputSpec(k, n, 1 if k == "pool" else draw, "L" if k == "pool" else None) for k, n in inputs],
         actor=ACTOR,
+        quantity=quantity,
+        unit=unit if quantity is not None else None,
     )
     return number
+
+
+def make_consignee(session: Session, code: str | None = None, **overrides: str) -> str:
+    code = code or f"H-{next_id():04d}"
+    consignees.add_consignee(
+        session,
+        code=code,
+        name=overrides.get("name", f"Hospital {code}"),
+        address=overrides.get("address", f"{next_id()} Main Street, Springfield"),
+        country=overrides.get("country", "US"),
+        actor=ACTOR,
+    )
+    return code
 
 
 def bulk_units(
@@ -257,3 +277,13 @@ def bulk_units(
     for start in range(0, len(results), 20_000):
         session.execute(insert(TestResult), results[start : start + 20_000])
     return numbers
+
+
+def backdate_release(session: Session, lot_number: str, when: datetime = NOW - timedelta(days=1)) -> None:
+    """Make a lot look released at ``when`` (test data recorded as of NOW, a day in the past)."""
+    from sqlalchemy import update
+
+    from traceability.models import Lot
+
+    session.execute(update(Lot).where(Lot.lot_number == lot_number).values(released_at=when))
+    session.expire_all()

@@ -26,9 +26,19 @@ from .errors import Conflict, IneligibleUnits, InvalidInput
 from .identifiers import din_check_character
 from .identity import Identity, Role
 from .importers.load import ImportKind, import_file
-from .models import AuditEvent, EstablishmentKind, LotKind, Marker, ResultValue, SignatureMeaning, StepMethod, utcnow
+from .models import (
+    AuditEvent,
+    EstablishmentKind,
+    LotKind,
+    LotUnit,
+    Marker,
+    ResultValue,
+    SignatureMeaning,
+    StepMethod,
+    utcnow,
+)
 from .rules import DEFAULT_POLICY, Policy
-from .services import donors, inactivation, lots, pools, signatures, units, users
+from .services import consignees, donors, inactivation, lots, pools, signatures, units, users
 
 Work = Callable[[], AbstractContextManager[Session]]
 Say = Callable[[str], None]
@@ -37,7 +47,11 @@ CENTRES = [("C-NORTH", "Northgate Plasma Centre", "W1234"), ("C-SOUTH", "Southba
 ZONES = {"C-NORTH": "Europe/Vienna", "C-SOUTH": "America/New_York"}
 """Each centre counts its own local days (deferrals, look-back and qualification months)."""
 LAB, PLANT = "LAB-CENTRAL", "FRAC-01"
-CONSIGNEES = ["St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow", "University Hospital, Cardiff"]
+CONSIGNEES = [
+    ("H-LEEDS-SM", "St Mary's Hospital", "Greenhill Road, Leeds LS12 3QE", "GB"),
+    ("H-GLAS-RI", "Royal Infirmary", "84 Castle Street, Glasgow G4 0SF", "GB"),
+    ("H-CARD-UH", "University Hospital of Wales", "Heath Park Way, Cardiff CF14 4XW", "GB"),
+]
 
 
 @dataclass
@@ -270,16 +284,19 @@ def build(
 
     # Pools: each takes the held, fully tested units of half the donors. QA first tries a few it may not pool.
     reactive_donors = {u.donor for u in made if u.number in reactive}
+    # The plant's day: pools close 14 hours ago, are tested, treated and made into lots; lots ship today.
+    closing = now - timedelta(hours=14)
     eligible_by_half: list[list[str]] = [[], []]
     held: list[str] = []
     for u in made:
         if u.donor in applicants or u.donor in reactive_donors or u.donor in lapsed:
             continue
-        if u.collected_at + timedelta(days=policy.hold_days) > now:
+        if u.collected_at + timedelta(days=policy.hold_days) > closing:
             held.append(u.number)
             continue
         eligible_by_half[int(u.donor[2:]) % 2].append(u.number)
     products = ["ivig", "ivig"]
+    volumes: dict[str, int] = {}
     for index, members in enumerate(eligible_by_half):
         number = f"P-{now:%y}-{index + 1:04d}"
         with work() as session:
@@ -301,7 +318,8 @@ def build(
         with work() as session:
             pools.add_units(session, pool_number=number, unit_numbers=members, actor=actor, policy=policy)
         with work() as session:
-            _, composition = pools.close_pool(session, pool_number=number, actor=actor, policy=policy)
+            _, composition = pools.close_pool(session, pool_number=number, actor=actor, policy=policy, now=closing)
+        volumes[number] = composition.volume_ml
         with work() as session:
             for marker in policy.product(products[index]).pool_tests:
                 pools.test_pool(
@@ -309,15 +327,15 @@ def build(
                     pool_number=number,
                     marker=marker,
                     result=ResultValue.NONREACTIVE,
-                    tested_at=now,
+                    tested_at=closing + timedelta(minutes=30),
                     actor=actor,
                 )
             inactivation.add_step(
                 session,
                 pool_number=number,
                 method=StepMethod.SOLVENT_DETERGENT,
-                started_at=now - timedelta(hours=12),
-                ended_at=now - timedelta(hours=6),
+                started_at=closing + timedelta(hours=1),
+                ended_at=closing + timedelta(hours=7),
                 parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
                 lrv={"enveloped": round(rng.uniform(5.5, 6.5), 1)},
                 actor=actor,
@@ -331,6 +349,10 @@ def build(
             f"{composition.volume_ml / 1000:,.1f} L; closed, tested, released; solvent-detergent step recorded."
         )
 
+    with work() as session:
+        for code, name, address, country in CONSIGNEES:
+            consignees.add_consignee(session, code=code, name=name, address=address, country=country, actor=actor)
+    say(f"Registered {len(CONSIGNEES)} consignees with their addresses: " + ", ".join(c[0] for c in CONSIGNEES) + ".")
     paste = f"FII-{now:%y}-001"
     with work() as session:
         lots.create_lot(
@@ -338,15 +360,17 @@ def build(
             lot_number=paste,
             product="fraction-ii-paste",
             kind=LotKind.INTERMEDIATE,
-            inputs=[lots.InputSpec("pool", p, 1000) for p in result.pools],
+            inputs=[lots.InputSpec("pool", p, volumes[p] * 9 // 10, "mL") for p in result.pools],
+            quantity=120,
+            unit=LotUnit.KG,
             actor=actor,
         )
         inactivation.add_step(
             session,
             lot_number=paste,
             method=StepMethod.LOW_PH,
-            started_at=now - timedelta(hours=5),
-            ended_at=now - timedelta(hours=4),
+            started_at=closing + timedelta(hours=8),
+            ended_at=closing + timedelta(hours=9),
             parameters={"ph": "4.0", "temperature_c": "37", "hours": "21"},
             lrv={"enveloped": 4.6},
             actor=actor,
@@ -363,15 +387,18 @@ def build(
                 lot_number=final,
                 product="ivig",
                 kind=LotKind.FINAL,
-                inputs=[lots.InputSpec("lot", paste, 400)],
+                inputs=[lots.InputSpec("lot", paste, 40)],
+                quantity=2000,
+                unit=LotUnit.VIALS,
+                expires_on=(now + timedelta(days=730)).date(),
                 actor=actor,
             )
             inactivation.add_step(
                 session,
                 lot_number=final,
                 method=StepMethod.NANOFILTRATION,
-                started_at=now - timedelta(hours=3),
-                ended_at=now - timedelta(hours=1),
+                started_at=closing + timedelta(hours=10),
+                ended_at=closing + timedelta(hours=12),
                 parameters={"filter": "Planova 20N", "pore_nm": "20"},
                 lrv={"enveloped": 5.2, "non-enveloped": 4.4},
                 actor=actor,
@@ -379,11 +406,11 @@ def build(
             lots.release_lot(session, lot_number=final, actor=approver, policy=policy)
             if people:
                 _sign(session, APPROVER, "lot", final)
-            for consignee in rng.sample(CONSIGNEES, 2):
+            for code, *_ in rng.sample(CONSIGNEES, 2):
                 lots.ship_lot(
                     session,
                     lot_number=final,
-                    consignee=consignee,
+                    consignee=code,
                     quantity=rng.choice([24, 40, 60]),
                     shipped_on=now.date(),
                     actor=actor,

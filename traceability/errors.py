@@ -91,6 +91,11 @@ class CaseNotFound(NotFound):
         super().__init__("Look-back case", case_number)
 
 
+class ConsigneeNotFound(NotFound):
+    def __init__(self, code: str) -> None:
+        super().__init__("Consignee", code)
+
+
 class StepNotFound(NotFound):
     def __init__(self, step_key: str) -> None:
         super().__init__("Step", step_key)
@@ -206,6 +211,18 @@ class LotNotShippable(RuleViolation):
     def __init__(self, lot_number: str, problems: list[str]) -> None:
         super().__init__(f"Lot {lot_number} cannot be shipped:\n" + "\n".join(f"  {p}" for p in problems))
         self.lot_number, self.problems = lot_number, problems
+
+
+class OverBalance(RuleViolation):
+    """A draw or shipment larger than what is left of a pool or lot."""
+
+
+class QuantityNotRecorded(RuleViolation):
+    """A lot without a recorded quantity cannot be drawn from or shipped: its balance is unknown."""
+
+
+class CorrectionNeedsDeviation(RuleViolation):
+    """A correction to a unit in a closed or released pool must name a deviation."""
 
 
 class InputNotReleased(RuleViolation):

@@ -118,6 +118,9 @@ _SPACES_RE = re.compile("[ \t\u00a0\u2007\u202f]+")
 # non-ASCII look-alike pass as a valid DIN.
 _ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 _SHOWN_MAX = 80
+# A DIN with one or two characters missing (11-12 characters, a letter first): a keying slip, not a local number.
+_SHORT_DIN_RE = re.compile(r"[A-NP-Z][A-NP-Z0-9]{2}[0-9]{8,9}")
+_SEPARATORS_RE = re.compile(r"[-/.]")
 
 
 def din_check_character(din: str) -> str:
@@ -146,6 +149,9 @@ def parse_unit_number(text: str, scheme: UnitScheme | str | None = None) -> Unit
     """
     if not isinstance(text, str):
         raise InvalidUnitNumber(repr(text), "a unit number must be text")
+    # Full-width and other compatibility forms (a Japanese keyboard's digits) are read as the ASCII they stand
+    # for, so that a look-alike cannot become a second unit number.
+    text = unicodedata.normalize("NFKC", text)
     if scheme is None and len(text) == _DIN_LENGTH and _DIN_RE.fullmatch(text):
         return UnitNumber(text, UnitScheme.ISBT128)  # already canonical, as in import files: nothing to undo
     stripped = text.strip()
@@ -175,6 +181,15 @@ def _detect(shown: str, stripped: str) -> UnitNumber:
         return _parse_codabar(shown, stripped)
     if _is_near_din(key):
         return _parse_isbt(shown, stripped)  # always refuses: the structure check fails
+    if not has_inner_spaces and _SHORT_DIN_RE.fullmatch(key):
+        raise InvalidUnitNumber(
+            shown, f"it looks like an ISBT 128 DIN with a character missing ({len(key)} characters); {_DIN_SHAPE}"
+        )
+    separated = _SEPARATORS_RE.sub("", key)
+    if separated != key and (_has_din_shape(separated) or _is_near_din(separated)):
+        raise InvalidUnitNumber(
+            shown, f"an ISBT 128 DIN has no separators such as '-', '/' or '.' between its parts; {_DIN_SHAPE}"
+        )
     if has_inner_spaces:
         try:
             _parse_isbt(shown, stripped)

@@ -140,6 +140,16 @@ class LotStatus(StrEnum):
     QUARANTINED = "quarantined"
 
 
+class LotUnit(StrEnum):
+    """What a lot's quantity counts: containers, mass or volume."""
+
+    VIALS = "vials"
+    BOTTLES = "bottles"
+    G = "g"
+    KG = "kg"
+    L = "L"
+
+
 class CaseStatus(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
@@ -300,6 +310,9 @@ class Pool(Recorded, table=True):
     closed_at: datetime | None = utc_column(nullable=True)
     released_at: datetime | None = utc_column(nullable=True)
     status_reason: str | None = Field(default=None, sa_type=sa.Text)
+    drawn_ml: int = 0  # taken by lots
+
+    __table_args__ = (sa.CheckConstraint("drawn_ml >= 0", name="drawn_not_negative"),)
 
 
 class PoolMember(Recorded, table=True):
@@ -343,6 +356,18 @@ class Lot(Recorded, table=True):
     status: LotStatus = enum_column(LotStatus, default=LotStatus.PENDING)
     released_at: datetime | None = utc_column(nullable=True)
     status_reason: str | None = Field(default=None, sa_type=sa.Text)
+    quantity: int | None = None
+    unit: LotUnit | None = enum_column(LotUnit, nullable=True)
+    expires_on: date | None = None
+    drawn: int = 0  # taken by later lots, in this lot's unit
+    shipped: int = 0
+
+    __table_args__ = (
+        sa.CheckConstraint("quantity IS NULL OR quantity > 0", name="quantity_positive"),
+        sa.CheckConstraint("(quantity IS NULL) = (unit IS NULL)", name="quantity_has_unit"),
+        sa.CheckConstraint("drawn >= 0 AND shipped >= 0", name="balance_not_negative"),
+        sa.CheckConstraint("quantity IS NULL OR drawn + shipped <= quantity", name="balance_within_quantity"),
+    )
 
 
 class LotInput(Recorded, table=True):
@@ -355,6 +380,7 @@ class LotInput(Recorded, table=True):
     input_pool_id: int | None = Field(default=None, foreign_key="pool.id", index=True)
     input_lot_id: int | None = Field(default=None, foreign_key="lot.id", index=True)
     quantity: int | None = None
+    quantity_unit: str | None = Field(default=None, max_length=10)  # mL for a pool; the input lot's unit
 
     __table_args__ = (
         sa.CheckConstraint("(input_pool_id IS NULL) <> (input_lot_id IS NULL)", name="one_input"),
@@ -393,6 +419,19 @@ class Step(Recorded, table=True):
     )
 
 
+class Consignee(Recorded, table=True):
+    """A hospital, distributor or manufacturer a lot is shipped to, with its address (21 CFR 606.165)."""
+
+    __tablename__ = "consignee"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=40, unique=True, index=True)
+    name: str = Field(max_length=200)
+    address: str = Field(max_length=500)
+    country: str | None = Field(default=None, max_length=2)
+    import_event_id: int | None = Field(default=None)  # the import.* audit event; see IMPORT_EVENT_POINTERS
+
+
 class Shipment(Recorded, table=True):
     """A quantity of a lot sent to a consignee on a date."""
 
@@ -401,7 +440,8 @@ class Shipment(Recorded, table=True):
     id: int | None = Field(default=None, primary_key=True)
     shipment_number: str = Field(max_length=60, unique=True, index=True)
     lot_id: int = Field(foreign_key="lot.id", index=True)
-    consignee: str = Field(max_length=200)
+    consignee_id: int = Field(foreign_key="consignee.id", index=True)
+    consignee: str = Field(max_length=200)  # the consignee's name as shipped
     quantity: int
     shipped_on: date
 
@@ -421,6 +461,17 @@ class LookbackCase(Recorded, table=True):
     window_start: datetime | None = utc_column(nullable=True)
     closed_at: datetime | None = utc_column(nullable=True)
     closure: str | None = Field(default=None, sa_type=sa.Text)
+
+    __table_args__ = (
+        # One open case per donor, kept by the database: two concurrent `lookback open` cannot both succeed.
+        sa.Index(
+            "uq_lookback_case_open_donor",
+            "donor_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'open'"),
+            postgresql_where=sa.text("status = 'open'"),
+        ),
+    )
 
 
 class CaseFinding(Recorded, table=True):
@@ -478,11 +529,28 @@ class Signature(Recorded, table=True):
     __table_args__ = (sa.Index("ix_signature_entity", "entity_type", "entity_key"),)
 
 
+class CorrectionDeviation(Recorded, table=True):
+    """A correction to a unit in a closed or released pool, under a named deviation (shown on the pool and lots)."""
+
+    __tablename__ = "correction_deviation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(max_length=40, index=True)
+    pool_id: int = Field(foreign_key="pool.id", index=True)
+    donation_id: int = Field(foreign_key="donation.id", index=True)
+    donation_version: int
+    changes: str = Field(sa_type=sa.Text)
+    reason: str = Field(sa_type=sa.Text)
+
+    __table_args__ = (sa.UniqueConstraint("donation_id", "donation_version"),)
+
+
 IMPORT_EVENT_POINTERS: dict[str, str] = {
     "donor": "import.donors",
     "donation": "import.donations",
     "test_result": "import.results",
     "pool_member": "import.pool-members",
+    "consignee": "import.consignees",
 }
 """Tables whose imported rows name their import's audit event (``import_event_id``), and that event's action.
 

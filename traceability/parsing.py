@@ -33,10 +33,13 @@ def parse_timestamp(text: str, what: str = "time") -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
-        raise InvalidInput(f"{what} {text!r} is not an ISO 8601 time, e.g. 2026-03-01T09:30:00Z.") from None
+        raise InvalidInput(f"{what} {text[:60]!r} is not an ISO 8601 time, e.g. 2026-03-01T09:30:00Z.") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{what} {text[:60]!r} lies outside the calendar (years 1-9999 in UTC).") from None
 
 
 def parse_date(text: str, what: str = "date") -> date:
@@ -44,7 +47,7 @@ def parse_date(text: str, what: str = "date") -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{what} {text!r} is not a date of the form YYYY-MM-DD.") from None
+        raise InvalidInput(f"{what} {text[:60]!r} is not a date of the form YYYY-MM-DD.") from None
 
 
 def parse_choice(enum: type[E], text: str, what: str) -> E:
@@ -96,5 +99,9 @@ def parse_assignments(items: list[str], what: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InvalidInput(f"{what} {item!r} is not of the form KEY=VALUE.")
+        if key.strip() in result:
+            raise InvalidInput(
+                f"{what} {key.strip()} is given twice ({result[key.strip()]!r} and {value.strip()!r}); give it once."
+            )
         result[key.strip()] = value.strip()
     return result

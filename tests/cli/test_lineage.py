@@ -14,6 +14,12 @@ from tests.factories import bulk_units
 from traceability.errors import ExitCode
 
 STARTED, ENDED = "2026-06-10T08:00:00Z", "2026-06-10T14:00:00Z"
+KG, VIALS = ("--quantity", "100", "--unit", "kg"), ("--quantity", "500", "--unit", "vials")
+
+
+def add_consignees(run: Cli) -> None:
+    run("consignee", "add", "H-A", "--name", "Hospital A", "--address", "1 Main Street, Springfield", "--country", "US")
+    run("consignee", "add", "C-B", "--name", "Clinic B", "--address", "2 High Street, Shelbyville")
 
 
 @dataclass
@@ -58,19 +64,42 @@ def released_pools(run: Cli) -> Site:
 
 def make_lots(run: Cli) -> None:
     run(
-        "lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90", "--kind", "intermediate"
+        "lot",
+        "create",
+        "INT-1",
+        "--product",
+        "ivig",
+        "--pool",
+        "P-A=100L",
+        "--pool",
+        "P-B=90L",
+        "--kind",
+        "intermediate",
+        *KG,
     )
     run("lot", "release", "INT-1")
-    run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
+    run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final", *VIALS)
 
 
 def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(run: Cli) -> None:
     released_pools(run)
     created = run(
-        "lot", "create", "INT-1", "--product", "ivig", "--pool", "P-A=100", "--pool", "P-B=90", "--kind", "intermediate"
+        "lot",
+        "create",
+        "INT-1",
+        "--product",
+        "ivig",
+        "--pool",
+        "P-A=100L",
+        "--pool",
+        "P-B=90L",
+        "--kind",
+        "intermediate",
+        *KG,
     )
     assert "INT-1" in created.stderr
-    not_yet = run("lot", "ship", "INT-1", "--to", "Hospital A", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
+    add_consignees(run)
+    not_yet = run("lot", "ship", "INT-1", "--to", "H-A", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
     assert "INT-1" in not_yet.stderr
 
     # A step with an open deviation holds the lot until QA closes the deviation.
@@ -97,7 +126,7 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
     run("step", "close-deviation", "INT-1-S1", "--reason", "CAPA-17: within validated range")
     run("lot", "release", "INT-1")
 
-    run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final")
+    run("lot", "create", "FIN-1", "--product", "ivig", "--lot", "INT-1=80", "--kind", "final", *VIALS)
     refused = run("lot", "release", "FIN-1", code=ExitCode.RULE_VIOLATION)
     assert "FIN-1" in refused.stderr
     # Both paths fall short alike: the worst path per class is named.
@@ -145,14 +174,14 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
     )
     assert "FIN-1" in late_step.stderr
 
-    shipped = run("lot", "ship", "FIN-1", "--to", "Hospital A", "--quantity", "10")
+    shipped = run("lot", "ship", "FIN-1", "--to", "H-A", "--quantity", "10")
     assert "FIN-1" in shipped.stderr and "Hospital A" in shipped.stderr
     listed = {row["lot"]: row for row in run.json("lot", "list")}
     assert listed["FIN-1"]["status"] == "released" and listed["FIN-1"]["shipped"] == 10
     assert (listed["INT-1"]["kind"], listed["INT-1"]["inputs"]) == ("intermediate", 2)
 
     # Material that skipped a step did not get its benefit: the final lot gets its worst path.
-    run("lot", "create", "INT-2", "--product", "ivig", "--pool", "P-A=50", "--kind", "intermediate")
+    run("lot", "create", "INT-2", "--product", "ivig", "--pool", "P-A=50L", "--kind", "intermediate", *KG)
     run(
         "step",
         "add",
@@ -170,7 +199,20 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
         "enveloped=5",
     )
     run("lot", "release", "INT-2")
-    run("lot", "create", "FIN-2", "--product", "ivig", "--lot", "INT-2=40", "--pool", "P-B=10", "--kind", "final")
+    run(
+        "lot",
+        "create",
+        "FIN-2",
+        "--product",
+        "ivig",
+        "--lot",
+        "INT-2=40",
+        "--pool",
+        "P-B=10L",
+        "--kind",
+        "final",
+        *VIALS,
+    )
 
     refused = run("lot", "release", "FIN-2", code=ExitCode.RULE_VIOLATION)
     assert "P-B -> FIN-2" in refused.stderr
@@ -184,6 +226,7 @@ def test_a_final_lot_is_released_only_with_clearance_on_every_path_then_shipped(
 
 def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and_tables(run: Cli) -> None:
     site = released_pools(run)
+    today = datetime.now(UTC).date().isoformat()
     make_lots(run)
     run(
         "step",
@@ -202,9 +245,9 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
         "enveloped=5",
     )
     run("lot", "release", "FIN-1")
-    run("lot", "ship", "FIN-1", "--to", "Hospital A", "--quantity", "10", "--shipped-on", "2026-07-01")
-    run("lot", "ship", "FIN-1", "--to", "Clinic B", "--quantity", "5")
-    today = datetime.now(UTC).date().isoformat()
+    add_consignees(run)
+    run("lot", "ship", "FIN-1", "--to", "H-A", "--quantity", "10", "--shipped-on", today)
+    run("lot", "ship", "FIN-1", "--to", "C-B", "--quantity", "5")
 
     lot = run.json("trace", "lot", "FIN-1")
     assert {"lot_number", "pools", "lots", "donor_count", "donation_count", "steps", "shipments"} <= lot.keys()
@@ -232,7 +275,7 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert (lot["donor_count"], lot["donation_count"]) == (1500, 2500)
     assert sorted(s["step_key"] for s in lot["steps"]) == ["FIN-1-S1", "P-A-S1", "P-B-S1"]
     assert [(s["lot_number"], s["consignee"], s["quantity"], s["shipped_on"]) for s in lot["shipments"]] == [
-        ("FIN-1", "Hospital A", 10, "2026-07-01"),
+        ("FIN-1", "Hospital A", 10, today),
         ("FIN-1", "Clinic B", 5, today),
     ]
 
@@ -250,7 +293,9 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert (intermediate["donor_count"], intermediate["donation_count"], intermediate["lots"]) == (1500, 2500, [])
 
     # P-A reaches this lot twice, directly and through INT-1: its donors and donations still count once.
-    run("lot", "create", "DIA-1", "--product", "ivig", "--lot", "INT-1=5", "--pool", "P-A=5", "--kind", "final")
+    run(
+        "lot", "create", "DIA-1", "--product", "ivig", "--lot", "INT-1=5", "--pool", "P-A=5L", "--kind", "final", *VIALS
+    )
     diamond = run.json("trace", "lot", "DIA-1", "--members")
     assert [p["pool_number"] for p in diamond["pools"]] == ["P-A", "P-B"] and diamond["lots"] == ["INT-1"]
     assert (diamond["donor_count"], diamond["donation_count"]) == (1500, 2500)
@@ -285,7 +330,7 @@ def test_lot_pool_donor_and_unit_traces_report_the_whole_lineage_as_json_csv_and
     assert donor["pools"] == ["P-A", "P-B"] and donor["lots"] == ["DIA-1", "FIN-1", "INT-1"]
     assert sorted((s["lot_number"], s["consignee"], s["shipped_on"], s["quantity"]) for s in donor["shipments"]) == [
         ("FIN-1", "Clinic B", today, 5),
-        ("FIN-1", "Hospital A", "2026-07-01", 10),
+        ("FIN-1", "Hospital A", today, 10),
     ]
 
     unit = run.json("trace", "unit", site.shared[1])

@@ -15,11 +15,23 @@ import pytest
 from sqlalchemy import exc, select, text
 from sqlmodel import Session
 
-from tests.factories import ACTOR, APPROVER, NOW, bulk_units, make_donor, make_lot, make_step, make_unit
+from tests.factories import (
+    ACTOR,
+    APPROVER,
+    NOW,
+    backdate_release,
+    bulk_units,
+    make_consignee,
+    make_donor,
+    make_lot,
+    make_step,
+    make_unit,
+)
 from traceability.calendars import add_months
 from traceability.db import make_engine
 from traceability.errors import DonorNotFound
 from traceability.models import (
+    Consignee,
     Deferral,
     Donation,
     Donor,
@@ -122,10 +134,21 @@ def reference(session: Session, donor_code: str) -> dict[str, Any]:
                 "consignee": s.consignee,
                 "shipped_on": s.shipped_on.isoformat(),
                 "quantity": s.quantity,
+                "consignee_address": session.get_one(Consignee, s.consignee_id).address,
+                "unit": unit_of(session.get_one(LotRow, s.lot_id)),
+                "expires_on": expiry_of(session.get_one(LotRow, s.lot_id)),
             }
             for s in shipments
         ],
     }
+
+
+def unit_of(lot: LotRow) -> str | None:
+    return lot.unit.value if lot.unit else None
+
+
+def expiry_of(lot: LotRow) -> str | None:
+    return lot.expires_on.isoformat() if lot.expires_on else None
 
 
 def released_pool(session: Session, number: str) -> list[str]:
@@ -156,8 +179,10 @@ def test_a_pooled_donor_with_deferrals_and_a_repeat_test_is_traced_in_full(sessi
     make_step(session, lot=shipped, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
     lots.release_lot(session, lot_number=shipped, actor=APPROVER)
     make_lot(session, lot_number="IVG-T2", inputs=[("lot", paste)])  # never released, never shipped
+    backdate_release(session, shipped)
     for consignee, day in (("Hospital B", date(2026, 6, 3)), ("Hospital A", date(2026, 6, 2))):
-        lots.ship_lot(session, lot_number=shipped, consignee=consignee, quantity=10, shipped_on=day, actor=ACTOR)
+        code = make_consignee(session, name=consignee)
+        lots.ship_lot(session, lot_number=shipped, consignee=code, quantity=10, shipped_on=day, actor=ACTOR)
 
     donor = donor_of(session, numbers[0])  # numbers[0] is pooled, numbers[1] (a week later) is not
     donors.defer_donor(

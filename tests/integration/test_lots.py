@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from tests.factories import ACTOR, APPROVER, NOW, bulk_units, make_lot, make_step
+from tests.factories import ACTOR, APPROVER, NOW, backdate_release, bulk_units, make_consignee, make_lot, make_step
 from traceability.errors import InputNotReleased, LineageCycle, LotNotReleasable, WrongState
 from traceability.models import LotKind, Marker, ResultValue, StepMethod, StepOutcome
 from traceability.queries.lineage import trace_donor, trace_lot, trace_pool
@@ -38,7 +38,9 @@ def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_onc
     final = make_lot(session, lot_number="IVG-1", inputs=[("lot", paste)])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
     lots.release_lot(session, lot_number=final, actor=APPROVER)
-    lots.ship_lot(session, lot_number=final, consignee="Hospital A", quantity=40, shipped_on=NOW.date(), actor=ACTOR)
+    backdate_release(session, final)
+    to = make_consignee(session, name="Hospital A")
+    lots.ship_lot(session, lot_number=final, consignee=to, quantity=40, shipped_on=NOW.date(), actor=ACTOR)
 
     trace = trace_lot(session, final, members=True)
     assert [p.pool_number for p in trace.pools] == ["P-A", "P-B"]
@@ -123,4 +125,6 @@ def test_only_a_released_lot_ships(session: Session) -> None:
     released_pool(session, "P-A")
     lot = make_lot(session, lot_number="L-9", inputs=[("pool", "P-A")])
     with pytest.raises(WrongState, match="only a released lot can be shipped"):
-        lots.ship_lot(session, lot_number=lot, consignee="H", quantity=1, shipped_on=NOW.date(), actor=ACTOR)
+        lots.ship_lot(
+            session, lot_number=lot, consignee=make_consignee(session), quantity=1, shipped_on=NOW.date(), actor=ACTOR
+        )

@@ -107,3 +107,50 @@ def test_a_database_with_rows_upgrades_from_the_first_schema_keeping_them_and_th
         engine.dispose()
         if backend == "postgresql":
             drop_postgres_database(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_free_text_consignees_become_records_with_an_unknown_address(backend: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else create_postgres_database()
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0002")
+            conn.execute(
+                text(
+                    "INSERT INTO lot (created_at, created_by, lot_number, product, kind, status) "
+                    "VALUES (CURRENT_TIMESTAMP, 'qa', 'IVG-OLD', 'ivig', 'final', 'released')"
+                )
+            )
+            for n, name in enumerate(["St Mary's Hospital", "Clinic B", "St Mary's Hospital"], start=1):
+                conn.execute(
+                    text(
+                        "INSERT INTO shipment (created_at, created_by, shipment_number, lot_id, consignee, quantity, "
+                        "shipped_on) SELECT CURRENT_TIMESTAMP, 'qa', :number, id, :name, 5, '2026-01-05' FROM lot"
+                    ),
+                    {"number": f"IVG-OLD-SH{n:03d}", "name": name},
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            consignees = conn.execute(text("SELECT code, name, address FROM consignee ORDER BY code")).all()
+            shipped = conn.execute(
+                text(
+                    "SELECT s.shipment_number, c.code FROM shipment s JOIN consignee c ON c.id = s.consignee_id "
+                    "ORDER BY s.shipment_number"
+                )
+            ).all()
+            lot = conn.execute(text("SELECT quantity, drawn, shipped FROM lot")).one()
+        assert [tuple(r) for r in consignees] == [
+            ("LEGACY-0001", "Clinic B", "unknown"),
+            ("LEGACY-0002", "St Mary's Hospital", "unknown"),
+        ]
+        assert [tuple(r) for r in shipped] == [
+            ("IVG-OLD-SH001", "LEGACY-0002"),
+            ("IVG-OLD-SH002", "LEGACY-0001"),
+            ("IVG-OLD-SH003", "LEGACY-0002"),
+        ]
+        assert tuple(lot) == (None, 0, 15)  # no recorded quantity (it cannot ship); what it shipped is counted
+    finally:
+        engine.dispose()
+        if backend == "postgresql":
+            drop_postgres_database(url)

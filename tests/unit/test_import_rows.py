@@ -576,6 +576,10 @@ _CELL_TEXTS = {
     "value": ["1,250.5", "-1", "nan", "12", ""],
     "unit": ["IU/mL", "x" * 21, ""],
     "pool_number": ["P-1", "P 1", ""],
+    "code": ["H-1", "H 1", ""],
+    "name": ["St Mary's Hospital", "bad\x1bname", ""],
+    "address": ["1 Main Street, Springfield", "x" * 600, ""],
+    "country": ["US", "USA", ""],
 }
 
 

@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import queue
+import re
 import sys
 import threading
 from bisect import bisect_left
@@ -36,12 +37,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ARRAY, ColumnElement, Connection, String, Table, bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from .. import audit
 from ..errors import Conflict, IneligibleUnits, InvalidImportFile, InvalidInput
 from ..models import (
     AuditEvent,
+    Consignee,
     Donation,
     Donor,
     Establishment,
@@ -56,12 +59,15 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
+from ..plausibility import day_began
+from ..reports.writers import FORMULA_PREFIXES
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from ..services import pools
 from ..services.units import ResultOutcome, apply_reactive, end_deferrals_on_nonreactive
 from .readers import Record, RecordStream, Resume, file_digest, read_records
 from .rows import (
     COLUMNS,
+    ConsigneeRow,
     DonationRow,
     DonorRow,
     ImportKind,
@@ -88,6 +94,7 @@ _HINTS = {
     ImportKind.DONATIONS: "corrections go through 'plasmatrace donation correct'",
     ImportKind.RESULTS: "a corrected result is a new test: give it its own tested_at, or use 'plasmatrace result add'",
     ImportKind.POOL_MEMBERS: "a unit can be in one pool only",
+    ImportKind.CONSIGNEES: "a recorded consignee is not changed by an import",
 }
 
 
@@ -109,6 +116,7 @@ class ImportReport:
     already_imported: bool  # this file (same SHA-256 and kind) was imported before: nothing was added
     event_seq: int | None  # seq of this import's audit event (of the earlier one when already imported)
     reactive: list[str] = field(default_factory=list)  # units given a reactive result by a results import
+    resumed_from: int | None = None  # seq of an earlier import of this file that rejected rows, when run again
 
     @property
     def summary(self) -> str:
@@ -122,7 +130,9 @@ class ImportReport:
             return f"{self.path} has a header but no data rows; 0 rows loaded."
         verb = "would be loaded" if self.dry_run else "loaded"
         text = f"{self.path}: {self.loaded:,} of {self.rows:,} rows {verb}"
-        if self.already_present:
+        if self.resumed_from is not None:
+            text += f" this time, {self.already_present:,} loaded earlier (import event {self.resumed_from})"
+        elif self.already_present:
             text += f", {self.already_present:,} already present"
         if self.rejected:
             text += f", {self.rejected:,} rejected"
@@ -262,9 +272,17 @@ def _import_file(
         # Looked up only after our own event is written: on PostgreSQL writing it took the audit-chain lock, so a
         # concurrent import of the same file has committed by now and is seen here.
         earlier = _earlier_import(session, kind, sha256, exclude=event.id)
+        resumed_from = None
         if earlier is not None:
-            _undo(session, savepoint)
-            return job.report(sha256, _recorded_rows(session, earlier), already_imported=True, event_seq=earlier.seq)
+            rejected_before = _rejected_last_time(session, kind, sha256)
+            if not rejected_before:
+                _undo(session, savepoint)
+                return job.report(
+                    sha256, _recorded_rows(session, earlier), already_imported=True, event_seq=earlier.seq
+                )
+            # The file was loaded in part (--skip-invalid) before: load the rows that are valid now; the rows
+            # loaded earlier are found recorded with the same values and counted as such.
+            resumed_from = earlier.seq
         job.event_id = event.id
         if skip_invalid and not dry_run:
             writer = job.rejects = _RejectsWriter(rejects_target, columns.ignored)
@@ -325,13 +343,15 @@ def _import_file(
     finally:
         job.close()
     written = writer.finish() if writer is not None else None
-    return job.report(
+    report = job.report(
         sha256,
         stream.rows,
         already_imported=False,
         event_seq=None if dry_run else event.seq,
         rejects_path=str(written) if written else None,
     )
+    report.resumed_from = resumed_from
+    return report
 
 
 # --- the import run --------------------------------------------------------------------------------------------
@@ -339,7 +359,12 @@ def _import_file(
 
 def _undo(session: Session, savepoint: Any) -> None:
     if savepoint.is_active:
-        savepoint.rollback()
+        try:
+            savepoint.rollback()
+        except DBAPIError:
+            # The database ended the transaction itself (SQLite on a full disk rolls it back, savepoints and all):
+            # the error that did it is the one to report, and the caller's rollback follows.
+            pass
 
 
 def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude: int | None) -> AuditEvent | None:
@@ -356,6 +381,19 @@ def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude:
         if json.loads(event.new_values or "{}").get("sha256") == sha256:
             return event
     return None
+
+
+def _rejected_last_time(session: Session, kind: ImportKind, sha256: str) -> int:
+    """How many rows the latest completed import of this file rejected (0 when it loaded them all)."""
+    for values in session.execute(
+        select(AuditEvent.new_values)
+        .where(AuditEvent.action == f"import.{kind.value}.completed", AuditEvent.new_values.contains(sha256))
+        .order_by(AuditEvent.seq.desc())
+    ).scalars():
+        completed = json.loads(values or "{}")
+        if completed.get("sha256") == sha256:
+            return int(completed.get("rejected", 0))
+    return 0
 
 
 def _recorded_rows(session: Session, earlier: AuditEvent) -> int:
@@ -976,7 +1014,7 @@ def _quietly(wait: Callable[[], Any]) -> None:
 
 
 def _key_column(kind: ImportKind) -> str:
-    return "donor_code" if kind == ImportKind.DONORS else "unit_number"
+    return {ImportKind.DONORS: "donor_code", ImportKind.CONSIGNEES: "code"}.get(kind, "unit_number")
 
 
 def _missing(line: int, column: str, what: str, key: str, fix: str) -> RowProblem:
@@ -1038,14 +1076,13 @@ def _load_donors(job: _Import, rows: list[DonorRow]) -> None:
 
 def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
     session = job.session
-    donors = {
-        code: (donor_id, site_id, site)
-        for code, donor_id, site_id, site in session.execute(
-            select(Donor.donor_code, Donor.id, Donor.establishment_id, Establishment.code)
-            .join(Establishment, Establishment.id == Donor.establishment_id)
-            .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
-        ).all()
-    }
+    found = session.execute(
+        select(Donor.donor_code, Donor.id, Donor.establishment_id, Establishment.code, Donor.registered_on)
+        .join(Establishment, Establishment.id == Donor.establishment_id)
+        .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
+    ).all()
+    donors = {code: (donor_id, site_id, site) for code, donor_id, site_id, site, _ in found}
+    registered_on = {row[0]: row[4] for row in found if row[4] is not None}
     sites = job.establishment_ids(r.establishment for r in rows)
     existing = {
         row.unit_number: row
@@ -1092,6 +1129,16 @@ def _load_donations(job: _Import, rows: list[DonationRow]) -> None:
                 )
             if r.establishment is not None and r.establishment not in sites:
                 problems.append(_unknown_establishment(r.line, "establishment", r.establishment))
+            registered = registered_on.get(r.donor_code)
+            if registered is not None and r.collected_at < day_began(registered):
+                problems.append(
+                    RowProblem(
+                        r.line,
+                        "collected_at",
+                        f"{r.collected_at.isoformat()} is before donor {r.donor_code} was registered "
+                        f"({registered.isoformat()}); rule: a collection is not before the donor's registration.",
+                    )
+                )
             if problems or donor is None:
                 job.reject(r.line, problems)
                 continue
@@ -1442,21 +1489,73 @@ def _add_to_pool(job: _Import, pool_number: str, members: list[PoolMemberRow]) -
         )
 
 
+def _load_consignees(job: _Import, rows: list[ConsigneeRow]) -> None:
+    existing = {
+        row.code: row
+        for row in job.session.execute(
+            select(
+                Consignee.code,
+                Consignee.name,
+                Consignee.address,
+                Consignee.country,
+                Consignee.id,
+                Consignee.import_event_id,
+            ).where(job.among(Consignee.code, {r.code for r in rows}))
+        ).all()
+    }
+    recorded = job.recorded()
+    with job.writing(Consignee, ("code", "name", "address", "country")) as write:
+        being_written = {row[0] for row in job.pending_rows}
+        for r in rows:
+            old = existing.get(r.code)
+            if old is not None and old.import_event_id == job.event_id:
+                job.duplicate(r, old.id)
+            elif r.code in being_written:
+                job.duplicate_pending(r)
+            elif old is not None:
+                job.compare(
+                    r,
+                    [
+                        ("name", old.name, r.name),
+                        ("address", old.address, r.address),
+                        ("country", old.country, r.country),
+                    ],
+                )
+            else:
+                write((r.code, r.name, r.address, r.country, *recorded))
+
+
 _LOADERS: dict[ImportKind, Callable[[_Import, Any], None]] = {
     ImportKind.DONORS: _load_donors,
     ImportKind.DONATIONS: _load_donations,
     ImportKind.RESULTS: _load_results,
     ImportKind.POOL_MEMBERS: _load_pool_members,
+    ImportKind.CONSIGNEES: _load_consignees,
 }
 _MODELS: dict[ImportKind, Any] = {
     ImportKind.DONORS: Donor,
     ImportKind.DONATIONS: Donation,
     ImportKind.RESULTS: TestResult,
     ImportKind.POOL_MEMBERS: PoolMember,
+    ImportKind.CONSIGNEES: Consignee,
 }
 
 
 # --- rejects file ----------------------------------------------------------------------------------------------
+
+
+_SCANNED_DIN = re.compile(r"=[0-9A-Z]{15,16}")
+_NUMBER = re.compile(r"[-+]?[0-9][0-9.,]*")
+
+
+def _spreadsheet_safe(cell: str) -> str:
+    """A rejects cell a spreadsheet would run as a formula (``=HYPERLINK(...)``) gets an apostrophe in front. A
+    scanned DIN (``=A99992612345600``) and a plain signed number stay as they are, so that a corrected rejects file
+    imports as the original would have."""
+    stripped = cell.lstrip(" ")
+    if stripped.startswith(FORMULA_PREFIXES) and not (_SCANNED_DIN.fullmatch(stripped) or _NUMBER.fullmatch(stripped)):
+        return "'" + cell
+    return cell
 
 
 class _RejectsWriter:
@@ -1483,7 +1582,8 @@ class _RejectsWriter:
         )
         if len(fields) > len(self.header):
             text += f" Extra fields: {' | '.join(fields[len(self.header) :])}"
-        self._csv.writerow([fields[i] if i < len(fields) else "" for i in keep] + [record.line, text])
+        cells = [_spreadsheet_safe(fields[i]) if i < len(fields) else "" for i in keep]
+        self._csv.writerow([*cells, record.line, _spreadsheet_safe(text)])
 
     def finish(self) -> Path | None:
         if self._file is None:

@@ -44,6 +44,7 @@ class ImportKind(StrEnum):
     DONATIONS = "donations"
     RESULTS = "results"
     POOL_MEMBERS = "pool-members"
+    CONSIGNEES = "consignees"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ COLUMNS: dict[ImportKind, Columns] = {
     ),
     ImportKind.RESULTS: Columns(("unit_number", "marker", "result", "tested_at"), ("method", "lab", "value", "unit")),
     ImportKind.POOL_MEMBERS: Columns(("pool_number", "unit_number")),
+    ImportKind.CONSIGNEES: Columns(("code", "name", "address"), ("country",)),
 }
 
 
@@ -173,7 +175,26 @@ class PoolMemberRow:
         return f"unit {self.unit_number}"
 
 
-Row = DonorRow | DonationRow | ResultRow | PoolMemberRow
+@dataclass(slots=True)
+class ConsigneeRow:
+    """A consignee to register, with its address (SPEC §10)."""
+
+    line: int
+    code: str
+    name: str
+    address: str
+    country: str | None
+
+    @property
+    def key(self) -> str:
+        return self.code
+
+    @property
+    def label(self) -> str:
+        return f"consignee {self.code}"
+
+
+Row = DonorRow | DonationRow | ResultRow | PoolMemberRow | ConsigneeRow
 
 
 class _Cells:
@@ -350,11 +371,47 @@ def parse_pool_member(
     return PoolMemberRow(line, pool_number, unit.value), []
 
 
+def parse_consignee(
+    line: int, cells: dict[str, str | None], *, now: datetime
+) -> tuple[ConsigneeRow | None, list[RowProblem]]:
+    """A consignees-file row, or the problems that stop it: the same checks as `consignee add`."""
+    from ..services.consignees import check_consignee
+
+    c = _Cells(line, cells)
+    for column in ("code", "name", "address"):
+        if column in cells and cells[column] is None:
+            c.problem(column, "is empty; a value is required.")
+    if c.problems or any(column not in cells for column in ("code", "name", "address")):
+        return None, c.problems
+    try:
+        fields = check_consignee(
+            code=cells["code"] or "",
+            name=cells["name"] or "",
+            address=cells["address"] or "",
+            country=cells.get("country"),
+        )
+    except InvalidInput as error:
+        text = str(error)
+        column = (
+            "country"
+            if "country" in text
+            else "address"
+            if "address" in text
+            else "name"
+            if ": name" in text
+            else "code"
+        )
+        c.problem(column, text)
+        return None, c.problems
+    return ConsigneeRow(line, fields.code, fields.name, fields.address, fields.country), []
+
+
 PARSERS: dict[ImportKind, Callable[..., tuple[Row | None, list[RowProblem]]]] = {
     ImportKind.DONORS: parse_donor,
     ImportKind.DONATIONS: parse_donation,
     ImportKind.RESULTS: parse_test_result,
     ImportKind.POOL_MEMBERS: parse_pool_member,
+    ImportKind.CONSIGNEES: parse_consignee,
 }
 
 
@@ -448,11 +505,24 @@ def _fast_pool_member(line: int, f: list[str], ix: tuple[int | None, ...], limit
     return PoolMemberRow(line, _pool_number(pool), _unit_number(unit).value)
 
 
+def _fast_consignee(line: int, f: list[str], ix: tuple[int | None, ...], limit: datetime) -> ConsigneeRow | None:
+    from ..services.consignees import check_consignee
+
+    i_code, i_name, i_address, i_country = ix
+    code, name, address = f[i_code].strip(), f[i_name].strip(), f[i_address].strip()  # type: ignore[index]
+    country = f[i_country].strip() if i_country is not None else ""
+    if not (code and name and address):
+        return None
+    fields = check_consignee(code=code, name=name, address=address, country=country or None)
+    return ConsigneeRow(line, fields.code, fields.name, fields.address, fields.country)
+
+
 _FAST: dict[ImportKind, Callable[[int, list[str], tuple[int | None, ...], datetime], Row | None]] = {
     ImportKind.DONORS: _fast_donor,
     ImportKind.DONATIONS: _fast_donation,
     ImportKind.RESULTS: _fast_result,
     ImportKind.POOL_MEMBERS: _fast_pool_member,
+    ImportKind.CONSIGNEES: _fast_consignee,
 }
 
 

@@ -6,6 +6,7 @@ never one statement per unit) and returns plain read models that outlive the ses
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,8 @@ from ..calendars import local_day
 from ..errors import CaseNotFound, DonorNotFound
 from ..models import (
     CaseFinding,
+    Consignee,
+    CorrectionDeviation,
     Deferral,
     Donation,
     Donor,
@@ -76,6 +79,41 @@ class ShipmentLine:
     consignee: str
     shipped_on: str
     quantity: int
+    consignee_address: str | None = None  # a distribution record (21 CFR 606.165): name, address, lot, quantity,
+    unit: str | None = None  # day shipped and the lot's expiry
+    expires_on: str | None = None
+
+
+@dataclass
+class DeviationLine:
+    """A correction to a unit in a closed or released pool, made under a named deviation."""
+
+    reference: str
+    pool_number: str
+    unit_number: str
+    version: int
+    changes: str
+    reason: str
+    recorded_at: str
+    recorded_by: str
+
+
+def _deviations(session: Session, pool_ids: set[int]) -> list[DeviationLine]:
+    if not pool_ids:
+        return []
+    rows = session.execute(
+        select(CorrectionDeviation, Pool.pool_number, Donation.unit_number)
+        .join(Pool, Pool.id == CorrectionDeviation.pool_id)
+        .join(Donation, Donation.id == CorrectionDeviation.donation_id)
+        .where(CorrectionDeviation.pool_id.in_(pool_ids))
+        .order_by(CorrectionDeviation.created_at, CorrectionDeviation.id)
+    )
+    return [
+        DeviationLine(
+            d.reference, pool, unit, d.donation_version, d.changes, d.reason, d.created_at.isoformat(), d.created_by
+        )
+        for d, pool, unit in rows
+    ]
 
 
 @dataclass
@@ -105,12 +143,40 @@ def _shipments(session: Session, lot_ids: set[int]) -> list[ShipmentLine]:
     if not lot_ids:
         return []
     rows = session.execute(
-        select(Shipment.shipment_number, Lot.lot_number, Shipment.consignee, Shipment.shipped_on, Shipment.quantity)
+        select(
+            Shipment.shipment_number,
+            Lot.lot_number,
+            Shipment.consignee,
+            Shipment.shipped_on,
+            Shipment.quantity,
+            Consignee.address,
+            Lot.unit,
+            Lot.expires_on,
+        )
         .join(Lot, Lot.id == Shipment.lot_id)
+        .join(Consignee, Consignee.id == Shipment.consignee_id)
         .where(Shipment.lot_id.in_(lot_ids))
         .order_by(Shipment.shipped_on, Shipment.shipment_number)
     )
-    return [ShipmentLine(n, lot, to, on.isoformat(), q) for n, lot, to, on, q in rows]
+    return [
+        ShipmentLine(n, lot, to, on.isoformat(), q, address, unit.value if unit else None, _iso(expires))
+        for n, lot, to, on, q, address, unit, expires in rows
+    ]
+
+
+def _distribution_details(session: Session, lines: dict[str, ShipmentLine]) -> None:
+    """Fill in what a distribution record needs besides the trace's own columns: address, unit, expiry."""
+    if not lines:
+        return
+    rows = session.execute(
+        select(Shipment.shipment_number, Consignee.address, Lot.unit, Lot.expires_on)
+        .join(Consignee, Consignee.id == Shipment.consignee_id)
+        .join(Lot, Lot.id == Shipment.lot_id)
+        .where(Shipment.shipment_number.in_(list(lines)))
+    )
+    for number, address, unit, expires in rows:
+        line = lines[number]
+        line.consignee_address, line.unit, line.expires_on = address, unit.value if unit else None, _iso(expires)
 
 
 def _lots(session: Session, lot_ids: set[int]) -> dict[int, LotLine]:
@@ -346,6 +412,7 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     execution and result handling (and so its statement logging and cursor events); driver errors are still raised
     as SQLAlchemy's. The look-back window comes from the results read with it.
     """
+    donor_code = unicodedata.normalize("NFKC", donor_code).strip()  # stored keys are NFKC
     conn = session.connection()
     statement = _compiled_for(conn.dialect)
     at, day = statement.at, statement.day
@@ -384,6 +451,7 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     donations.sort(key=lambda r: (r[2], r[0]))
     deferrals.sort(key=lambda d: d["sequence"])
     current = {i: {m: value for m, (_, value) in sorted(markers.items())} for i, markers in results.items()}
+    _distribution_details(session, shipped)
     shipments = sorted(shipped.values(), key=lambda line: (line.shipped_on, line.shipment_number))
     zones: dict[int, str] = {
         i: tz
@@ -588,6 +656,13 @@ class LotTrace:
     donations: list[MemberLine] | None = None
     status_reason: str | None = None  # why a lot is quarantined: the pool retest, failed step or deviation upstream
     signatures: list[dict[str, Any]] = field(default_factory=list)  # SignatureLine.as_json(), oldest first
+    quantity: int | None = None
+    unit: str | None = None
+    expires_on: str | None = None
+    drawn: int = 0
+    shipped: int = 0
+    available: int | None = None  # quantity less what later lots drew and what was shipped
+    deviations: list[DeviationLine] = field(default_factory=list)  # corrections upstream under a deviation
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -661,6 +736,13 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         donations=_members(session, graph.pool_ids) if members else None,
         status_reason=lot.status_reason,
         signatures=[s.as_json() for s in signatures_for(session, lot.lot_number, entity_type="lot")],
+        quantity=lot.quantity,
+        unit=lot.unit.value if lot.unit else None,
+        expires_on=_iso(lot.expires_on),
+        drawn=lot.drawn,
+        shipped=lot.shipped,
+        available=None if lot.quantity is None else lot.quantity - lot.drawn - lot.shipped,
+        deviations=_deviations(session, graph.pool_ids),
     )
 
 
@@ -683,6 +765,8 @@ class PoolTrace:
     donations: list[MemberLine] | None = None
     status_reason: str | None = None  # why a pool is quarantined: the pool test, marker and version
     signatures: list[dict[str, Any]] = field(default_factory=list)  # SignatureLine.as_json(), oldest first
+    drawn_ml: int = 0  # taken by lots
+    deviations: list[DeviationLine] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -718,6 +802,8 @@ def trace_pool(
         donations=_members(session, {pool.id}) if members else None,
         status_reason=pool.status_reason,
         signatures=[s.as_json() for s in signatures_for(session, pool.pool_number, entity_type="pool")],
+        drawn_ml=pool.drawn_ml,
+        deviations=_deviations(session, {pool.id}),
     )
 
 

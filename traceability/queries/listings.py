@@ -8,8 +8,19 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from ..models import AuditEvent, Donation, Donor, Establishment, Lot, LotInput, Pool, PoolMember, Shipment
-from .lookup import canonical_unit_number, get_donor, get_establishment, get_pool
+from ..models import (
+    AuditEvent,
+    Consignee,
+    Donation,
+    Donor,
+    Establishment,
+    Lot,
+    LotInput,
+    Pool,
+    PoolMember,
+    Shipment,
+)
+from .lookup import canonical_unit_number, get_consignee, get_donor, get_establishment, get_pool
 
 
 def list_establishments(session: Session) -> tuple[list[str], list[list[Any]]]:
@@ -111,6 +122,35 @@ def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
     return (
         ["lot", "product", "kind", "status", "inputs", "shipped", "released at"],
         [[n, p, k.value, s.value, i, q, r] for n, p, k, s, i, q, r in rows],
+    )
+
+
+def list_consignees(session: Session) -> tuple[list[str], list[list[Any]]]:
+    rows = session.execute(
+        select(Consignee.code, Consignee.name, Consignee.address, Consignee.country).order_by(Consignee.code)
+    )
+    return ["code", "name", "address", "country"], [list(r) for r in rows]
+
+
+def show_consignee(session: Session, code: str) -> tuple[dict[str, Any], list[str], list[list[Any]]]:
+    """A consignee and its distribution records: lot, quantity and unit, day shipped and the lot's expiry."""
+    row = get_consignee(session, code)
+    shipments = session.execute(
+        select(
+            Shipment.shipment_number, Lot.lot_number, Shipment.quantity, Lot.unit, Shipment.shipped_on, Lot.expires_on
+        )
+        .join(Lot, Lot.id == Shipment.lot_id)
+        .where(Shipment.consignee_id == row.id)
+        .order_by(Shipment.shipped_on, Shipment.shipment_number)
+    )
+    summary = {"code": row.code, "name": row.name, "address": row.address, "country": row.country}
+    return (
+        summary,
+        ["shipment", "lot", "quantity", "unit", "shipped_on", "expires_on"],
+        [
+            [n, lot, q, u.value if u else None, on.isoformat(), exp.isoformat() if exp else None]
+            for n, lot, q, u, on, exp in shipments
+        ],
     )
 
 

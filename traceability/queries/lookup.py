@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from sqlalchemy import select
 from sqlmodel import Session
 
 from ..errors import (
+    ConsigneeNotFound,
     DonorNotFound,
     EstablishmentNotFound,
     LotNotFound,
@@ -14,7 +17,12 @@ from ..errors import (
     UnitNotFound,
 )
 from ..identifiers import parse_unit_number
-from ..models import Donation, Donor, Establishment, Lot, Pool, Step
+from ..models import Consignee, Donation, Donor, Establishment, Lot, Pool, Step
+
+
+def _key(text: str) -> str:
+    """Business keys are stored NFKC-normalised: a look-alike typed in a look-up finds the same record."""
+    return unicodedata.normalize("NFKC", text).strip()
 
 
 def canonical_unit_number(text: str) -> str:
@@ -23,6 +31,7 @@ def canonical_unit_number(text: str) -> str:
 
 
 def get_establishment(session: Session, code: str) -> Establishment:
+    code = _key(code)
     row = session.execute(select(Establishment).where(Establishment.code == code)).scalar_one_or_none()
     if row is None:
         raise EstablishmentNotFound(code)
@@ -30,6 +39,7 @@ def get_establishment(session: Session, code: str) -> Establishment:
 
 
 def get_donor(session: Session, donor_code: str) -> Donor:
+    donor_code = _key(donor_code)
     row = session.execute(select(Donor).where(Donor.donor_code == donor_code)).scalar_one_or_none()
     if row is None:
         raise DonorNotFound(donor_code)
@@ -40,7 +50,7 @@ def get_unit(session: Session, unit_number: str, *, for_update: bool = False) ->
     canonical = canonical_unit_number(unit_number)
     query = select(Donation).where(Donation.unit_number == canonical)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     row = session.execute(query).scalar_one_or_none()
     if row is None:
         raise UnitNotFound(canonical)
@@ -48,9 +58,10 @@ def get_unit(session: Session, unit_number: str, *, for_update: bool = False) ->
 
 
 def get_pool(session: Session, pool_number: str, *, for_update: bool = False) -> Pool:
+    pool_number = _key(pool_number)
     query = select(Pool).where(Pool.pool_number == pool_number)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     row = session.execute(query).scalar_one_or_none()
     if row is None:
         raise PoolNotFound(pool_number)
@@ -58,9 +69,10 @@ def get_pool(session: Session, pool_number: str, *, for_update: bool = False) ->
 
 
 def get_lot(session: Session, lot_number: str, *, for_update: bool = False) -> Lot:
+    lot_number = _key(lot_number)
     query = select(Lot).where(Lot.lot_number == lot_number)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     row = session.execute(query).scalar_one_or_none()
     if row is None:
         raise LotNotFound(lot_number)
@@ -71,4 +83,12 @@ def get_step(session: Session, step_key: str) -> Step:
     row = session.execute(select(Step).where(Step.step_key == step_key)).scalar_one_or_none()
     if row is None:
         raise StepNotFound(step_key)
+    return row
+
+
+def get_consignee(session: Session, code: str) -> Consignee:
+    code = _key(code)
+    row = session.execute(select(Consignee).where(Consignee.code == code)).scalar_one_or_none()
+    if row is None:
+        raise ConsigneeNotFound(code)
     return row

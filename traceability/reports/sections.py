@@ -31,8 +31,31 @@ class Document:
 def _shipments(trace: Any) -> Section:
     return Section(
         "Shipments",
-        ["shipment", "lot", "consignee", "shipped on", "quantity"],
-        [[s.shipment_number, s.lot_number, s.consignee, s.shipped_on, s.quantity] for s in trace.shipments],
+        ["shipment", "lot", "consignee", "address", "shipped on", "quantity", "unit", "expires on"],
+        [
+            [
+                s.shipment_number,
+                s.lot_number,
+                s.consignee,
+                s.consignee_address,
+                s.shipped_on,
+                s.quantity,
+                s.unit,
+                s.expires_on,
+            ]
+            for s in trace.shipments
+        ],
+    )
+
+
+def _deviations(trace: Any) -> Section:
+    return Section(
+        "Corrections under deviation",
+        ["deviation", "pool", "unit", "unit version", "changes", "reason", "recorded at", "recorded by"],
+        [
+            [d.reference, d.pool_number, d.unit_number, d.version, d.changes, d.reason, d.recorded_at, d.recorded_by]
+            for d in trace.deviations
+        ],
     )
 
 
@@ -164,7 +187,7 @@ def pool_document(trace: PoolTrace) -> Document:
             for t in trace.tests
         ],
     )
-    sections = [tests, _steps(trace.steps), _shipments(trace), _signatures(trace)]
+    sections = [tests, _steps(trace.steps), _shipments(trace), _deviations(trace), _signatures(trace)]
     if trace.donations is not None:
         sections.append(_members(trace))
     return Document(
@@ -180,6 +203,8 @@ def pool_document(trace: PoolTrace) -> Document:
             ("released at", trace.released_at or ""),
             ("lots", ", ".join(trace.lots) or "none"),
             ("signed", _signed(trace)),
+            ("drawn by lots", f"{trace.drawn_ml / 1000:,.1f} L"),
+            ("deviations", ", ".join(sorted({d.reference for d in trace.deviations})) or "none"),
         ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pool tests",
@@ -250,7 +275,15 @@ def lot_document(trace: LotTrace) -> Document:
             for c in trace.clearance
         ],
     )
-    sections = [pools, inputs, _steps(trace.steps), clearance, _shipments(trace), _signatures(trace)]
+    sections = [
+        pools,
+        inputs,
+        _steps(trace.steps),
+        clearance,
+        _shipments(trace),
+        _deviations(trace),
+        _signatures(trace),
+    ]
     if trace.donations is not None:
         sections.append(_members(trace))
     verdict = "meets the rule on every path" if not trace.clearance_problems else "; ".join(trace.clearance_problems)
@@ -266,6 +299,15 @@ def lot_document(trace: LotTrace) -> Document:
             ("upstream lots", ", ".join(trace.lots) or "none"),
             ("clearance", verdict if trace.kind == "final" else "judged on final lots"),
             ("signed", _signed(trace)),
+            ("quantity", f"{trace.quantity:,} {trace.unit}" if trace.quantity is not None else "not recorded"),
+            (
+                "balance",
+                f"{trace.available:,} {trace.unit} left ({trace.drawn:,} drawn by lots, {trace.shipped:,} shipped)"
+                if trace.available is not None
+                else "unknown (no quantity recorded; cannot be shipped or drawn from)",
+            ),
+            ("expires on", trace.expires_on or "not recorded"),
+            ("deviations", ", ".join(sorted({d.reference for d in trace.deviations})) or "none"),
         ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pools",

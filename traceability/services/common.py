@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,15 +44,53 @@ def result_values(row: Any) -> dict[str, Any]:
 
 
 _CODE_MAX = 40
+_NAME_MAX = 200
+INT_MAX = 2**31 - 1
+"""The largest whole number a column holds on every engine (PostgreSQL's integer)."""
+
+
+def normalise_key(value: str) -> str:
+    """A business key in its one stored form: NFKC (full-width digits become ASCII digits) and trimmed."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+def has_control(text: str, *, newlines: bool = False) -> bool:
+    """Control, format (bidi) and escape characters, which could rewrite a terminal or hide text."""
+    return any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") and not (newlines and ch in "\n\t")
+        for ch in text
+    )
+
+
+def check_name(value: str, what: str, *, limit: int = _NAME_MAX) -> str:
+    """A name or address: trimmed, 1-``limit`` characters, no control or escape characters. Raises InvalidInput."""
+    name = unicodedata.normalize("NFC", value).strip()
+    if not name:
+        raise InvalidInput(f"{what} is empty.")
+    if len(name) > limit:
+        raise InvalidInput(f"{what} is {len(name):,} characters long; at most {limit:,} are allowed.")
+    if has_control(name):
+        raise InvalidInput(f"{what} {name[:60]!r} contains control or escape characters.")
+    return name
+
+
+def check_count(value: int, what: str, *, allow_zero: bool = False) -> int:
+    """A whole number the database can hold: positive (or zero) and below 2^31. Raises InvalidInput."""
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidInput(f"{what} {value:,} must be {'zero or more' if allow_zero else 'positive'}.")
+    if value > INT_MAX:
+        raise InvalidInput(f"{what} {value:,} is too large; at most {INT_MAX:,}.")
+    return value
 
 
 def check_code(value: str, what: str) -> str:
-    """A business key as typed: trimmed, 1-40 printable characters, no spaces. Raises InvalidInput."""
-    code = value.strip()
+    """A business key as typed: NFKC-normalised, trimmed, 1-40 printable characters, no spaces.
+    Raises InvalidInput."""
+    code = normalise_key(value)
     if not code:
         raise InvalidInput(f"{what} is empty.")
     if len(code) > _CODE_MAX:
-        raise InvalidInput(f"{what} {code!r} is longer than {_CODE_MAX} characters.")
+        raise InvalidInput(f"{what} {code[:60]!r}... is longer than {_CODE_MAX} characters.")
     if any(ch.isspace() or not ch.isprintable() for ch in code):
         raise InvalidInput(f"{what} {code!r} contains spaces or control characters.")
     return code

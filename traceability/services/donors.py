@@ -10,9 +10,10 @@ from sqlmodel import Session
 from .. import audit
 from ..calendars import DEFAULT_TIMEZONE, check_timezone
 from ..errors import DuplicateKey, InvalidInput, NotFound
-from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, Marker
+from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, Marker, utcnow
+from ..plausibility import check_not_future
 from ..queries.lookup import get_donor, get_establishment
-from .common import check_code, unique_or_conflict
+from .common import check_code, check_name, unique_or_conflict
 
 
 def add_establishment(
@@ -33,6 +34,7 @@ def add_establishment(
         raise InvalidInput(f"Establishment {code}: {error}") from None
     if not name.strip():
         raise InvalidInput(f"Establishment {code} needs a name.")
+    name = check_name(name, f"Establishment {code}: name")
     if session.execute(select(Establishment.id).where(Establishment.code == code)).first():
         raise DuplicateKey("Establishment", code)
     row = Establishment(code=code, name=name.strip(), kind=kind, timezone=timezone, created_by=actor)
@@ -54,6 +56,7 @@ def add_donor(
 ) -> Donor:
     """Register a donor by pseudonymous code. Raises EstablishmentNotFound, DuplicateKey."""
     donor_code = check_code(donor_code, "Donor code")
+    check_not_future(f"Donor {donor_code}", "registered on", registered_on, now=utcnow())
     site = get_establishment(session, establishment)
     if session.execute(select(Donor.id).where(Donor.donor_code == donor_code)).first():
         raise DuplicateKey("Donor", donor_code)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from .. import audit
 from ..errors import InvalidInput, WrongState
-from ..models import Lot, LotStatus, Pool, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..models import Donation, Lot, LotStatus, Pool, PoolMember, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..plausibility import check_step
 from ..queries.clearance import lot_blockers, step_facts
+from ..queries.graph import upstream
 from ..queries.lookup import get_lot, get_pool, get_step
 from ..rules import DEFAULT_POLICY, ENVELOPED, NON_ENVELOPED, Policy, step_release_problem
 from .lots import HeldLots, hold_downstream
@@ -46,8 +48,6 @@ def add_step(
         raise InvalidInput(f"--lrv values must lie between 0 and 20 log10; got {bad}.")
     if ended_at < started_at:
         raise InvalidInput(f"Step ends at {ended_at.isoformat()}, before it starts at {started_at.isoformat()}.")
-    if ended_at > utcnow() + timedelta(minutes=5):
-        raise InvalidInput(f"Step ends at {ended_at.isoformat()}, in the future; record a step once it has ended.")
     if pool_number is not None:
         pool = get_pool(session, pool_number, for_update=True)
         if pool.status not in (PoolStatus.CLOSED, PoolStatus.RELEASED):
@@ -56,13 +56,24 @@ def add_step(
             )
         target, where = pool.pool_number, Step.pool_id == pool.id
         ids = {"pool_id": pool.id}
+        began, life = _material_began(session, {pool.id}), f"the last unit of pool {pool.pool_number} was collected"
     else:
         lot = get_lot(session, lot_number or "", for_update=True)
         if lot.status != LotStatus.PENDING:
             raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; steps apply to lots not yet released.")
         target, where = lot.lot_number, Step.lot_id == lot.id
         ids = {"lot_id": lot.id}
+        began = _material_began(session, upstream(session, lot.id or 0).pool_ids)
+        life = f"the last unit upstream of lot {lot.lot_number} was collected"
     n = (session.execute(select(func.count(Step.id)).where(where)).scalar() or 0) + 1
+    check_step(
+        f"Step {target}-S{n} ({method.value})",
+        started_at=started_at,
+        ended_at=ended_at,
+        began=began,
+        target=life,
+        now=utcnow(),
+    )
     step = Step(
         step_key=f"{target}-S{n}",
         method=method,
@@ -105,6 +116,18 @@ def add_step(
             actor=actor,
         )
     return RecordedStep(step, held)
+
+
+def _material_began(session: Session, pool_ids: set[int]) -> datetime | None:
+    """When a pool's (or a lot's) material existed at the earliest: the latest collection of a unit in it.
+    Records entered after the fact keep their own times, so the record's creation time is no bound."""
+    if not pool_ids:
+        return None
+    return session.execute(
+        select(func.max(Donation.collected_at))
+        .join(PoolMember, PoolMember.donation_id == Donation.id)
+        .where(PoolMember.pool_id.in_(pool_ids))
+    ).scalar()
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from .. import audit
-from ..errors import CaseNotFound, WrongState
+from ..errors import CaseNotFound, Conflict, WrongState
 from ..models import CaseFinding, CaseStatus, Donation, LookbackCase, PoolMember, UnitStatus, utcnow
 from ..queries.eligibility import donations_in_window, lookback_window
 from ..queries.lookup import get_donor
 from ..rules import DEFAULT_POLICY, Policy
+from .common import unique_or_conflict
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ def open_case(
     """Open a case: every donation in the window becomes a finding; those still in inventory are interdicted."""
     reason = audit.require_reason(reason, f"A look-back case for donor {donor_code}")
     donor = get_donor(session, donor_code)
+    already = session.execute(
+        select(LookbackCase.case_number).where(
+            LookbackCase.donor_id == donor.id, LookbackCase.status == CaseStatus.OPEN
+        )
+    ).scalar()
+    if already is not None:
+        raise Conflict(
+            f"Donor {donor.donor_code} already has an open look-back case, {already}; one open case per donor."
+        )
     window = lookback_window(session, donor.id, policy=policy)
     in_window = donations_in_window(session, donor.id, window)
     now = utcnow()
@@ -49,8 +59,10 @@ def open_case(
         window_start=window.starts_at,
         created_by=actor,
     )
-    session.add(case)
-    session.flush()
+    with unique_or_conflict(
+        session, "Look-back case", f"{case.case_number} (or an open case of donor {donor.donor_code})"
+    ):
+        session.add(case)
     query = (
         select(Donation.id, Donation.unit_number, Donation.status, PoolMember.pool_id)
         .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)

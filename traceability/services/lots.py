@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, select, update
 from sqlmodel import Session
@@ -18,23 +18,111 @@ from ..errors import (
     LineageCycle,
     LotNotReleasable,
     LotNotShippable,
+    OverBalance,
+    QuantityNotRecorded,
     WrongProduct,
     WrongState,
 )
-from ..models import Lot, LotInput, LotKind, LotStatus, Pool, Shipment, utcnow
+from ..models import (
+    Donation,
+    Lot,
+    LotInput,
+    LotKind,
+    LotStatus,
+    LotUnit,
+    Pool,
+    PoolMember,
+    Shipment,
+    utcnow,
+)
+from ..plausibility import check_shipment
 from ..queries.clearance import lock_lineage, lot_blockers
 from ..queries.duties import lot_duty_conflicts
 from ..queries.graph import downstream_lot_ids, upstream
-from ..queries.lookup import get_lot, get_pool
-from ..rules import DEFAULT_POLICY, Policy, lot_product_problem, policy_digest, upstream_product_problems
-from .common import check_code, unique_or_conflict
+from ..queries.lookup import get_consignee, get_lot, get_pool
+from ..rules import (
+    DEFAULT_POLICY,
+    Policy,
+    lot_product_problem,
+    policy_digest,
+    upstream_product_problems,
+)
+from .common import check_code, check_count, unique_or_conflict
 
 
 @dataclass(frozen=True)
 class InputSpec:
+    """One input of a new lot. ``quantity`` is in mL for a pool (``unit`` "L" multiplies by 1,000) and in the
+    input lot's own unit for a lot (``unit``, when given, must be that unit)."""
+
     kind: str  # "pool" or "lot"
     number: str
     quantity: int | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class Balance:
+    """What is left of a pool (mL) or a lot (in its unit): quantity less what was drawn and shipped."""
+
+    quantity: int | None
+    unit: str | None
+    drawn: int
+    shipped: int
+
+    @property
+    def available(self) -> int | None:
+        return None if self.quantity is None else self.quantity - self.drawn - self.shipped
+
+
+def pool_volume_ml(session: Session, pool_id: int) -> int:
+    """A pool's volume now: the sum of its members' volumes."""
+    total = session.execute(
+        select(func.coalesce(func.sum(Donation.volume_ml), 0))
+        .join(PoolMember, PoolMember.donation_id == Donation.id)
+        .where(PoolMember.pool_id == pool_id)
+    ).scalar()
+    return int(total or 0)
+
+
+def pool_balance(session: Session, pool: Pool) -> Balance:
+    return Balance(pool_volume_ml(session, pool.id or 0), "mL", pool.drawn_ml, 0)
+
+
+def lot_balance(lot: Lot) -> Balance:
+    return Balance(lot.quantity, lot.unit.value if lot.unit else None, lot.drawn, lot.shipped)
+
+
+def _ml(spec: InputSpec, lot_number: str) -> int:
+    """A draw from a pool in mL."""
+    if spec.quantity is None:
+        raise InvalidInput(
+            f"Lot {lot_number}: give the volume drawn from pool {spec.number}, e.g. --pool {spec.number}=1200L."
+        )
+    unit = (spec.unit or "mL").strip()
+    if unit not in ("mL", "ml", "L", "l"):
+        raise InvalidInput(f"Lot {lot_number}: a draw from pool {spec.number} is in L or mL, not {unit!r}.")
+    return check_count(
+        spec.quantity * (1000 if unit in ("L", "l") else 1),
+        f"Lot {lot_number}: volume (mL) drawn from pool {spec.number}",
+    )
+
+
+def _lot_amount(spec: InputSpec, source: Lot, lot_number: str) -> int:
+    if spec.quantity is None:
+        raise InvalidInput(
+            f"Lot {lot_number}: give the quantity drawn from lot {spec.number}, e.g. --lot {spec.number}=120."
+        )
+    if source.quantity is None or source.unit is None:
+        raise QuantityNotRecorded(
+            f"Lot {source.lot_number} has no recorded quantity, so nothing can be drawn from it; record it first: "
+            f"plasmatrace lot quantity {source.lot_number} --quantity N --unit U --reason TEXT."
+        )
+    if spec.unit is not None and spec.unit != source.unit.value:
+        raise InvalidInput(
+            f"Lot {lot_number}: lot {source.lot_number} is counted in {source.unit.value}, not {spec.unit}."
+        )
+    return check_count(spec.quantity, f"Lot {lot_number}: quantity drawn from lot {source.lot_number}")
 
 
 def create_lot(
@@ -46,16 +134,28 @@ def create_lot(
     actor: str,
     kind: LotKind = LotKind.FINAL,
     policy: Policy = DEFAULT_POLICY,
+    quantity: int | None = None,
+    unit: LotUnit | None = None,
+    expires_on: date | None = None,
+    now: datetime | None = None,
 ) -> Lot:
-    """Create a lot of a product the policy knows from released pools and/or released lots; every pool upstream of
-    a final lot was made for its product. Raises InvalidInput, InputNotReleased, WrongProduct, LineageCycle,
-    DuplicateKey."""
+    """Create a lot of a product the policy knows from released pools and/or released lots (every pool upstream
+    of a final lot made for its product), drawing each input's quantity from its balance (the source rows are
+    locked, so two lots drawing at once cannot both take the last of it). Raises InvalidInput, InputNotReleased,
+    WrongProduct, LineageCycle, DuplicateKey, OverBalance, QuantityNotRecorded."""
     lot_number = check_code(lot_number, "Lot number")
     product = product.strip()
     if not product:
         raise InvalidInput(f"Lot {lot_number} needs a product.")
     if problem := lot_product_problem(product, kind.value, policy):
         raise InvalidInput(f"Lot {lot_number}: {problem}.")
+    if (quantity is None) != (unit is None):
+        raise InvalidInput(f"Lot {lot_number}: give --quantity and --unit together.")
+    if quantity is not None:
+        check_count(quantity, f"Lot {lot_number}: quantity")
+    now = now or utcnow()
+    if expires_on is not None and expires_on <= now.date():
+        raise InvalidInput(f"Lot {lot_number}: expiry {expires_on.isoformat()} is not after today ({now.date()}).")
     if not inputs:
         raise InvalidInput(f"Lot {lot_number} needs at least one input: --pool POOL[=QTY] or --lot LOT[=QTY].")
     seen = set()
@@ -73,8 +173,13 @@ def create_lot(
         raise DuplicateKey("Lot", lot_number)
     resolved: list[tuple[InputSpec, Pool | Lot]] = []
     not_released = []
-    for spec in inputs:
-        source: Pool | Lot = get_pool(session, spec.number) if spec.kind == "pool" else get_lot(session, spec.number)
+    # Lock the sources in one order (pools, then lots, by number), so two lots drawing at once cannot deadlock.
+    for spec in sorted(inputs, key=lambda s: (s.kind != "pool", s.number)):
+        source: Pool | Lot = (
+            get_pool(session, spec.number, for_update=True)
+            if spec.kind == "pool"
+            else get_lot(session, spec.number, for_update=True)
+        )
         if source.status.value != "released":
             not_released.append(f"{spec.kind} {spec.number} is {source.status.value}")
         resolved.append((spec, source))
@@ -93,14 +198,45 @@ def create_lot(
         wrong = upstream_product_problems(product, made_for)
         if wrong:
             raise WrongProduct(f"Final lot {lot_number} of {product} cannot be made from it: " + "; ".join(wrong) + ".")
-    lot = Lot(lot_number=lot_number, product=product, kind=kind, created_by=actor)
+    draws: list[tuple[InputSpec, Pool | Lot, int, str]] = []
+    for spec, source in resolved:
+        if isinstance(source, Pool):
+            amount, in_unit = _ml(spec, lot_number), "mL"
+            balance = pool_balance(session, source)
+            what = f"Pool {source.pool_number}"
+        else:
+            amount = _lot_amount(spec, source, lot_number)
+            in_unit = source.unit.value if source.unit else ""
+            balance = lot_balance(source)
+            what = f"Lot {source.lot_number}"
+        available = balance.available or 0
+        if amount > available:
+            raise OverBalance(
+                f"{what} has {available:,} {in_unit} left ({balance.quantity:,} {in_unit}, {balance.drawn:,} drawn, "
+                f"{balance.shipped:,} shipped); lot {lot_number} cannot draw {amount:,} {in_unit}."
+            )
+        draws.append((spec, source, amount, in_unit))
+    lot = Lot(
+        lot_number=lot_number,
+        product=product,
+        kind=kind,
+        quantity=quantity,
+        unit=unit,
+        expires_on=expires_on,
+        created_by=actor,
+    )
     with unique_or_conflict(session, "Lot", lot_number):
         session.add(lot)
-    for spec, source in resolved:
+    for spec, source, amount, in_unit in draws:
+        if isinstance(source, Pool):
+            source.drawn_ml += amount
+        else:
+            source.drawn += amount
         session.add(
             LotInput(
                 lot_id=lot.id,
-                quantity=spec.quantity,
+                quantity=amount,
+                quantity_unit=in_unit,
                 created_by=actor,
                 input_pool_id=source.id if spec.kind == "pool" else None,
                 input_lot_id=source.id if spec.kind == "lot" else None,
@@ -116,8 +252,54 @@ def create_lot(
         new={
             "product": product,
             "kind": kind,
-            "inputs": [{"kind": s.kind, "number": s.number, "quantity": s.quantity} for s in inputs],
+            "inputs": [
+                {"kind": spec.kind, "number": spec.number, "quantity": amount, "unit": in_unit}
+                for spec, _, amount, in_unit in draws
+            ],
+            "quantity": quantity,
+            "unit": unit,
+            "expires_on": expires_on,
         },
+    )
+    return lot
+
+
+def record_quantity(
+    session: Session,
+    *,
+    lot_number: str,
+    quantity: int,
+    unit: LotUnit,
+    reason: str,
+    actor: str,
+    expires_on: date | None = None,
+) -> Lot:
+    """Record the quantity (and expiry) of a lot created without one, e.g. before quantities were kept, so that it
+    can be shipped and drawn from. What it already shipped and gave counts against it. A quantity once recorded
+    is not changed here. Raises WrongState, OverBalance, InvalidInput."""
+    reason = audit.require_reason(reason, f"Recording the quantity of lot {lot_number}")
+    lot = get_lot(session, lot_number, for_update=True)
+    if lot.quantity is not None:
+        raise WrongState(f"Lot {lot.lot_number} already has a quantity, {lot.quantity:,} {lot.unit}.")
+    check_count(quantity, f"Lot {lot.lot_number}: quantity")
+    if quantity < lot.drawn + lot.shipped:
+        raise OverBalance(
+            f"Lot {lot.lot_number} already gave {lot.drawn:,} to later lots and shipped {lot.shipped:,}; "
+            f"its quantity cannot be {quantity:,}."
+        )
+    lot.quantity, lot.unit = quantity, unit
+    if expires_on is not None:
+        lot.expires_on = expires_on
+    session.flush()
+    audit.record(
+        session,
+        action="lot.quantity-recorded",
+        entity_type="lot",
+        entity_key=lot.lot_number,
+        actor=actor,
+        old={"quantity": None},
+        new={"quantity": quantity, "unit": unit, "expires_on": lot.expires_on},
+        reason=reason,
     )
     return lot
 
@@ -206,9 +388,12 @@ def ship_lot(
     shipped_on: date,
     actor: str,
     policy: Policy = DEFAULT_POLICY,
+    now: datetime | None = None,
 ) -> Shipment:
-    """Record a shipment of a released lot to a consignee, when nothing upstream blocks it now (``lot_blockers``:
-    a pool retest, a failed step or a deviation recorded after the release). Raises WrongState, LotNotShippable."""
+    """Record a shipment of a released lot to a consignee (by code), within the lot's balance (its quantity less
+    what was drawn from it and already shipped), when nothing upstream blocks it now (``lot_blockers``: a pool
+    retest, a failed step or a deviation recorded after the release). Raises WrongState, LotNotShippable,
+    ConsigneeNotFound, QuantityNotRecorded, OverBalance, ImplausibleTime."""
     lot = lock_lineage(session, lot_number)
     if lot.status != LotStatus.RELEASED:
         why = f" ({lot.status_reason})" if lot.status_reason else ""
@@ -216,16 +401,40 @@ def ship_lot(
     problems = lot_blockers(session, lot, policy)
     if problems:
         raise LotNotShippable(lot.lot_number, problems)
-    consignee = consignee.strip()
-    if not consignee:
-        raise InvalidInput(f"Shipment of lot {lot.lot_number} needs a consignee (--to).")
-    if quantity <= 0:
-        raise InvalidInput(f"Shipment of lot {lot.lot_number}: quantity {quantity} must be positive.")
+    if not consignee.strip():
+        raise InvalidInput(f"Shipment of lot {lot.lot_number} needs a consignee (--to CODE).")
+    check_count(quantity, f"Shipment of lot {lot.lot_number}: quantity")
     n = (session.execute(select(func.count(Shipment.id)).where(Shipment.lot_id == lot.id)).scalar() or 0) + 1
+    number = f"{lot.lot_number}-SH{n:03d}"
+    # Quantities, consignee and dates (SPEC §10): checked together, before anything is written.
+    to = get_consignee(session, consignee)
+    check_shipment(
+        f"Shipment {number} of lot {lot.lot_number}",
+        shipped_on=shipped_on,
+        released_at=lot.released_at,
+        now=now or utcnow(),
+    )
+    if lot.expires_on is not None and shipped_on > lot.expires_on:
+        raise WrongState(
+            f"Lot {lot.lot_number} expired on {lot.expires_on.isoformat()}; it cannot ship on {shipped_on}."
+        )
+    balance = lot_balance(lot)
+    if balance.available is None:
+        raise QuantityNotRecorded(
+            f"Lot {lot.lot_number} has no recorded quantity, so its balance is unknown and it cannot be shipped; "
+            f"record it first: plasmatrace lot quantity {lot.lot_number} --quantity N --unit U --reason TEXT."
+        )
+    if quantity > balance.available:
+        raise OverBalance(
+            f"Lot {lot.lot_number} has {balance.available:,} {balance.unit} left ({balance.quantity:,} made, "
+            f"{balance.drawn:,} drawn, {balance.shipped:,} shipped); {quantity:,} cannot be shipped."
+        )
+    lot.shipped += quantity
     row = Shipment(
-        shipment_number=f"{lot.lot_number}-SH{n:03d}",
+        shipment_number=number,
         lot_id=lot.id,
-        consignee=consignee,
+        consignee_id=to.id,
+        consignee=to.name,
         quantity=quantity,
         shipped_on=shipped_on,
         created_by=actor,
@@ -238,6 +447,12 @@ def ship_lot(
         entity_type="lot",
         entity_key=lot.lot_number,
         actor=actor,
-        new={"shipment": row.shipment_number, "consignee": consignee, "quantity": quantity, "shipped_on": shipped_on},
+        new={
+            "shipment": row.shipment_number,
+            "consignee": to.code,
+            "quantity": quantity,
+            "unit": balance.unit,
+            "shipped_on": shipped_on,
+        },
     )
     return row

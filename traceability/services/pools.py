@@ -34,6 +34,7 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
+from ..plausibility import check_pool_test
 from ..queries.clearance import current_pool_tests as queried_current_pool_tests
 from ..queries.clearance import downstream_of
 from ..queries.duties import pool_duty_conflicts
@@ -321,6 +322,9 @@ def test_pool(
     limited = marker in policy.product(pool.product).pool_limits_iu_per_ml
     if limited and value is not None and iu_per_ml(value, value_unit) is None:
         raise InvalidInput(f"Pool {pool.pool_number}: unit {value_unit!r} is not one of IU/mL, IU/\u00b5L (or IU/uL).")
+    check_pool_test(
+        f"Pool {pool.pool_number}, {marker.value} test", tested_at=tested_at, closed_at=pool.closed_at, now=utcnow()
+    )
     version = next_version(session, PoolTest.version, PoolTest.pool_id == pool.id, PoolTest.marker == marker)
     row = PoolTest(
         pool_id=pool.id,

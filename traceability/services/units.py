@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from .. import audit
+from .. import audit, plausibility
 from ..calendars import local_day
-from ..errors import DuplicateKey, InvalidInput, WrongState
+from ..errors import CorrectionNeedsDeviation, DuplicateKey, InvalidInput, WrongState
 from ..identifiers import parse_unit_number
 from ..models import (
+    CorrectionDeviation,
     Deferral,
     DeferralSource,
     Donation,
@@ -22,6 +23,7 @@ from ..models import (
     PlasmaKind,
     Pool,
     PoolMember,
+    PoolStatus,
     ResultValue,
     TestMethod,
     TestResult,
@@ -29,18 +31,14 @@ from ..models import (
     utcnow,
 )
 from ..parsing import parse_choice, parse_positive_int, parse_timestamp
+from ..plausibility import check_collection, check_not_future, check_result
 from ..queries.eligibility import donations_in_window, lookback_window, zone_of_donation
 from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
-from .common import next_version, result_values, unique_or_conflict
+from .common import check_code, check_count, next_version, result_values, unique_or_conflict
 from .donors import defer_donor, end_deferral
 
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-def _not_in_future(value: datetime, what: str, key: str) -> None:
-    if value > utcnow() + CLOCK_SKEW:
-        raise InvalidInput(f"{key}: {what} {value.isoformat()} is in the future.")
+CLOCK_SKEW = plausibility.CLOCK_SKEW
 
 
 def add_donation(
@@ -61,10 +59,13 @@ def add_donation(
     key = f"Unit {number.value}"
     if volume_ml < 0:
         raise InvalidInput(f"{key}: volume {volume_ml} mL is negative.")
-    _not_in_future(collected_at, "collection time", key)
+    check_count(volume_ml, f"{key}: volume (mL)", allow_zero=True)
     if frozen_at is not None and frozen_at < collected_at:
         raise InvalidInput(f"{key}: frozen at {frozen_at.isoformat()}, before it was collected.")
     donor = get_donor(session, donor_code)
+    now = utcnow()
+    check_collection(key, collected_at=collected_at, registered_on=donor.registered_on, now=now)
+    check_not_future(key, "frozen at", frozen_at, now=now)
     site_id = get_establishment(session, establishment).id if establishment else donor.establishment_id
     if session.execute(select(Donation.id).where(Donation.unit_number == number.value)).first():
         raise DuplicateKey("Unit", number.value)
@@ -100,15 +101,38 @@ def add_donation(
     return row
 
 
+def _plain(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value.value if hasattr(value, "value") else value)
+
+
 CORRECTABLE = ("collected_at", "frozen_at", "volume_ml", "plasma_kind", "establishment")
 
 
 def correct_donation(
-    session: Session, *, unit_number: str, changes: dict[str, str], reason: str, actor: str
+    session: Session,
+    *,
+    unit_number: str,
+    changes: dict[str, str],
+    reason: str,
+    actor: str,
+    deviation: str | None = None,
 ) -> Donation:
-    """Correct recorded fields of a donation; the old values stay in the audit trail with the reason."""
+    """Correct recorded fields of a donation; the old values stay in the audit trail with the reason.
+
+    A unit in a closed or released pool (released lineage) is corrected only under a named deviation
+    (``deviation``, e.g. DEV-2026-014); the deviation is then kept with the pool and shows on every lot downstream.
+    Raises CorrectionNeedsDeviation, InvalidInput, ImplausibleTime."""
     reason = audit.require_reason(reason, f"Correcting unit {unit_number}")
     unit = get_unit(session, unit_number, for_update=True)
+    pool = session.execute(
+        select(Pool).join(PoolMember, PoolMember.pool_id == Pool.id).where(PoolMember.donation_id == unit.id)
+    ).scalar_one_or_none()
+    reference = check_code(deviation, "Deviation reference") if deviation is not None else None
+    if pool is not None and pool.status != PoolStatus.OPEN and reference is None:
+        raise CorrectionNeedsDeviation(
+            f"Unit {unit.unit_number} is in pool {pool.pool_number}, which is {pool.status.value}; a correction "
+            "to released lineage must name a deviation: --deviation REF."
+        )
     if not changes:
         raise InvalidInput(f"Unit {unit.unit_number}: nothing to correct; give --set FIELD=VALUE.")
     unknown = sorted(set(changes) - set(CORRECTABLE))
@@ -125,7 +149,9 @@ def correct_donation(
         if name in ("collected_at", "frozen_at"):
             value = parse_timestamp(text, f"{key}: {name}")
         elif name == "volume_ml":
-            value = parse_positive_int(text, f"{key}: volume_ml", allow_zero=True)
+            value = check_count(
+                parse_positive_int(text, f"{key}: volume_ml", allow_zero=True), f"{key}: volume_ml", allow_zero=True
+            )
         elif name == "plasma_kind":
             value = parse_choice(PlasmaKind, text, f"{key}: plasma_kind")
         else:
@@ -137,9 +163,24 @@ def correct_donation(
         setattr(unit, name, value)
     if unit.frozen_at is not None and unit.frozen_at < unit.collected_at:
         raise InvalidInput(f"{key}: frozen at {unit.frozen_at.isoformat()}, before it was collected.")
-    _not_in_future(unit.collected_at, "collection time", key)
+    donor = session.get_one(Donor, unit.donor_id)
+    check_collection(key, collected_at=unit.collected_at, registered_on=donor.registered_on, now=utcnow())
     old["version"], unit.version = unit.version, unit.version + 1
     new["version"] = unit.version
+    if reference is not None:
+        new["deviation"] = reference
+    if pool is not None and reference is not None:
+        session.add(
+            CorrectionDeviation(
+                reference=reference,
+                pool_id=pool.id,
+                donation_id=unit.id,
+                donation_version=unit.version,
+                changes=", ".join(f"{k}={_plain(v)}" for k, v in new.items() if k not in ("version", "deviation")),
+                reason=reason,
+                created_by=actor,
+            )
+        )
     session.flush()
     audit.record(
         session,
@@ -216,9 +257,7 @@ def add_result(
     key = f"Unit {unit.unit_number}"
     if (value is None) != (value_unit is None):
         raise InvalidInput(f"{key}: a quantitative result needs both --value and --unit.")
-    _not_in_future(tested_at, "test time", key)
-    if tested_at < unit.collected_at:
-        raise InvalidInput(f"{key}: tested at {tested_at.isoformat()}, before it was collected.")
+    check_result(f"{key}, {marker.value} result", tested_at=tested_at, collected_at=unit.collected_at, now=utcnow())
     lab_id = get_establishment(session, lab).id if lab else None
     version = next_version(session, TestResult.version, TestResult.donation_id == unit.id, TestResult.marker == marker)
     if version > 1 and reason is None:
