@@ -575,21 +575,23 @@ def donor_defer(
     ctx: typer.Context,
     code: str,
     reason: ReasonOption,
-    starts: Annotated[str | None, typer.Option("--from", help="First day of the deferral (default today).")] = None,
+    starts: Annotated[
+        str | None, typer.Option("--from", help="First day of the deferral (default today at the donor's centre).")
+    ] = None,
     until: Annotated[
         str | None, typer.Option("--until", help="First day the donor may donate again; none = permanent.")
     ] = None,
 ) -> None:
     """Defer a donor; without --until the deferral is permanent.
     Example: plasmatrace donor defer D-000123 --reason "travel" --from 2026-03-01 --until 2026-09-01"""
-    start = parsed(day, starts, "--from") or datetime.now(UTC).date()
+    start = parsed(day, starts, "--from")  # default: today at the donor's centre
     end = parsed(day, until, "--until")
     with work(ctx) as session:
         row = donors.defer_donor(
             session, donor_code=code, reason=reason, starts_on=start, ends_on=end, actor=ctx.obj.actor
         )
     say(
-        f"Donor {code} deferred from {start} "
+        f"Donor {code} deferred from {row.starts_on} "
         + (f"until {end}" if end else "permanently")
         + f" (deferral #{row.sequence})."
     )
@@ -601,20 +603,20 @@ def donor_lift(
     code: str,
     deferral: Annotated[int, typer.Option("--deferral", help="Deferral number, as shown by donor show.")],
     reason: ReasonOption,
-    on: Annotated[str | None, typer.Option("--on", help="Day it ends (default today).")] = None,
+    on: Annotated[str | None, typer.Option("--on", help="Day it ends (default today at the donor's centre).")] = None,
     sign: SignOption = False,
     meaning: MeaningOption = SignatureMeaning.APPROVED,
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Lift a temporary deferral early, with a reason (approvers). Example: plasmatrace donor lift D-000123 --deferral 1 --reason "cleared by physician" --sign"""
-    lifted = parsed(day, on, "--on") or datetime.now(UTC).date()
+    lifted = parsed(day, on, "--on")  # default: today at the donor's centre
     password = read_password(password_stdin) if sign else None
     with work(ctx, role=Role.APPROVER) as session:
-        donors.lift_deferral(
+        row = donors.lift_deferral(
             session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason, actor=ctx.obj.actor
         )
         note = signed(ctx, session, password=password, meaning=meaning, kind="deferral", key=f"{code}#{deferral}")
-    say(f"Deferral #{deferral} of donor {code} lifted on {lifted}.{note}")
+    say(f"Deferral #{deferral} of donor {code} lifted on {row.lifted_on}.{note}")
 
 
 # --- donations and results -------------------------------------------------------------------------------------

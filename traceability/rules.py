@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +27,16 @@ MIN_DISTINCT_DONORS = 1_000
 LAW_PANEL = (Marker.HBSAG, Marker.ANTI_HIV, Marker.ANTI_HCV)
 """What every donation must be tested for, at the least (Ph. Eur. 0853; 21 CFR 610.40(a))."""
 DEFAULT_PANEL = [Marker.HBSAG, Marker.ANTI_HIV, Marker.ANTI_HCV, Marker.HIV_RNA, Marker.HCV_RNA, Marker.HBV_DNA]
+LAW_DEFER_MARKERS = (Marker.HBSAG, Marker.ANTI_HIV, Marker.ANTI_HCV, Marker.HIV_RNA, Marker.HCV_RNA, Marker.HBV_DNA)
+"""A reactive screening test for HIV, HBV or HCV defers the donor permanently, whether or not the site's panel
+requires the marker (21 CFR 610.41(a); PPTA NDDR)."""
 LAW_POOL_TESTS = (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA)
 """What every manufacturing pool must be tested for, at the least (EU OCABR: HBsAg, anti-HIV, HCV RNA)."""
 DEFAULT_POOL_TESTS = list(LAW_POOL_TESTS)
 B19_POOL_LIMIT_IU_PER_ML = 10_000.0
 """Ph. Eur. limit of parvovirus B19 DNA in anti-D pools: 10^4 IU/mL = 10.0 IU/µL."""
+QUANTITATIVE_POOL_TESTS = {Marker.B19_DNA}
+"""Pool tests judged against a quantity (B19 DNA, common at low levels); every other one must be nonreactive."""
 
 ENVELOPED, NON_ENVELOPED = "enveloped", "non-enveloped"
 VIRUS_CLASSES = (ENVELOPED, NON_ENVELOPED)
@@ -117,8 +123,12 @@ class ProductPolicy(_Strict):
     pool_limits_iu_per_ml: Annotated[
         dict[Marker, float],
         Law(
-            "b19-dna at most 10,000 IU/mL (10.0 IU/µL)",
-            lambda v: v.get(Marker.B19_DNA, B19_POOL_LIMIT_IU_PER_ML) <= B19_POOL_LIMIT_IU_PER_ML,
+            "only b19-dna takes a quantitative limit (the other pool tests must be nonreactive), at most 10,000 "
+            "IU/mL (10.0 IU/µL)",
+            lambda v: (
+                set(v) <= QUANTITATIVE_POOL_TESTS
+                and all(math.isfinite(limit) and 0 <= limit <= B19_POOL_LIMIT_IU_PER_ML for limit in v.values())
+            ),
         ),
     ] = Field(
         default_factory=dict,
@@ -238,6 +248,7 @@ class Policy(_Strict):
     )
     hold_days: Annotated[int, Law("at least 60 days", lambda v: v >= 60)] = Field(
         default=60,
+        le=3650,
         description="inventory hold: a unit is poolable from exactly this many days after its collection time",
         json_schema_extra={"source": "PPTA QSEAL inventory hold"},
     )
@@ -249,12 +260,14 @@ class Policy(_Strict):
     )
     lookback_months: Annotated[int, Law("at least 6 calendar months", lambda v: v >= 6)] = Field(
         default=12,
+        le=600,
         description="look-back window: every donation collected on or after the local day this many calendar "
         "months before the donor's last nonreactive donation",
         json_schema_extra={"source": "21 CFR 610.46/610.47 (12 months); EU GMP Annex 14 (at least 6 months)"},
     )
     min_donors: Annotated[int, Law("at least 1,000 distinct donors", lambda v: v >= MIN_DISTINCT_DONORS)] = Field(
         default=MIN_DISTINCT_DONORS,
+        le=10_000_000,
         description="distinct donors (not units) a pool needs to close; a product may raise it",
         json_schema_extra={"source": "USP Immune Globulin; FDA (stricter than Ph. Eur. for anti-D, on purpose)"},
     )
@@ -286,13 +299,19 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _panel_markers_defer_permanently(self) -> Policy:
-        for marker in self.required_panel:
+        for marker in (*self.required_panel, *LAW_DEFER_MARKERS):
             action = self.markers.get(marker)
             if action is not None and action.on_reactive != OnReactive.DEFER_PERMANENTLY:
                 raise ValueError(
                     f"markers.{marker.value}.on_reactive = {action.on_reactive.value} relaxes the law: a reactive "
-                    "result on a required-panel marker defers the donor permanently (21 CFR 610.41)"
+                    "result for HIV, HBV, HCV or a required-panel marker defers the donor permanently (21 CFR 610.41)"
                 )
+        syphilis = self.markers.get(Marker.SYPHILIS)
+        if syphilis is not None and syphilis.on_reactive == OnReactive.REJECT_UNIT:
+            raise ValueError(
+                "markers.syphilis.on_reactive = reject-unit relaxes the law: a donor with a reactive syphilis test "
+                "is not plasmapheresed again until tested nonreactive (21 CFR 640.65(b)(2)(ii))"
+            )
         anti_d = self.products.get("anti-d")
         if anti_d is not None and Marker.B19_DNA not in anti_d.pool_limits_iu_per_ml:
             raise ValueError("products.anti-d.pool_limits_iu_per_ml relaxes the law: anti-D pools need b19-dna")
@@ -318,8 +337,9 @@ class Policy(_Strict):
         return max(self.min_donors, (own.min_donors if own is not None else None) or 0)
 
     def on_reactive(self, marker: Marker) -> OnReactive:
-        """What a reactive result on the marker sets off: the required panel always defers permanently."""
-        if marker in self.required_panel:
+        """What a reactive result on the marker sets off: the required panel and every HIV, HBV and HCV marker
+        always defer permanently."""
+        if marker in self.required_panel or marker in LAW_DEFER_MARKERS:
             return OnReactive.DEFER_PERMANENTLY
         found = self.markers.get(marker)
         return found.on_reactive if found is not None else OnReactive.REJECT_UNIT
@@ -478,6 +498,8 @@ class UnitFacts:
     timezone: str = DEFAULT_TIMEZONE
     open_case: str | None = None
     donor_reactive: str | None = None
+    other_reactive: tuple[str, ...] = ()
+    """Markers outside the required panel whose current result on this unit is reactive."""
 
 
 def unit_in_inventory_problem(unit: UnitFacts, *, pooled_ok_in: str | None = None) -> str | None:
@@ -567,6 +589,8 @@ def eligibility_problems(
     if problem := unit_in_inventory_problem(unit, pooled_ok_in=pooled_ok_in):
         reasons.append(problem)
     reasons.extend(screening_problems(unit.current_results, policy.panel))
+    if unit.other_reactive:  # every reactive result rejects its unit (markers.<marker>.on_reactive)
+        reasons.append(f"reactive: {', '.join(unit.other_reactive)} (not on the panel; the unit is rejected)")
     if unit.donor_reactive:
         reasons.append(f"donor {unit.donor_code} has a reactive result: {unit.donor_reactive}")
     if problem := hold_problem(unit.collected_at, now=now, hold_days=policy.hold_days, timezone=unit.timezone):
@@ -590,6 +614,15 @@ def check_pool_composition(pool_number: str, donor_count: int, min_donors: int) 
 
 
 # --- look-back (SPEC §4, last paragraph) ---------------------------------------------------------------------------
+
+
+def lookback_anchor(nonreactive: Iterable[tuple[datetime, date]], first_reactive_at: datetime | None) -> date | None:
+    """The local day of the donor's last nonreactive donation, from which the look-back window counts back: the
+    last one collected before the donor's first reactive donation. A nonreactive donation collected after the
+    reactive one (before its result came back: donors give twice a week) must not move the window later.
+    ``nonreactive``: (collected at, local day) of the donations with a complete nonreactive panel."""
+    days = [(at, day) for at, day in nonreactive if first_reactive_at is None or at < first_reactive_at]
+    return max(days)[1] if days else None
 
 
 def lookback_window_starts_on(last_nonreactive_day: date, lookback_months: int) -> date:
@@ -675,7 +708,7 @@ def pool_test_problem(test: PoolTestFacts, *, limit_iu_per_ml: float | None, req
         return None if test.result == ResultValue.NONREACTIVE else f"{test.marker}: {test.result} {where}"
     limit = f"{_number(limit_iu_per_ml)} IU/mL"
     measured = None if test.value is None else iu_per_ml(test.value, test.value_unit)
-    if measured is None:
+    if measured is None or not math.isfinite(measured) or measured < 0:
         return f"{test.marker}: needs a quantitative value in IU/mL or IU/µL (limit {limit}) {where}"
     if measured > limit_iu_per_ml:
         given = f"{_number(measured)} IU/mL"

@@ -46,6 +46,7 @@ from ..models import (
     Donor,
     Establishment,
     LookbackCase,
+    Marker,
     Pool,
     PoolMember,
     ResultValue,
@@ -58,6 +59,7 @@ from ..rules import (
     UnitFacts,
     deferral_covers,
     in_lookback_window,
+    lookback_anchor,
     lookback_window_starts_on,
     qualified_for_unit,
 )
@@ -189,11 +191,13 @@ def _open_cases(session: Session, donation_ids: Sequence[int]) -> dict[int, str]
     return found
 
 
-def _reactive_donors(session: Session, donor_ids: Sequence[int], policy: Policy) -> dict[int, list[tuple[int, str]]]:
+def _reactive_donors(
+    session: Session, donor_ids: Sequence[int], policy: Policy
+) -> dict[int, list[tuple[int, str, datetime]]]:
     """Per donor, the donations with a current reactive result on a required-panel marker, each with what it was:
     a donor who has turned reactive gives no more units to a pool, whenever the unit was collected."""
     panel = [m.value for m in policy.required_panel]
-    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    found: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
     for chunk in _chunks(list(donor_ids)):
         cur = current_results_query(select(Donation.id).where(Donation.donor_id.in_(chunk)), panel).subquery()
         query = (
@@ -203,7 +207,20 @@ def _reactive_donors(session: Session, donor_ids: Sequence[int], policy: Policy)
             .order_by(Donation.collected_at)
         )
         for donor_id, donation_id, number, marker, collected_at in session.connection().execute(query):
-            found[donor_id].append((donation_id, f"reactive {marker} on unit {number} ({collected_at.date()})"))
+            found[donor_id].append(
+                (donation_id, f"reactive {marker} on unit {number} ({collected_at.date()})", collected_at)
+            )
+    return found
+
+
+def _reactive_off_panel(session: Session, donation_ids: Sequence[int], policy: Policy) -> dict[int, set[str]]:
+    """Per donation, the markers outside the required panel whose current result is reactive (rare)."""
+    others = [m.value for m in Marker if m.value not in policy.panel]
+    found: dict[int, set[str]] = defaultdict(set)
+    for chunk in _chunks(list(donation_ids)):
+        for donation_id, marker, value, _ in session.connection().execute(current_results_query(chunk, others)):
+            if value == ResultValue.REACTIVE.value:
+                found[donation_id].add(marker)
     return found
 
 
@@ -252,6 +269,7 @@ def unit_facts(
     deferrals = deferrals_by_donor(session, donor_ids)
     cases = _open_cases(session, [r.id for r in rows])
     reactive = _reactive_donors(session, donor_ids, policy)
+    others = _reactive_off_panel(session, [r.id for r in rows], policy)
 
     facts: dict[str, UnitFacts] = {}
     for r in rows:
@@ -261,7 +279,7 @@ def unit_facts(
             None,
         )
         others = [q.day for q in qualifying.get(r.donor_id, []) if q.donation_id != r.id]
-        turned = [what for donation_id, what in reactive.get(r.donor_id, []) if donation_id != r.id]
+        turned = [what for donation_id, what, _ in reactive.get(r.donor_id, []) if donation_id != r.id]
         facts[r.unit_number] = UnitFacts(
             unit_number=r.unit_number,
             status=UnitStatus(r.status),
@@ -281,6 +299,7 @@ def unit_facts(
             timezone=r.timezone,
             open_case=cases.get(r.id),
             donor_reactive="; ".join(turned) or None,
+            other_reactive=tuple(sorted(others.get(r.id, ()))),
         )
     return facts
 
@@ -302,15 +321,16 @@ def lookback_window(
     session: Session, donor_id: int, *, before: datetime | None = None, policy: Policy = DEFAULT_POLICY
 ) -> LookbackWindow:
     """The donor's look-back window: every donation collected on or after the local day ``lookback_months``
-    calendar months before the donor's last nonreactive donation (the one before ``before``, the reactive one,
-    when given). No nonreactive donation: every donation is in the window."""
+    calendar months before the donor's last nonreactive donation before the first reactive one (``before``, the
+    reactive unit, when it is earlier). No nonreactive donation: every donation is in the window."""
     qualifying = qualifying_donations(session, [donor_id], policy).get(donor_id, [])
-    if before is not None:
-        qualifying = [q for q in qualifying if q.collected_at < before]
-    if not qualifying:
+    reactive = _reactive_donors(session, [donor_id], policy).get(donor_id, [])
+    first = min([at for _, _, at in reactive] + ([before] if before is not None else []), default=None)
+    anchor = lookback_anchor([(q.collected_at, q.day) for q in qualifying], first)
+    if anchor is None:
         return LookbackWindow(None, None, None)
-    last = qualifying[-1]
-    starts_on = lookback_window_starts_on(last.day, policy.lookback_months)
+    last = [q for q in qualifying if q.day == anchor and (first is None or q.collected_at < first)][-1]
+    starts_on = lookback_window_starts_on(anchor, policy.lookback_months)
     tz = session.execute(select(zone_of_donation()).where(Donation.id == last.donation_id)).scalar_one()
     return LookbackWindow(starts_on, start_of_day(starts_on, tz), last.unit_number)
 
@@ -466,6 +486,10 @@ def screen_units(
         ~exists().where(Deferral.donor_id == Donation.donor_id),
         ~exists().where(CaseFinding.donation_id == Donation.id),
         ~_donor_ever_reactive(Donation.donor_id, policy),
+        ~exists().where(
+            TestResult.donation_id == Donation.id,
+            type_coerce(TestResult.result, String) == ResultValue.REACTIVE.value,
+        ),
         _clearly_clean(Donation.id, policy),
     )
     columns = {

@@ -58,6 +58,7 @@ from ..rules import (
     Policy,
     final_lot_clearance_problems,
     in_lookback_window,
+    lookback_anchor,
     lookback_window_starts_on,
     panel_complete_and_nonreactive,
 )
@@ -460,8 +461,10 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
         )
     }
     days = {r[0]: local_day(r[2], zones.get(r[0])) for r in donations}
-    clean = [days[r[0]] for r in donations if panel_complete_and_nonreactive(current.get(r[0], {}), policy)]
-    start = lookback_window_starts_on(max(clean), policy.lookback_months) if clean else None
+    clean = [(r[2], days[r[0]]) for r in donations if panel_complete_and_nonreactive(current.get(r[0], {}), policy)]
+    turned = [r[2] for r in donations if any(current.get(r[0], {}).get(m) == "reactive" for m in policy.panel)]
+    anchor = lookback_anchor(clean, min(turned, default=None))
+    start = lookback_window_starts_on(anchor, policy.lookback_months) if anchor else None
     return DonorTrace(
         donor_code=donor[0],
         establishment=donor[1],

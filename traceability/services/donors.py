@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from .. import audit
-from ..calendars import DEFAULT_TIMEZONE, check_timezone
+from ..calendars import DEFAULT_TIMEZONE, check_timezone, local_day
 from ..errors import DuplicateKey, InvalidInput, NotFound
 from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, Marker, utcnow
 from ..plausibility import check_not_future
@@ -79,19 +79,21 @@ def defer_donor(
     *,
     donor_code: str,
     reason: str,
-    starts_on: date,
+    starts_on: date | None,
     ends_on: date | None,
     actor: str,
     source: DeferralSource = DeferralSource.MANUAL,
     marker: Marker | None = None,
 ) -> Deferral:
-    """Defer a donor from starts_on until ends_on (the first day they may donate again); no end is permanent."""
+    """Defer a donor from starts_on (default today at the donor's centre) until ends_on (the first day they may
+    donate again); no end is permanent."""
     reason = audit.require_reason(reason, f"Deferring donor {donor_code}")
+    donor = get_donor(session, donor_code)
+    starts_on = starts_on or today_at(session, donor)
     if ends_on is not None and ends_on <= starts_on:
         raise InvalidInput(
             f"Deferral of donor {donor_code} would end on {ends_on} but starts on {starts_on}; the end must be later."
         )
-    donor = get_donor(session, donor_code)
     sequence = (
         session.execute(select(func.max(Deferral.sequence)).where(Deferral.donor_id == donor.id)).scalar() or 0
     ) + 1
@@ -121,9 +123,10 @@ def defer_donor(
 
 
 def lift_deferral(
-    session: Session, *, donor_code: str, sequence: int, lifted_on: date, reason: str, actor: str
+    session: Session, *, donor_code: str, sequence: int, lifted_on: date | None, reason: str, actor: str
 ) -> Deferral:
-    """End a deferral early. The deferral stays on record with the day and reason it was lifted."""
+    """End a deferral early (from ``lifted_on``, default today at the donor's centre). The deferral stays on record
+    with the day and reason it was lifted. A deferral after a reactive test is not lifted by hand."""
     reason = audit.require_reason(reason, f"Lifting a deferral of donor {donor_code}")
     donor = get_donor(session, donor_code)
     row = session.execute(
@@ -138,9 +141,24 @@ def lift_deferral(
             f"Deferral {donor_code}#{sequence} follows a reactive screening result and is permanent; "
             "re-entry needs a documented re-entry algorithm outside plasmatrace."
         )
-    if lifted_on < row.starts_on:
-        raise InvalidInput(f"Deferral {donor_code}#{sequence} starts on {row.starts_on}; it cannot be lifted before.")
+    if row.source == DeferralSource.UNTIL_NONREACTIVE:
+        raise InvalidInput(
+            f"Deferral {donor_code}#{sequence} follows a reactive {row.marker or 'screening'} test and ends only when "
+            "a later donation tests nonreactive for it (21 CFR 640.65(b)(2)(ii)); record that result instead."
+        )
+    lifted_on = lifted_on or today_at(session, donor)
+    if lifted_on <= row.starts_on:
+        raise InvalidInput(
+            f"Deferral {donor_code}#{sequence} starts on {row.starts_on}; it can be lifted from the day after at the "
+            f"earliest, not {lifted_on} (that would undo it from its first day)."
+        )
     return end_deferral(session, row, donor_code=donor_code, lifted_on=lifted_on, reason=reason, actor=actor)
+
+
+def today_at(session: Session, donor: Donor) -> date:
+    """Today on the calendar of the donor's establishment (its IANA time zone)."""
+    zone = session.execute(select(Establishment.timezone).where(Establishment.id == donor.establishment_id)).scalar()
+    return local_day(utcnow(), zone)
 
 
 def end_deferral(

@@ -43,7 +43,7 @@ def add_step(
     unknown = sorted(set(lrv) - {ENVELOPED, NON_ENVELOPED})
     if unknown:
         raise InvalidInput(f"--lrv class {', '.join(unknown)} is not one of: enveloped, non-enveloped.")
-    bad = {k: v for k, v in lrv.items() if v < 0 or v > 20}
+    bad = {k: v for k, v in lrv.items() if not (0 <= v <= 20)}  # NaN fails this too
     if bad:
         raise InvalidInput(f"--lrv values must lie between 0 and 20 log10; got {bad}.")
     if ended_at < started_at:

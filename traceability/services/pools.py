@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..models import (
     Donation,
+    Donor,
     Marker,
     Pool,
     PoolMember,
@@ -183,7 +184,8 @@ def remove_units(
     """Take units back out of an open pool (e.g. a member that turned reactive), with a reason.
 
     The pool has not been made yet, so this corrects an allocation; the audit event keeps the old membership.
-    A unit with a reactive current result goes to rejected, any other back to inventory.
+    A unit with a reactive current result (any marker) goes to rejected; one whose donor has turned reactive or
+    that an open look-back case holds goes to interdicted; any other back to inventory.
     """
     reason = audit.require_reason(reason, f"Removing units from pool {pool_number}")
     numbers = parse_unit_list(unit_numbers)
@@ -197,10 +199,15 @@ def remove_units(
     session.execute(
         delete(PoolMember).where(PoolMember.pool_id == pool.id, PoolMember.donation_id.in_(list(ids.values())))
     )
-    reactive = [n for n in numbers if ResultValue.REACTIVE.value in facts[n].current_results.values()]
+    reactive = [
+        n for n in numbers if ResultValue.REACTIVE.value in facts[n].current_results.values() or facts[n].other_reactive
+    ]
+    # A unit of a donor who has turned reactive, or one an open look-back case holds, stays out of inventory.
+    interdicted = sorted(n for n in set(numbers) - set(reactive) if facts[n].donor_reactive or facts[n].open_case)
     for status, group in (
         (UnitStatus.REJECTED, reactive),
-        (UnitStatus.IN_INVENTORY, sorted(set(numbers) - set(reactive))),
+        (UnitStatus.INTERDICTED, interdicted),
+        (UnitStatus.IN_INVENTORY, sorted(set(numbers) - set(reactive) - set(interdicted))),
     ):
         if group:
             session.execute(
@@ -216,7 +223,7 @@ def remove_units(
         entity_key=pool.pool_number,
         actor=actor,
         old={"units": numbers},
-        new={"count": len(numbers), "rejected": reactive},
+        new={"count": len(numbers), "rejected": reactive, "interdicted": interdicted},
         reason=reason,
     )
     return len(numbers)
@@ -249,6 +256,14 @@ def close_pool(
     """Seal a pool for fractionation. Raises PoolNotFound, WrongState, IneligibleUnits, NotEnoughDonors."""
     pool = get_pool(session, pool_number, for_update=True)
     _require_status(pool, PoolStatus.OPEN, doing="closing")
+    # The members' donors are locked (shared) before they are judged: a reactive result being recorded for one of
+    # them (``add_result`` locks its donor) either commits first and is seen here, or waits for this close.
+    members_donors = select(Donation.donor_id).join(PoolMember, PoolMember.donation_id == Donation.id)
+    session.execute(
+        select(Donor.id)
+        .where(Donor.id.in_(members_donors.where(PoolMember.pool_id == pool.id)))
+        .with_for_update(read=True)
+    ).all()
     composition = pool_composition(session, pool)
     now = now or utcnow()
     # Every member is judged again, now: results, deferrals and statuses may have changed since it was added.
@@ -317,8 +332,8 @@ def test_pool(
         raise WrongState(f"Pool {pool.pool_number} is open; pool tests are recorded after it is closed.")
     if (value is None) != (value_unit is None):
         raise InvalidInput(f"Pool {pool.pool_number}: a quantitative result needs both --value and --unit.")
-    if value is not None and value < 0:
-        raise InvalidInput(f"Pool {pool.pool_number}: value {value:g} is negative.")
+    if value is not None and not 0 <= value < float("inf"):  # NaN fails this too
+        raise InvalidInput(f"Pool {pool.pool_number}: value {value:g} is not a number of zero or more.")
     limited = marker in policy.product(pool.product).pool_limits_iu_per_ml
     if limited and value is not None and iu_per_ml(value, value_unit) is None:
         raise InvalidInput(f"Pool {pool.pool_number}: unit {value_unit!r} is not one of IU/mL, IU/\u00b5L (or IU/uL).")

@@ -32,7 +32,7 @@ from ..models import (
 )
 from ..parsing import parse_choice, parse_positive_int, parse_timestamp
 from ..plausibility import check_collection, check_not_future, check_result
-from ..queries.eligibility import donations_in_window, lookback_window, zone_of_donation
+from ..queries.eligibility import current_results_query, donations_in_window, lookback_window, zone_of_donation
 from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from .common import check_code, check_count, next_version, result_values, unique_or_conflict
@@ -305,6 +305,8 @@ def apply_reactive(
     """What a reactive result sets off (``markers.<marker>.on_reactive``; the required panel always defers
     permanently): reject the unit; defer the donor until a later nonreactive test, or permanently and then also
     interdict the donor's units still in inventory within the look-back window. Fills ``outcome``."""
+    # A pool closing with this donor's units waits for this transaction, or this one for the close (close_pool).
+    session.execute(select(Donor.id).where(Donor.id == unit.donor_id).with_for_update()).all()
     why = f"reactive {marker.value} on unit {unit.unit_number}"
     if unit.status in (UnitStatus.IN_INVENTORY, UnitStatus.INTERDICTED):
         old = unit.status
@@ -359,7 +361,8 @@ def apply_reactive(
             Deferral.donor_id == unit.donor_id,
             Deferral.ends_on.is_(None),
             Deferral.lifted_on.is_(None),
-            Deferral.source != DeferralSource.UNTIL_NONREACTIVE,
+            # Only a deferral for a reactive result itself: a manual permanent deferral can be lifted by hand.
+            Deferral.source == DeferralSource.REACTIVE_RESULT,
             Deferral.starts_on <= day,
         )
     ).first()
@@ -423,6 +426,15 @@ def end_deferrals_on_nonreactive(
     nonreactive result was itself collected while deferred and stays covered: the deferral is lifted from the day
     after its collection. Returns the donor codes whose deferral ended. Set-based over the given donations."""
     if policy.on_reactive(marker) != OnReactive.DEFER_UNTIL_NONREACTIVE or not donation_ids:
+        return []
+    # Only a donation whose current result for the marker is nonreactive counts: a reactive retest of it (later in
+    # the same file, or by hand) keeps the donor deferred.
+    donation_ids = [
+        donation_id
+        for donation_id, _, value, _ in session.execute(current_results_query(donation_ids, [marker.value]))
+        if value == ResultValue.NONREACTIVE.value
+    ]
+    if not donation_ids:
         return []
     rows = session.execute(
         select(Deferral, Donor.donor_code, Donation.unit_number, Donation.collected_at, zone_of_donation())
