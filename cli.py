@@ -274,9 +274,14 @@ def read_password(from_stdin: bool, prompt: str = "Password: ") -> str:
     """The password, from one line of stdin or the terminal (never echoed); read before any transaction opens."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise fail("--sign asks for the password on a terminal; without one, give it with --password-stdin.", 2)
     import getpass
 
-    return getpass.getpass(prompt)
+    try:
+        return getpass.getpass(prompt)
+    except (EOFError, KeyboardInterrupt):
+        raise fail("No password was given; nothing was signed or changed.", 2) from None
 
 
 def signed(
@@ -1473,8 +1478,7 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
             os.replace(temp, target)
     except OSError as error:
         raise fail(
-            f"Cannot write {target}: {error.strerror or error}; the previous file, if any, is unchanged.",
-            ExitCode.INVALID_INPUT,
+            f"Cannot write {target}: {error.strerror or error}; the previous file, if any, is unchanged."
         ) from None
     finally:
         temp.unlink(missing_ok=True)

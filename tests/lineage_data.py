@@ -16,10 +16,10 @@ import pytest
 from sqlmodel import Session
 
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.factories import ACTOR, NOW, bulk_units, make_step
+from tests.factories import ACTOR, APPROVER, NOW, backdate_release, bulk_units, make_consignee, make_step
 from traceability.db import make_engine
 from traceability.migrate import upgrade
-from traceability.models import LotKind, Marker, ResultValue, StepMethod
+from traceability.models import LotKind, LotUnit, Marker, ResultValue, StepMethod
 from traceability.services import lots, pools
 
 
@@ -32,7 +32,7 @@ def released_pool(session: Session, number: str, donors: int = 1000) -> list[str
         pools.test_pool(
             session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
         )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
+    pools.release_pool(session, pool_number=number, actor=APPROVER)
     return members
 
 
@@ -47,25 +47,29 @@ def build_lineage(session: Session) -> dict[str, Any]:
         lot_number="FII-1",
         product="ivig",
         kind=LotKind.INTERMEDIATE,
-        inputs=[lots.InputSpec("pool", "P-A", 700), lots.InputSpec("pool", "P-B", 650)],
+        inputs=[lots.InputSpec("pool", "P-A", 700, "L"), lots.InputSpec("pool", "P-B", 650, "L")],
         actor=ACTOR,
+        quantity=100,
+        unit=LotUnit.KG,
     )
     make_step(session, lot="FII-1", method=StepMethod.LOW_PH, enveloped=4.5, parameters={"pH": "4.0", "hours": "21"})
-    lots.release_lot(session, lot_number="FII-1", actor=ACTOR)
+    lots.release_lot(session, lot_number="FII-1", actor=APPROVER)
     lots.create_lot(
         session,
         lot_number="IVG-1",
         product="ivig",
         kind=LotKind.FINAL,
-        inputs=[lots.InputSpec("lot", "FII-1")],
+        inputs=[lots.InputSpec("lot", "FII-1", 40)],
         actor=ACTOR,
+        quantity=2000,
+        unit=LotUnit.VIALS,
     )
     make_step(session, lot="IVG-1", method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
-    lots.release_lot(session, lot_number="IVG-1", actor=ACTOR)
+    lots.release_lot(session, lot_number="IVG-1", actor=APPROVER)
+    backdate_release(session, "IVG-1")  # released "yesterday": the records are dated as of NOW
     for consignee, quantity in (("Szpital Łódź", 40), ("東京病院", 25)):
-        lots.ship_lot(
-            session, lot_number="IVG-1", consignee=consignee, quantity=quantity, shipped_on=NOW.date(), actor=ACTOR
-        )
+        to = make_consignee(session, name=consignee)
+        lots.ship_lot(session, lot_number="IVG-1", consignee=to, quantity=quantity, shipped_on=NOW.date(), actor=ACTOR)
     return {"a": a, "b": b}
 
 

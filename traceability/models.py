@@ -370,6 +370,15 @@ class Lot(Recorded, table=True):
     )
 
 
+def quantity_text(quantity: int | None, unit: str | None) -> str:
+    """A drawn quantity as people read it: a pool's millilitres in litres ("700 L"), a lot's in its unit ("40 kg")."""
+    if quantity is None:
+        return ""
+    if unit == "mL":
+        return f"{quantity / 1000:,.3f}".rstrip("0").rstrip(".") + " L"
+    return f"{quantity:,}" + (f" {unit}" if unit else "")
+
+
 class LotInput(Recorded, table=True):
     """An edge of the lineage graph: a pool or an earlier lot that went into a lot, with its quantity."""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import Cli, seeded
+from tests.factories import cli_actor
 from tests.integration.test_records import released_final_lot, released_pool
 from traceability.errors import ExitCode
 
@@ -367,7 +368,7 @@ def test_a_failed_report_write_leaves_the_previous_file_whole(run: Cli) -> None:
         "sys.argv=['plasmatrace','report','lot',sys.argv[1],'--output',sys.argv[2]];"
         "import cli;cli.app()"
     )
-    env = {**os.environ, "PLASMATRACE_DB": run.db_url, "PLASMATRACE_ACTOR": "qa"}
+    env = {**os.environ, "PLASMATRACE_DB": run.db_url, "PLASMATRACE_ACTOR": cli_actor(run.db_url, "qa")}
     done = subprocess.run(
         [sys.executable, "-c", script, lot, str(target)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )

@@ -19,7 +19,7 @@ from traceability.errors import ExitCode
 from traceability.services import pools
 
 SPEC_CODES = {ExitCode.OK, ExitCode.USAGE, ExitCode.RULE_VIOLATION, ExitCode.NOT_FOUND, ExitCode.INVALID_INPUT}
-SPEC_CODES |= {ExitCode.CONFLICT}
+SPEC_CODES |= {ExitCode.CONFLICT, ExitCode.NOT_PERMITTED}
 SKIPPED = {("demo",)}  # builds a whole site: minutes, and it refuses a database with data anyway
 
 VALUES = [

@@ -66,7 +66,9 @@ def test_verify_names_what_changed_in_the_database_and_exits_3(demo: Cli) -> Non
     report = demo.workdir / "lot.pdf"
     demo("report", "lot", lot, "--format", "pdf", "--output", str(report))
     unit = demo.json("trace", "lot", lot, "--members")["donations"][0]["unit_number"]
-    demo("donation", "correct", unit, "--set", "volume_ml=640", "--reason", "scale misread")
+    demo(
+        "donation", "correct", unit, "--set", "volume_ml=640", "--reason", "scale misread", "--deviation", "DEV-26-001"
+    )
 
     result = demo("report", "verify", str(report), code=ExitCode.RULE_VIOLATION)
     assert "no longer matches the database" in result.stderr

@@ -43,10 +43,12 @@ def test_a_lots_lineage_exports_as_epcis_that_gs1s_schema_accepts(built: tuple[S
         e["outputEPCList"][0]: e for e in events(document, "TransformationEvent") if e["bizStep"] != "assembling"
     }
     assert created["urn:plasmatrace:lot:FII-1"]["inputQuantityList"] == [
-        {"epcClass": "urn:plasmatrace:pool:P-A", "quantity": 700},
-        {"epcClass": "urn:plasmatrace:pool:P-B", "quantity": 650},
+        {"epcClass": "urn:plasmatrace:pool:P-A", "quantity": 700, "uom": "LTR"},
+        {"epcClass": "urn:plasmatrace:pool:P-B", "quantity": 650, "uom": "LTR"},
     ]
-    assert created["urn:plasmatrace:lot:IVG-1"]["inputEPCList"] == ["urn:plasmatrace:lot:FII-1"]
+    assert created["urn:plasmatrace:lot:IVG-1"]["inputQuantityList"] == [
+        {"epcClass": "urn:plasmatrace:lot:FII-1", "quantity": 40, "uom": "KGM"}
+    ]
 
 
 def test_steps_carry_their_parameters_and_shipments_are_shipping_events_to_the_consignee(
@@ -72,7 +74,9 @@ def test_steps_carry_their_parameters_and_shipments_are_shipping_events_to_the_c
 def test_a_corrected_donation_is_declared_in_error_and_points_at_its_correction(session: Session) -> None:
     made = build_lineage(session)
     unit = made["a"][0]
-    units.correct_donation(session, unit_number=unit, changes={"volume_ml": "655"}, reason="scale misread", actor=ACTOR)
+    units.correct_donation(
+        session, unit_number=unit, changes={"volume_ml": "655"}, reason="scale misread", actor=ACTOR, deviation="DEV-1"
+    )
     document = export(session, pool_number="P-A")
 
     assert epcis_errors(document) == []

@@ -10,9 +10,20 @@ import pytest
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, bulk_units, make_lot, make_step
+from tests.factories import ACTOR, APPROVER, NOW, backdate_release, bulk_units, make_consignee, make_lot, make_step
 from traceability.errors import InputNotReleased, LotNotReleasable, LotNotShippable, WrongState
-from traceability.models import AuditEvent, Lot, LotKind, LotStatus, Marker, Pool, PoolStatus, ResultValue, StepMethod
+from traceability.models import (
+    AuditEvent,
+    Consignee,
+    Lot,
+    LotKind,
+    LotStatus,
+    Marker,
+    Pool,
+    PoolStatus,
+    ResultValue,
+    StepMethod,
+)
 from traceability.models import StepOutcome as Outcome
 from traceability.queries.clearance import lot_blockers
 from traceability.queries.lineage import trace_lot
@@ -43,7 +54,7 @@ def released_pool(session: Session, number: str, *, product: str = "ivig", b19: 
         )
         if outcome.quarantined:
             return number
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
+    pools.release_pool(session, pool_number=number, actor=APPROVER)
     return number
 
 
@@ -54,7 +65,10 @@ def status(session: Session, lot_number: str) -> tuple[LotStatus, str | None]:
 
 
 def ship(session: Session, lot_number: str, consignee: str = "Hospital B") -> None:
-    lots.ship_lot(session, lot_number=lot_number, consignee=consignee, quantity=1, shipped_on=NOW.date(), actor=ACTOR)
+    backdate_release(session, lot_number)  # released "yesterday": the records are dated as of NOW
+    known = session.execute(select(Consignee.code).where(Consignee.name == consignee)).scalar()
+    to = known or make_consignee(session, name=consignee)
+    lots.ship_lot(session, lot_number=lot_number, consignee=to, quantity=1, shipped_on=NOW.date(), actor=ACTOR)
 
 
 def lineage(session: Session) -> tuple[str, str, str]:
@@ -62,10 +76,10 @@ def lineage(session: Session) -> tuple[str, str, str]:
     released_pool(session, "P-A")
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     intermediate = make_lot(session, lot_number="INT-A", inputs=[("pool", "P-A")], kind=LotKind.INTERMEDIATE)
-    lots.release_lot(session, lot_number=intermediate, actor=ACTOR)
+    lots.release_lot(session, lot_number=intermediate, actor=APPROVER)
     final = make_lot(session, lot_number="FIN-A", inputs=[("lot", intermediate)])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.5)
-    lots.release_lot(session, lot_number=final, actor=ACTOR)
+    lots.release_lot(session, lot_number=final, actor=APPROVER)
     ship(session, final, "Hospital A")
     pending = make_lot(session, lot_number="FIN-P", inputs=[("lot", intermediate)])
     make_step(session, lot=pending, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.5)
@@ -87,13 +101,13 @@ def ladder(session: Session, depth: int) -> tuple[str, str]:
             number = f"LAD-{level:02d}{side}"
             inputs = [("pool", "P-T")] if level == 0 else [("lot", n) for n in below]
             make_lot(session, lot_number=number, inputs=inputs, kind=LotKind.INTERMEDIATE)
-            lots.release_lot(session, lot_number=number, actor=ACTOR)
+            lots.release_lot(session, lot_number=number, actor=APPROVER)
             here.append(number)
         below = here
     released_pool(session, "P-U")
     make_step(session, pool="P-U", method=StepMethod.NANOFILTRATION, non_enveloped=5.0)
     make_lot(session, lot_number="INT-U", inputs=[("pool", "P-U")], kind=LotKind.INTERMEDIATE)
-    lots.release_lot(session, lot_number="INT-U", actor=ACTOR)
+    lots.release_lot(session, lot_number="INT-U", actor=APPROVER)
     return below[0], below[1]
 
 
@@ -110,7 +124,7 @@ def test_the_clearance_check_covers_every_one_of_2_to_the_20_paths_and_names_the
     started = time.perf_counter()
     mixed = final_from(session, "FIN-MIX", [top_a, top_b, "INT-U"])
     with pytest.raises(LotNotReleasable) as refused:
-        lots.release_lot(session, lot_number=mixed, actor=ACTOR)
+        lots.release_lot(session, lot_number=mixed, actor=APPROVER)
     assert refused.value.problems == [
         "path P-U -> INT-U -> FIN-MIX: 1 effective step(s) of different mechanisms against enveloped viruses "
         "(at least 4 log; cumulative 5 log); 2 are required"
@@ -122,7 +136,7 @@ def test_the_clearance_check_covers_every_one_of_2_to_the_20_paths_and_names_the
         ship(session, mixed)
 
     treated = final_from(session, "FIN-LAD", [top_a, top_b])
-    lots.release_lot(session, lot_number=treated, actor=ACTOR)
+    lots.release_lot(session, lot_number=treated, actor=APPROVER)
     ship(session, treated)
     trace = trace_lot(session, treated)
     assert trace.clearance_problems == []
@@ -133,7 +147,7 @@ def test_the_clearance_check_covers_every_one_of_2_to_the_20_paths_and_names_the
 
     untreated = final_from(session, "FIN-U", ["INT-U"])
     with pytest.raises(LotNotReleasable, match="path P-U -> INT-U -> FIN-U: 1 effective step"):
-        lots.release_lot(session, lot_number=untreated, actor=ACTOR)
+        lots.release_lot(session, lot_number=untreated, actor=APPROVER)
     assert time.perf_counter() - started < 10
 
 
@@ -148,10 +162,10 @@ def test_a_step_of_exactly_min_step_log_is_not_counted_and_one_just_above_is(
     # A site that counts only steps of more than 4 log (min_step_log raised to the effective level)
     strict = Policy(clearance=ClearancePolicy(min_step_log=4.0))
     if releasable:
-        lots.release_lot(session, lot_number=final, actor=ACTOR, policy=strict)
+        lots.release_lot(session, lot_number=final, actor=APPROVER, policy=strict)
         return
     with pytest.raises(LotNotReleasable, match="path P-A -> FIN-1: 1 effective step"):
-        lots.release_lot(session, lot_number=final, actor=ACTOR, policy=strict)
+        lots.release_lot(session, lot_number=final, actor=APPROVER, policy=strict)
 
 
 @pytest.mark.parametrize(("claimed", "cumulative"), [(1.0, 11.0), (1.01, 12.01)])
@@ -163,7 +177,7 @@ def test_a_step_of_exactly_1_log_is_not_added_to_the_cumulative_clearance(
     make_step(session, pool="P-A", method=StepMethod.LOW_PH, enveloped=claimed)
     final = make_lot(session, lot_number="FIN-1", inputs=[("pool", "P-A")])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=5.0)
-    lots.release_lot(session, lot_number=final, actor=ACTOR)
+    lots.release_lot(session, lot_number=final, actor=APPROVER)
     assert trace_lot(session, final).clearance[0]["cumulative_log10"]["enveloped"] == cumulative
 
 
@@ -198,7 +212,7 @@ def test_a_reactive_hcv_rna_retest_of_a_released_pool_quarantines_it_and_holds_e
     with pytest.raises(WrongState, match="Lot FIN-A is quarantined \\(pool P-A hcv-rna: reactive \\(version 2\\)\\)"):
         ship(session, final)
     with pytest.raises(WrongState, match="Lot FIN-P is quarantined"):
-        lots.release_lot(session, lot_number=pending, actor=ACTOR)
+        lots.release_lot(session, lot_number=pending, actor=APPROVER)
     with pytest.raises(InputNotReleased, match="pool P-A is quarantined"):
         make_lot(session, lot_number="FIN-NEW", inputs=[("pool", "P-A")])
 
@@ -215,12 +229,14 @@ def test_release_and_shipment_recheck_the_current_tests_of_every_pool_upstream_e
     session.execute(update(Lot).where(Lot.lot_number.in_([intermediate, final])).values(status=LotStatus.RELEASED))
     session.execute(update(Lot).where(Lot.lot_number == pending).values(status=LotStatus.PENDING))
     session.expire_all()
+    make_consignee(session, name="Hospital B")
+    backdate_release(session, final)
     audit_before = session.execute(select(AuditEvent.seq).order_by(AuditEvent.seq.desc())).scalars().first()
     with pytest.raises(LotNotShippable) as refused:
         ship(session, final)
     assert refused.value.problems == ["pool P-A: hcv-rna: reactive (version 2)"]
     with pytest.raises(LotNotReleasable, match="pool P-A: hcv-rna: reactive \\(version 2\\)"):
-        lots.release_lot(session, lot_number=pending, actor=ACTOR)
+        lots.release_lot(session, lot_number=pending, actor=APPROVER)
     assert session.execute(select(AuditEvent.seq).order_by(AuditEvent.seq.desc())).scalars().first() == audit_before
 
 
@@ -235,12 +251,12 @@ def test_an_invalid_current_pool_test_holds_release_and_shipment_until_a_retest_
     with pytest.raises(LotNotShippable, match="pool P-A: hcv-rna: result invalid \\(version 2\\), retest needed"):
         ship(session, final)
     with pytest.raises(LotNotReleasable, match="retest needed"):
-        lots.release_lot(session, lot_number=pending, actor=ACTOR)
+        lots.release_lot(session, lot_number=pending, actor=APPROVER)
     pools.test_pool(
         session, pool_number="P-A", marker=Marker.HCV_RNA, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
     )
     ship(session, final)
-    lots.release_lot(session, lot_number=pending, actor=ACTOR)
+    lots.release_lot(session, lot_number=pending, actor=APPROVER)
 
 
 @pytest.mark.parametrize(
@@ -278,7 +294,7 @@ def test_a_failed_step_or_deviation_recorded_later_on_an_upstream_pool_holds_eve
     with pytest.raises(LotNotShippable, match=f"step {key} \\(low-ph\\) {why}"):
         ship(session, final)
     with pytest.raises(LotNotReleasable, match=f"step {key} \\(low-ph\\) {why}"):
-        lots.release_lot(session, lot_number=pending, actor=ACTOR)
+        lots.release_lot(session, lot_number=pending, actor=APPROVER)
 
 
 def test_a_completed_step_added_to_a_released_pool_holds_nothing(session: Session) -> None:
@@ -301,7 +317,7 @@ def test_closing_the_deviation_lifts_the_holds_it_caused_unless_something_else_b
         (LotStatus.PENDING, None),
     ]
     ship(session, final)
-    lots.release_lot(session, lot_number=pending, actor=ACTOR)
+    lots.release_lot(session, lot_number=pending, actor=APPROVER)
 
     other = make_step(session, pool="P-A", method=StepMethod.LOW_PH, enveloped=4.0, outcome=Outcome.DEVIATION)
     make_step(session, pool="P-A", method=StepMethod.PASTEURIZATION, enveloped=4.0, outcome=Outcome.FAILED)

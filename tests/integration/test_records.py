@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from tests.factories import (
     ACTOR,
+    APPROVER,
     NOW,
     backdate_release,
     bulk_units,
@@ -49,7 +50,7 @@ def released_pool(session: Session, number: str, *, donors_count: int = 1000, vo
         pools.test_pool(
             session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
         )
-    pools.release_pool(session, pool_number=number, actor=ACTOR)
+    pools.release_pool(session, pool_number=number, actor=APPROVER)
     return members
 
 
@@ -57,7 +58,7 @@ def released_final_lot(session: Session, pool: str, lot: str = "IVG-1", quantity
     make_step(session, pool=pool, method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     number = make_lot(session, lot_number=lot, inputs=[("pool", pool)], quantity=quantity)
     make_step(session, lot=number, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.2)
-    lots.release_lot(session, lot_number=number, actor=ACTOR)
+    lots.release_lot(session, lot_number=number, actor=APPROVER)
     backdate_release(session, number)
     return number
 
@@ -158,7 +159,7 @@ def test_draws_from_a_lot_are_in_its_unit_and_stay_within_its_quantity(session: 
         quantity=120,
         unit=LotUnit.KG,
     )
-    lots.release_lot(session, lot_number=paste, actor=ACTOR)
+    lots.release_lot(session, lot_number=paste, actor=APPROVER)
     make_lot(session, lot_number="IVG-A", inputs=[("lot", paste)], draw=100)
     with pytest.raises(OverBalance, match=r"Lot PASTE-L has 20 kg left \(120 kg, 100 drawn, 0 shipped\)"):
         make_lot(session, lot_number="IVG-B", inputs=[("lot", paste)], draw=21)

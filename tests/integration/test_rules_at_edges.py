@@ -9,7 +9,16 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, make_donor, make_establishment, make_lot, make_released_pool, make_unit
+from tests.factories import (
+    ACTOR,
+    APPROVER,
+    NOW,
+    make_donor,
+    make_establishment,
+    make_lot,
+    make_released_pool,
+    make_unit,
+)
 from traceability.errors import IneligibleUnits, InvalidInput, WrongProduct
 from traceability.models import Deferral, DeferralSource, Donation, LotKind, Marker, ResultValue, UnitStatus
 from traceability.services import donors, lookback, pools, units
@@ -268,7 +277,7 @@ def test_an_anti_d_final_lot_cannot_be_made_from_ivig_pools_even_through_an_inte
     )
     from traceability.services import lots
 
-    lots.release_lot(session, lot_number=paste, actor=ACTOR)
+    lots.release_lot(session, lot_number=paste, actor=APPROVER)
     with pytest.raises(WrongProduct, match=f"pool {ivig_pool} was made for ivig"):
         make_lot(session, inputs=[("lot", paste)], lot_number="AD-2", product="anti-d")
     assert make_lot(session, inputs=[("lot", paste)], lot_number="IVG-OK", product="ivig")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from tests.factories import ACTOR, make_consignee, make_donor, make_unit
+from tests.factories import cli_actor, make_consignee, make_donor, make_unit
 from tests.integration.test_records import released_final_lot, released_pool
 from traceability.db import make_engine
 from traceability.errors import ExitCode
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_at_once(db_url: str, commands: list[list[str]]) -> list[tuple[int, str]]:
-    env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": ACTOR}
+    env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": cli_actor(db_url)}
     procs = [
         subprocess.Popen(
             [sys.executable, "cli.py", *args],

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.factories import ACTOR, NOW, make_lot, make_step
+from tests.factories import ACTOR, APPROVER, NOW, make_lot, make_step
 from tests.integration.test_holds import released_pool
 from traceability.db import make_engine
 from traceability.models import Lot, LotStatus, Marker, ResultValue, StepMethod
@@ -44,7 +44,7 @@ def test_a_pool_retest_during_a_lot_release_waits_and_then_holds_the_released_lo
             retest_done.set()
 
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        lots.release_lot(session, lot_number="FIN-1", actor=ACTOR)
+        lots.release_lot(session, lot_number="FIN-1", actor=APPROVER)
         worker = threading.Thread(target=retest)
         worker.start()
         time.sleep(1.0)

@@ -40,9 +40,9 @@ def test_the_picture_has_pools_and_lots_with_counts_and_inputs_with_quantities_n
     assert "status: released" in nodes["lot:IVG-1"].lines
     edges = {(e.source, e.target): e.label for e in report.graph.edges}
     assert edges == {
-        ("pool:P-A", "lot:FII-1"): "700",
-        ("pool:P-B", "lot:FII-1"): "650",
-        ("lot:FII-1", "lot:IVG-1"): "",
+        ("pool:P-A", "lot:FII-1"): "700 L",
+        ("pool:P-B", "lot:FII-1"): "650 L",
+        ("lot:FII-1", "lot:IVG-1"): "40 kg",
     }
     assert not any(n.alert for n in report.graph.nodes)
 
@@ -70,7 +70,7 @@ def test_both_layouts_place_every_box_without_overlap_and_draw_every_arrow(
         pools_x = max(drawn.boxes[i].x for i in ("pool:P-A", "pool:P-B"))
         assert pools_x < drawn.boxes["lot:FII-1"].x < drawn.boxes["lot:IVG-1"].x  # inputs left of outputs
         svg = lineage_graph.to_svg(graph, drawn)
-        assert svg.count("<rect") == 4 and svg.count("marker-end") == 3 and ">700<" in svg
+        assert svg.count("<rect") == 4 and svg.count("marker-end") == 3 and ">700 L<" in svg
         assert "A9999" not in svg  # never a donation
 
 
@@ -86,7 +86,7 @@ def test_quarantines_open_cases_reactive_donors_and_deviations_are_flagged(sessi
         lot_number="FII-2",
         product="ivig",
         kind="intermediate",
-        inputs=[lots.InputSpec("pool", "P-A")],
+        inputs=[lots.InputSpec("pool", "P-A", 10, "L")],
         actor=ACTOR,
     )
     inactivation.add_step(
@@ -117,9 +117,14 @@ def test_quarantines_open_cases_reactive_donors_and_deviations_are_flagged(sessi
     session.flush()
 
     report = build_report(session, "lot", "IVG-1")
-    assert section(report, "Holds and quarantines").rows == [
-        ["pool", "P-B", "quarantined", "HCV RNA version 2 reactive"]
-    ]
+    # The open deviation recorded on P-A holds every lot made from it (FII-1, and IVG-1 from FII-1).
+    held = section(report, "Holds and quarantines").rows
+    assert ["pool", "P-B", "quarantined", "HCV RNA version 2 reactive"] in held
+    assert {(r[0], r[1], r[2]) for r in held if r[0] == "lot"} == {
+        ("lot", "FII-1", "quarantined"),
+        ("lot", "IVG-1", "quarantined"),
+    }
+    assert all("step P-A-S2 (low-ph) has an open deviation on pool P-A" in r[3] for r in held if r[0] == "lot")
     cases = section(report, "Open look-back cases").rows
     assert [c[0] for c in cases] == [case.case.case_number if hasattr(case, "case") else cases[0][0]]
     assert cases[0][1] == donor_code and f"{made['a'][0]} (P-A)" in cases[0][4]
@@ -152,7 +157,12 @@ def test_pool_tests_show_every_version_and_which_is_current(session: Session) ->
 def test_the_history_lays_out_old_and_new_values_and_includes_corrections(session: Session) -> None:
     made = build_lineage(session)
     units.correct_donation(
-        session, unit_number=made["b"][3], changes={"volume_ml": "612"}, reason="scale misread", actor=ACTOR
+        session,
+        unit_number=made["b"][3],
+        changes={"volume_ml": "612"},
+        reason="scale misread",
+        actor=ACTOR,
+        deviation="DEV-1",
     )
     report = build_report(session, "lot", "IVG-1")
     corrected = [h for h in report.history if h.action == "donation.corrected"]

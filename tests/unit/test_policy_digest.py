@@ -10,4 +10,4 @@ def test_the_same_policy_has_the_same_digest_and_any_change_gives_another() -> N
     assert len(digest) == 64 and int(digest, 16) >= 0
     assert policy_digest(Policy()) == digest
     assert policy_digest(Policy(hold_days=61)) != digest
-    assert policy_digest(Policy(lookback_days=366)) != digest
+    assert policy_digest(Policy(lookback_months=13)) != digest

@@ -172,7 +172,7 @@ def _lot_events(session: Session, lots: dict[int, Lot]) -> list[dict[str, Any]]:
             if edge.quantity is None:
                 epcs.append(uri)
             else:
-                quantities.append({"epcClass": uri, "quantity": edge.quantity})
+                quantities.append({"epcClass": uri, **_measured(edge.quantity, edge.quantity_unit)})
         event: dict[str, Any] = {
             "type": "TransformationEvent",
             "eventID": _event_id("lot", lot.lot_number),
@@ -280,7 +280,12 @@ def _shipment_events(session: Session, lots: dict[int, Lot]) -> list[dict[str, A
             "recordTime": _time(s.created_at),
             "eventTimeZoneOffset": "+00:00",
             "epcList": [],
-            "quantityList": [{"epcClass": lot_uri(lots[s.lot_id].lot_number), "quantity": s.quantity}],
+            "quantityList": [
+                {
+                    "epcClass": lot_uri(lots[s.lot_id].lot_number),
+                    **_measured(s.quantity, lots[s.lot_id].unit.value if lots[s.lot_id].unit else None),
+                }
+            ],
             "action": "OBSERVE",
             "bizStep": "shipping",
             "disposition": "in_transit",
@@ -404,3 +409,15 @@ def export_epcis(session: Session, scope: Scope) -> dict[str, Any]:
 
 def dumps(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+_UOM = {"mL": ("LTR", 0.001), "L": ("LTR", 1.0), "kg": ("KGM", 1.0), "g": ("GRM", 1.0)}
+"""UN/CEFACT codes (EPCIS 2.0 quantity uom) of the units plasmatrace keeps; vials and bottles are counts."""
+
+
+def _measured(quantity: int, unit: str | None) -> dict[str, Any]:
+    """An EPCIS quantity element: litres, kilograms or grams with their UN/CEFACT code; a count without one."""
+    code = _UOM.get(unit or "")
+    if code is None:
+        return {"quantity": quantity}
+    return {"quantity": round(quantity * code[1], 6), "uom": code[0]}

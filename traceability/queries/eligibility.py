@@ -269,7 +269,7 @@ def unit_facts(
     deferrals = deferrals_by_donor(session, donor_ids)
     cases = _open_cases(session, [r.id for r in rows])
     reactive = _reactive_donors(session, donor_ids, policy)
-    others = _reactive_off_panel(session, [r.id for r in rows], policy)
+    off_panel = _reactive_off_panel(session, [r.id for r in rows], policy)
 
     facts: dict[str, UnitFacts] = {}
     for r in rows:
@@ -299,7 +299,7 @@ def unit_facts(
             timezone=r.timezone,
             open_case=cases.get(r.id),
             donor_reactive="; ".join(turned) or None,
-            other_reactive=tuple(sorted(others.get(r.id, ()))),
+            other_reactive=tuple(sorted(off_panel.get(r.id, ()))),
         )
     return facts
 

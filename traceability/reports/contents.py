@@ -32,6 +32,7 @@ from ..models import (
     Step,
     StepOutcome,
     TestResult,
+    quantity_text,
 )
 from ..queries.graph import downstream_lots, upstream
 from ..queries.lookup import get_lot, get_pool
@@ -47,24 +48,26 @@ class Lineage:
 
     pool_ids: set[int]
     lot_ids: set[int]
-    edges: list[tuple[int, str, int, int | None]] = field(default_factory=list)
+    edges: list[tuple[int, str, int, int | None, str | None]] = field(default_factory=list)
     case_numbers: set[str] = field(default_factory=set)
 
 
-def _edges(session: Session, lot_ids: set[int], pool_ids: set[int]) -> list[tuple[int, str, int, int | None]]:
+def _edges(
+    session: Session, lot_ids: set[int], pool_ids: set[int]
+) -> list[tuple[int, str, int, int | None, str | None]]:
     if not lot_ids:
         return []
     rows = session.execute(
-        select(LotInput.lot_id, LotInput.input_pool_id, LotInput.input_lot_id, LotInput.quantity).where(
-            LotInput.lot_id.in_(lot_ids)
-        )
+        select(
+            LotInput.lot_id, LotInput.input_pool_id, LotInput.input_lot_id, LotInput.quantity, LotInput.quantity_unit
+        ).where(LotInput.lot_id.in_(lot_ids))
     )
     edges = []
-    for lot_id, pool_id, input_lot, quantity in rows:
+    for lot_id, pool_id, input_lot, quantity, unit in rows:
         if pool_id is not None and pool_id in pool_ids:
-            edges.append((lot_id, "pool", pool_id, quantity))
+            edges.append((lot_id, "pool", pool_id, quantity, unit))
         elif input_lot is not None and input_lot in lot_ids:
-            edges.append((lot_id, "lot", input_lot, quantity))
+            edges.append((lot_id, "lot", input_lot, quantity, unit))
     return sorted(edges, key=lambda e: (e[0], e[1], e[2]))
 
 
@@ -157,9 +160,9 @@ def lineage_graph(session: Session, lineage: Lineage) -> LineageGraph:
         graph.nodes.append(
             Node(f"lot:{lot.lot_number}", "lot", lot.lot_number, lines, status in ALERT_STATUSES or held)
         )
-    for lot_id, kind, source, quantity in lineage.edges:
+    for lot_id, kind, source, quantity, unit in lineage.edges:
         source_id = f"pool:{pool_names[source]}" if kind == "pool" else f"lot:{names[source]}"
-        graph.edges.append(Edge(source_id, f"lot:{names[lot_id]}", "" if quantity is None else f"{quantity:,}"))
+        graph.edges.append(Edge(source_id, f"lot:{names[lot_id]}", quantity_text(quantity, unit)))
     return graph
 
 

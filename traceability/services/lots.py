@@ -144,6 +144,7 @@ def create_lot(
     locked, so two lots drawing at once cannot both take the last of it). Raises InvalidInput, InputNotReleased,
     WrongProduct, LineageCycle, DuplicateKey, OverBalance, QuantityNotRecorded."""
     lot_number = check_code(lot_number, "Lot number")
+    kind = LotKind(kind)
     product = product.strip()
     if not product:
         raise InvalidInput(f"Lot {lot_number} needs a product.")

@@ -327,6 +327,7 @@ def test_pool(
     lacks its quantity, does not pass either: nothing downstream is released or shipped until a retest passes
     (``lot_blockers``). Raises WrongState, InvalidInput.
     """
+    marker, result = Marker(marker), ResultValue(result)
     pool = get_pool(session, pool_number, for_update=True)
     if pool.status == PoolStatus.OPEN:
         raise WrongState(f"Pool {pool.pool_number} is open; pool tests are recorded after it is closed.")
