@@ -6,6 +6,7 @@ CSV go to stdout.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session
 
 from traceability import audit, db
 from traceability.config import Settings
-from traceability.errors import DatabaseUnavailable, ExitCode, TraceabilityError
+from traceability.errors import CheckConstraintFailed, DatabaseUnavailable, ExitCode, TraceabilityError
 from traceability.models import (
     EstablishmentKind,
     LotKind,
@@ -156,6 +157,14 @@ def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[Session]:
         raise fail(error) from None
     except ProgrammingError as error:
         raise fail(DatabaseUnavailable(db.describe_operational_error(error, ctx.obj.settings.database_url))) from None
+    except IntegrityError as error:
+        check = _CHECK_FAILED.search(str(error.orig))  # SQLite and PostgreSQL both name the constraint
+        if check is None:
+            raise
+        raise fail(CheckConstraintFailed(check.group(1))) from None
+
+
+_CHECK_FAILED = re.compile(r"check constraint(?: failed:)?\s+\"?(ck_\w+)", re.IGNORECASE)
 
 
 def when(text: str | None, what: str) -> datetime | None:
