@@ -43,7 +43,6 @@ CONSIGNEES = ["St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow", "Universi
 class DemoResult:
     pools: list[str] = field(default_factory=list)
     final_lots: list[str] = field(default_factory=list)
-    intermediate: str = ""
     recall_donor: str = ""
     files: dict[str, int] = field(default_factory=dict)
 
@@ -290,7 +289,6 @@ def build(
             actor=actor,
         )
         lots.release_lot(session, lot_number=paste, actor=actor, policy=policy)
-    result.intermediate = paste
     for k in (1, 2):
         final = f"IVG-{now:%y}-{k:03d}"
         with work() as session:

@@ -155,10 +155,6 @@ class UnitsAlreadyPooled(Conflict):
         self.pooled = pooled
 
 
-class ConcurrentChange(Conflict):
-    pass
-
-
 # --- rules -----------------------------------------------------------------------------------------------------
 
 
