@@ -918,9 +918,7 @@ MembersOption = Annotated[bool, typer.Option("--members", help="Include every do
 
 
 @trace_app.command("donor")
-def trace_donor(
-    ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
-) -> None:
+def trace_donor(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table) -> None:
     """Every donation of a donor and where it went: inventory, pool, lots, consignees. Example: plasmatrace trace donor D-000123 --format json"""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_donor(session, code, policy=ctx.obj.policy)
@@ -928,9 +926,7 @@ def trace_donor(
 
 
 @trace_app.command("unit")
-def trace_unit(
-    ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
-) -> None:
+def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table) -> None:
     """One unit forward: results, pool, lots, shipments. Example: plasmatrace trace unit "=A99992612345600\""""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_unit(session, unit)
