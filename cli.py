@@ -147,6 +147,10 @@ def main(
         raise fail(error) from None
 
 
+# How SQLite and PostgreSQL name the CHECK constraint a row broke.
+_CHECK_FAILED = re.compile(r"check constraint(?: failed:)?\s+\"?(ck_\w+)", re.IGNORECASE)
+
+
 @contextmanager
 def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[Session]:
     """One unit of work: commit on success; an expected failure prints its message and exits with its code."""
@@ -162,9 +166,6 @@ def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[Session]:
         if check is None:
             raise
         raise fail(CheckConstraintFailed(check.group(1))) from None
-
-
-_CHECK_FAILED = re.compile(r"check constraint(?: failed:)?\s+\"?(ck_\w+)", re.IGNORECASE)
 
 
 def when(text: str | None, what: str) -> datetime | None:
