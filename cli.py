@@ -29,6 +29,7 @@ from sqlmodel import Session
 from traceability import audit, db, identity
 from traceability.config import Settings
 from traceability.errors import (
+    CheckConstraintFailed,
     DatabaseUnavailable,
     ExitCode,
     InvalidInput,
@@ -206,6 +207,10 @@ def _say_on_interrupt() -> None:
     signal.signal(signal.SIGINT, interrupted)
 
 
+# How SQLite and PostgreSQL name the CHECK constraint a row broke.
+_CHECK_FAILED = re.compile(r"check constraint(?: failed:)?\s+\"?(ck_\w+)", re.IGNORECASE)
+
+
 @contextmanager
 def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None) -> Iterator[Session]:
     """One unit of work: establish who is acting and check their role (a writing command needs ``role``, by
@@ -247,6 +252,9 @@ def work(ctx: typer.Context, *, readonly: bool = False, role: Role | None = None
             ) from None
         raise fail(DatabaseUnavailable(db.describe_operational_error(error, url))) from None
     except IntegrityError as error:
+        check = _CHECK_FAILED.search(str(error.orig))  # SQLite and PostgreSQL both name the constraint
+        if check is not None:
+            raise fail(CheckConstraintFailed(check.group(1))) from None
         first = str(error.orig).strip().splitlines()[0] if error.orig is not None else ""
         raise fail(
             f"The change collided with another one made at the same time (or with a record that exists): {first}. "
@@ -1188,9 +1196,7 @@ MembersOption = Annotated[bool, typer.Option("--members", help="Include every do
 
 
 @trace_app.command("donor")
-def trace_donor(
-    ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
-) -> None:
+def trace_donor(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table) -> None:
     """Every donation of a donor and where it went: inventory, pool, lots, consignees. Example: plasmatrace trace donor D-000123 --format json"""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_donor(session, code, policy=ctx.obj.policy)
@@ -1198,9 +1204,7 @@ def trace_donor(
 
 
 @trace_app.command("unit")
-def trace_unit(
-    ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
-) -> None:
+def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table) -> None:
     """One unit forward: results, pool, lots, shipments. Example: plasmatrace trace unit "=A99992612345600\""""
     with work(ctx, readonly=True) as session:
         trace = lineage.trace_unit(session, unit)

@@ -81,11 +81,6 @@ def database_files(url: str) -> list[Path]:
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
-def is_sqlite(engine_or_url: Engine | str) -> bool:
-    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
-    return url.get_backend_name() == "sqlite"
-
-
 def make_engine(url: str, *, lock_timeout_s: float = 30.0, echo: bool = False) -> Engine:
     """An engine with foreign keys on and WAL for SQLite, psycopg 3 for PostgreSQL."""
     url = normalise_database_url(url)

@@ -58,7 +58,6 @@ CONSIGNEES = [
 class DemoResult:
     pools: list[str] = field(default_factory=list)
     final_lots: list[str] = field(default_factory=list)
-    intermediate: str = ""
     recall_donor: str = ""
     files: dict[str, int] = field(default_factory=dict)
 
@@ -378,7 +377,6 @@ def build(
         lots.release_lot(session, lot_number=paste, actor=approver, policy=policy)
         if people:
             _sign(session, APPROVER, "lot", paste)
-    result.intermediate = paste
     for k in (1, 2):
         final = f"IVG-{now:%y}-{k:03d}"
         with work() as session:

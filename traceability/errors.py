@@ -114,6 +114,17 @@ class InvalidPolicy(InvalidInput):
     pass
 
 
+class CheckConstraintFailed(InvalidInput):
+    """The database refused a value by one of its CHECK constraints (e.g. a schema older than this version)."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(
+            f"The database refused the change: it breaks its constraint {constraint}; nothing was written. "
+            "If the database was made by an older version of plasmatrace, upgrade it with: plasmatrace init"
+        )
+        self.constraint = constraint
+
+
 class InvalidImportFile(InvalidInput):
     """A file with at least one bad row; ``problems`` lists every one as FILE:LINE: column: message."""
 
@@ -154,10 +165,6 @@ class UnitsAlreadyPooled(Conflict):
             + more
         )
         self.pooled = pooled
-
-
-class ConcurrentChange(Conflict):
-    pass
 
 
 # --- rules -----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from tests.cli.conftest import Cli
 from tests.factories import cli_actor
-from traceability.db import is_sqlite, make_engine
+from traceability.db import make_engine
 from traceability.errors import ExitCode
 
 
@@ -18,7 +18,7 @@ def tamper(db_url: str, statement: str, **params: object) -> None:
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            if is_sqlite(engine):
+            if engine.url.get_backend_name() == "sqlite":
                 conn.execute(text("DROP TRIGGER IF EXISTS audit_event_no_update"))
                 conn.execute(text("DROP TRIGGER IF EXISTS audit_event_no_delete"))
             else:

@@ -106,6 +106,16 @@ def test_every_command_has_help_text_with_an_example(item: Node) -> None:
     assert "Traceback" not in result.output
 
 
+def test_members_is_offered_by_the_pool_and_lot_traces_only() -> None:
+    """A donor trace lists every donation of the donor already, and a unit is one donation: its pool's other
+    members are `trace pool POOL --members`."""
+    offered = {label(item) for item in LEAVES if any("--members" in p.opts for p in item[1].params)}
+    assert {"trace pool", "trace lot"} <= offered
+    assert not {"trace donor", "trace unit"} & offered
+    result = CliRunner().invoke(cli.app, ["trace", "donor", "D-000123", "--members"])
+    assert result.exit_code == 2 and "--members" in result.output
+
+
 def test_cli_py_help_runs_as_a_script_from_the_repository_root() -> None:
     done = subprocess.run(
         [sys.executable, "cli.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False

@@ -11,9 +11,10 @@ import pytest
 from traceability.identifiers import UnitScheme
 from traceability.importers import readers
 from traceability.importers.load import ImportReport, default_rejects_path
-from traceability.importers.readers import MAX_CELL_CHARS, Resume, read_records, scan
+from traceability.importers.readers import MAX_CELL_CHARS, RecordStream, Resume, read_records
 from traceability.importers.rows import (
     COLUMNS,
+    Columns,
     DonationRow,
     DonorRow,
     ImportKind,
@@ -346,6 +347,14 @@ def write(tmp_path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8", newline="")
     return path
+
+
+def scan(path: Path, columns: Columns) -> RecordStream:
+    """The whole file read through: its SHA-256, data rows, header and the problems that stop the whole file."""
+    stream = read_records(path, columns)
+    for _ in stream:
+        pass
+    return stream
 
 
 def rendered(path: Path, kind: ImportKind = ImportKind.DONATIONS) -> list[str]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ARRAY, ColumnElement, Connection, String, Table, bindparam, func, insert, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from .. import audit
@@ -995,16 +995,20 @@ def _copy(driver: Any, pending: _Pending) -> int:
     """COPY ... FROM STDIN of the rows' COPY data through psycopg 3, in the connection's transaction; the table's
     highest id after it. Runs in the writing thread, which holds the interpreter only to start and end: the data
     goes to the server while the importing thread checks the next chunk and leaves the connection alone."""
+    import psycopg
     from psycopg import sql
 
     table = sql.Identifier(pending.table.name)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         table, sql.SQL(", ").join(sql.Identifier(n) for n in pending.names)
     )
-    with driver.cursor() as cursor:
-        with cursor.copy(statement) as copy:
-            copy.write(pending.data)
-        return cursor.execute(sql.SQL("SELECT max(id) FROM {}").format(table)).fetchone()[0]
+    try:
+        with driver.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                copy.write(pending.data)
+            return cursor.execute(sql.SQL("SELECT max(id) FROM {}").format(table)).fetchone()[0]
+    except psycopg.IntegrityError as error:  # raised as SQLAlchemy raises it for every other write
+        raise IntegrityError(statement.as_string(driver), None, error) from error
 
 
 def _quietly(wait: Callable[[], Any]) -> None:

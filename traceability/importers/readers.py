@@ -105,16 +105,6 @@ class Record:
         return self.block.offset_of(self.line)
 
 
-@dataclass
-class Scan:
-    """The first pass over a file: its SHA-256, its data rows, its header and any file-level problems."""
-
-    sha256: str
-    rows: int
-    header: list[str]
-    problems: list[RowProblem]
-
-
 class _TooLong(Exception):
     """A record runs past MAX_RECORD_CHARS: reading stops."""
 
@@ -439,17 +429,6 @@ def file_digest(path: Path) -> tuple[str, int]:
             digest.update(block)
             breaks += block.count(b"\n")
     return digest.hexdigest(), breaks
-
-
-def scan(path: Path, columns: Columns) -> Scan:
-    """SHA-256 of the bytes, number of data rows, header, and the problems that stop the whole file.
-
-    Row-level problems are not reported here; :func:`read_records` finds them (and these too, in one pass).
-    """
-    reader = _Reader(path, columns)
-    for _ in reader:
-        pass
-    return Scan(reader.digest.hexdigest(), reader.rows, reader.header, reader.problems)
 
 
 class RecordStream:

@@ -52,7 +52,6 @@ def add_donation(
     establishment: str | None = None,
     plasma_kind: PlasmaKind = PlasmaKind.SOURCE,
     frozen_at: datetime | None = None,
-    import_event_id: int | None = None,
 ) -> Donation:
     """Record a collection. Raises InvalidUnitNumber, DonorNotFound, EstablishmentNotFound, DuplicateKey."""
     number = parse_unit_number(unit_number)
@@ -80,7 +79,6 @@ def add_donation(
         volume_ml=volume_ml,
         plasma_kind=plasma_kind,
         created_by=actor,
-        import_event_id=import_event_id,
     )
     with unique_or_conflict(session, "Unit", number.value):
         session.add(row)
@@ -246,7 +244,6 @@ def add_result(
     value_unit: str | None = None,
     reason: str | None = None,
     policy: Policy = DEFAULT_POLICY,
-    import_event_id: int | None = None,
 ) -> ResultOutcome:
     """Record a screening result as the newest version for its marker.
 
@@ -274,22 +271,20 @@ def add_result(
         tested_at=tested_at,
         reason=reason,
         created_by=actor,
-        import_event_id=import_event_id,
     )
     session.add(row)
     session.flush()
     donor = session.get_one(Donor, unit.donor_id)
     outcome = ResultOutcome(result=row, unit_number=unit.unit_number, donor_code=donor.donor_code)
-    if import_event_id is None:
-        audit.record(
-            session,
-            action="result.added",
-            entity_type="donation",
-            entity_key=unit.unit_number,
-            actor=actor,
-            new=result_values(row),
-            reason=reason,
-        )
+    audit.record(
+        session,
+        action="result.added",
+        entity_type="donation",
+        entity_key=unit.unit_number,
+        actor=actor,
+        new=result_values(row),
+        reason=reason,
+    )
     if result == ResultValue.REACTIVE:
         apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
     elif result == ResultValue.NONREACTIVE:
