@@ -46,6 +46,10 @@ class Conflict(TraceabilityError):
     exit_code = ExitCode.CONFLICT
 
 
+class ConcurrentChange(Conflict):
+    """Another transaction changed the same rows at the same moment (a deadlock or serialization failure)."""
+
+
 class NotPermitted(TraceabilityError):
     """The person acting may not do this: a role is missing, a duty conflicts, or a signature failed."""
 

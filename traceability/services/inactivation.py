@@ -33,7 +33,7 @@ def add_step(
     outcome: StepOutcome = StepOutcome.COMPLETED,
     operator: str | None = None,
 ) -> RecordedStep:
-    """Record a step applied to a closed or released pool or an unreleased lot; its key is TARGET-S<n>.
+    """Record a step applied to a closed or released pool or a pending or released lot; its key is TARGET-S<n>.
 
     A failed step, or one with a deviation, holds every pending or released lot downstream of its pool or lot
     (``hold_downstream``), as a reactive pool retest does. Raises InvalidInput, WrongState."""
@@ -55,14 +55,16 @@ def add_step(
                 f"Pool {pool.pool_number} is {pool.status.value}; steps apply to closed or released pools."
             )
         target, where = pool.pool_number, Step.pool_id == pool.id
+        lot_was_released = False
         ids = {"pool_id": pool.id}
         began, life = _material_began(session, {pool.id}), f"the last unit of pool {pool.pool_number} was collected"
     else:
         lot = get_lot(session, lot_number or "", for_update=True)
-        if lot.status != LotStatus.PENDING:
-            raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; steps apply to lots not yet released.")
+        if lot.status not in (LotStatus.PENDING, LotStatus.RELEASED):
+            raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; steps apply to pending or released lots.")
         target, where = lot.lot_number, Step.lot_id == lot.id
         ids = {"lot_id": lot.id}
+        lot_was_released = lot.status == LotStatus.RELEASED
         began = _material_began(session, upstream(session, lot.id or 0).pool_ids)
         life = f"the last unit upstream of lot {lot.lot_number} was collected"
     n = (session.execute(select(func.count(Step.id)).where(where)).scalar() or 0) + 1
@@ -114,6 +116,8 @@ def add_step(
             lot_ids=[step.lot_id] if step.lot_id is not None else [],
             reason=_hold_reason(session, step, problem),
             actor=actor,
+            # A failed step or deviation found on a released lot takes that lot itself out of release too.
+            itself=[step.lot_id] if step.lot_id is not None and lot_was_released else [],
         )
     return RecordedStep(step, held)
 

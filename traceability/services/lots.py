@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 
 from .. import audit
@@ -345,16 +345,22 @@ class HeldLots:
 
 
 def hold_downstream(
-    session: Session, *, pool_ids: Sequence[int] = (), lot_ids: Sequence[int] = (), reason: str, actor: str
+    session: Session,
+    *,
+    pool_ids: Sequence[int] = (),
+    lot_ids: Sequence[int] = (),
+    reason: str,
+    actor: str,
+    itself: Sequence[int] = (),
 ) -> HeldLots:
-    """Quarantine every pending or released lot made from the given pools or lots (at any depth), with the
-    reason, one ``lot.quarantined`` audit event per lot. Set-based: one statement finds and locks the lots."""
+    """Quarantine every pending or released lot made from the given pools or lots (at any depth), and the lots
+    ``itself`` names (a released lot whose own step failed), with the reason, one ``lot.quarantined`` audit event
+    per lot. Set-based: one statement finds and locks the lots."""
     ids = downstream_lot_ids(pool_ids=pool_ids, lot_ids=lot_ids)
-    if ids is None:
+    if ids is None and not itself:
         return HeldLots([], [], [])
-    lots = list(
-        session.execute(select(Lot).where(Lot.id.in_(ids)).order_by(Lot.lot_number).with_for_update()).scalars()
-    )
+    wanted = Lot.id.in_(list(itself)) if ids is None else or_(Lot.id.in_(ids), Lot.id.in_(list(itself)))
+    lots = list(session.execute(select(Lot).where(wanted).order_by(Lot.lot_number).with_for_update()).scalars())
     holdable = [lot for lot in lots if lot.status in (LotStatus.PENDING, LotStatus.RELEASED)]
     old = {lot.id: lot.status for lot in holdable}
     if holdable:
