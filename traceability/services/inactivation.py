@@ -60,8 +60,14 @@ def add_step(
         began, life = _material_began(session, {pool.id}), f"the last unit of pool {pool.pool_number} was collected"
     else:
         lot = get_lot(session, lot_number or "", for_update=True)
-        if lot.status not in (LotStatus.PENDING, LotStatus.RELEASED):
-            raise WrongState(f"Lot {lot.lot_number} is {lot.status.value}; steps apply to pending or released lots.")
+        # A released lot takes only a finding: a failed step or a deviation discovered later (it holds the lot and
+        # everything made from it); a completed step after release would change a clearance already judged.
+        finding = outcome in (StepOutcome.FAILED, StepOutcome.DEVIATION)
+        if lot.status != LotStatus.PENDING and not (finding and lot.status == LotStatus.RELEASED):
+            raise WrongState(
+                f"Lot {lot.lot_number} is {lot.status.value}; steps apply to lots not yet released "
+                "(a released lot takes only a failed step or a deviation found later)."
+            )
         target, where = lot.lot_number, Step.lot_id == lot.id
         ids = {"lot_id": lot.id}
         lot_was_released = lot.status == LotStatus.RELEASED
