@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import event, exists, func, select
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from .db import database_login, lock_audit_chain
 from .errors import InvalidInput
@@ -84,7 +84,9 @@ def _head(session: Session) -> tuple[int, str]:
     if cached is not None and cached[0] is transaction:
         return cached[1], cached[2]
     lock_audit_chain(session)
-    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    row = session.execute(
+        select(col(AuditEvent.seq), col(AuditEvent.hash)).order_by(col(AuditEvent.seq).desc()).limit(1)
+    ).first()
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
@@ -148,9 +150,9 @@ class Verification:
 def _events(session: Session, batch: int = 5_000) -> Iterator[AuditEvent]:
     last = None
     while True:
-        query = select(AuditEvent).order_by(AuditEvent.seq).limit(batch)
+        query = select(AuditEvent).order_by(col(AuditEvent.seq)).limit(batch)
         if last is not None:
-            query = query.where(AuditEvent.seq > last)
+            query = query.where(col(AuditEvent.seq) > last)
         rows = session.execute(query).scalars().all()
         if not rows:
             return
@@ -238,6 +240,8 @@ def _import_pointer_problem(session: Session) -> str | None:
 
 
 def head_checkpoint(session: Session) -> str:
-    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    row = session.execute(
+        select(col(AuditEvent.seq), col(AuditEvent.hash)).order_by(col(AuditEvent.seq).desc()).limit(1)
+    ).first()
     seq, digest = (row[0], row[1]) if row else (0, GENESIS_HASH)
     return f"{seq}:{digest}"

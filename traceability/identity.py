@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .db import database_login
 from .errors import ActorNotLogin, InvalidInput, RoleRequired, UnknownUser, UserDisabled
@@ -74,13 +74,13 @@ def establish(session: Session, *, declared: str, explicit: bool) -> Identity:
         return Identity(login, user.full_name if user else None, frozenset(Role(r) for r in held), True, True)
     user = _user(session, declared)
     _not_disabled(user)
-    any_user = session.execute(select(AppUser.id).limit(1)).first() is not None
+    any_user = session.execute(select(col(AppUser.id)).limit(1)).first() is not None
     roles = frozenset(parse_role(r) for r in user.roles.split()) if user else frozenset()
     return Identity(declared, user.full_name if user else None, roles, any_user, False)
 
 
 def _user(session: Session, login: str) -> AppUser | None:
-    return session.execute(select(AppUser).where(AppUser.login == login)).scalar_one_or_none()
+    return session.execute(select(AppUser).where(col(AppUser.login) == login)).scalar_one_or_none()
 
 
 def _not_disabled(user: AppUser | None) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import AuditEvent, Donation, Donor, Lot, LotInput, Pool, PoolMember, PoolTest, Shipment, Step
 from ..queries.graph import downstream_lots, upstream
@@ -95,8 +95,8 @@ def scope_of(
         pool_id = get_pool(session, pool_number).id or 0
         return Scope(pool_ids={pool_id}, lot_ids=downstream_lots(session, [pool_id]).get(pool_id, set()))
     return Scope(
-        pool_ids=set(session.execute(select(Pool.id)).scalars()),
-        lot_ids=set(session.execute(select(Lot.id)).scalars()),
+        pool_ids=set(session.execute(select(col(Pool.id))).scalars()),
+        lot_ids=set(session.execute(select(col(Lot.id))).scalars()),
         since=since,
     )
 
@@ -110,11 +110,17 @@ def _pooling_events(session: Session, pools: dict[int, Pool]) -> list[dict[str, 
     donors: dict[int, set[str]] = defaultdict(set)
     if pools:
         rows = session.execute(
-            select(PoolMember.pool_id, Donation.unit_number, Donation.scheme, Donation.volume_ml, Donor.donor_code)
-            .join(Donation, Donation.id == PoolMember.donation_id)
-            .join(Donor, Donor.id == Donation.donor_id)
-            .where(PoolMember.pool_id.in_(list(pools)))
-            .order_by(Donation.unit_number)
+            select(
+                col(PoolMember.pool_id),
+                col(Donation.unit_number),
+                col(Donation.scheme),
+                col(Donation.volume_ml),
+                col(Donor.donor_code),
+            )
+            .join(Donation, col(Donation.id) == col(PoolMember.donation_id))
+            .join(Donor, col(Donor.id) == col(Donation.donor_id))
+            .where(col(PoolMember.pool_id).in_(list(pools)))
+            .order_by(col(Donation.unit_number))
         )
         for pool_id, unit_number, scheme, volume_ml, donor_code in rows:
             members[pool_id].append((unit_number, str(scheme.value if hasattr(scheme, "value") else scheme), volume_ml))
@@ -153,12 +159,16 @@ def _lot_events(session: Session, lots: dict[int, Lot]) -> list[dict[str, Any]]:
     if not lots:
         return []
     inputs: dict[int, list[LotInput]] = defaultdict(list)
-    for edge in session.execute(select(LotInput).where(LotInput.lot_id.in_(list(lots)))).scalars():
+    for edge in session.execute(select(LotInput).where(col(LotInput.lot_id).in_(list(lots)))).scalars():
         inputs[edge.lot_id].append(edge)
     ids = {e.input_pool_id for edges in inputs.values() for e in edges if e.input_pool_id}
-    pool_names = {i: n for i, n in session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(ids)))}
+    pool_names = {
+        i: n for i, n in session.execute(select(col(Pool.id), col(Pool.pool_number)).where(col(Pool.id).in_(ids)))
+    }
     lot_ids = {e.input_lot_id for edges in inputs.values() for e in edges if e.input_lot_id}
-    lot_names = {i: n for i, n in session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lot_ids)))}
+    lot_names = {
+        i: n for i, n in session.execute(select(col(Lot.id), col(Lot.lot_number)).where(col(Lot.id).in_(lot_ids)))
+    }
     events = []
     for lot_id, lot in sorted(lots.items(), key=lambda item: item[1].lot_number):
         epcs: list[str] = []
@@ -201,13 +211,13 @@ def _lot_events(session: Session, lots: dict[int, Lot]) -> list[dict[str, Any]]:
 def _step_events(session: Session, pools: dict[int, Pool], lots: dict[int, Lot], scope: Scope) -> list[dict[str, Any]]:
     clauses = []
     if scope.pool_ids:
-        clauses.append(Step.pool_id.in_(list(scope.pool_ids)))
+        clauses.append(col(Step.pool_id).in_(list(scope.pool_ids)))
     if scope.lot_ids:
-        clauses.append(Step.lot_id.in_(list(scope.lot_ids)))
+        clauses.append(col(Step.lot_id).in_(list(scope.lot_ids)))
     if not clauses:
         return []
     events = []
-    for step in session.execute(select(Step).where(or_(*clauses)).order_by(Step.step_key)).scalars():
+    for step in session.execute(select(Step).where(or_(*clauses)).order_by(col(Step.step_key))).scalars():
         target = pool_uri(pools[step.pool_id].pool_number) if step.pool_id else lot_uri(lots[step.lot_id].lot_number)
         lrv = {
             k: v
@@ -241,7 +251,9 @@ def _pool_test_events(session: Session, pools: dict[int, Pool]) -> list[dict[str
     if not pools:
         return []
     rows = session.execute(
-        select(PoolTest).where(PoolTest.pool_id.in_(list(pools))).order_by(PoolTest.marker, PoolTest.version)
+        select(PoolTest)
+        .where(col(PoolTest.pool_id).in_(list(pools)))
+        .order_by(col(PoolTest.marker), col(PoolTest.version))
     ).scalars()
     events = []
     for test in sorted(rows, key=lambda t: (pools[t.pool_id].pool_number, t.marker.value, t.version)):
@@ -270,7 +282,7 @@ def _shipment_events(session: Session, lots: dict[int, Lot]) -> list[dict[str, A
     if not lots:
         return []
     rows = session.execute(
-        select(Shipment).where(Shipment.lot_id.in_(list(lots))).order_by(Shipment.shipment_number)
+        select(Shipment).where(col(Shipment.lot_id).in_(list(lots))).order_by(col(Shipment.shipment_number))
     ).scalars()
     return [
         {
@@ -305,9 +317,9 @@ def _correction_events(session: Session, pools: dict[int, Pool]) -> list[dict[st
         return []
     corrected = session.execute(
         select(Donation)
-        .join(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(PoolMember.pool_id.in_(list(pools)), Donation.version > 1)
-        .order_by(Donation.unit_number)
+        .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .where(col(PoolMember.pool_id).in_(list(pools)), col(Donation.version) > 1)
+        .order_by(col(Donation.unit_number))
     ).scalars()
     events: list[dict[str, Any]] = []
     for unit in corrected:
@@ -315,11 +327,11 @@ def _correction_events(session: Session, pools: dict[int, Pool]) -> list[dict[st
             session.execute(
                 select(AuditEvent)
                 .where(
-                    AuditEvent.entity_type == "donation",
-                    AuditEvent.entity_key == unit.unit_number,
-                    AuditEvent.action == "donation.corrected",
+                    col(AuditEvent.entity_type) == "donation",
+                    col(AuditEvent.entity_key) == unit.unit_number,
+                    col(AuditEvent.action) == "donation.corrected",
                 )
-                .order_by(AuditEvent.seq)
+                .order_by(col(AuditEvent.seq))
             ).scalars()
         )
         values: dict[str, Any] = {name: getattr(unit, name) for name in _COLLECTION_FIELDS}
@@ -384,8 +396,8 @@ def _after(event: dict[str, Any], since: datetime) -> bool:
 
 def export_epcis(session: Session, scope: Scope) -> dict[str, Any]:
     """The EPCIS 2.0 document of everything in ``scope``: events ordered by time, then by identifier."""
-    pools = {p.id: p for p in session.execute(select(Pool).where(Pool.id.in_(list(scope.pool_ids)))).scalars()}
-    lots = {lot.id: lot for lot in session.execute(select(Lot).where(Lot.id.in_(list(scope.lot_ids)))).scalars()}
+    pools = {p.id: p for p in session.execute(select(Pool).where(col(Pool.id).in_(list(scope.pool_ids)))).scalars()}
+    lots = {lot.id: lot for lot in session.execute(select(Lot).where(col(Lot.id).in_(list(scope.lot_ids)))).scalars()}
     events = [
         *_pooling_events(session, pools),
         *_correction_events(session, pools),
@@ -397,7 +409,7 @@ def export_epcis(session: Session, scope: Scope) -> dict[str, Any]:
     if scope.since is not None:
         events = [e for e in events if _after(e, scope.since)]
     events.sort(key=lambda e: (e["eventTime"], e["recordTime"], e["eventID"]))
-    head = session.execute(select(AuditEvent.occurred_at).order_by(AuditEvent.seq.desc()).limit(1)).scalar()
+    head = session.execute(select(col(AuditEvent.occurred_at)).order_by(col(AuditEvent.seq).desc()).limit(1)).scalar()
     return {
         "@context": [EPCIS_CONTEXT, {"pt": NAMESPACE}],
         "type": "EPCISDocument",

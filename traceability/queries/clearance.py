@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import Lot, LotKind, LotStatus, Pool, PoolStatus, PoolTest, Step, StepOutcome
 from ..rules import (
@@ -59,8 +59,12 @@ def lot_clearance(
         node: Node = ("pool", step.pool_id) if step.pool_id is not None else ("lot", step.lot_id or 0)
         by_node[node].append(step_facts(step))
     inputs = {target: sorted((kind, ident) for kind, ident, _ in edges) for target, edges in graph.inputs.items()}
-    names = dict(session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(graph.pool_ids))).all())
-    lot_names = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(graph.lot_ids))).all())
+    names = dict(
+        session.execute(select(col(Pool.id), col(Pool.pool_number)).where(col(Pool.id).in_(graph.pool_ids))).all()
+    )
+    lot_names = dict(
+        session.execute(select(col(Lot.id), col(Lot.lot_number)).where(col(Lot.id).in_(graph.lot_ids))).all()
+    )
     worst = {}
     for virus_class, path in worst_paths(("lot", lot.id), inputs, by_node, policy.clearance).items():
         labels = [names[i] if kind == "pool" else lot_names[i] for kind, i in path]
@@ -75,17 +79,17 @@ def current_pool_tests(session: Session, pool_ids: Iterable[int]) -> dict[int, d
     if not ids:
         return {}
     latest = (
-        select(PoolTest.pool_id, PoolTest.marker, func.max(PoolTest.version).label("v"))
-        .where(PoolTest.pool_id.in_(ids))
-        .group_by(PoolTest.pool_id, PoolTest.marker)
+        select(col(PoolTest.pool_id), col(PoolTest.marker), func.max(col(PoolTest.version)).label("v"))
+        .where(col(PoolTest.pool_id).in_(ids))
+        .group_by(col(PoolTest.pool_id), col(PoolTest.marker))
         .subquery()
     )
     rows = session.execute(
         select(PoolTest).join(
             latest,
-            (PoolTest.pool_id == latest.c.pool_id)
-            & (PoolTest.marker == latest.c.marker)
-            & (PoolTest.version == latest.c.v),
+            (col(PoolTest.pool_id) == latest.c.pool_id)
+            & (col(PoolTest.marker) == latest.c.marker)
+            & (col(PoolTest.version) == latest.c.v),
         )
     ).scalars()
     tests: dict[int, dict[str, PoolTestFacts]] = defaultdict(dict)
@@ -104,12 +108,14 @@ def lock_lineage(session: Session, lot_number: str) -> Lot:
     lot = get_lot(session, lot_number)
     graph = upstream(session, lot.id)
     session.execute(
-        select(Pool.id).where(Pool.id.in_(graph.pool_ids)).order_by(Pool.id).with_for_update(read=True)
+        select(col(Pool.id)).where(col(Pool.id).in_(graph.pool_ids)).order_by(col(Pool.id)).with_for_update(read=True)
     ).all()
     others = graph.lot_ids - {lot.id}
-    session.execute(select(Lot.id).where(Lot.id.in_(others)).order_by(Lot.id).with_for_update(read=True)).all()
+    session.execute(
+        select(col(Lot.id)).where(col(Lot.id).in_(others)).order_by(col(Lot.id)).with_for_update(read=True)
+    ).all()
     return session.execute(
-        select(Lot).where(Lot.id == lot.id).with_for_update().execution_options(populate_existing=True)
+        select(Lot).where(col(Lot.id) == lot.id).with_for_update().execution_options(populate_existing=True)
     ).scalar_one()
 
 
@@ -121,8 +127,8 @@ def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY) ->
     """
     graph = upstream(session, lot.id)
     problems: list[str] = []
-    pools_query = select(Pool).where(Pool.id.in_(graph.pool_ids)).order_by(Pool.pool_number)
-    lots_query = select(Lot).where(Lot.id.in_(graph.lot_ids - {lot.id})).order_by(Lot.lot_number)
+    pools_query = select(Pool).where(col(Pool.id).in_(graph.pool_ids)).order_by(col(Pool.pool_number))
+    lots_query = select(Lot).where(col(Lot.id).in_(graph.lot_ids - {lot.id})).order_by(col(Lot.lot_number))
     upstream_pools = list(session.execute(pools_query).scalars())
     tests = current_pool_tests(session, graph.pool_ids)
     for pool in upstream_pools:
@@ -158,4 +164,4 @@ def downstream_of(session: Session, *, pool_ids: Iterable[int] = (), lot_ids: It
     ids = downstream_lot_ids(pool_ids=pool_ids, lot_ids=lot_ids)
     if ids is None:
         return []
-    return list(session.execute(select(Lot).where(Lot.id.in_(ids)).order_by(Lot.lot_number)).scalars())
+    return list(session.execute(select(Lot).where(col(Lot.id).in_(ids)).order_by(col(Lot.lot_number))).scalars())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import Lot, Pool, PoolTest, Step
 from .graph import upstream
@@ -11,10 +11,10 @@ from .graph import upstream
 
 def _tests_by(session: Session, pool_ids: set[int], login: str) -> list[str]:
     rows = session.execute(
-        select(Pool.pool_number, PoolTest.marker, PoolTest.version)
-        .join(Pool, Pool.id == PoolTest.pool_id)
-        .where(PoolTest.pool_id.in_(pool_ids), PoolTest.created_by == login)
-        .order_by(Pool.pool_number, PoolTest.marker, PoolTest.version)
+        select(col(Pool.pool_number), col(PoolTest.marker), col(PoolTest.version))
+        .join(Pool, col(Pool.id) == col(PoolTest.pool_id))
+        .where(col(PoolTest.pool_id).in_(pool_ids), col(PoolTest.created_by) == login)
+        .order_by(col(Pool.pool_number), col(PoolTest.marker), col(PoolTest.version))
     ).all()
     return [f"recorded pool test {marker.value} v{version} of pool {number}" for number, marker, version in rows]
 
@@ -32,12 +32,12 @@ def lot_duty_conflicts(session: Session, lot: Lot, login: str) -> list[str]:
     conflicts = [f"created lot {lot.lot_number}"] if lot.created_by == login else []
     graph = upstream(session, lot.id)
     steps = session.execute(
-        select(Step.step_key)
+        select(col(Step.step_key))
         .where(
-            (Step.lot_id.in_(graph.lot_ids) | Step.pool_id.in_(graph.pool_ids)),
-            Step.created_by == login,
+            (col(Step.lot_id).in_(graph.lot_ids) | col(Step.pool_id).in_(graph.pool_ids)),
+            col(Step.created_by) == login,
         )
-        .order_by(Step.step_key)
+        .order_by(col(Step.step_key))
     ).scalars()
     conflicts.extend(f"recorded step {key}" for key in steps)
     conflicts.extend(_tests_by(session, graph.pool_ids, login))

@@ -35,7 +35,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.orm import aliased
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..calendars import DEFAULT_TIMEZONE, local_day, shortest_span_days, start_of_day
 from ..models import (
@@ -74,23 +74,23 @@ def _chunks(items: Sequence[int] | Sequence[str], size: int = CHUNK) -> Iterable
 
 def current_results_query(donation_ids: Select | Sequence[int], markers: Sequence[str] | None = None) -> Select:
     """(donation_id, marker, result, value) of the latest version of each marker of the given donations."""
-    latest = select(TestResult.donation_id, TestResult.marker, func.max(TestResult.version).label("version")).where(
-        TestResult.donation_id.in_(donation_ids)
-    )
+    latest = select(
+        col(TestResult.donation_id), col(TestResult.marker), func.max(col(TestResult.version)).label("version")
+    ).where(col(TestResult.donation_id).in_(donation_ids))
     if markers is not None:
-        latest = latest.where(TestResult.marker.in_(list(markers)))
-    latest_sq = latest.group_by(TestResult.donation_id, TestResult.marker).subquery()
+        latest = latest.where(col(TestResult.marker).in_(list(markers)))
+    latest_sq = latest.group_by(col(TestResult.donation_id), col(TestResult.marker)).subquery()
     return select(
-        TestResult.donation_id,
-        type_coerce(TestResult.marker, String),
-        type_coerce(TestResult.result, String),
-        TestResult.value,
+        col(TestResult.donation_id),
+        type_coerce(col(TestResult.marker), String),
+        type_coerce(col(TestResult.result), String),
+        col(TestResult.value),
     ).join(
         latest_sq,
         and_(
-            TestResult.donation_id == latest_sq.c.donation_id,
-            TestResult.marker == latest_sq.c.marker,
-            TestResult.version == latest_sq.c.version,
+            col(TestResult.donation_id) == latest_sq.c.donation_id,
+            col(TestResult.marker) == latest_sq.c.marker,
+            col(TestResult.version) == latest_sq.c.version,
         ),
     )
 
@@ -129,10 +129,11 @@ def zone_of_donation() -> ColumnElement[str]:
     """The time zone of the collection centre of a donation (its own establishment, else its donor's): a scalar
     subquery correlated to ``Donation``, for statements that select donations."""
     site = func.coalesce(
-        Donation.establishment_id, select(Donor.establishment_id).where(Donor.id == Donation.donor_id).scalar_subquery()
+        col(Donation.establishment_id),
+        select(col(Donor.establishment_id)).where(col(Donor.id) == col(Donation.donor_id)).scalar_subquery(),
     )
     return func.coalesce(
-        select(Establishment.timezone).where(Establishment.id == site).scalar_subquery(), DEFAULT_TIMEZONE
+        select(col(Establishment.timezone)).where(col(Establishment.id) == site).scalar_subquery(), DEFAULT_TIMEZONE
     )
 
 
@@ -153,12 +154,18 @@ def qualifying_donations(
     panel = [m.value for m in policy.required_panel]
     result: dict[int, list[QualifyingDonation]] = defaultdict(list)
     for chunk in _chunks(list(donor_ids)):
-        donations = select(Donation.id).where(Donation.donor_id.in_(chunk))
+        donations = select(col(Donation.id)).where(col(Donation.donor_id).in_(chunk))
         cur = current_results_query(donations, panel).subquery()
         query = (
-            select(Donation.donor_id, Donation.id, Donation.unit_number, Donation.collected_at, zone_of_donation())
-            .join(cur, cur.c.donation_id == Donation.id)
-            .group_by(Donation.id, Donation.donor_id, Donation.unit_number, Donation.collected_at)
+            select(
+                col(Donation.donor_id),
+                col(Donation.id),
+                col(Donation.unit_number),
+                col(Donation.collected_at),
+                zone_of_donation(),
+            )
+            .join(cur, cur.c.donation_id == col(Donation.id))
+            .group_by(col(Donation.id), col(Donation.donor_id), col(Donation.unit_number), col(Donation.collected_at))
             .having(func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel))
         )
         for donor_id, donation_id, number, collected_at, tz in session.connection().execute(query):
@@ -172,8 +179,14 @@ def deferrals_by_donor(session: Session, donor_ids: Sequence[int]) -> dict[int, 
     """Per donor, rows of (donor_id, starts_on, ends_on, lifted_on, reason)."""
     result: dict[int, list[Any]] = defaultdict(list)
     for chunk in _chunks(list(donor_ids)):
-        query = select(Deferral.donor_id, Deferral.starts_on, Deferral.ends_on, Deferral.lifted_on, Deferral.reason)
-        for row in session.connection().execute(query.where(Deferral.donor_id.in_(chunk))):
+        query = select(
+            col(Deferral.donor_id),
+            col(Deferral.starts_on),
+            col(Deferral.ends_on),
+            col(Deferral.lifted_on),
+            col(Deferral.reason),
+        )
+        for row in session.connection().execute(query.where(col(Deferral.donor_id).in_(chunk))):
             result[row.donor_id].append(row)
     return result
 
@@ -183,9 +196,9 @@ def _open_cases(session: Session, donation_ids: Sequence[int]) -> dict[int, str]
     found: dict[int, str] = {}
     for chunk in _chunks(list(donation_ids)):
         query = (
-            select(CaseFinding.donation_id, LookbackCase.case_number)
-            .join(LookbackCase, LookbackCase.id == CaseFinding.case_id)
-            .where(CaseFinding.donation_id.in_(chunk), LookbackCase.status == CaseStatus.OPEN)
+            select(col(CaseFinding.donation_id), col(LookbackCase.case_number))
+            .join(LookbackCase, col(LookbackCase.id) == col(CaseFinding.case_id))
+            .where(col(CaseFinding.donation_id).in_(chunk), col(LookbackCase.status) == CaseStatus.OPEN)
         )
         found.update((d, c) for d, c in session.connection().execute(query))
     return found
@@ -199,12 +212,18 @@ def _reactive_donors(
     panel = [m.value for m in policy.required_panel]
     found: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
     for chunk in _chunks(list(donor_ids)):
-        cur = current_results_query(select(Donation.id).where(Donation.donor_id.in_(chunk)), panel).subquery()
+        cur = current_results_query(select(col(Donation.id)).where(col(Donation.donor_id).in_(chunk)), panel).subquery()
         query = (
-            select(Donation.donor_id, Donation.id, Donation.unit_number, cur.c.marker, Donation.collected_at)
-            .join(cur, cur.c.donation_id == Donation.id)
+            select(
+                col(Donation.donor_id),
+                col(Donation.id),
+                col(Donation.unit_number),
+                cur.c.marker,
+                col(Donation.collected_at),
+            )
+            .join(cur, cur.c.donation_id == col(Donation.id))
             .where(cur.c.result == ResultValue.REACTIVE.value)
-            .order_by(Donation.collected_at)
+            .order_by(col(Donation.collected_at))
         )
         for donor_id, donation_id, number, marker, collected_at in session.connection().execute(query):
             found[donor_id].append(
@@ -234,27 +253,27 @@ def unit_facts(
     """Eligibility facts for the named units, or for every member of a pool, keyed by unit number."""
     base = (
         select(
-            Donation.id,
-            Donation.unit_number,
-            Donation.status,
-            Donation.collected_at,
-            Donation.volume_ml,
-            Donation.donor_id,
-            Donor.donor_code,
-            Pool.pool_number,
+            col(Donation.id),
+            col(Donation.unit_number),
+            col(Donation.status),
+            col(Donation.collected_at),
+            col(Donation.volume_ml),
+            col(Donation.donor_id),
+            col(Donor.donor_code),
+            col(Pool.pool_number),
             zone_of_donation().label("timezone"),
         )
-        .join(Donor, Donor.id == Donation.donor_id)
-        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
+        .join(Donor, col(Donor.id) == col(Donation.donor_id))
+        .outerjoin(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .outerjoin(Pool, col(Pool.id) == col(PoolMember.pool_id))
     )
     conn = session.connection()  # Core rows: no ORM loading for plain column queries
     rows = []
     if pool_id is not None:
-        rows = list(conn.execute(base.where(PoolMember.pool_id == pool_id)))
+        rows = list(conn.execute(base.where(col(PoolMember.pool_id) == pool_id)))
     else:
         for chunk in _chunks(list(unit_numbers or [])):
-            rows.extend(conn.execute(base.where(Donation.unit_number.in_(chunk))))
+            rows.extend(conn.execute(base.where(col(Donation.unit_number).in_(chunk))))
     if not rows:
         return {}
 
@@ -262,7 +281,7 @@ def unit_facts(
         conn,
         [r.id for r in rows],
         policy,
-        select(PoolMember.donation_id).where(PoolMember.pool_id == pool_id) if pool_id else None,
+        select(col(PoolMember.donation_id)).where(col(PoolMember.pool_id) == pool_id) if pool_id else None,
     )
     donor_ids = sorted({r.donor_id for r in rows})
     qualifying = qualifying_donations(session, donor_ids, policy)
@@ -331,16 +350,16 @@ def lookback_window(
         return LookbackWindow(None, None, None)
     last = [q for q in qualifying if q.day == anchor and (first is None or q.collected_at < first)][-1]
     starts_on = lookback_window_starts_on(anchor, policy.lookback_months)
-    tz = session.execute(select(zone_of_donation()).where(Donation.id == last.donation_id)).scalar_one()
+    tz = session.execute(select(zone_of_donation()).where(col(Donation.id) == last.donation_id)).scalar_one()
     return LookbackWindow(starts_on, start_of_day(starts_on, tz), last.unit_number)
 
 
 def donations_in_window(session: Session, donor_id: int, window: LookbackWindow) -> list[int]:
     """Ids of the donor's donations in the window, oldest first, judged on each collection centre's local day."""
     rows = session.execute(
-        select(Donation.id, Donation.collected_at, zone_of_donation())
-        .where(Donation.donor_id == donor_id)
-        .order_by(Donation.collected_at, Donation.id)
+        select(col(Donation.id), col(Donation.collected_at), zone_of_donation())
+        .where(col(Donation.donor_id) == donor_id)
+        .order_by(col(Donation.collected_at), col(Donation.id))
     ).all()
     return [i for i, at, tz in rows if window.includes(local_day(at, tz))]
 
@@ -377,7 +396,7 @@ def requested_donations(
         )
         unit = (
             select(*(expression.label(name) for name, expression in columns.items()))
-            .where(Donation.unit_number == wanted.c.value)
+            .where(col(Donation.unit_number) == wanted.c.value)
             .offset(0)
             .lateral("unit")
         )
@@ -390,7 +409,7 @@ def requested_donations(
     return (
         select(wanted.c.value.label("unit_number"), *(expression.label(name) for name, expression in columns.items()))
         .select_from(wanted)
-        .join(Donation, Donation.unit_number == wanted.c.value, isouter=keep_missing)
+        .join(Donation, col(Donation.unit_number) == wanted.c.value, isouter=keep_missing)
     )
 
 
@@ -407,16 +426,16 @@ def _clearly_clean(donation_id: Any, policy: Policy) -> ColumnElement[bool]:
     necessarily unclean; the exact judgement decides)."""
     panel = list(policy.panel)
     nonreactive = ResultValue.NONREACTIVE.value
-    result = type_coerce(TestResult.result, String)
+    result = type_coerce(col(TestResult.result), String)
     return (
         select(
             and_(
-                func.count(func.distinct(TestResult.marker)) == len(panel),
+                func.count(func.distinct(col(TestResult.marker))) == len(panel),
                 func.min(result) == nonreactive,
                 func.max(result) == nonreactive,
             )
         )
-        .where(TestResult.donation_id == donation_id, TestResult.marker.in_(panel))
+        .where(col(TestResult.donation_id) == donation_id, col(TestResult.marker).in_(panel))
         .scalar_subquery()
     )
 
@@ -476,35 +495,41 @@ def screen_units(
     """
     hold_cutoff = now - timedelta(days=policy.hold_days)
     if pool_id is not None:
-        status_ok: list[ColumnElement[bool]] = [Donation.status == UnitStatus.POOLED]
+        status_ok: list[ColumnElement[bool]] = [col(Donation.status) == UnitStatus.POOLED]
     else:
-        status_ok = [Donation.status == UnitStatus.IN_INVENTORY, ~exists().where(PoolMember.donation_id == Donation.id)]
+        status_ok = [
+            col(Donation.status) == UnitStatus.IN_INVENTORY,
+            ~exists().where(col(PoolMember.donation_id) == col(Donation.id)),
+        ]
     clean = and_(
         *status_ok,
-        Donation.collected_at <= hold_cutoff,
-        Donation.volume_ml > 0,
-        ~exists().where(Deferral.donor_id == Donation.donor_id),
-        ~exists().where(CaseFinding.donation_id == Donation.id),
-        ~_donor_ever_reactive(Donation.donor_id, policy),
+        col(Donation.collected_at) <= hold_cutoff,
+        col(Donation.volume_ml) > 0,
+        ~exists().where(col(Deferral.donor_id) == col(Donation.donor_id)),
+        ~exists().where(col(CaseFinding.donation_id) == col(Donation.id)),
+        ~_donor_ever_reactive(col(Donation.donor_id), policy),
         ~exists().where(
-            TestResult.donation_id == Donation.id,
-            type_coerce(TestResult.result, String) == ResultValue.REACTIVE.value,
+            col(TestResult.donation_id) == col(Donation.id),
+            type_coerce(col(TestResult.result), String) == ResultValue.REACTIVE.value,
         ),
-        _clearly_clean(Donation.id, policy),
+        _clearly_clean(col(Donation.id), policy),
     )
     columns = {
-        "id": Donation.id,
-        "donor_id": Donation.donor_id,
-        "collected_at": Donation.collected_at,
+        "id": col(Donation.id),
+        "donor_id": col(Donation.donor_id),
+        "collected_at": col(Donation.collected_at),
         # CASE, not the condition itself, here and below: a condition that comes out NULL sends the unit on to the
         # exact judgement.
         "clean": case((clean, 1), else_=0),
     }
     if pool_id is not None:
         source = select(
-            Donation.unit_number.label("unit_number"), *(expression.label(name) for name, expression in columns.items())
+            col(Donation.unit_number).label("unit_number"),
+            *(expression.label(name) for name, expression in columns.items()),
         )
-        source = source.join(PoolMember, PoolMember.donation_id == Donation.id).where(PoolMember.pool_id == pool_id)
+        source = source.join(PoolMember, col(PoolMember.donation_id) == col(Donation.id)).where(
+            col(PoolMember.pool_id) == pool_id
+        )
     else:
         source = requested_donations(session, unit_numbers or [], columns, keep_missing=True)
     units = source.cte("screened")

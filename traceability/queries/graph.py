@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import LotInput, Step
 
@@ -27,14 +27,16 @@ def upstream(session: Session, lot_id: int) -> Upstream:
     """Two statements: the recursive set of upstream lots, then every input edge of those lots."""
     up = select(sa.literal(lot_id, sa.Integer).label("lot_id")).cte("up", recursive=True)
     up = up.union(
-        select(LotInput.input_lot_id).join(up, LotInput.lot_id == up.c.lot_id).where(LotInput.input_lot_id.is_not(None))
+        select(col(LotInput.input_lot_id))
+        .join(up, col(LotInput.lot_id) == up.c.lot_id)
+        .where(col(LotInput.input_lot_id).is_not(None))
     )
     result = Upstream()
     result.lot_ids = {row[0] for row in session.execute(select(up.c.lot_id))}
     edges = session.execute(
-        select(LotInput.lot_id, LotInput.input_pool_id, LotInput.input_lot_id, LotInput.quantity).where(
-            LotInput.lot_id.in_(result.lot_ids)
-        )
+        select(
+            col(LotInput.lot_id), col(LotInput.input_pool_id), col(LotInput.input_lot_id), col(LotInput.quantity)
+        ).where(col(LotInput.lot_id).in_(result.lot_ids))
     )
     for target, pool_id, input_lot_id, quantity in edges:
         if pool_id is not None:
@@ -50,11 +52,13 @@ def downstream_lots(session: Session, pool_ids: Sequence[int]) -> dict[int, set[
     if not pool_ids:
         return {}
     down = (
-        select(LotInput.input_pool_id.label("origin"), LotInput.lot_id.label("lot_id"))
-        .where(LotInput.input_pool_id.in_(list(pool_ids)))
+        select(col(LotInput.input_pool_id).label("origin"), col(LotInput.lot_id).label("lot_id"))
+        .where(col(LotInput.input_pool_id).in_(list(pool_ids)))
         .cte("down", recursive=True)
     )
-    down = down.union(select(down.c.origin, LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
+    down = down.union(
+        select(down.c.origin, col(LotInput.lot_id)).join(down, col(LotInput.input_lot_id) == down.c.lot_id)
+    )
     result: dict[int, set[int]] = defaultdict(set)
     for origin, lot in session.execute(select(down.c.origin, down.c.lot_id)):
         result[origin].add(lot)
@@ -68,11 +72,11 @@ def downstream_lot_ids(*, pool_ids: Iterable[int] = (), lot_ids: Iterable[int] =
     if not pools and not lots:
         return None
     down = (
-        select(LotInput.lot_id.label("lot_id"))
-        .where(sa.or_(LotInput.input_pool_id.in_(pools), LotInput.input_lot_id.in_(lots)))
+        select(col(LotInput.lot_id).label("lot_id"))
+        .where(sa.or_(col(LotInput.input_pool_id).in_(pools), col(LotInput.input_lot_id).in_(lots)))
         .cte("down", recursive=True)
     )
-    down = down.union(select(LotInput.lot_id).join(down, LotInput.input_lot_id == down.c.lot_id))
+    down = down.union(select(col(LotInput.lot_id)).join(down, col(LotInput.input_lot_id) == down.c.lot_id))
     return select(down.c.lot_id)
 
 
@@ -82,6 +86,8 @@ def steps_for(session: Session, *, pool_ids: set[int], lot_ids: set[int]) -> lis
         return []
     return list(
         session.execute(
-            select(Step).where(sa.or_(Step.pool_id.in_(pool_ids), Step.lot_id.in_(lot_ids))).order_by(Step.started_at)
+            select(Step)
+            .where(sa.or_(col(Step.pool_id).in_(pool_ids), col(Step.lot_id).in_(lot_ids)))
+            .order_by(col(Step.started_at))
         ).scalars()
     )

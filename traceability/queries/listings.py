@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import (
     AuditEvent,
@@ -25,9 +25,9 @@ from .lookup import canonical_unit_number, get_consignee, get_donor, get_establi
 
 def list_establishments(session: Session) -> tuple[list[str], list[list[Any]]]:
     rows = session.execute(
-        select(Establishment.code, Establishment.name, Establishment.kind, Establishment.timezone).order_by(
-            Establishment.code
-        )
+        select(
+            col(Establishment.code), col(Establishment.name), col(Establishment.kind), col(Establishment.timezone)
+        ).order_by(col(Establishment.code))
     )
     return ["code", "name", "kind", "timezone"], [[c, n, k.value, tz] for c, n, k, tz in rows]
 
@@ -35,16 +35,20 @@ def list_establishments(session: Session) -> tuple[list[str], list[list[Any]]]:
 def list_donors(
     session: Session, *, establishment: str | None = None, limit: int = 200
 ) -> tuple[list[str], list[list[Any]]]:
-    counts = select(Donation.donor_id, func.count(Donation.id).label("n")).group_by(Donation.donor_id).subquery()
+    counts = (
+        select(col(Donation.donor_id), func.count(col(Donation.id)).label("n"))
+        .group_by(col(Donation.donor_id))
+        .subquery()
+    )
     query = (
-        select(Donor.donor_code, Establishment.code, Donor.registered_on, func.coalesce(counts.c.n, 0))
-        .join(Establishment, Establishment.id == Donor.establishment_id)
-        .outerjoin(counts, counts.c.donor_id == Donor.id)
-        .order_by(Donor.donor_code)
+        select(col(Donor.donor_code), col(Establishment.code), col(Donor.registered_on), func.coalesce(counts.c.n, 0))
+        .join(Establishment, col(Establishment.id) == col(Donor.establishment_id))
+        .outerjoin(counts, counts.c.donor_id == col(Donor.id))
+        .order_by(col(Donor.donor_code))
         .limit(limit)
     )
     if establishment:
-        query = query.where(Establishment.id == get_establishment(session, establishment).id)
+        query = query.where(col(Establishment.id) == get_establishment(session, establishment).id)
     return ["donor", "establishment", "registered on", "donations"], [list(r) for r in session.execute(query)]
 
 
@@ -53,25 +57,25 @@ def list_donations(
 ) -> tuple[list[str], list[list[Any]]]:
     query = (
         select(
-            Donation.unit_number,
-            Donor.donor_code,
-            Donation.collected_at,
-            Donation.volume_ml,
-            Donation.status,
-            Pool.pool_number,
+            col(Donation.unit_number),
+            col(Donor.donor_code),
+            col(Donation.collected_at),
+            col(Donation.volume_ml),
+            col(Donation.status),
+            col(Pool.pool_number),
         )
-        .join(Donor, Donor.id == Donation.donor_id)
-        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-        .order_by(Donation.collected_at.desc(), Donation.unit_number)
+        .join(Donor, col(Donor.id) == col(Donation.donor_id))
+        .outerjoin(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .outerjoin(Pool, col(Pool.id) == col(PoolMember.pool_id))
+        .order_by(col(Donation.collected_at).desc(), col(Donation.unit_number))
         .limit(limit)
     )
     if donor:
-        query = query.where(Donation.donor_id == get_donor(session, donor).id)
+        query = query.where(col(Donation.donor_id) == get_donor(session, donor).id)
     if status:
-        query = query.where(Donation.status == status)
+        query = query.where(col(Donation.status) == status)
     if pool:
-        query = query.where(PoolMember.pool_id == get_pool(session, pool).id)
+        query = query.where(col(PoolMember.pool_id) == get_pool(session, pool).id)
     return (
         ["unit", "donor", "collected at", "volume mL", "status", "pool"],
         [[u, d, c, v, s.value, p or ""] for u, d, c, v, s, p in session.execute(query)],
@@ -81,21 +85,21 @@ def list_donations(
 def list_pools(session: Session, *, status: str | None = None) -> tuple[list[str], list[list[Any]]]:
     query = (
         select(
-            Pool.pool_number,
-            Pool.product,
-            Pool.status,
-            func.count(func.distinct(Donation.donor_id)),
-            func.count(Donation.id),
-            func.coalesce(func.sum(Donation.volume_ml), 0),
-            Pool.created_at,
+            col(Pool.pool_number),
+            col(Pool.product),
+            col(Pool.status),
+            func.count(func.distinct(col(Donation.donor_id))),
+            func.count(col(Donation.id)),
+            func.coalesce(func.sum(col(Donation.volume_ml)), 0),
+            col(Pool.created_at),
         )
-        .outerjoin(PoolMember, PoolMember.pool_id == Pool.id)
-        .outerjoin(Donation, Donation.id == PoolMember.donation_id)
-        .group_by(Pool.id, Pool.pool_number, Pool.product, Pool.status, Pool.created_at)
-        .order_by(Pool.pool_number)
+        .outerjoin(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
+        .outerjoin(Donation, col(Donation.id) == col(PoolMember.donation_id))
+        .group_by(col(Pool.id), col(Pool.pool_number), col(Pool.product), col(Pool.status), col(Pool.created_at))
+        .order_by(col(Pool.pool_number))
     )
     if status:
-        query = query.where(Pool.status == status)
+        query = query.where(col(Pool.status) == status)
     return (
         ["pool", "product", "status", "distinct donors", "donations", "volume mL", "created at"],
         [[n, p, s.value, d, c, v, t] for n, p, s, d, c, v, t in session.execute(query)],
@@ -103,21 +107,27 @@ def list_pools(session: Session, *, status: str | None = None) -> tuple[list[str
 
 
 def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
-    inputs = select(LotInput.lot_id, func.count(LotInput.id).label("n")).group_by(LotInput.lot_id).subquery()
-    shipped = select(Shipment.lot_id, func.sum(Shipment.quantity).label("q")).group_by(Shipment.lot_id).subquery()
+    inputs = (
+        select(col(LotInput.lot_id), func.count(col(LotInput.id)).label("n")).group_by(col(LotInput.lot_id)).subquery()
+    )
+    shipped = (
+        select(col(Shipment.lot_id), func.sum(col(Shipment.quantity)).label("q"))
+        .group_by(col(Shipment.lot_id))
+        .subquery()
+    )
     rows = session.execute(
         select(
-            Lot.lot_number,
-            Lot.product,
-            Lot.kind,
-            Lot.status,
+            col(Lot.lot_number),
+            col(Lot.product),
+            col(Lot.kind),
+            col(Lot.status),
             func.coalesce(inputs.c.n, 0),
             func.coalesce(shipped.c.q, 0),
-            Lot.released_at,
+            col(Lot.released_at),
         )
-        .outerjoin(inputs, inputs.c.lot_id == Lot.id)
-        .outerjoin(shipped, shipped.c.lot_id == Lot.id)
-        .order_by(Lot.lot_number)
+        .outerjoin(inputs, inputs.c.lot_id == col(Lot.id))
+        .outerjoin(shipped, shipped.c.lot_id == col(Lot.id))
+        .order_by(col(Lot.lot_number))
     )
     return (
         ["lot", "product", "kind", "status", "inputs", "shipped", "released at"],
@@ -127,7 +137,9 @@ def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
 
 def list_consignees(session: Session) -> tuple[list[str], list[list[Any]]]:
     rows = session.execute(
-        select(Consignee.code, Consignee.name, Consignee.address, Consignee.country).order_by(Consignee.code)
+        select(col(Consignee.code), col(Consignee.name), col(Consignee.address), col(Consignee.country)).order_by(
+            col(Consignee.code)
+        )
     )
     return ["code", "name", "address", "country"], [list(r) for r in rows]
 
@@ -137,11 +149,16 @@ def show_consignee(session: Session, code: str) -> tuple[dict[str, Any], list[st
     row = get_consignee(session, code)
     shipments = session.execute(
         select(
-            Shipment.shipment_number, Lot.lot_number, Shipment.quantity, Lot.unit, Shipment.shipped_on, Lot.expires_on
+            col(Shipment.shipment_number),
+            col(Lot.lot_number),
+            col(Shipment.quantity),
+            col(Lot.unit),
+            col(Shipment.shipped_on),
+            col(Lot.expires_on),
         )
-        .join(Lot, Lot.id == Shipment.lot_id)
-        .where(Shipment.consignee_id == row.id)
-        .order_by(Shipment.shipped_on, Shipment.shipment_number)
+        .join(Lot, col(Lot.id) == col(Shipment.lot_id))
+        .where(col(Shipment.consignee_id) == row.id)
+        .order_by(col(Shipment.shipped_on), col(Shipment.shipment_number))
     )
     summary = {"code": row.code, "name": row.name, "address": row.address, "country": row.country}
     return (
@@ -158,16 +175,16 @@ def audit_log(
     session: Session, *, entity: str | None = None, key: str | None = None, limit: int = 500
 ) -> tuple[list[str], list[list[Any]]]:
     """Audit events, oldest first; for a record, its whole history with old and new values and reasons."""
-    query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)
+    query = select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(limit)
     if entity:
-        query = query.where(AuditEvent.entity_type == entity)
+        query = query.where(col(AuditEvent.entity_type) == entity)
     if key:
         keys = {key}
         try:
             keys.add(canonical_unit_number(key))
         except Exception:  # not a unit number: match the key as given
             pass
-        query = query.where(AuditEvent.entity_key.in_(keys))
+        query = query.where(col(AuditEvent.entity_key).in_(keys))
     rows = list(session.execute(query).scalars())[::-1]
     return (
         ["seq", "at", "actor", "action", "entity", "key", "old", "new", "reason"],

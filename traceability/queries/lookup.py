@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..errors import (
     ConsigneeNotFound,
@@ -32,7 +32,7 @@ def canonical_unit_number(text: str) -> str:
 
 def get_establishment(session: Session, code: str) -> Establishment:
     code = _key(code)
-    row = session.execute(select(Establishment).where(Establishment.code == code)).scalar_one_or_none()
+    row = session.execute(select(Establishment).where(col(Establishment.code) == code)).scalar_one_or_none()
     if row is None:
         raise EstablishmentNotFound(code)
     return row
@@ -40,7 +40,7 @@ def get_establishment(session: Session, code: str) -> Establishment:
 
 def get_donor(session: Session, donor_code: str) -> Donor:
     donor_code = _key(donor_code)
-    row = session.execute(select(Donor).where(Donor.donor_code == donor_code)).scalar_one_or_none()
+    row = session.execute(select(Donor).where(col(Donor.donor_code) == donor_code)).scalar_one_or_none()
     if row is None:
         raise DonorNotFound(donor_code)
     return row
@@ -48,7 +48,7 @@ def get_donor(session: Session, donor_code: str) -> Donor:
 
 def get_unit(session: Session, unit_number: str, *, for_update: bool = False) -> Donation:
     canonical = canonical_unit_number(unit_number)
-    query = select(Donation).where(Donation.unit_number == canonical)
+    query = select(Donation).where(col(Donation.unit_number) == canonical)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
     row = session.execute(query).scalar_one_or_none()
@@ -59,7 +59,7 @@ def get_unit(session: Session, unit_number: str, *, for_update: bool = False) ->
 
 def get_pool(session: Session, pool_number: str, *, for_update: bool = False) -> Pool:
     pool_number = _key(pool_number)
-    query = select(Pool).where(Pool.pool_number == pool_number)
+    query = select(Pool).where(col(Pool.pool_number) == pool_number)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
     row = session.execute(query).scalar_one_or_none()
@@ -70,7 +70,7 @@ def get_pool(session: Session, pool_number: str, *, for_update: bool = False) ->
 
 def get_lot(session: Session, lot_number: str, *, for_update: bool = False) -> Lot:
     lot_number = _key(lot_number)
-    query = select(Lot).where(Lot.lot_number == lot_number)
+    query = select(Lot).where(col(Lot.lot_number) == lot_number)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
     row = session.execute(query).scalar_one_or_none()
@@ -80,7 +80,7 @@ def get_lot(session: Session, lot_number: str, *, for_update: bool = False) -> L
 
 
 def get_step(session: Session, step_key: str) -> Step:
-    row = session.execute(select(Step).where(Step.step_key == step_key)).scalar_one_or_none()
+    row = session.execute(select(Step).where(col(Step.step_key) == step_key)).scalar_one_or_none()
     if row is None:
         raise StepNotFound(step_key)
     return row
@@ -88,7 +88,7 @@ def get_step(session: Session, step_key: str) -> Step:
 
 def get_consignee(session: Session, code: str) -> Consignee:
     code = _key(code)
-    row = session.execute(select(Consignee).where(Consignee.code == code)).scalar_one_or_none()
+    row = session.execute(select(Consignee).where(col(Consignee.code) == code)).scalar_one_or_none()
     if row is None:
         raise ConsigneeNotFound(code)
     return row

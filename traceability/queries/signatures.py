@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from ..audit import to_json
 from ..errors import InvalidInput, NotFound
@@ -55,34 +55,36 @@ def record_content(session: Session, entity_type: str, entity_key: str) -> dict[
         lot = get_lot(session, entity_key)
         return {
             "lot": _row(lot),
-            "inputs": _rows(session, LotInput, LotInput.lot_id == lot.id, drop=("lot_id",)),
-            "steps": _rows(session, Step, Step.lot_id == lot.id, drop=("lot_id",)),
+            "inputs": _rows(session, LotInput, col(LotInput.lot_id) == lot.id, drop=("lot_id",)),
+            "steps": _rows(session, Step, col(Step.lot_id) == lot.id, drop=("lot_id",)),
         }
     if entity_type == "pool":
         pool = get_pool(session, entity_key)
         members = session.execute(
-            select(Donation.unit_number)
-            .join(PoolMember, PoolMember.donation_id == Donation.id)
-            .where(PoolMember.pool_id == pool.id)
-            .order_by(Donation.unit_number)
+            select(col(Donation.unit_number))
+            .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+            .where(col(PoolMember.pool_id) == pool.id)
+            .order_by(col(Donation.unit_number))
         ).scalars()
         return {
             "pool": _row(pool),
             "members": list(members),
-            "tests": _rows(session, PoolTest, PoolTest.pool_id == pool.id, drop=("pool_id",)),
-            "steps": _rows(session, Step, Step.pool_id == pool.id, drop=("pool_id",)),
+            "tests": _rows(session, PoolTest, col(PoolTest.pool_id) == pool.id, drop=("pool_id",)),
+            "steps": _rows(session, Step, col(Step.pool_id) == pool.id, drop=("pool_id",)),
         }
     if entity_type == "lookback_case":
-        case = session.execute(select(LookbackCase).where(LookbackCase.case_number == entity_key)).scalar_one_or_none()
+        case = session.execute(
+            select(LookbackCase).where(col(LookbackCase.case_number) == entity_key)
+        ).scalar_one_or_none()
         if case is None:
             raise NotFound("Look-back case", entity_key)
-        return {"case": _row(case), "findings": _rows(session, CaseFinding, CaseFinding.case_id == case.id)}
+        return {"case": _row(case), "findings": _rows(session, CaseFinding, col(CaseFinding.case_id) == case.id)}
     if entity_type == "deferral":
         donor_code, _, sequence = entity_key.rpartition("#")
         row = session.execute(
             select(Deferral)
-            .join(Donor, Donor.id == Deferral.donor_id)
-            .where(Donor.donor_code == donor_code, Deferral.sequence == int(sequence or 0))
+            .join(Donor, col(Donor.id) == col(Deferral.donor_id))
+            .where(col(Donor.donor_code) == donor_code, col(Deferral.sequence) == int(sequence or 0))
         ).scalar_one_or_none()
         if row is None:
             raise NotFound("Deferral", entity_key)
@@ -133,14 +135,14 @@ def signatures_for(session: Session, key: str | None = None, *, entity_type: str
     """The signatures on a record (every signature when ``key`` is None), oldest first, each flagged when the
     record's content no longer hashes to what was signed."""
     query = (
-        select(Signature, AuditEvent.seq)
-        .join(AuditEvent, AuditEvent.id == Signature.audit_event_id)
-        .order_by(AuditEvent.seq)
+        select(Signature, col(AuditEvent.seq))
+        .join(AuditEvent, col(AuditEvent.id) == col(Signature.audit_event_id))
+        .order_by(col(AuditEvent.seq))
     )
     if key is not None:
-        query = query.where(Signature.entity_key == key)
+        query = query.where(col(Signature.entity_key) == key)
     if entity_type is not None:
-        query = query.where(Signature.entity_type == entity_type)
+        query = query.where(col(Signature.entity_type) == entity_type)
     current: dict[tuple[str, str], str] = {}
     lines = []
     for sig, seq in session.execute(query).all():
@@ -173,21 +175,21 @@ def signing_state(session: Session, login: str, *, now: datetime) -> SigningStat
     """Failed signature attempts in a row since the login's last signature; three lock signing for 15 minutes
     (21 CFR 11.300(d)), after which the count starts again."""
     last_signed = session.execute(
-        select(AuditEvent.seq)
-        .join(Signature, Signature.audit_event_id == AuditEvent.id)
-        .where(Signature.login == login)
-        .order_by(AuditEvent.seq.desc())
+        select(col(AuditEvent.seq))
+        .join(Signature, col(Signature.audit_event_id) == col(AuditEvent.id))
+        .where(col(Signature.login) == login)
+        .order_by(col(AuditEvent.seq).desc())
         .limit(1)
     ).scalar()
     failures = session.execute(
-        select(AuditEvent.occurred_at)
+        select(col(AuditEvent.occurred_at))
         .where(
-            AuditEvent.action == "signature.failed",
-            AuditEvent.entity_type == "user",
-            AuditEvent.entity_key == login,
-            AuditEvent.seq > (last_signed or 0),
+            col(AuditEvent.action) == "signature.failed",
+            col(AuditEvent.entity_type) == "user",
+            col(AuditEvent.entity_key) == login,
+            col(AuditEvent.seq) > (last_signed or 0),
         )
-        .order_by(AuditEvent.seq)
+        .order_by(col(AuditEvent.seq))
     ).scalars()
     count, locked_until = 0, None
     for at in failures:

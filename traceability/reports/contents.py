@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import aliased
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import (
     AuditEvent,
@@ -59,8 +59,12 @@ def _edges(
         return []
     rows = session.execute(
         select(
-            LotInput.lot_id, LotInput.input_pool_id, LotInput.input_lot_id, LotInput.quantity, LotInput.quantity_unit
-        ).where(LotInput.lot_id.in_(lot_ids))
+            col(LotInput.lot_id),
+            col(LotInput.input_pool_id),
+            col(LotInput.input_lot_id),
+            col(LotInput.quantity),
+            col(LotInput.quantity_unit),
+        ).where(col(LotInput.lot_id).in_(lot_ids))
     )
     edges = []
     for lot_id, pool_id, input_lot, quantity, unit in rows:
@@ -97,7 +101,9 @@ def _member_ids(session: Session, lineage: Lineage) -> list[int]:
     if not lineage.pool_ids:
         return []
     return list(
-        session.execute(select(PoolMember.donation_id).where(PoolMember.pool_id.in_(lineage.pool_ids))).scalars()
+        session.execute(
+            select(col(PoolMember.donation_id)).where(col(PoolMember.pool_id).in_(lineage.pool_ids))
+        ).scalars()
     )
 
 
@@ -106,12 +112,14 @@ def corrected_units(session: Session, lineage: Lineage, units: set[str]) -> list
     found: set[str] = set()
     for chunk in _chunks(_member_ids(session, lineage)):
         found.update(
-            session.execute(select(Donation.unit_number).where(Donation.id.in_(chunk), Donation.version > 1)).scalars()
+            session.execute(
+                select(col(Donation.unit_number)).where(col(Donation.id).in_(chunk), col(Donation.version) > 1)
+            ).scalars()
         )
     for chunk in _chunks(units):
         found.update(
             session.execute(
-                select(Donation.unit_number).where(Donation.unit_number.in_(chunk), Donation.version > 1)
+                select(col(Donation.unit_number)).where(col(Donation.unit_number).in_(chunk), col(Donation.version) > 1)
             ).scalars()
         )
     return sorted(found)
@@ -126,15 +134,17 @@ def lineage_graph(session: Session, lineage: Lineage) -> LineageGraph:
     counts: dict[int, tuple[int, int]] = {}
     if lineage.pool_ids:
         rows = session.execute(
-            select(PoolMember.pool_id, func.count(func.distinct(Donation.donor_id)), func.count(Donation.id))
-            .join(Donation, Donation.id == PoolMember.donation_id)
-            .where(PoolMember.pool_id.in_(lineage.pool_ids))
-            .group_by(PoolMember.pool_id)
+            select(
+                col(PoolMember.pool_id), func.count(func.distinct(col(Donation.donor_id))), func.count(col(Donation.id))
+            )
+            .join(Donation, col(Donation.id) == col(PoolMember.donation_id))
+            .where(col(PoolMember.pool_id).in_(lineage.pool_ids))
+            .group_by(col(PoolMember.pool_id))
         )
         counts = {pool_id: (int(d), int(n)) for pool_id, d, n in rows}
     open_case_pools = _open_case_pools(session, lineage)
     reactive = _reactive_donors_by_pool(session, lineage)
-    pools = session.execute(select(Pool).where(Pool.id.in_(lineage.pool_ids))).scalars().all()
+    pools = session.execute(select(Pool).where(col(Pool.id).in_(lineage.pool_ids))).scalars().all()
     for pool in sorted(pools, key=lambda p: p.pool_number):
         donors, donations = counts.get(pool.id or 0, (0, 0))
         status = pool.status.value
@@ -145,7 +155,7 @@ def lineage_graph(session: Session, lineage: Lineage) -> LineageGraph:
             lines.append(f"{reactive[pool.id or 0]:,} donor(s) now reactive")
         alert = status in ALERT_STATUSES or pool.id in open_case_pools or bool(reactive.get(pool.id or 0))
         graph.nodes.append(Node(f"pool:{pool.pool_number}", "pool", pool.pool_number, lines, alert))
-    lots = session.execute(select(Lot).where(Lot.id.in_(lineage.lot_ids))).scalars().all()
+    lots = session.execute(select(Lot).where(col(Lot.id).in_(lineage.lot_ids))).scalars().all()
     names = {lot.id: lot.lot_number for lot in lots}
     pool_names = {pool.id: pool.pool_number for pool in pools}
     feeding = {lot.id: upstream(session, lot.id or 0).pool_ids for lot in lots}  # also beyond this report
@@ -170,9 +180,9 @@ def _lot_counts(session: Session, pool_ids: set[int]) -> tuple[int, int]:
     if not pool_ids:
         return 0, 0
     donors, donations = session.execute(
-        select(func.count(func.distinct(Donation.donor_id)), func.count(Donation.id))
-        .join(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(PoolMember.pool_id.in_(pool_ids))
+        select(func.count(func.distinct(col(Donation.donor_id))), func.count(col(Donation.id)))
+        .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .where(col(PoolMember.pool_id).in_(pool_ids))
     ).one()
     return int(donors), int(donations)
 
@@ -181,15 +191,15 @@ def _current_reactive() -> Any:
     """Current (newest version per marker) reactive results, as a statement of (donation id, donor id)."""
     newer = aliased(TestResult)
     return (
-        select(TestResult.donation_id, Donation.donor_id)
-        .join(Donation, Donation.id == TestResult.donation_id)
+        select(col(TestResult.donation_id), col(Donation.donor_id))
+        .join(Donation, col(Donation.id) == col(TestResult.donation_id))
         .where(
-            TestResult.result == ResultValue.REACTIVE,
+            col(TestResult.result) == ResultValue.REACTIVE,
             ~select(newer.id)
             .where(
-                newer.donation_id == TestResult.donation_id,
-                newer.marker == TestResult.marker,
-                newer.version > TestResult.version,
+                newer.donation_id == col(TestResult.donation_id),
+                newer.marker == col(TestResult.marker),
+                newer.version > col(TestResult.version),
             )
             .exists(),
         )
@@ -202,10 +212,10 @@ def _reactive_donors_by_pool(session: Session, lineage: Lineage) -> dict[int, in
         return {}
     reactive = _current_reactive().subquery()
     rows = session.execute(
-        select(PoolMember.pool_id, func.count(func.distinct(Donation.donor_id)))
-        .join(Donation, Donation.id == PoolMember.donation_id)
-        .where(PoolMember.pool_id.in_(lineage.pool_ids), Donation.donor_id.in_(select(reactive.c.donor_id)))
-        .group_by(PoolMember.pool_id)
+        select(col(PoolMember.pool_id), func.count(func.distinct(col(Donation.donor_id))))
+        .join(Donation, col(Donation.id) == col(PoolMember.donation_id))
+        .where(col(PoolMember.pool_id).in_(lineage.pool_ids), col(Donation.donor_id).in_(select(reactive.c.donor_id)))
+        .group_by(col(PoolMember.pool_id))
     )
     return {pool_id: int(count) for pool_id, count in rows}
 
@@ -215,9 +225,9 @@ def _open_case_pools(session: Session, lineage: Lineage) -> set[int]:
         return set()
     return set(
         session.execute(
-            select(CaseFinding.pool_id)
-            .join(LookbackCase, LookbackCase.id == CaseFinding.case_id)
-            .where(CaseFinding.pool_id.in_(lineage.pool_ids), LookbackCase.status == CaseStatus.OPEN)
+            select(col(CaseFinding.pool_id))
+            .join(LookbackCase, col(LookbackCase.id) == col(CaseFinding.case_id))
+            .where(col(CaseFinding.pool_id).in_(lineage.pool_ids), col(LookbackCase.status) == CaseStatus.OPEN)
         ).scalars()
     )
 
@@ -228,10 +238,14 @@ def _open_case_pools(session: Session, lineage: Lineage) -> set[int]:
 def holds(session: Session, lineage: Lineage) -> Section:
     """Pools and lots on the lineage that are quarantined, rejected or held, with the recorded reason."""
     rows: list[list[Any]] = []
-    for pool in session.execute(select(Pool).where(Pool.id.in_(lineage.pool_ids)).order_by(Pool.pool_number)).scalars():
+    for pool in session.execute(
+        select(Pool).where(col(Pool.id).in_(lineage.pool_ids)).order_by(col(Pool.pool_number))
+    ).scalars():
         if pool.status.value in ALERT_STATUSES:
             rows.append(["pool", pool.pool_number, pool.status.value, pool.status_reason or ""])
-    for lot in session.execute(select(Lot).where(Lot.id.in_(lineage.lot_ids)).order_by(Lot.lot_number)).scalars():
+    for lot in session.execute(
+        select(Lot).where(col(Lot.id).in_(lineage.lot_ids)).order_by(col(Lot.lot_number))
+    ).scalars():
         if lot.status.value in ALERT_STATUSES:
             rows.append(["lot", lot.lot_number, lot.status.value, lot.status_reason or ""])
     return Section("Holds and quarantines", ["kind", "key", "status", "reason"], rows)
@@ -243,19 +257,19 @@ def open_cases(session: Session, lineage: Lineage) -> Section:
         return Section("Open look-back cases", ["case", "donor", "opened", "reason", "units on the lineage"], [])
     rows = session.execute(
         select(
-            LookbackCase.case_number,
-            Donor.donor_code,
-            LookbackCase.created_at,
-            LookbackCase.reason,
-            Donation.unit_number,
-            Pool.pool_number,
+            col(LookbackCase.case_number),
+            col(Donor.donor_code),
+            col(LookbackCase.created_at),
+            col(LookbackCase.reason),
+            col(Donation.unit_number),
+            col(Pool.pool_number),
         )
-        .join(CaseFinding, CaseFinding.case_id == LookbackCase.id)
-        .join(Donation, Donation.id == CaseFinding.donation_id)
-        .join(Donor, Donor.id == LookbackCase.donor_id)
-        .join(Pool, Pool.id == CaseFinding.pool_id)
-        .where(LookbackCase.status == CaseStatus.OPEN, CaseFinding.pool_id.in_(lineage.pool_ids))
-        .order_by(LookbackCase.case_number, Donation.unit_number)
+        .join(CaseFinding, col(CaseFinding.case_id) == col(LookbackCase.id))
+        .join(Donation, col(Donation.id) == col(CaseFinding.donation_id))
+        .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
+        .join(Pool, col(Pool.id) == col(CaseFinding.pool_id))
+        .where(col(LookbackCase.status) == CaseStatus.OPEN, col(CaseFinding.pool_id).in_(lineage.pool_ids))
+        .order_by(col(LookbackCase.case_number), col(Donation.unit_number))
     )
     cases: dict[str, list[Any]] = {}
     for number, donor, opened, reason, unit, pool in rows:
@@ -274,33 +288,33 @@ def reactive_donors(session: Session, lineage: Lineage) -> Section:
     columns = ["donor", "unit", "marker", "result version", "tested at", "pooled here"]
     if not lineage.pool_ids:
         return Section("Donors with reactive results", columns, [])
-    members = select(Donation.donor_id).join(PoolMember, PoolMember.donation_id == Donation.id)
-    members = members.where(PoolMember.pool_id.in_(lineage.pool_ids))
+    members = select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+    members = members.where(col(PoolMember.pool_id).in_(lineage.pool_ids))
     newer = aliased(TestResult)
-    in_lineage = select(PoolMember.donation_id).where(PoolMember.pool_id.in_(lineage.pool_ids))
+    in_lineage = select(col(PoolMember.donation_id)).where(col(PoolMember.pool_id).in_(lineage.pool_ids))
     rows = session.execute(
         select(
-            Donor.donor_code,
-            Donation.unit_number,
-            TestResult.marker,
-            TestResult.version,
-            TestResult.tested_at,
-            Donation.id.in_(in_lineage),
+            col(Donor.donor_code),
+            col(Donation.unit_number),
+            col(TestResult.marker),
+            col(TestResult.version),
+            col(TestResult.tested_at),
+            col(Donation.id).in_(in_lineage),
         )
-        .join(Donation, Donation.id == TestResult.donation_id)
-        .join(Donor, Donor.id == Donation.donor_id)
+        .join(Donation, col(Donation.id) == col(TestResult.donation_id))
+        .join(Donor, col(Donor.id) == col(Donation.donor_id))
         .where(
-            TestResult.result == ResultValue.REACTIVE,
-            Donation.donor_id.in_(members),
+            col(TestResult.result) == ResultValue.REACTIVE,
+            col(Donation.donor_id).in_(members),
             ~select(newer.id)
             .where(
-                newer.donation_id == TestResult.donation_id,
-                newer.marker == TestResult.marker,
-                newer.version > TestResult.version,
+                newer.donation_id == col(TestResult.donation_id),
+                newer.marker == col(TestResult.marker),
+                newer.version > col(TestResult.version),
             )
             .exists(),
         )
-        .order_by(Donor.donor_code, Donation.unit_number, TestResult.marker)
+        .order_by(col(Donor.donor_code), col(Donation.unit_number), col(TestResult.marker))
     )
     return Section(
         "Donors with reactive results",
@@ -314,15 +328,19 @@ def deviations(session: Session, lineage: Lineage) -> Section:
     columns = ["step", "on", "method", "outcome", "state", "closure"]
     if not lineage.pool_ids and not lineage.lot_ids:
         return Section("Deviations and failed steps", columns, [])
-    pool_names = dict(session.execute(select(Pool.id, Pool.pool_number).where(Pool.id.in_(lineage.pool_ids))).all())
-    lot_names = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lineage.lot_ids))).all())
+    pool_names = dict(
+        session.execute(select(col(Pool.id), col(Pool.pool_number)).where(col(Pool.id).in_(lineage.pool_ids))).all()
+    )
+    lot_names = dict(
+        session.execute(select(col(Lot.id), col(Lot.lot_number)).where(col(Lot.id).in_(lineage.lot_ids))).all()
+    )
     steps = session.execute(
         select(Step)
         .where(
-            or_(Step.pool_id.in_(lineage.pool_ids), Step.lot_id.in_(lineage.lot_ids)),
-            Step.outcome != StepOutcome.COMPLETED,
+            or_(col(Step.pool_id).in_(lineage.pool_ids), col(Step.lot_id).in_(lineage.lot_ids)),
+            col(Step.outcome) != StepOutcome.COMPLETED,
         )
-        .order_by(Step.step_key)
+        .order_by(col(Step.step_key))
     ).scalars()
     return Section(
         "Deviations and failed steps",
@@ -351,16 +369,16 @@ def pool_tests(session: Session, lineage: Lineage) -> Section:
         newest = {
             (p, m): v
             for p, m, v in session.execute(
-                select(PoolTest.pool_id, PoolTest.marker, func.max(PoolTest.version))
-                .where(PoolTest.pool_id.in_(lineage.pool_ids))
-                .group_by(PoolTest.pool_id, PoolTest.marker)
+                select(col(PoolTest.pool_id), col(PoolTest.marker), func.max(col(PoolTest.version)))
+                .where(col(PoolTest.pool_id).in_(lineage.pool_ids))
+                .group_by(col(PoolTest.pool_id), col(PoolTest.marker))
             )
         }
         for test, pool_number in session.execute(
-            select(PoolTest, Pool.pool_number)
-            .join(Pool, Pool.id == PoolTest.pool_id)
-            .where(PoolTest.pool_id.in_(lineage.pool_ids))
-            .order_by(Pool.pool_number, PoolTest.marker, PoolTest.version)
+            select(PoolTest, col(Pool.pool_number))
+            .join(Pool, col(Pool.id) == col(PoolTest.pool_id))
+            .where(col(PoolTest.pool_id).in_(lineage.pool_ids))
+            .order_by(col(Pool.pool_number), col(PoolTest.marker), col(PoolTest.version))
         ):
             current = newest[(test.pool_id, test.marker)] == test.version
             rows.append(
@@ -440,8 +458,8 @@ def history(session: Session, lineage: Lineage, *, extra: dict[str, set[str]] | 
     (corrections, rejections, interdictions, results), the imports its donations and results came from, and the
     look-back cases that touch it. Oldest first."""
     keys: dict[str, set[str]] = {
-        "pool": set(session.execute(select(Pool.pool_number).where(Pool.id.in_(lineage.pool_ids))).scalars()),
-        "lot": set(session.execute(select(Lot.lot_number).where(Lot.id.in_(lineage.lot_ids))).scalars()),
+        "pool": set(session.execute(select(col(Pool.pool_number)).where(col(Pool.id).in_(lineage.pool_ids))).scalars()),
+        "lot": set(session.execute(select(col(Lot.lot_number)).where(col(Lot.id).in_(lineage.lot_ids))).scalars()),
         "lookback_case": set(lineage.case_numbers),
     }
     for entity, more in (extra or {}).items():
@@ -451,14 +469,14 @@ def history(session: Session, lineage: Lineage, *, extra: dict[str, set[str]] | 
     import_ids: set[int] = set()
     for chunk in _chunks(member_ids):
         for unit, donation_import in session.execute(
-            select(Donation.unit_number, Donation.import_event_id).where(Donation.id.in_(chunk))
+            select(col(Donation.unit_number), col(Donation.import_event_id)).where(col(Donation.id).in_(chunk))
         ):
             units.add(unit)
             if donation_import is not None:
                 import_ids.add(donation_import)
         for column, model_id in (
-            (PoolMember.import_event_id, PoolMember.donation_id),
-            (TestResult.import_event_id, TestResult.donation_id),
+            (col(PoolMember.import_event_id), col(PoolMember.donation_id)),
+            (col(TestResult.import_event_id), col(TestResult.donation_id)),
         ):
             import_ids.update(
                 i for i in session.execute(select(column).where(model_id.in_(chunk)).distinct()).scalars() if i
@@ -468,19 +486,19 @@ def history(session: Session, lineage: Lineage, *, extra: dict[str, set[str]] | 
     for entity, entity_keys in keys.items():
         for chunk in _chunks(entity_keys):
             for event in session.execute(
-                select(AuditEvent).where(AuditEvent.entity_type == entity, AuditEvent.entity_key.in_(chunk))
+                select(AuditEvent).where(col(AuditEvent.entity_type) == entity, col(AuditEvent.entity_key).in_(chunk))
             ).scalars():
                 events[event.seq] = event
     if import_ids:
-        started = list(session.execute(select(AuditEvent).where(AuditEvent.id.in_(import_ids))).scalars())
+        started = list(session.execute(select(AuditEvent).where(col(AuditEvent.id).in_(import_ids))).scalars())
         for event in started:
             events[event.seq] = event
         files = {e.entity_key for e in started}
         for event in session.execute(
             select(AuditEvent).where(
-                AuditEvent.entity_type == "import",
-                AuditEvent.entity_key.in_(files),
-                AuditEvent.action.like("%.completed"),
+                col(AuditEvent.entity_type) == "import",
+                col(AuditEvent.entity_key).in_(files),
+                col(AuditEvent.action).like("%.completed"),
             )
         ).scalars():
             if any(event.seq > s.seq for s in started if s.entity_key == event.entity_key):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import InvalidInput
@@ -144,7 +144,7 @@ def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFA
     else:
         trace = trace_case(session, key)
         document = case_document(trace)
-        pool_ids = set(session.execute(select(Pool.id).where(Pool.pool_number.in_(trace.pools))).scalars())
+        pool_ids = set(session.execute(select(col(Pool.id)).where(col(Pool.pool_number).in_(trace.pools))).scalars())
         lineage = contents.lineage_downstream(session, pool_ids)
         extra = {"lookback_case": {trace.case_number}, "donor": {trace.donor_code}}
         extra["donation"] = {f["unit_number"] for f in trace.findings}
@@ -159,7 +159,9 @@ def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFA
     flags = [build(session, lineage) for build in contents.FLAG_SECTIONS]
     sections, donations = _split(document)
     verification = audit.verify(session)
-    head_time = session.execute(select(AuditEvent.occurred_at).order_by(AuditEvent.seq.desc()).limit(1)).scalar()
+    head_time = session.execute(
+        select(col(AuditEvent.occurred_at)).order_by(col(AuditEvent.seq).desc()).limit(1)
+    ).scalar()
     return Report(
         kind=kind,
         key=key,

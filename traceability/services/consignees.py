@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import DuplicateKey, InvalidInput
@@ -53,7 +53,7 @@ def add_consignee(
 ) -> Consignee:
     """Register a consignee with its address. Raises InvalidInput, DuplicateKey."""
     fields = check_consignee(code=code, name=name, address=address, country=country)
-    if session.execute(select(Consignee.id).where(Consignee.code == fields.code)).first():
+    if session.execute(select(col(Consignee.id)).where(col(Consignee.code) == fields.code)).first():
         raise DuplicateKey("Consignee", fields.code)
     row = Consignee(
         code=fields.code, name=fields.name, address=fields.address, country=fields.country, created_by=actor

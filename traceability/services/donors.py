@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..calendars import DEFAULT_TIMEZONE, check_timezone, local_day
@@ -35,7 +35,7 @@ def add_establishment(
     if not name.strip():
         raise InvalidInput(f"Establishment {code} needs a name.")
     name = check_name(name, f"Establishment {code}: name")
-    if session.execute(select(Establishment.id).where(Establishment.code == code)).first():
+    if session.execute(select(col(Establishment.id)).where(col(Establishment.code) == code)).first():
         raise DuplicateKey("Establishment", code)
     row = Establishment(code=code, name=name.strip(), kind=kind, timezone=timezone, created_by=actor)
     with unique_or_conflict(session, "Establishment", code):
@@ -58,7 +58,7 @@ def add_donor(
     donor_code = check_code(donor_code, "Donor code")
     check_not_future(f"Donor {donor_code}", "registered on", registered_on, now=utcnow())
     site = get_establishment(session, establishment)
-    if session.execute(select(Donor.id).where(Donor.donor_code == donor_code)).first():
+    if session.execute(select(col(Donor.id)).where(col(Donor.donor_code) == donor_code)).first():
         raise DuplicateKey("Donor", donor_code)
     row = Donor(donor_code=donor_code, establishment_id=site.id, registered_on=registered_on, created_by=actor)
     with unique_or_conflict(session, "Donor", donor_code):
@@ -95,7 +95,8 @@ def defer_donor(
             f"Deferral of donor {donor_code} would end on {ends_on} but starts on {starts_on}; the end must be later."
         )
     sequence = (
-        session.execute(select(func.max(Deferral.sequence)).where(Deferral.donor_id == donor.id)).scalar() or 0
+        session.execute(select(func.max(col(Deferral.sequence))).where(col(Deferral.donor_id) == donor.id)).scalar()
+        or 0
     ) + 1
     row = Deferral(
         donor_id=donor.id,
@@ -130,7 +131,7 @@ def lift_deferral(
     reason = audit.require_reason(reason, f"Lifting a deferral of donor {donor_code}")
     donor = get_donor(session, donor_code)
     row = session.execute(
-        select(Deferral).where(Deferral.donor_id == donor.id, Deferral.sequence == sequence)
+        select(Deferral).where(col(Deferral.donor_id) == donor.id, col(Deferral.sequence) == sequence)
     ).scalar_one_or_none()
     if row is None:
         raise NotFound("Deferral", f"{donor_code}#{sequence}")
@@ -157,7 +158,9 @@ def lift_deferral(
 
 def today_at(session: Session, donor: Donor) -> date:
     """Today on the calendar of the donor's establishment (its IANA time zone)."""
-    zone = session.execute(select(Establishment.timezone).where(Establishment.id == donor.establishment_id)).scalar()
+    zone = session.execute(
+        select(col(Establishment.timezone)).where(col(Establishment.id) == donor.establishment_id)
+    ).scalar()
     return local_day(utcnow(), zone)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import InvalidInput, WrongState
@@ -54,7 +54,7 @@ def add_step(
             raise WrongState(
                 f"Pool {pool.pool_number} is {pool.status.value}; steps apply to closed or released pools."
             )
-        target, where = pool.pool_number, Step.pool_id == pool.id
+        target, where = pool.pool_number, col(Step.pool_id) == pool.id
         lot_was_released = False
         ids = {"pool_id": pool.id}
         began, life = _material_began(session, {pool.id}), f"the last unit of pool {pool.pool_number} was collected"
@@ -68,12 +68,12 @@ def add_step(
                 f"Lot {lot.lot_number} is {lot.status.value}; steps apply to lots not yet released "
                 "(a released lot takes only a failed step or a deviation found later)."
             )
-        target, where = lot.lot_number, Step.lot_id == lot.id
+        target, where = lot.lot_number, col(Step.lot_id) == lot.id
         ids = {"lot_id": lot.id}
         lot_was_released = lot.status == LotStatus.RELEASED
         began = _material_began(session, upstream(session, lot.id or 0).pool_ids)
         life = f"the last unit upstream of lot {lot.lot_number} was collected"
-    n = (session.execute(select(func.count(Step.id)).where(where)).scalar() or 0) + 1
+    n = (session.execute(select(func.count(col(Step.id))).where(where)).scalar() or 0) + 1
     check_step(
         f"Step {target}-S{n} ({method.value})",
         started_at=started_at,
@@ -134,9 +134,9 @@ def _material_began(session: Session, pool_ids: set[int]) -> datetime | None:
     if not pool_ids:
         return None
     return session.execute(
-        select(func.max(Donation.collected_at))
-        .join(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(PoolMember.pool_id.in_(pool_ids))
+        select(func.max(col(Donation.collected_at)))
+        .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .where(col(PoolMember.pool_id).in_(pool_ids))
     ).scalar()
 
 
@@ -154,9 +154,9 @@ class RecordedStep:
 
 def _hold_reason(session: Session, step: Step, problem: str) -> str:
     if step.pool_id is not None:
-        on = "pool " + session.execute(select(Pool.pool_number).where(Pool.id == step.pool_id)).scalar_one()
+        on = "pool " + session.execute(select(col(Pool.pool_number)).where(col(Pool.id) == step.pool_id)).scalar_one()
     else:
-        on = "lot " + session.execute(select(Lot.lot_number).where(Lot.id == step.lot_id)).scalar_one()
+        on = "lot " + session.execute(select(col(Lot.lot_number)).where(col(Lot.id) == step.lot_id)).scalar_one()
     return f"{problem} on {on}"
 
 
@@ -197,8 +197,8 @@ def close_deviation(
     )
     held = session.execute(
         select(Lot)
-        .where(Lot.status == LotStatus.QUARANTINED, Lot.status_reason == held_for)
-        .order_by(Lot.id)  # a lot is made after its inputs: upstream lots are judged (and lifted) first
+        .where(col(Lot.status) == LotStatus.QUARANTINED, col(Lot.status_reason) == held_for)
+        .order_by(col(Lot.id))  # a lot is made after its inputs: upstream lots are judged (and lifted) first
         .with_for_update()
     ).scalars()
     lifted = []

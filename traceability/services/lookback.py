@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import CaseNotFound, Conflict, WrongState
@@ -28,7 +28,9 @@ class CaseOpened:
 def _next_case_number(session: Session, year: int) -> str:
     prefix = f"LB-{year}-"
     count = (
-        session.execute(select(func.count(LookbackCase.id)).where(LookbackCase.case_number.like(f"{prefix}%"))).scalar()
+        session.execute(
+            select(func.count(col(LookbackCase.id))).where(col(LookbackCase.case_number).like(f"{prefix}%"))
+        ).scalar()
         or 0
     )
     return f"{prefix}{count + 1:04d}"
@@ -41,8 +43,8 @@ def open_case(
     reason = audit.require_reason(reason, f"A look-back case for donor {donor_code}")
     donor = get_donor(session, donor_code)
     already = session.execute(
-        select(LookbackCase.case_number).where(
-            LookbackCase.donor_id == donor.id, LookbackCase.status == CaseStatus.OPEN
+        select(col(LookbackCase.case_number)).where(
+            col(LookbackCase.donor_id) == donor.id, col(LookbackCase.status) == CaseStatus.OPEN
         )
     ).scalar()
     if already is not None:
@@ -64,10 +66,10 @@ def open_case(
     ):
         session.add(case)
     query = (
-        select(Donation.id, Donation.unit_number, Donation.status, PoolMember.pool_id)
-        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(Donation.id.in_(in_window))
-        .order_by(Donation.collected_at)
+        select(col(Donation.id), col(Donation.unit_number), col(Donation.status), col(PoolMember.pool_id))
+        .outerjoin(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .where(col(Donation.id).in_(in_window))
+        .order_by(col(Donation.collected_at))
     )
     rows = session.execute(query).all()
     interdicted, pooled, other = [], [], []
@@ -87,7 +89,7 @@ def open_case(
     if interdicted:
         session.execute(
             update(Donation)
-            .where(Donation.unit_number.in_(interdicted), Donation.status == UnitStatus.IN_INVENTORY)
+            .where(col(Donation.unit_number).in_(interdicted), col(Donation.status) == UnitStatus.IN_INVENTORY)
             .values(status=UnitStatus.INTERDICTED, status_reason=f"look-back case {case.case_number}")
             .execution_options(synchronize_session=False)
         )
@@ -126,7 +128,7 @@ def close_case(session: Session, *, case_number: str, reason: str, actor: str) -
     """Close a case with its conclusion."""
     reason = audit.require_reason(reason, f"Closing look-back case {case_number}")
     case = session.execute(
-        select(LookbackCase).where(LookbackCase.case_number == case_number).with_for_update()
+        select(LookbackCase).where(col(LookbackCase.case_number) == case_number).with_for_update()
     ).scalar_one_or_none()
     if case is None:
         raise CaseNotFound(case_number)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import func, or_, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import (
@@ -78,9 +78,9 @@ class Balance:
 def pool_volume_ml(session: Session, pool_id: int) -> int:
     """A pool's volume now: the sum of its members' volumes."""
     total = session.execute(
-        select(func.coalesce(func.sum(Donation.volume_ml), 0))
-        .join(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(PoolMember.pool_id == pool_id)
+        select(func.coalesce(func.sum(col(Donation.volume_ml)), 0))
+        .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .where(col(PoolMember.pool_id) == pool_id)
     ).scalar()
     return int(total or 0)
 
@@ -170,7 +170,7 @@ def create_lot(
             raise InvalidInput(
                 f"Lot {lot_number}: quantity {spec.quantity} of {spec.kind} {spec.number} must be positive."
             )
-    if session.execute(select(Lot.id).where(Lot.lot_number == lot_number)).first():
+    if session.execute(select(col(Lot.id)).where(col(Lot.lot_number) == lot_number)).first():
         raise DuplicateKey("Lot", lot_number)
     resolved: list[tuple[InputSpec, Pool | Lot]] = []
     not_released = []
@@ -194,7 +194,10 @@ def create_lot(
             if spec.kind == "lot" and source.id is not None:
                 pool_ids |= upstream(session, source.id).pool_ids
         made_for = [
-            (n, p) for n, p in session.execute(select(Pool.pool_number, Pool.product).where(Pool.id.in_(pool_ids)))
+            (n, p)
+            for n, p in session.execute(
+                select(col(Pool.pool_number), col(Pool.product)).where(col(Pool.id).in_(pool_ids))
+            )
         ]
         wrong = upstream_product_problems(product, made_for)
         if wrong:
@@ -359,14 +362,14 @@ def hold_downstream(
     ids = downstream_lot_ids(pool_ids=pool_ids, lot_ids=lot_ids)
     if ids is None and not itself:
         return HeldLots([], [], [])
-    wanted = Lot.id.in_(list(itself)) if ids is None else or_(Lot.id.in_(ids), Lot.id.in_(list(itself)))
-    lots = list(session.execute(select(Lot).where(wanted).order_by(Lot.lot_number).with_for_update()).scalars())
+    wanted = col(Lot.id).in_(list(itself)) if ids is None else or_(col(Lot.id).in_(ids), col(Lot.id).in_(list(itself)))
+    lots = list(session.execute(select(Lot).where(wanted).order_by(col(Lot.lot_number)).with_for_update()).scalars())
     holdable = [lot for lot in lots if lot.status in (LotStatus.PENDING, LotStatus.RELEASED)]
     old = {lot.id: lot.status for lot in holdable}
     if holdable:
         session.execute(
             update(Lot)
-            .where(Lot.id.in_([lot.id for lot in holdable]))
+            .where(col(Lot.id).in_([lot.id for lot in holdable]))
             .values(status=LotStatus.QUARANTINED, status_reason=reason)
         )
         for lot in holdable:
@@ -381,7 +384,7 @@ def hold_downstream(
                 reason=reason,
             )
     consignees = session.execute(
-        select(Shipment.consignee).where(Shipment.lot_id.in_([lot.id for lot in lots])).distinct()
+        select(col(Shipment.consignee)).where(col(Shipment.lot_id).in_([lot.id for lot in lots])).distinct()
     ).scalars()
     return HeldLots([lot.lot_number for lot in holdable], [lot.lot_number for lot in lots], sorted(consignees))
 
@@ -411,7 +414,7 @@ def ship_lot(
     if not consignee.strip():
         raise InvalidInput(f"Shipment of lot {lot.lot_number} needs a consignee (--to CODE).")
     check_count(quantity, f"Shipment of lot {lot.lot_number}: quantity")
-    n = (session.execute(select(func.count(Shipment.id)).where(Shipment.lot_id == lot.id)).scalar() or 0) + 1
+    n = (session.execute(select(func.count(col(Shipment.id))).where(col(Shipment.lot_id) == lot.id)).scalar() or 0) + 1
     number = f"{lot.lot_number}-SH{n:03d}"
     # Quantities, consignee and dates (SPEC §10): checked together, before anything is written.
     to = get_consignee(session, consignee)

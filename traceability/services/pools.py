@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Integer, String, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import (
@@ -64,7 +64,7 @@ def create_pool(
     """Open a new pool for a product the policy knows. Raises InvalidInput, DuplicateKey."""
     pool_number = check_code(pool_number, "Pool number")
     policy.product(product)
-    if session.execute(select(Pool.id).where(Pool.pool_number == pool_number)).first():
+    if session.execute(select(col(Pool.id)).where(col(Pool.pool_number) == pool_number)).first():
         raise DuplicateKey("Pool", pool_number)
     pool = Pool(pool_number=pool_number, product=product, created_by=actor)
     with unique_or_conflict(session, "Pool", pool_number):
@@ -128,7 +128,7 @@ def add_units(
     stamp = utcnow()
     connection = session.connection()
     try:
-        requested = requested_donations(session, numbers, {"id": Donation.id}).subquery("requested")
+        requested = requested_donations(session, numbers, {"id": col(Donation.id)}).subquery("requested")
         inserted = connection.execute(
             insert(PoolMember).from_select(
                 ["pool_id", "donation_id", "created_at", "created_by", "import_event_id"],
@@ -146,7 +146,7 @@ def add_units(
             update(Donation)
             # By id: with the unit numbers and the status side by side, SQLite would walk the status index over
             # every unit in inventory.
-            .where(Donation.id.in_(select(requested.c.id)), Donation.status == UnitStatus.IN_INVENTORY)
+            .where(col(Donation.id).in_(select(requested.c.id)), col(Donation.status) == UnitStatus.IN_INVENTORY)
             .values(status=UnitStatus.POOLED)
             .execution_options(synchronize_session=False)
         ).rowcount
@@ -197,7 +197,9 @@ def remove_units(
         raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
     ids = {n: facts[n].donation_id for n in numbers}
     session.execute(
-        delete(PoolMember).where(PoolMember.pool_id == pool.id, PoolMember.donation_id.in_(list(ids.values())))
+        delete(PoolMember).where(
+            col(PoolMember.pool_id) == pool.id, col(PoolMember.donation_id).in_(list(ids.values()))
+        )
     )
     reactive = [
         n for n in numbers if ResultValue.REACTIVE.value in facts[n].current_results.values() or facts[n].other_reactive
@@ -212,7 +214,7 @@ def remove_units(
         if group:
             session.execute(
                 update(Donation)
-                .where(Donation.id.in_([ids[n] for n in group]))
+                .where(col(Donation.id).in_([ids[n] for n in group]))
                 .values(status=status, status_reason=f"removed from pool {pool.pool_number}: {reason}")
                 .execution_options(synchronize_session=False)
             )
@@ -240,12 +242,12 @@ def pool_composition(session: Session, pool: Pool) -> Composition:
     """Distinct donors, units and volume of a pool, in one statement."""
     row = session.execute(
         select(
-            func.count(func.distinct(Donation.donor_id)),
-            func.count(Donation.id),
-            func.coalesce(func.sum(Donation.volume_ml), 0),
+            func.count(func.distinct(col(Donation.donor_id))),
+            func.count(col(Donation.id)),
+            func.coalesce(func.sum(col(Donation.volume_ml)), 0),
         )
-        .join(PoolMember, PoolMember.donation_id == Donation.id)
-        .where(PoolMember.pool_id == pool.id)
+        .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .where(col(PoolMember.pool_id) == pool.id)
     ).one()
     return Composition(int(row[0]), int(row[1]), int(row[2]))
 
@@ -258,10 +260,10 @@ def close_pool(
     _require_status(pool, PoolStatus.OPEN, doing="closing")
     # The members' donors are locked (shared) before they are judged: a reactive result being recorded for one of
     # them (``add_result`` locks its donor) either commits first and is seen here, or waits for this close.
-    members_donors = select(Donation.donor_id).join(PoolMember, PoolMember.donation_id == Donation.id)
+    members_donors = select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
     session.execute(
-        select(Donor.id)
-        .where(Donor.id.in_(members_donors.where(PoolMember.pool_id == pool.id)))
+        select(col(Donor.id))
+        .where(col(Donor.id).in_(members_donors.where(col(PoolMember.pool_id) == pool.id)))
         .with_for_update(read=True)
     ).all()
     composition = pool_composition(session, pool)
@@ -341,7 +343,9 @@ def test_pool(
     check_pool_test(
         f"Pool {pool.pool_number}, {marker.value} test", tested_at=tested_at, closed_at=pool.closed_at, now=utcnow()
     )
-    version = next_version(session, PoolTest.version, PoolTest.pool_id == pool.id, PoolTest.marker == marker)
+    version = next_version(
+        session, col(PoolTest.version), col(PoolTest.pool_id) == pool.id, col(PoolTest.marker) == marker
+    )
     row = PoolTest(
         pool_id=pool.id,
         marker=marker,

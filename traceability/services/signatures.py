@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, col, create_engine
 
 from .. import audit
 from ..db import database_now, describe_operational_error
@@ -29,7 +29,7 @@ def password_is_right(session: Session, *, login: str, password: str) -> bool:
     pg_hba.conf says); SQLite against the user's Argon2id signing password."""
     url = session.get_bind().url
     if url.get_backend_name() != "postgresql":
-        stored = session.execute(select(AppUser.password_hash).where(AppUser.login == login)).scalar()
+        stored = session.execute(select(col(AppUser.password_hash)).where(col(AppUser.login) == login)).scalar()
         return signing_password_matches(stored, password)
     engine = create_engine(url.set(username=login, password=password), poolclass=NullPool)
     try:

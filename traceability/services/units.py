@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit, plausibility
 from ..calendars import local_day
@@ -66,7 +66,7 @@ def add_donation(
     check_collection(key, collected_at=collected_at, registered_on=donor.registered_on, now=now)
     check_not_future(key, "frozen at", frozen_at, now=now)
     site_id = get_establishment(session, establishment).id if establishment else donor.establishment_id
-    if session.execute(select(Donation.id).where(Donation.unit_number == number.value)).first():
+    if session.execute(select(col(Donation.id)).where(col(Donation.unit_number) == number.value)).first():
         raise DuplicateKey("Unit", number.value)
     row = Donation(
         unit_number=number.value,
@@ -123,7 +123,9 @@ def correct_donation(
     reason = audit.require_reason(reason, f"Correcting unit {unit_number}")
     unit = get_unit(session, unit_number, for_update=True)
     pool = session.execute(
-        select(Pool).join(PoolMember, PoolMember.pool_id == Pool.id).where(PoolMember.donation_id == unit.id)
+        select(Pool)
+        .join(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
+        .where(col(PoolMember.donation_id) == unit.id)
     ).scalar_one_or_none()
     reference = check_code(deviation, "Deviation reference") if deviation is not None else None
     if pool is not None and pool.status != PoolStatus.OPEN and reference is None:
@@ -256,7 +258,9 @@ def add_result(
         raise InvalidInput(f"{key}: a quantitative result needs both --value and --unit.")
     check_result(f"{key}, {marker.value} result", tested_at=tested_at, collected_at=unit.collected_at, now=utcnow())
     lab_id = get_establishment(session, lab).id if lab else None
-    version = next_version(session, TestResult.version, TestResult.donation_id == unit.id, TestResult.marker == marker)
+    version = next_version(
+        session, col(TestResult.version), col(TestResult.donation_id) == unit.id, col(TestResult.marker) == marker
+    )
     if version > 1 and reason is None:
         reason = "repeat test"
     row = TestResult(
@@ -301,7 +305,7 @@ def apply_reactive(
     permanently): reject the unit; defer the donor until a later nonreactive test, or permanently and then also
     interdict the donor's units still in inventory within the look-back window. Fills ``outcome``."""
     # A pool closing with this donor's units waits for this transaction, or this one for the close (close_pool).
-    session.execute(select(Donor.id).where(Donor.id == unit.donor_id).with_for_update()).all()
+    session.execute(select(col(Donor.id)).where(col(Donor.id) == unit.donor_id).with_for_update()).all()
     why = f"reactive {marker.value} on unit {unit.unit_number}"
     if unit.status in (UnitStatus.IN_INVENTORY, UnitStatus.INTERDICTED):
         old = unit.status
@@ -320,9 +324,9 @@ def apply_reactive(
         )
     elif unit.status == UnitStatus.POOLED:
         outcome.still_pooled = session.execute(
-            select(Pool.pool_number)
-            .join(PoolMember, PoolMember.pool_id == Pool.id)
-            .where(PoolMember.donation_id == unit.id)
+            select(col(Pool.pool_number))
+            .join(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
+            .where(col(PoolMember.donation_id) == unit.id)
         ).scalar()
     action = policy.on_reactive(marker)
     if action == OnReactive.REJECT_UNIT:
@@ -330,12 +334,12 @@ def apply_reactive(
     day = local_day(unit.collected_at, _zone_of(session, unit))
     if action == OnReactive.DEFER_UNTIL_NONREACTIVE:
         waiting = session.execute(
-            select(Deferral.id).where(
-                Deferral.donor_id == unit.donor_id,
-                Deferral.source == DeferralSource.UNTIL_NONREACTIVE,
-                Deferral.marker == marker,
-                Deferral.lifted_on.is_(None),
-                Deferral.starts_on <= day,
+            select(col(Deferral.id)).where(
+                col(Deferral.donor_id) == unit.donor_id,
+                col(Deferral.source) == DeferralSource.UNTIL_NONREACTIVE,
+                col(Deferral.marker) == marker,
+                col(Deferral.lifted_on).is_(None),
+                col(Deferral.starts_on) <= day,
             )
         ).first()
         if waiting is None:
@@ -352,13 +356,13 @@ def apply_reactive(
             outcome.deferred = True
         return
     permanent = session.execute(
-        select(Deferral.id).where(
-            Deferral.donor_id == unit.donor_id,
-            Deferral.ends_on.is_(None),
-            Deferral.lifted_on.is_(None),
+        select(col(Deferral.id)).where(
+            col(Deferral.donor_id) == unit.donor_id,
+            col(Deferral.ends_on).is_(None),
+            col(Deferral.lifted_on).is_(None),
             # Only a deferral for a reactive result itself: a manual permanent deferral can be lifted by hand.
-            Deferral.source == DeferralSource.REACTIVE_RESULT,
-            Deferral.starts_on <= day,
+            col(Deferral.source) == DeferralSource.REACTIVE_RESULT,
+            col(Deferral.starts_on) <= day,
         )
     ).first()
     if permanent is None:
@@ -377,9 +381,9 @@ def apply_reactive(
     interdicted = (
         session.execute(
             update(Donation)
-            .where(Donation.id.in_(in_window), Donation.status == UnitStatus.IN_INVENTORY)
+            .where(col(Donation.id).in_(in_window), col(Donation.status) == UnitStatus.IN_INVENTORY)
             .values(status=UnitStatus.INTERDICTED, status_reason=f"look-back: {why}")
-            .returning(Donation.unit_number)
+            .returning(col(Donation.unit_number))
             .execution_options(synchronize_session=False)
         )
         .scalars()
@@ -400,17 +404,17 @@ def apply_reactive(
     outcome.pooled_in_window = [
         (u, p)
         for u, p in session.execute(
-            select(Donation.unit_number, Pool.pool_number)
-            .join(PoolMember, PoolMember.donation_id == Donation.id)
-            .join(Pool, Pool.id == PoolMember.pool_id)
-            .where(Donation.id.in_(in_window))
-            .order_by(Donation.collected_at)
+            select(col(Donation.unit_number), col(Pool.pool_number))
+            .join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+            .join(Pool, col(Pool.id) == col(PoolMember.pool_id))
+            .where(col(Donation.id).in_(in_window))
+            .order_by(col(Donation.collected_at))
         )
     ]
 
 
 def _zone_of(session: Session, unit: Donation) -> str:
-    return session.execute(select(zone_of_donation()).where(Donation.id == unit.id)).scalar_one()
+    return session.execute(select(zone_of_donation()).where(col(Donation.id) == unit.id)).scalar_one()
 
 
 def end_deferrals_on_nonreactive(
@@ -432,16 +436,18 @@ def end_deferrals_on_nonreactive(
     if not donation_ids:
         return []
     rows = session.execute(
-        select(Deferral, Donor.donor_code, Donation.unit_number, Donation.collected_at, zone_of_donation())
-        .join(Donation, Donation.donor_id == Deferral.donor_id)
-        .join(Donor, Donor.id == Deferral.donor_id)
-        .where(
-            Donation.id.in_(donation_ids),
-            Deferral.source == DeferralSource.UNTIL_NONREACTIVE,
-            Deferral.marker == marker,
-            Deferral.lifted_on.is_(None),
+        select(
+            Deferral, col(Donor.donor_code), col(Donation.unit_number), col(Donation.collected_at), zone_of_donation()
         )
-        .order_by(Donation.collected_at)
+        .join(Donation, col(Donation.donor_id) == col(Deferral.donor_id))
+        .join(Donor, col(Donor.id) == col(Deferral.donor_id))
+        .where(
+            col(Donation.id).in_(donation_ids),
+            col(Deferral.source) == DeferralSource.UNTIL_NONREACTIVE,
+            col(Deferral.marker) == marker,
+            col(Deferral.lifted_on).is_(None),
+        )
+        .order_by(col(Donation.collected_at))
     ).all()
     ended = []
     for deferral, donor_code, number, collected_at, tz in rows:

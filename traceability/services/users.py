@@ -16,7 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import sql
 from sqlalchemy import select, text
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..db import database_login
@@ -89,7 +89,7 @@ def add_user(session: Session, *, login: str, full_name: str, roles: list[Role],
         raise InvalidInput(f"User {login} needs at least one --role.")
     if len(password) < 8:
         raise InvalidInput(f"The password of user {login} is shorter than 8 characters.")
-    if session.execute(select(AppUser.id).where(AppUser.login == login)).first() is not None:
+    if session.execute(select(col(AppUser.id)).where(col(AppUser.login) == login)).first() is not None:
         raise DuplicateKey("User", login)
     roles = sorted(set(roles), key=list(Role).index)
     on_postgres = database_login(session) is not None
@@ -130,7 +130,7 @@ def add_user(session: Session, *, login: str, full_name: str, roles: list[Role],
 def disable_user(session: Session, *, login: str, reason: str | None, actor: str) -> AppUser:
     """Disable a user: on PostgreSQL the login can no longer connect (NOLOGIN); it can no longer sign; its
     records keep its name. Raises NotFound, WrongState."""
-    user = session.execute(select(AppUser).where(AppUser.login == login).with_for_update()).scalar_one_or_none()
+    user = session.execute(select(AppUser).where(col(AppUser.login) == login).with_for_update()).scalar_one_or_none()
     if user is None:
         raise NotFound("User", login)
     if user.disabled_at is not None:
@@ -164,7 +164,7 @@ class UserLine:
 
 def list_users(session: Session) -> list[UserLine]:
     """Every user, with the roles it holds now (on PostgreSQL read from the database's role memberships)."""
-    users = session.execute(select(AppUser).order_by(AppUser.login)).scalars().all()
+    users = session.execute(select(AppUser).order_by(col(AppUser.login))).scalars().all()
     held: dict[str, list[str]] = {}
     if database_login(session) is not None:
         rows = session.execute(
