@@ -52,7 +52,7 @@ from traceability.models import (
     UnitStatus,
 )
 from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
-from traceability.queries import lineage, listings
+from traceability.queries import lineage, listings, lookup
 from traceability.queries.signatures import signatures_for
 from traceability.reports import sections, writers
 from traceability.rules import Policy, load_policy, policy_digest, policy_keys
@@ -351,7 +351,7 @@ def _plain_text(value: Any) -> str:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return str(value)
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, dict):
@@ -1142,7 +1142,7 @@ def lot_ship(
             policy=ctx.obj.policy,
         )
         number, name = row.shipment_number, row.consignee
-        left = lots.lot_balance(lots.get_lot(session, lot))
+        left = lots.lot_balance(lookup.get_lot(session, lot))
     say(
         f"Shipment {number}: {quantity:,} {left.unit} of lot {lot} to {name} on {on}; "
         f"{left.available:,} {left.unit} left."

@@ -213,16 +213,16 @@ def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
             f"the chain ends at event {expected_seq - 1} but the checkpoint names event {wanted[0]}: "
             "events after it were removed",
         )
-    problem = _import_pointer_problem(session)
-    if problem is not None:
-        return Verification(False, count, expected_seq - 1, prev_hash, problem)
+    pointer_problem = _import_pointer_problem(session)
+    if pointer_problem is not None:
+        return Verification(False, count, expected_seq - 1, prev_hash, pointer_problem)
     return Verification(True, count, expected_seq - 1, prev_hash)
 
 
 def _import_pointer_problem(session: Session) -> str | None:
     """The first imported row whose import_event_id does not name an import event of its kind (one query per
     table; see models.IMPORT_EVENT_POINTERS for why the database does not check this itself)."""
-    events = AuditEvent.__table__
+    events = SQLModel.metadata.tables[AuditEvent.__tablename__]
     for name, action in IMPORT_EVENT_POINTERS.items():
         table = SQLModel.metadata.tables[name]
         pointer = table.c.import_event_id

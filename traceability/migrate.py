@@ -43,6 +43,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         raw = conn.connection.dbapi_connection
+        assert raw is not None  # a checked-out connection always holds its DBAPI connection
         if sqlite:
             raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, where SQLite takes it
         try:

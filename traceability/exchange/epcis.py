@@ -295,7 +295,7 @@ def _shipment_events(session: Session, lots: dict[int, Lot]) -> list[dict[str, A
             "quantityList": [
                 {
                     "epcClass": lot_uri(lots[s.lot_id].lot_number),
-                    **_measured(s.quantity, lots[s.lot_id].unit.value if lots[s.lot_id].unit else None),
+                    **_measured(s.quantity, unit.value if (unit := lots[s.lot_id].unit) else None),
                 }
             ],
             "action": "OBSERVE",

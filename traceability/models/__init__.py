@@ -11,6 +11,7 @@ from .columns import (
     Recorded,
     UTCDateTime,
     enum_column,
+    saved_id,
     utc_column,
     utcnow,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "UTCDateTime",
     "UnitStatus",
     "enum_column",
+    "saved_id",
     "quantity_text",
     "utc_column",
     "utcnow",

@@ -44,6 +44,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def saved_id(row_id: int | None) -> int:
+    """The id of a row read from the database or flushed to it, which always has one (None here is a bug)."""
+    if row_id is None:
+        raise ValueError("the row has no id: it was neither read from the database nor flushed to it")
+    return row_id
+
+
 def enum_column(enum: type[Enum], *, nullable: bool = False, default: Any = None, index: bool = False) -> Any:
     """A string column limited to the enum's values by a named CHECK constraint."""
     sa_type = sa.Enum(

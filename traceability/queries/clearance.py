@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from ..models import Lot, LotKind, LotStatus, Pool, PoolStatus, PoolTest, Step, StepOutcome
+from ..models import Lot, LotKind, LotStatus, Pool, PoolStatus, PoolTest, Step, StepOutcome, saved_id
 from ..rules import (
     DEFAULT_POLICY,
     ENVELOPED,
@@ -51,7 +51,7 @@ def lot_clearance(
 ) -> LotClearance:
     """The worst path from a pool to the lot per virus class (material that skipped a step did not get its
     benefit), found over every path without enumerating them, and every failed step or open deviation upstream."""
-    graph = graph or upstream(session, lot.id)
+    graph = graph or upstream(session, saved_id(lot.id))
     if steps is None:
         steps = steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids)
     by_node: dict[Node, list[StepFacts]] = defaultdict(list)
@@ -66,7 +66,7 @@ def lot_clearance(
         session.execute(select(col(Lot.id), col(Lot.lot_number)).where(col(Lot.id).in_(graph.lot_ids))).all()
     )
     worst = {}
-    for virus_class, path in worst_paths(("lot", lot.id), inputs, by_node, policy.clearance).items():
+    for virus_class, path in worst_paths(("lot", saved_id(lot.id)), inputs, by_node, policy.clearance).items():
         labels = [names[i] if kind == "pool" else lot_names[i] for kind, i in path]
         worst[virus_class] = path_clearance(labels, [s for n in path for s in by_node.get(n, [])], policy.clearance)
     problems = [p for node_steps in by_node.values() for s in node_steps if (p := step_release_problem(s))]
@@ -106,7 +106,7 @@ def lock_lineage(session: Session, lot_number: str) -> Lot:
     first here too means the two wait for each other in line, never in a circle, and the one that comes second
     sees what the first wrote. Raises LotNotFound."""
     lot = get_lot(session, lot_number)
-    graph = upstream(session, lot.id)
+    graph = upstream(session, saved_id(lot.id))
     session.execute(
         select(col(Pool.id)).where(col(Pool.id).in_(graph.pool_ids)).order_by(col(Pool.id)).with_for_update(read=True)
     ).all()
@@ -114,9 +114,10 @@ def lock_lineage(session: Session, lot_number: str) -> Lot:
     session.execute(
         select(col(Lot.id)).where(col(Lot.id).in_(others)).order_by(col(Lot.id)).with_for_update(read=True)
     ).all()
-    return session.execute(
+    locked: Lot = session.execute(
         select(Lot).where(col(Lot.id) == lot.id).with_for_update().execution_options(populate_existing=True)
     ).scalar_one()
+    return locked
 
 
 def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY) -> list[str]:
@@ -125,7 +126,7 @@ def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY) ->
     failed step or an open deviation anywhere (the lot's own steps included), and for a final lot the clearance
     rule on its worst path per virus class. Empty when nothing blocks.
     """
-    graph = upstream(session, lot.id)
+    graph = upstream(session, saved_id(lot.id))
     problems: list[str] = []
     pools_query = select(Pool).where(col(Pool.id).in_(graph.pool_ids)).order_by(col(Pool.pool_number))
     lots_query = select(Lot).where(col(Lot.id).in_(graph.lot_ids - {lot.id})).order_by(col(Lot.lot_number))

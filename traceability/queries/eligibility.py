@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ARRAY,
@@ -52,6 +52,7 @@ from ..models import (
     ResultValue,
     TestResult,
     UnitStatus,
+    saved_id,
 )
 from ..rules import (
     DEFAULT_POLICY,
@@ -65,14 +66,17 @@ from ..rules import (
 )
 
 CHUNK = 10_000
+_K = TypeVar("_K", int, str)
 
 
-def _chunks(items: Sequence[int] | Sequence[str], size: int = CHUNK) -> Iterable[Sequence]:
+def _chunks(items: Sequence[_K], size: int = CHUNK) -> Iterable[Sequence[_K]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def current_results_query(donation_ids: Select | Sequence[int], markers: Sequence[str] | None = None) -> Select:
+def current_results_query(
+    donation_ids: Select[*tuple[Any, ...]] | Sequence[int], markers: Sequence[str] | None = None
+) -> Select[*tuple[Any, ...]]:
     """(donation_id, marker, result, value) of the latest version of each marker of the given donations."""
     latest = select(
         col(TestResult.donation_id), col(TestResult.marker), func.max(col(TestResult.version)).label("version")
@@ -96,13 +100,13 @@ def current_results_query(donation_ids: Select | Sequence[int], markers: Sequenc
 
 
 def _panel_results(
-    conn: Any, donation_ids: list[int], policy: Policy, member_select: Select | None
+    conn: Any, donation_ids: list[int], policy: Policy, member_select: Select[*tuple[Any, ...]] | None
 ) -> dict[int, dict[str, str]]:
     """Current panel results per donation. Nearly every unit is wholly nonreactive: SQL counts that per donation,
     and only the others are fetched marker by marker."""
     panel = list(policy.panel)
     clean_result = {m: ResultValue.NONREACTIVE.value for m in panel}
-    sources: list[Select | Sequence[int]] = (
+    sources: list[Select[*tuple[Any, ...]] | Sequence[int]] = (
         [member_select] if member_select is not None else list(_chunks(donation_ids))
     )
     clean: set[int] = set()
@@ -169,7 +173,9 @@ def qualifying_donations(
             .having(func.sum(case((cur.c.result == ResultValue.NONREACTIVE.value, 1), else_=0)) == len(panel))
         )
         for donor_id, donation_id, number, collected_at, tz in session.connection().execute(query):
-            result[donor_id].append(QualifyingDonation(donation_id, number, collected_at, local_day(collected_at, tz)))
+            result[donor_id].append(
+                QualifyingDonation(saved_id(donation_id), number, collected_at, local_day(collected_at, tz))
+            )
     for rows in result.values():
         rows.sort(key=lambda q: (q.collected_at, q.donation_id))
     return result
@@ -378,7 +384,7 @@ def _screen_window_days(policy: Policy) -> float:
 
 def requested_donations(
     session: Session, unit_numbers: Sequence[str], columns: dict[str, Any], *, keep_missing: bool = False
-) -> Select:
+) -> Select[*tuple[Any, ...]]:
     """One row per requested unit number: ``unit_number`` and the given expressions over its donation row (NULL
     when there is none, with ``keep_missing``).
 
@@ -413,7 +419,7 @@ def requested_donations(
     )
 
 
-def _days_between(session: Session, later: Any, earlier: Any) -> ColumnElement[float]:
+def _days_between(session: Session, later: Any, earlier: Any) -> ColumnElement[Any]:
     """``later - earlier`` in days, for the screen's qualification window (dialect-specific time arithmetic)."""
     if session.get_bind().dialect.name == "postgresql":
         return (extract("epoch", later) - extract("epoch", earlier)) / 86_400.0
@@ -448,10 +454,10 @@ def _donor_ever_reactive(donor_id: Any, policy: Policy) -> ColumnElement[bool]:
     return exists(
         select(literal(1))
         .select_from(donation)
-        .join(result, result.donation_id == donation.id)
+        .join(result, col(result.donation_id) == col(donation.id))
         .where(
-            donation.donor_id == donor_id,
-            result.marker.in_(list(policy.panel)),
+            col(donation.donor_id) == donor_id,
+            col(result.marker).in_(list(policy.panel)),
             type_coerce(result.result, String) == ResultValue.REACTIVE.value,
         )
         .correlate_except(donation, result)
@@ -463,10 +469,10 @@ def _qualified_elsewhere(session: Session, unit: Any, policy: Policy) -> ColumnE
     of the unit: then the unit (itself clearly clean) is qualified."""
     window = _screen_window_days(policy)
     other = aliased(Donation, name="other")
-    gap = _days_between(session, other.collected_at, unit.collected_at)
+    gap = _days_between(session, col(other.collected_at), unit.collected_at)
     return exists().where(
-        other.donor_id == unit.donor_id,
-        other.id != unit.id,
+        col(other.donor_id) == unit.donor_id,
+        col(other.id) != unit.id,
         gap <= window,
         gap >= -window,
         _clearly_clean(other.id, policy),
@@ -522,6 +528,7 @@ def screen_units(
         # exact judgement.
         "clean": case((clean, 1), else_=0),
     }
+    source: Select[*tuple[Any, ...]]
     if pool_id is not None:
         source = select(
             col(Donation.unit_number).label("unit_number"),
@@ -536,7 +543,7 @@ def screen_units(
 
     # Qualification belongs to each unit: a clean neighbour of the same donor, just before or just after it among
     # the screened units (the usual case: a donor gives several units to a pool), or else anywhere in the table.
-    order = {"partition_by": units.c.donor_id, "order_by": units.c.collected_at}
+    order: dict[str, Any] = {"partition_by": units.c.donor_id, "order_by": units.c.collected_at}
     neighbours = (
         select(
             units.c.id,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from sqlalchemy import select
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from ..errors import (
     ConsigneeNotFound,
@@ -32,7 +31,7 @@ def canonical_unit_number(text: str) -> str:
 
 def get_establishment(session: Session, code: str) -> Establishment:
     code = _key(code)
-    row = session.execute(select(Establishment).where(col(Establishment.code) == code)).scalar_one_or_none()
+    row = session.exec(select(Establishment).where(col(Establishment.code) == code)).one_or_none()
     if row is None:
         raise EstablishmentNotFound(code)
     return row
@@ -40,7 +39,7 @@ def get_establishment(session: Session, code: str) -> Establishment:
 
 def get_donor(session: Session, donor_code: str) -> Donor:
     donor_code = _key(donor_code)
-    row = session.execute(select(Donor).where(col(Donor.donor_code) == donor_code)).scalar_one_or_none()
+    row = session.exec(select(Donor).where(col(Donor.donor_code) == donor_code)).one_or_none()
     if row is None:
         raise DonorNotFound(donor_code)
     return row
@@ -51,7 +50,7 @@ def get_unit(session: Session, unit_number: str, *, for_update: bool = False) ->
     query = select(Donation).where(col(Donation.unit_number) == canonical)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    row = session.execute(query).scalar_one_or_none()
+    row = session.exec(query).one_or_none()
     if row is None:
         raise UnitNotFound(canonical)
     return row
@@ -62,7 +61,7 @@ def get_pool(session: Session, pool_number: str, *, for_update: bool = False) ->
     query = select(Pool).where(col(Pool.pool_number) == pool_number)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    row = session.execute(query).scalar_one_or_none()
+    row = session.exec(query).one_or_none()
     if row is None:
         raise PoolNotFound(pool_number)
     return row
@@ -73,14 +72,14 @@ def get_lot(session: Session, lot_number: str, *, for_update: bool = False) -> L
     query = select(Lot).where(col(Lot.lot_number) == lot_number)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    row = session.execute(query).scalar_one_or_none()
+    row = session.exec(query).one_or_none()
     if row is None:
         raise LotNotFound(lot_number)
     return row
 
 
 def get_step(session: Session, step_key: str) -> Step:
-    row = session.execute(select(Step).where(col(Step.step_key) == step_key)).scalar_one_or_none()
+    row = session.exec(select(Step).where(col(Step.step_key) == step_key)).one_or_none()
     if row is None:
         raise StepNotFound(step_key)
     return row
@@ -88,7 +87,7 @@ def get_step(session: Session, step_key: str) -> Step:
 
 def get_consignee(session: Session, code: str) -> Consignee:
     code = _key(code)
-    row = session.execute(select(Consignee).where(col(Consignee.code) == code)).scalar_one_or_none()
+    row = session.exec(select(Consignee).where(col(Consignee.code) == code)).one_or_none()
     if row is None:
         raise ConsigneeNotFound(code)
     return row

@@ -195,11 +195,11 @@ def _current_reactive() -> Any:
         .join(Donation, col(Donation.id) == col(TestResult.donation_id))
         .where(
             col(TestResult.result) == ResultValue.REACTIVE,
-            ~select(newer.id)
+            ~select(col(newer.id))
             .where(
-                newer.donation_id == col(TestResult.donation_id),
-                newer.marker == col(TestResult.marker),
-                newer.version > col(TestResult.version),
+                col(newer.donation_id) == col(TestResult.donation_id),
+                col(newer.marker) == col(TestResult.marker),
+                col(newer.version) > col(TestResult.version),
             )
             .exists(),
         )
@@ -306,11 +306,11 @@ def reactive_donors(session: Session, lineage: Lineage) -> Section:
         .where(
             col(TestResult.result) == ResultValue.REACTIVE,
             col(Donation.donor_id).in_(members),
-            ~select(newer.id)
+            ~select(col(newer.id))
             .where(
-                newer.donation_id == col(TestResult.donation_id),
-                newer.marker == col(TestResult.marker),
-                newer.version > col(TestResult.version),
+                col(newer.donation_id) == col(TestResult.donation_id),
+                col(newer.marker) == col(TestResult.marker),
+                col(newer.version) > col(TestResult.version),
             )
             .exists(),
         )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..models import StepMethod, StepOutcome
 from .policy import (
@@ -125,7 +124,9 @@ def worst_paths(
             if not sources:
                 frontier[node] = [(floor, (node, None))]
                 continue
-            candidates = [(tuple(map(max, v, floor)), (node, w)) for v, w in sources]
+            candidates: list[tuple[tuple[float, ...], _Witness]] = [
+                (tuple(map(max, v, floor)), (node, w)) for v, w in sources
+            ]
             frontier[node] = _pareto_minimal(candidates)
         verdict = _verdict_key(clearance)
         _, witness = min(frontier[target], key=lambda vw: verdict(dict(zip(mechanisms, vw[0], strict=True))))
@@ -136,7 +137,7 @@ def worst_paths(
 _Witness = tuple[Node, "_Witness | None"]
 
 
-def _verdict_key(clearance: ClearancePolicy) -> Any:
+def _verdict_key(clearance: ClearancePolicy) -> Callable[[dict[str, float]], tuple[int, float]]:
     def key(best: dict[str, float]) -> tuple[int, float]:
         effective = sum(1 for v in best.values() if is_effective_step(v, effective_log=clearance.effective_log))
         return effective, round(sum(best.values()), 6)

@@ -10,7 +10,7 @@ from sqlmodel import Session, col
 from .. import audit
 from ..calendars import DEFAULT_TIMEZONE, check_timezone, local_day
 from ..errors import DuplicateKey, InvalidInput, NotFound
-from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, Marker, utcnow
+from ..models import Deferral, DeferralSource, Donor, Establishment, EstablishmentKind, Marker, saved_id, utcnow
 from ..plausibility import check_not_future
 from ..queries.lookup import get_donor, get_establishment
 from .common import check_code, check_name, unique_or_conflict
@@ -60,7 +60,9 @@ def add_donor(
     site = get_establishment(session, establishment)
     if session.execute(select(col(Donor.id)).where(col(Donor.donor_code) == donor_code)).first():
         raise DuplicateKey("Donor", donor_code)
-    row = Donor(donor_code=donor_code, establishment_id=site.id, registered_on=registered_on, created_by=actor)
+    row = Donor(
+        donor_code=donor_code, establishment_id=saved_id(site.id), registered_on=registered_on, created_by=actor
+    )
     with unique_or_conflict(session, "Donor", donor_code):
         session.add(row)
     audit.record(
@@ -99,7 +101,7 @@ def defer_donor(
         or 0
     ) + 1
     row = Deferral(
-        donor_id=donor.id,
+        donor_id=saved_id(donor.id),
         sequence=sequence,
         reason=reason,
         source=source,

@@ -10,7 +10,19 @@ from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import InvalidInput, WrongState
-from ..models import Donation, Lot, LotStatus, Pool, PoolMember, PoolStatus, Step, StepMethod, StepOutcome, utcnow
+from ..models import (
+    Donation,
+    Lot,
+    LotStatus,
+    Pool,
+    PoolMember,
+    PoolStatus,
+    Step,
+    StepMethod,
+    StepOutcome,
+    saved_id,
+    utcnow,
+)
 from ..plausibility import check_step
 from ..queries.clearance import lot_blockers, step_facts
 from ..queries.graph import upstream
@@ -56,8 +68,11 @@ def add_step(
             )
         target, where = pool.pool_number, col(Step.pool_id) == pool.id
         lot_was_released = False
-        ids = {"pool_id": pool.id}
-        began, life = _material_began(session, {pool.id}), f"the last unit of pool {pool.pool_number} was collected"
+        pool_id, lot_id = pool.id, None
+        began, life = (
+            _material_began(session, {saved_id(pool.id)}),
+            f"the last unit of pool {pool.pool_number} was collected",
+        )
     else:
         lot = get_lot(session, lot_number or "", for_update=True)
         # A released lot takes only a finding: a failed step or a deviation discovered later (it holds the lot and
@@ -69,7 +84,7 @@ def add_step(
                 "(a released lot takes only a failed step or a deviation found later)."
             )
         target, where = lot.lot_number, col(Step.lot_id) == lot.id
-        ids = {"lot_id": lot.id}
+        pool_id, lot_id = None, lot.id
         lot_was_released = lot.status == LotStatus.RELEASED
         began = _material_began(session, upstream(session, lot.id or 0).pool_ids)
         life = f"the last unit upstream of lot {lot.lot_number} was collected"
@@ -93,7 +108,8 @@ def add_step(
         outcome=outcome,
         operator=operator or actor,
         created_by=actor,
-        **ids,
+        pool_id=pool_id,
+        lot_id=lot_id,
     )
     session.add(step)
     session.flush()

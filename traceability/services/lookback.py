@@ -9,7 +9,7 @@ from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import CaseNotFound, Conflict, WrongState
-from ..models import CaseFinding, CaseStatus, Donation, LookbackCase, PoolMember, UnitStatus, utcnow
+from ..models import CaseFinding, CaseStatus, Donation, LookbackCase, PoolMember, UnitStatus, saved_id, utcnow
 from ..queries.eligibility import donations_in_window, lookback_window
 from ..queries.lookup import get_donor
 from ..rules import DEFAULT_POLICY, Policy
@@ -51,12 +51,12 @@ def open_case(
         raise Conflict(
             f"Donor {donor.donor_code} already has an open look-back case, {already}; one open case per donor."
         )
-    window = lookback_window(session, donor.id, policy=policy)
-    in_window = donations_in_window(session, donor.id, window)
+    window = lookback_window(session, saved_id(donor.id), policy=policy)
+    in_window = donations_in_window(session, saved_id(donor.id), window)
     now = utcnow()
     case = LookbackCase(
         case_number=_next_case_number(session, now.year),
-        donor_id=donor.id,
+        donor_id=saved_id(donor.id),
         reason=reason,
         window_start=window.starts_at,
         created_by=actor,
@@ -84,7 +84,9 @@ def open_case(
             action = f"already {status.value}"
             other.append(number)
         session.add(
-            CaseFinding(case_id=case.id, donation_id=donation_id, pool_id=pool_id, action=action, created_by=actor)
+            CaseFinding(
+                case_id=saved_id(case.id), donation_id=donation_id, pool_id=pool_id, action=action, created_by=actor
+            )
         )
     if interdicted:
         session.execute(
@@ -127,7 +129,7 @@ def open_case(
 def close_case(session: Session, *, case_number: str, reason: str, actor: str) -> LookbackCase:
     """Close a case with its conclusion."""
     reason = audit.require_reason(reason, f"Closing look-back case {case_number}")
-    case = session.execute(
+    case: LookbackCase | None = session.execute(
         select(LookbackCase).where(col(LookbackCase.case_number) == case_number).with_for_update()
     ).scalar_one_or_none()
     if case is None:

@@ -33,6 +33,7 @@ from ..models import (
     Pool,
     PoolMember,
     Shipment,
+    saved_id,
     utcnow,
 )
 from ..plausibility import check_shipment
@@ -238,7 +239,7 @@ def create_lot(
             source.drawn += amount
         session.add(
             LotInput(
-                lot_id=lot.id,
+                lot_id=saved_id(lot.id),
                 quantity=amount,
                 quantity_unit=in_unit,
                 created_by=actor,
@@ -442,8 +443,8 @@ def ship_lot(
     lot.shipped += quantity
     row = Shipment(
         shipment_number=number,
-        lot_id=lot.id,
-        consignee_id=to.id,
+        lot_id=saved_id(lot.id),
+        consignee_id=saved_id(to.id),
         consignee=to.name,
         quantity=quantity,
         shipped_on=shipped_on,

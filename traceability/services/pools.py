@@ -33,6 +33,7 @@ from ..models import (
     ResultValue,
     UnitStatus,
     UTCDateTime,
+    saved_id,
     utcnow,
 )
 from ..plausibility import check_pool_test
@@ -347,7 +348,7 @@ def test_pool(
         session, col(PoolTest.version), col(PoolTest.pool_id) == pool.id, col(PoolTest.marker) == marker
     )
     row = PoolTest(
-        pool_id=pool.id,
+        pool_id=saved_id(pool.id),
         marker=marker,
         version=version,
         result=result,
@@ -388,9 +389,11 @@ def test_pool(
             reason=pool.status_reason,
         )
     if quarantines:
-        held = hold_downstream(session, pool_ids=[pool.id], reason=f"pool {pool.pool_number} {problem}", actor=actor)
+        held = hold_downstream(
+            session, pool_ids=[saved_id(pool.id)], reason=f"pool {pool.pool_number} {problem}", actor=actor
+        )
     else:
-        affected = downstream_of(session, pool_ids=[pool.id]) if problem else []
+        affected = downstream_of(session, pool_ids=[saved_id(pool.id)]) if problem else []
         held = HeldLots([], [lot.lot_number for lot in affected], [])
     return PoolTestOutcome(row, problem, quarantines, held)
 
@@ -406,7 +409,7 @@ def release_pool(session: Session, *, pool_number: str, actor: str, policy: Poli
     if pool.status == PoolStatus.QUARANTINED:
         raise WrongState(f"Pool {pool.pool_number} is quarantined ({pool.status_reason}); it cannot be released.")
     _require_status(pool, PoolStatus.CLOSED, doing="release")
-    problems = pool_release_problems(current_pool_tests(session, pool.id), policy.product(pool.product))
+    problems = pool_release_problems(current_pool_tests(session, saved_id(pool.id)), policy.product(pool.product))
     if problems:
         raise PoolNotReleasable(pool.pool_number, problems)
     if policy.release.separate_duties:

@@ -27,7 +27,7 @@ _NAMES = {"pool": "pool", "lot": "lot", "lookback_case": "look-back case", "defe
 def password_is_right(session: Session, *, login: str, password: str) -> bool:
     """Check the password now: PostgreSQL by a fresh connection as that login (the server decides, as its
     pg_hba.conf says); SQLite against the user's Argon2id signing password."""
-    url = session.get_bind().url
+    url = session.get_bind().engine.url
     if url.get_backend_name() != "postgresql":
         stored = session.execute(select(col(AppUser.password_hash)).where(col(AppUser.login) == login)).scalar()
         return signing_password_matches(stored, password)

@@ -28,6 +28,7 @@ from ..models import (
     TestMethod,
     TestResult,
     UnitStatus,
+    saved_id,
     utcnow,
 )
 from ..parsing import parse_choice, parse_positive_int, parse_timestamp
@@ -72,7 +73,7 @@ def add_donation(
         unit_number=number.value,
         scheme=number.scheme,
         flag=number.flag,
-        donor_id=donor.id,
+        donor_id=saved_id(donor.id),
         establishment_id=site_id,
         collected_at=collected_at,
         frozen_at=frozen_at,
@@ -174,7 +175,7 @@ def correct_donation(
             CorrectionDeviation(
                 reference=reference,
                 pool_id=pool.id,
-                donation_id=unit.id,
+                donation_id=saved_id(unit.id),
                 donation_version=unit.version,
                 changes=", ".join(f"{k}={_plain(v)}" for k, v in new.items() if k not in ("version", "deviation")),
                 reason=reason,
@@ -264,7 +265,7 @@ def add_result(
     if version > 1 and reason is None:
         reason = "repeat test"
     row = TestResult(
-        donation_id=unit.id,
+        donation_id=saved_id(unit.id),
         marker=marker,
         version=version,
         result=result,
@@ -293,7 +294,7 @@ def add_result(
         apply_reactive(session, unit, marker, outcome, actor=actor, policy=policy)
     elif result == ResultValue.NONREACTIVE:
         outcome.deferral_ended = bool(
-            end_deferrals_on_nonreactive(session, [unit.id], marker, actor=actor, policy=policy)
+            end_deferrals_on_nonreactive(session, [saved_id(unit.id)], marker, actor=actor, policy=policy)
         )
     return outcome
 
@@ -414,7 +415,8 @@ def apply_reactive(
 
 
 def _zone_of(session: Session, unit: Donation) -> str:
-    return session.execute(select(zone_of_donation()).where(col(Donation.id) == unit.id)).scalar_one()
+    zone: str = session.execute(select(zone_of_donation()).where(col(Donation.id) == unit.id)).scalar_one()
+    return zone
 
 
 def end_deferrals_on_nonreactive(

@@ -9,6 +9,7 @@ import hmac
 import os
 import re
 import unicodedata
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -74,7 +75,7 @@ def _execute(session: Session, statement: sql.Composable) -> None:
     """A utility statement (CREATE/ALTER ROLE, GRANT) whose names and literals psycopg quotes; PostgreSQL only."""
     raw = session.connection().connection.dbapi_connection
     assert raw is not None
-    with raw.cursor() as cursor:
+    with closing(raw.cursor()) as cursor:
         cursor.execute(statement)
 
 
@@ -130,7 +131,9 @@ def add_user(session: Session, *, login: str, full_name: str, roles: list[Role],
 def disable_user(session: Session, *, login: str, reason: str | None, actor: str) -> AppUser:
     """Disable a user: on PostgreSQL the login can no longer connect (NOLOGIN); it can no longer sign; its
     records keep its name. Raises NotFound, WrongState."""
-    user = session.execute(select(AppUser).where(col(AppUser.login) == login).with_for_update()).scalar_one_or_none()
+    user: AppUser | None = session.execute(
+        select(AppUser).where(col(AppUser.login) == login).with_for_update()
+    ).scalar_one_or_none()
     if user is None:
         raise NotFound("User", login)
     if user.disabled_at is not None:
