@@ -30,7 +30,8 @@ from traceability.models import (
     TestResult,
     UnitStatus,
 )
-from traceability.queries.eligibility import screen_units, unit_facts
+from traceability.queries.eligibility import unit_facts
+from traceability.queries.screen import screen_units
 from traceability.rules import DEFAULT_POLICY, Policy, eligibility_problems
 from traceability.services import pools, units
 

@@ -40,8 +40,9 @@ from ..plausibility import check_pool_test
 from ..queries.clearance import current_pool_tests as queried_current_pool_tests
 from ..queries.clearance import downstream_of
 from ..queries.duties import pool_duty_conflicts
-from ..queries.eligibility import requested_donations, screen_units, unit_facts
+from ..queries.eligibility import unit_facts
 from ..queries.lookup import get_pool
+from ..queries.screen import requested_donations, screen_units
 from ..rules import (
     DEFAULT_POLICY,
     Policy,
