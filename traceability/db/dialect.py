@@ -87,10 +87,13 @@ def among(bind: Bind, column: Any, values: Iterable[Any]) -> ColumnElement[bool]
     share of the table and scans all of it (100 ms a chunk at 1,000,000 donations instead of 10 ms) until the
     statement has run often enough to get a generic plan; the semi-join probes the unique index from the start.
     On SQLite as one JSON array read by ``json_each``, for the same reason (the index is probed all the same)."""
+    found: ColumnElement[bool]
     if is_postgresql(bind):
-        return column.in_(select(func.unnest(bindparam(None, list(values), type_=ARRAY(column.type)))))
+        found = column.in_(select(func.unnest(bindparam(None, list(values), type_=ARRAY(column.type)))))
+        return found
     wanted = func.json_each(bindparam(None, json.dumps(list(values)), type_=String)).table_valued("value")
-    return column.in_(select(wanted.c.value))
+    found = column.in_(select(wanted.c.value))
+    return found
 
 
 def rows_for_keys(
@@ -133,7 +136,7 @@ def rows_for_keys(
 # --- date arithmetic --------------------------------------------------------------------------------------------
 
 
-def days_between(bind: Bind, later: Any, earlier: Any) -> ColumnElement[float]:
+def days_between(bind: Bind, later: Any, earlier: Any) -> ColumnElement[Any]:
     """``later - earlier`` in days (with fractions), as SQL."""
     if is_postgresql(bind):
         return (extract("epoch", later) - extract("epoch", earlier)) / 86_400.0
