@@ -644,3 +644,11 @@ def test_times_go_to_the_driver_as_the_value_the_column_type_would_send(dialect_
             assert ours(value) == expected, value
         else:  # ISO 8601 text in UTC for PostgreSQL to parse: the same instant as the aware datetime the type sends
             assert ours(value).endswith("+00:00") and datetime.fromisoformat(ours(value)) == expected, value
+
+
+def test_every_import_kind_has_one_spec_named_as_on_the_command_line() -> None:
+    assert list(SPECS) == list(ImportKind)
+    for kind, spec in SPECS.items():
+        assert spec.name == kind.value
+        assert spec.key_column in spec.columns.known
+        assert set(spec.columns.required) <= set(spec.columns.known)
