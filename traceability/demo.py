@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from .db import dialect
 from .errors import Conflict, IneligibleUnits, InvalidInput
 from .identifiers import din_check_character
 from .identity import Identity, Role
@@ -159,7 +160,7 @@ DEMO_USERS = (RECORDER, APPROVER, INVESTIGATOR, AUDITOR)
 def _add_users(session: Session, *, actor: str, say: Say) -> bool:
     """The demo's people (SQLite only: on PostgreSQL users are database logins, which an admin adds for real).
     The person running the demo becomes the site's administrator, holding every role for the tour."""
-    if session.get_bind().dialect.name != "sqlite":
+    if dialect.logins_are_database_roles(session):
         say("On PostgreSQL the demo adds no users and signs nothing: add logins with `plasmatrace user add`.")
         return False
     try:

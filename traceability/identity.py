@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from .db import database_login
+from .db import database_login, dialect
 from .errors import ActorNotLogin, InvalidInput, RoleRequired, UnknownUser, UserDisabled
 from .models import AppUser
 
@@ -130,7 +130,7 @@ def grant_statements(tables: list[str]) -> list[str]:
 def install_roles(engine: Engine) -> list[str]:
     """Create the group roles (NOLOGIN) where missing and grant their rights on every table; returns the roles
     created. PostgreSQL only; needs a login allowed to create roles (the owner who runs `init`)."""
-    if engine.dialect.name != "postgresql":
+    if not dialect.logins_are_database_roles(engine):
         return []
     created = []
     with engine.begin() as conn:

@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine
 
 import schema
 
+from .db import dialect
+
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
     cfg = Config()
@@ -40,20 +42,8 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     TABLE cannot make), which must run with foreign keys off, or dropping the old table would be refused or
     take the rows that refer to it along. The keys are checked before the migration commits instead."""
     before = current_revision(engine)
-    with engine.connect() as conn:
-        sqlite = conn.dialect.name == "sqlite"
-        raw = conn.connection.dbapi_connection
-        assert raw is not None  # a checked-out connection always holds its DBAPI connection
-        if sqlite:
-            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, where SQLite takes it
-        try:
-            with conn.begin():
-                command.upgrade(alembic_config(conn), "head")
-                if sqlite:
-                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
-                    if broken:
-                        raise RuntimeError(f"the migration left rows whose references are broken: {broken[:5]}")
-        finally:
-            if sqlite:
-                raw.execute("PRAGMA foreign_keys=ON")
+    with engine.connect() as conn, dialect.foreign_keys_off(conn) as check_foreign_keys:
+        with conn.begin():
+            command.upgrade(alembic_config(conn), "head")
+            check_foreign_keys()
     return before, head_revision()

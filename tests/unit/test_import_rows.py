@@ -10,22 +10,18 @@ import pytest
 
 from traceability.identifiers import UnitScheme
 from traceability.importers import readers
+from traceability.importers.donations import DonationRow
+from traceability.importers.donors import DonorRow
 from traceability.importers.load import ImportReport, default_rejects_path
+from traceability.importers.pool_members import PoolMemberRow
 from traceability.importers.readers import MAX_CELL_CHARS, RecordStream, Resume, read_records
-from traceability.importers.rows import (
-    COLUMNS,
-    Columns,
-    DonationRow,
-    DonorRow,
-    ImportKind,
-    PoolMemberRow,
-    ResultRow,
-    RowProblem,
-    parse_row,
-)
+from traceability.importers.registry import SPECS, ImportKind, parse_row
+from traceability.importers.results import ResultRow
+from traceability.importers.spec import Columns, RowParser, RowProblem
 from traceability.models import Marker, PlasmaKind, ResultValue, TestMethod
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+COLUMNS = {kind: spec.columns for kind, spec in SPECS.items()}
 
 
 def cells(kind: ImportKind, **given: str) -> dict[str, str | None]:
@@ -597,14 +593,13 @@ def test_the_fast_path_and_the_thorough_parser_agree_on_every_row(
     tmp_path: Path, kind: ImportKind, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import random
-
-    from traceability.importers import rows
+    from dataclasses import replace
 
     rng = random.Random(kind.value)
     columns = list(COLUMNS[kind].known)
-    parse = rows.RowParser(kind, now=NOW)
     thorough: list[int] = []
-    monkeypatch.setattr(rows, "parse_row", lambda *a, **k: (thorough.append(1), parse_row(*a, **k))[1])
+    spec = SPECS[kind]
+    parse = RowParser(replace(spec, parse=lambda *a: (thorough.append(1), spec.parse(*a))[1]), now=NOW)
     valid = invalid = 0
     for number in range(2_000):
         present = [c for c in columns if c in COLUMNS[kind].required or rng.random() < 0.7]
@@ -631,13 +626,13 @@ def test_times_go_to_the_driver_as_the_value_the_column_type_would_send(dialect_
 
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from traceability.importers.load import _converter
+    from traceability.db.bulk import driver_converter
     from traceability.models import TestResult
 
     dialect = sqlite.dialect() if dialect_name == "sqlite" else postgresql.psycopg.dialect()
     column = TestResult.__table__.c.tested_at
     by_type = column.type.dialect_impl(dialect).bind_processor(dialect)
-    ours = _converter(column, dialect)
+    ours = driver_converter(column, dialect)
     zones = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]
     for value in [datetime(2026, 5, 1, 8, 0, tzinfo=z) for z in zones] + [
         datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
@@ -649,3 +644,11 @@ def test_times_go_to_the_driver_as_the_value_the_column_type_would_send(dialect_
             assert ours(value) == expected, value
         else:  # ISO 8601 text in UTC for PostgreSQL to parse: the same instant as the aware datetime the type sends
             assert ours(value).endswith("+00:00") and datetime.fromisoformat(ours(value)) == expected, value
+
+
+def test_every_import_kind_has_one_spec_named_as_on_the_command_line() -> None:
+    assert list(SPECS) == list(ImportKind)
+    for kind, spec in SPECS.items():
+        assert spec.name == kind.value
+        assert spec.key_column in spec.columns.known
+        assert set(spec.columns.required) <= set(spec.columns.known)

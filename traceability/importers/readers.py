@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .rows import ROW, Columns, RowProblem
+from .spec import ROW, Columns, RowProblem
 
 MAX_CELL_CHARS = 1_000
 """The longest cell accepted; no column of any import file needs more."""

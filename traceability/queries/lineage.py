@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from ..calendars import local_day
+from ..db.dialect import dialect_key
 from ..errors import CaseNotFound, DonorNotFound
 from ..models import (
     CaseFinding,
@@ -384,7 +385,7 @@ _COMPILED: dict[tuple[str, str, str], _DriverStatement] = {}
 
 
 def _compiled_for(dialect: Dialect) -> _DriverStatement:
-    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    key = dialect_key(dialect)
     found = _COMPILED.get(key)
     if found is None:
         compiled = _DONOR_TRACE.compile(dialect=dialect)

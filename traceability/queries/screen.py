@@ -6,32 +6,28 @@ the rows of 20,000 eligible units never travel to Python. It only ever sends uni
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Select,
     String,
     and_,
-    bindparam,
     case,
     exists,
-    extract,
     func,
     literal,
     or_,
     select,
-    true,
     type_coerce,
 )
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from ..calendars import shortest_span_days
+from ..db import dialect
 from ..models import (
     CaseFinding,
     Deferral,
@@ -62,42 +58,15 @@ def requested_donations(
     """One row per requested unit number: ``unit_number`` and the given expressions over its donation row (NULL
     when there is none, with ``keep_missing``).
 
-    The numbers go as one parameter, not an IN list of 20,000: a JSON array read by ``json_each`` on SQLite, a text
-    array read by ``unnest`` on PostgreSQL. Each is looked up in the unit-number index: SQLite does so by itself;
-    PostgreSQL, left to choose, hashes the whole donation table instead (0.3 s more at 1,000,000 donations), so
-    there the lookup is a LATERAL subquery that OFFSET 0 keeps from being merged into a join.
+    The numbers go as one parameter, each looked up in the unit-number index (see
+    :func:`traceability.db.dialect.rows_for_keys`).
     """
-    numbers = list(unit_numbers)
-    if session.get_bind().dialect.name == "postgresql":
-        wanted = (
-            func.unnest(bindparam(None, numbers, type_=ARRAY(String)))
-            .table_valued("value", name="wanted")
-            .render_derived()
-        )
-        unit = (
-            select(*(expression.label(name) for name, expression in columns.items()))
-            .where(col(Donation.unit_number) == wanted.c.value)
-            .offset(0)
-            .lateral("unit")
-        )
-        return (
-            select(wanted.c.value.label("unit_number"), *unit.c)
-            .select_from(wanted)
-            .join(unit, true(), isouter=keep_missing)
-        )
-    wanted = func.json_each(bindparam(None, json.dumps(numbers), type_=String)).table_valued("value", name="wanted")
-    return (
-        select(wanted.c.value.label("unit_number"), *(expression.label(name) for name, expression in columns.items()))
-        .select_from(wanted)
-        .join(Donation, col(Donation.unit_number) == wanted.c.value, isouter=keep_missing)
-    )
+    return dialect.rows_for_keys(session, Donation.unit_number, list(unit_numbers), columns, keep_missing=keep_missing)
 
 
 def _days_between(session: Session, later: Any, earlier: Any) -> ColumnElement[Any]:
     """``later - earlier`` in days, for the screen's qualification window (dialect-specific time arithmetic)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return (extract("epoch", later) - extract("epoch", earlier)) / 86_400.0
-    return func.julianday(later) - func.julianday(earlier)
+    return dialect.days_between(session, later, earlier)
 
 
 def _clearly_clean(donation_id: Any, policy: Policy) -> ColumnElement[bool]:
@@ -235,13 +204,8 @@ def screen_units(
     )
     query = select(units.c.unit_number, units.c.id.is_not(None)).where(case((clear, 0), else_=1) == 1)
     connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        return {unit_number: bool(found) for unit_number, found in connection.execute(query)}
     # PostgreSQL compiles a statement to machine code (JIT) when its estimated cost passes jit_above_cost. This one
     # is estimated dear (a correlated subquery per unit) but runs in a fraction of a second; compiling it took
     # 0.7 s of 0.9 s for 20,000 units. Off for this statement only; the transaction's setting is put back after.
-    previous = connection.execute(select(func.current_setting("jit"))).scalar_one()
-    connection.execute(select(func.set_config("jit", "off", True)))
-    unclear = {unit_number: bool(found) for unit_number, found in connection.execute(query)}
-    connection.execute(select(func.set_config("jit", previous, True)))
-    return unclear
+    with dialect.without_jit(connection):
+        return {unit_number: bool(found) for unit_number, found in connection.execute(query)}

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, create_engine
 
 from .. import audit
-from ..db import database_now, describe_operational_error
+from ..db import database_now, describe_operational_error, dialect
 from ..errors import DatabaseUnavailable, NotPermitted, SignatureFailed, SigningLocked
 from ..identity import Identity
 from ..models import AppUser, Signature, SignatureMeaning, utcnow
@@ -27,10 +27,10 @@ _NAMES = {"pool": "pool", "lot": "lot", "lookback_case": "look-back case", "defe
 def password_is_right(session: Session, *, login: str, password: str) -> bool:
     """Check the password now: PostgreSQL by a fresh connection as that login (the server decides, as its
     pg_hba.conf says); SQLite against the user's Argon2id signing password."""
-    url = session.get_bind().engine.url
-    if url.get_backend_name() != "postgresql":
+    if not dialect.logins_are_database_roles(session):
         stored = session.execute(select(col(AppUser.password_hash)).where(col(AppUser.login) == login)).scalar()
         return signing_password_matches(stored, password)
+    url = session.get_bind().engine.url
     engine = create_engine(url.set(username=login, password=password), poolclass=NullPool)
     try:
         with engine.connect() as conn:

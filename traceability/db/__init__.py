@@ -15,8 +15,8 @@ from sqlalchemy.exc import DatabaseError, DataError, DBAPIError, IntegrityError,
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
-from .config import Settings, normalise_database_url
-from .errors import ConcurrentChange, DatabaseUnavailable, InvalidInput, NotPermitted
+from ..config import Settings, normalise_database_url
+from ..errors import ConcurrentChange, DatabaseUnavailable, InvalidInput, NotPermitted
 
 _engines: dict[str, Engine] = {}  # one per URL and lock timeout, for the life of the process
 _SECRET_QUERY_KEYS = ("password", "passfile", "sslpassword", "sslkey")
