@@ -1,0 +1,158 @@
+"""Synthetic records in a database: qualified donors with tested units, and released pools of them.
+
+* :func:`insert_qualified_units` writes donors, units and results set-based, without the services or the audit
+  trail: fast, for benchmarks and tests about pools and lots rather than about recording units;
+* :func:`pass_pool_tests` and :func:`release_new_pool` go through the services, audited, as a user would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert
+from sqlmodel import Session, col, select
+
+from ..models import Donation, Donor, Establishment, Marker, ResultValue, TestResult
+from ..rules import DEFAULT_POLICY, Policy
+from ..services import pools
+
+POOL_B19_IU_PER_ML = 50.0
+"""A B19 DNA quantity found in ordinary pools, far under the anti-D limit."""
+_CHUNK = 20_000
+"""Rows per INSERT and keys per lookup: within every driver's limit on bound parameters."""
+
+DinMaker = Callable[[int, int], str]
+"""(donor index, visit index) -> the unit number of that donation."""
+
+
+def _ids(db: Session | Connection, key: Any, id_column: Any, keys: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        found.update((k, i) for k, i in db.execute(select(key, id_column).where(col(key).in_(chunk))))
+    return found
+
+
+def _insert(db: Session | Connection, model: Any, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), _CHUNK):
+        db.execute(insert(model), rows[start : start + _CHUNK])
+
+
+def insert_qualified_units(
+    db: Session | Connection,
+    *,
+    establishment: str,
+    donor_codes: Sequence[str],
+    unit_number: DinMaker,
+    units_per_donor: int = 2,
+    first_collected: datetime,
+    spacing_days: int = 7,
+    volume_ml: int = 750,
+    actor: str,
+    at: datetime,
+    panel: Sequence[Marker] | None = None,
+) -> list[str]:
+    """Qualified donors with fully tested nonreactive units, inserted set-based (no services, no audit events).
+
+    Donor ``i``'s visit ``k`` is collected ``spacing_days * k`` days after ``first_collected`` at ``establishment``
+    and tested with the whole panel (the default policy's) two days later. Returns the unit numbers, donor by
+    donor. Works on a Session or a Connection; flushes nothing else and commits nothing.
+    """
+    markers = [m.value for m in (panel if panel is not None else DEFAULT_POLICY.required_panel)]
+    site_id = db.execute(select(Establishment.id).where(Establishment.code == establishment)).scalar_one()
+    codes = list(donor_codes)
+    _insert(
+        db,
+        Donor,
+        [{"donor_code": c, "establishment_id": site_id, "created_by": actor, "created_at": at} for c in codes],
+    )
+    donor_ids = _ids(db, Donor.donor_code, Donor.id, codes)
+    numbers: list[str] = []
+    units: list[dict[str, Any]] = []
+    for i, code in enumerate(codes):
+        for k in range(units_per_donor):
+            number = unit_number(i, k)
+            numbers.append(number)
+            units.append(
+                {
+                    "unit_number": number,
+                    "scheme": "isbt128",
+                    "donor_id": donor_ids[code],
+                    "establishment_id": site_id,
+                    "collected_at": first_collected + timedelta(days=spacing_days * k),
+                    "volume_ml": volume_ml,
+                    "plasma_kind": "source",
+                    "status": "in-inventory",
+                    "version": 1,
+                    "created_by": actor,
+                    "created_at": at,
+                }
+            )
+    _insert(db, Donation, units)
+    unit_ids = _ids(db, Donation.unit_number, Donation.id, numbers)
+    _insert(
+        db,
+        TestResult,
+        [
+            {
+                "donation_id": unit_ids[u["unit_number"]],
+                "marker": m,
+                "version": 1,
+                "result": "nonreactive",
+                "tested_at": u["collected_at"] + timedelta(days=2),
+                "created_by": actor,
+                "created_at": at,
+            }
+            for u in units
+            for m in markers
+        ],
+    )
+    return numbers
+
+
+def pass_pool_tests(
+    session: Session,
+    *,
+    pool_number: str,
+    product: str,
+    tested_at: datetime,
+    actor: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> None:
+    """Record every pool test the product requires as passed: nonreactive, B19 DNA quantified under its limit."""
+    for marker in policy.product(product).pool_tests:
+        value, unit = (POOL_B19_IU_PER_ML, "IU/mL") if marker == Marker.B19_DNA else (None, None)
+        pools.test_pool(
+            session,
+            pool_number=pool_number,
+            marker=marker,
+            result=ResultValue.NONREACTIVE,
+            tested_at=tested_at,
+            actor=actor,
+            value=value,
+            value_unit=unit,
+            policy=policy,
+        )
+
+
+def release_new_pool(
+    session: Session,
+    *,
+    pool_number: str,
+    unit_numbers: list[str],
+    product: str = "ivig",
+    at: datetime,
+    actor: str,
+    approver: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> pools.Composition:
+    """A pool of eligible units created, filled and closed at ``at`` by ``actor``, its tests passed, and released
+    by ``approver`` (who records does not release). Returns its composition. Raises what the services raise."""
+    pools.create_pool(session, pool_number=pool_number, product=product, actor=actor, policy=policy)
+    pools.add_units(session, pool_number=pool_number, unit_numbers=unit_numbers, actor=actor, policy=policy, now=at)
+    _, composition = pools.close_pool(session, pool_number=pool_number, actor=actor, policy=policy, now=at)
+    pass_pool_tests(session, pool_number=pool_number, product=product, tested_at=at, actor=actor, policy=policy)
+    pools.release_pool(session, pool_number=pool_number, actor=approver, policy=policy)
+    return composition
