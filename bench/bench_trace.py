@@ -129,10 +129,11 @@ def eligible_units(session: Any, hold_until: datetime) -> dict[int, list[str]]:
 def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[str, Any]:
     """Pools of eligible units, steps, intermediate and final lots, shipments, all through the services."""
     from traceability.db import make_engine, transaction
-    from traceability.models import LotKind, Marker, ResultValue, StepMethod, utcnow
+    from traceability.models import LotKind, StepMethod, utcnow
     from traceability.rules import DEFAULT_POLICY
     from traceability.services import inactivation, lots
     from traceability.services import pools as pool_service
+    from traceability.synthetic.records import pass_pool_tests
 
     engine = make_engine(url)
     now = utcnow().replace(microsecond=0)
@@ -170,15 +171,7 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
             pool_service.close_pool(session, pool_number=number, actor=common.ACTOR)
         timings["pool close"].append(t.seconds)
         with common.Timer() as t, transaction(engine) as session:
-            for marker in DEFAULT_POLICY.product("ivig").pool_tests:
-                pool_service.test_pool(
-                    session,
-                    pool_number=number,
-                    marker=Marker(marker),
-                    result=ResultValue.NONREACTIVE,
-                    tested_at=now,
-                    actor=common.ACTOR,
-                )
+            pass_pool_tests(session, pool_number=number, product="ivig", tested_at=now, actor=common.ACTOR)
             pool_service.release_pool(session, pool_number=number, actor=common.ACTOR)
             inactivation.add_step(
                 session,

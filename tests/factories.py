@@ -108,6 +108,37 @@ def make_qualified_donor_units(
     return donor, made
 
 
+def _pool_members(session: Session, *, donors_count: int, units_per_donor: int, bulk: bool) -> list[str]:
+    """``units_per_donor`` units of each of ``donors_count`` new qualified donors (who have at least two)."""
+    site = make_establishment(session)
+    units_each = max(2, units_per_donor)
+    if bulk:
+        numbers = bulk_units(session, donors_count=donors_count, units_per_donor=units_each, establishment=site)
+        return [n for i, n in enumerate(numbers) if i % units_each < units_per_donor]
+    members: list[str] = []
+    for _ in range(donors_count):
+        _, made = make_qualified_donor_units(session, establishment=site, count=units_each)
+        members.extend(u.unit_number for u in made[:units_per_donor])
+    return members
+
+
+def make_closed_pool(
+    session: Session,
+    *,
+    donors_count: int = 1000,
+    units_per_donor: int = 1,
+    product: str = "ivig",
+    pool_number: str | None = None,
+    members: list[str] | None = None,
+) -> str:
+    """A closed, untested pool of bulk-inserted qualified units (or of ``members``), closed by ACTOR at NOW."""
+    number = pool_number or f"P-{next_id():05d}"
+    if members is None:
+        members = _pool_members(session, donors_count=donors_count, units_per_donor=units_per_donor, bulk=True)
+    records.close_new_pool(session, pool_number=number, unit_numbers=members, product=product, at=NOW, actor=ACTOR)
+    return number
+
+
 def make_released_pool(
     session: Session,
     *,
@@ -123,15 +154,7 @@ def make_released_pool(
     or of ``members``, units the test made itself. Closed and tested by ACTOR at NOW, released by APPROVER."""
     number = pool_number or f"P-{next_id():05d}"
     if members is None:
-        site = make_establishment(session)
-        members = []
-        if bulk:
-            units_each = max(2, units_per_donor)
-            numbers = bulk_units(session, donors_count=donors_count, units_per_donor=units_each, establishment=site)
-            members = [n for i, n in enumerate(numbers) if i % units_each < units_per_donor]
-        for _ in range(0 if bulk else donors_count):
-            _, made = make_qualified_donor_units(session, establishment=site, count=max(2, units_per_donor))
-            members.extend(u.unit_number for u in made[:units_per_donor])
+        members = _pool_members(session, donors_count=donors_count, units_per_donor=units_per_donor, bulk=bulk)
     records.release_new_pool(
         session, pool_number=number, unit_numbers=members, product=product, at=NOW, actor=ACTOR, approver=APPROVER
     )

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..errors import Conflict, IneligibleUnits, InvalidInput
 from ..identity import Role
@@ -88,7 +88,7 @@ class LateResult:
 
 def ensure_empty(session: Session, where: str) -> None:
     """The demo fills only an empty database."""
-    events = session.execute(select(func.count(AuditEvent.id))).scalar() or 0
+    events = session.execute(select(func.count(col(AuditEvent.id)))).scalar() or 0
     if events:
         raise Conflict(
             f"Database {where} already holds data ({events:,} audit events); the demo fills only an empty database. "
@@ -197,6 +197,31 @@ def _refused_attempt(tour: Tour, population: Population, pool_number: str, membe
         )
 
 
+def _test_treat_release(tour: Tour, pool_number: str, product: str) -> None:
+    """Half an hour after closing the pool's tests pass; a solvent-detergent step; QA releases it (signed)."""
+    with tour.work() as session:
+        pass_pool_tests(
+            session,
+            pool_number=pool_number,
+            product=product,
+            tested_at=tour.closing + timedelta(minutes=30),
+            actor=tour.actor,
+            policy=tour.policy,
+        )
+        inactivation.add_step(
+            session,
+            pool_number=pool_number,
+            method=StepMethod.SOLVENT_DETERGENT,
+            started_at=tour.closing + timedelta(hours=1),
+            ended_at=tour.closing + timedelta(hours=7),
+            parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
+            lrv={"enveloped": round(tour.rng.uniform(5.5, 6.5), 1)},
+            actor=tour.actor,
+        )
+        pool_service.release_pool(session, pool_number=pool_number, actor=tour.approver, policy=tour.policy)
+        tour.sign(session, "pool", pool_number)
+
+
 def pools(tour: Tour, population: Population) -> dict[str, int]:
     """Shows two pools of more than 1,000 distinct donors each (half the donors each), after QA is refused the
     units it may not pool: filled, closed, tested, treated by solvent-detergent and released (signed).
@@ -221,27 +246,7 @@ def pools(tour: Tour, population: Population) -> dict[str, int]:
                 session, pool_number=number, actor=tour.actor, policy=tour.policy, now=tour.closing
             )
         volumes[number] = composition.volume_ml
-        with tour.work() as session:
-            pass_pool_tests(
-                session,
-                pool_number=number,
-                product=products[index],
-                tested_at=tour.closing + timedelta(minutes=30),
-                actor=tour.actor,
-                policy=tour.policy,
-            )
-            inactivation.add_step(
-                session,
-                pool_number=number,
-                method=StepMethod.SOLVENT_DETERGENT,
-                started_at=tour.closing + timedelta(hours=1),
-                ended_at=tour.closing + timedelta(hours=7),
-                parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
-                lrv={"enveloped": round(tour.rng.uniform(5.5, 6.5), 1)},
-                actor=tour.actor,
-            )
-            pool_service.release_pool(session, pool_number=number, actor=tour.approver, policy=tour.policy)
-            tour.sign(session, "pool", number)
+        _test_treat_release(tour, number, products[index])
         tour.result.pools.append(number)
         tour.say(
             f"Pool {number}: {composition.donor_count:,} distinct donors, {composition.donation_count:,} units, "

@@ -137,6 +137,24 @@ def pass_pool_tests(
         )
 
 
+def close_new_pool(
+    session: Session,
+    *,
+    pool_number: str,
+    unit_numbers: list[str],
+    product: str = "ivig",
+    at: datetime,
+    actor: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> pools.Composition:
+    """A pool of eligible units created, filled and closed at ``at`` by ``actor``, not yet tested. Returns its
+    composition. Raises what the services raise."""
+    pools.create_pool(session, pool_number=pool_number, product=product, actor=actor, policy=policy)
+    pools.add_units(session, pool_number=pool_number, unit_numbers=unit_numbers, actor=actor, policy=policy, now=at)
+    _, composition = pools.close_pool(session, pool_number=pool_number, actor=actor, policy=policy, now=at)
+    return composition
+
+
 def release_new_pool(
     session: Session,
     *,
@@ -148,11 +166,11 @@ def release_new_pool(
     approver: str,
     policy: Policy = DEFAULT_POLICY,
 ) -> pools.Composition:
-    """A pool of eligible units created, filled and closed at ``at`` by ``actor``, its tests passed, and released
-    by ``approver`` (who records does not release). Returns its composition. Raises what the services raise."""
-    pools.create_pool(session, pool_number=pool_number, product=product, actor=actor, policy=policy)
-    pools.add_units(session, pool_number=pool_number, unit_numbers=unit_numbers, actor=actor, policy=policy, now=at)
-    _, composition = pools.close_pool(session, pool_number=pool_number, actor=actor, policy=policy, now=at)
+    """A pool closed as :func:`close_new_pool` makes it, its tests passed at ``at``, and released by ``approver``
+    (who records does not release). Returns its composition. Raises what the services raise."""
+    composition = close_new_pool(
+        session, pool_number=pool_number, unit_numbers=unit_numbers, product=product, at=at, actor=actor, policy=policy
+    )
     pass_pool_tests(session, pool_number=pool_number, product=product, tested_at=at, actor=actor, policy=policy)
     pools.release_pool(session, pool_number=pool_number, actor=approver, policy=policy)
     return composition
