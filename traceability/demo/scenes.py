@@ -24,11 +24,11 @@ from ..identity import Role
 from ..importers.load import ImportKind, import_file
 from ..models import AuditEvent, EstablishmentKind, LotKind, LotUnit, Marker, ResultValue, StepMethod, utcnow
 from ..rules import DEFAULT_POLICY, Policy
-from ..services import consignees, donors, inactivation, lots, units, users
+from ..services import consignees, donors, lots, units, users
 from ..services import pools as pool_service
 from ..services.units import ResultOutcome
 from ..synthetic.codes import din
-from ..synthetic.records import pass_pool_tests
+from ..synthetic.records import pass_pool_tests, typical_step
 from .cast import APPROVER, CENTRES, CONSIGNEES, DEMO_USERS, LAB, PLANT, RECORDER, ZONES
 from .population import Population, populate, write_exports
 
@@ -208,13 +208,11 @@ def _test_treat_release(tour: Tour, pool_number: str, product: str) -> None:
             actor=tour.actor,
             policy=tour.policy,
         )
-        inactivation.add_step(
+        typical_step(
             session,
+            StepMethod.SOLVENT_DETERGENT,
             pool_number=pool_number,
-            method=StepMethod.SOLVENT_DETERGENT,
             started_at=tour.closing + timedelta(hours=1),
-            ended_at=tour.closing + timedelta(hours=7),
-            parameters={"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"},
             lrv={"enveloped": round(tour.rng.uniform(5.5, 6.5), 1)},
             actor=tour.actor,
         )
@@ -269,15 +267,8 @@ def _intermediate(tour: Tour, volumes: dict[str, int]) -> str:
             unit=LotUnit.KG,
             actor=tour.actor,
         )
-        inactivation.add_step(
-            session,
-            lot_number=paste,
-            method=StepMethod.LOW_PH,
-            started_at=tour.closing + timedelta(hours=8),
-            ended_at=tour.closing + timedelta(hours=9),
-            parameters={"ph": "4.0", "temperature_c": "37", "hours": "21"},
-            lrv={"enveloped": 4.6},
-            actor=tour.actor,
+        typical_step(
+            session, StepMethod.LOW_PH, lot_number=paste, started_at=tour.closing + timedelta(hours=8), actor=tour.actor
         )
         lots.release_lot(session, lot_number=paste, actor=tour.approver, policy=tour.policy)
         tour.sign(session, "lot", paste)
@@ -302,14 +293,11 @@ def lots_and_shipments(tour: Tour, volumes: dict[str, int]) -> None:
                 expires_on=(tour.now + timedelta(days=730)).date(),
                 actor=tour.actor,
             )
-            inactivation.add_step(
+            typical_step(
                 session,
+                StepMethod.NANOFILTRATION,
                 lot_number=final,
-                method=StepMethod.NANOFILTRATION,
                 started_at=tour.closing + timedelta(hours=10),
-                ended_at=tour.closing + timedelta(hours=12),
-                parameters={"filter": "Planova 20N", "pore_nm": "20"},
-                lrv={"enveloped": 5.2, "non-enveloped": 4.4},
                 actor=tour.actor,
             )
             lots.release_lot(session, lot_number=final, actor=tour.approver, policy=tour.policy)

@@ -8,20 +8,42 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert
 from sqlmodel import Session, col, select
 
-from ..models import Donation, Donor, Establishment, Marker, ResultValue, TestResult
+from ..models import Donation, Donor, Establishment, Marker, ResultValue, StepMethod, TestResult
 from ..rules import DEFAULT_POLICY, Policy
-from ..services import pools
+from ..services import inactivation, pools
 
 POOL_B19_IU_PER_ML = 50.0
 """A B19 DNA quantity found in ordinary pools, far under the anti-D limit."""
 _CHUNK = 20_000
 """Rows per INSERT and keys per lookup: within every driver's limit on bound parameters."""
+
+
+@dataclass(frozen=True)
+class TypicalStep:
+    """How long a plant's step of one method takes, its process parameters and the reductions it is validated for."""
+
+    hours: int
+    parameters: dict[str, str]
+    lrv: dict[str, float]
+
+
+TYPICAL_STEPS = {
+    StepMethod.SOLVENT_DETERGENT: TypicalStep(
+        6, {"tnbp_pct": "0.3", "polysorbate80_pct": "1.0", "temperature_c": "24"}, {"enveloped": 6.0}
+    ),
+    StepMethod.LOW_PH: TypicalStep(1, {"ph": "4.0", "temperature_c": "37", "hours": "21"}, {"enveloped": 4.6}),
+    StepMethod.NANOFILTRATION: TypicalStep(
+        2, {"filter": "Planova 20N", "pore_nm": "20"}, {"enveloped": 5.2, "non-enveloped": 4.4}
+    ),
+}
+"""An IVIG process: solvent-detergent on pools, low pH on the intermediate, nanofiltration on final lots."""
 
 DinMaker = Callable[[int, int], str]
 """(donor index, visit index) -> the unit number of that donation."""
@@ -174,3 +196,29 @@ def release_new_pool(
     pass_pool_tests(session, pool_number=pool_number, product=product, tested_at=at, actor=actor, policy=policy)
     pools.release_pool(session, pool_number=pool_number, actor=approver, policy=policy)
     return composition
+
+
+def typical_step(
+    session: Session,
+    method: StepMethod,
+    *,
+    started_at: datetime,
+    actor: str,
+    pool_number: str | None = None,
+    lot_number: str | None = None,
+    lrv: dict[str, float] | None = None,
+) -> str:
+    """Record a completed step of ``method`` as :data:`TYPICAL_STEPS` describes it (``lrv`` overrides its
+    reductions) on a pool or a lot; returns the step key. Raises what ``inactivation.add_step`` raises."""
+    typical = TYPICAL_STEPS[method]
+    return inactivation.add_step(
+        session,
+        method=method,
+        started_at=started_at,
+        ended_at=started_at + timedelta(hours=typical.hours),
+        actor=actor,
+        pool_number=pool_number,
+        lot_number=lot_number,
+        parameters=dict(typical.parameters),
+        lrv=dict(lrv if lrv is not None else typical.lrv),
+    ).step_key
