@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, func, insert
+from sqlmodel import Session, select
 
 from ..models import Donation, Donor, Establishment, Marker, ResultValue, StepMethod, TestResult
 from ..rules import DEFAULT_POLICY, Policy
@@ -21,8 +21,8 @@ from ..services import inactivation, pools
 
 POOL_B19_IU_PER_ML = 50.0
 """A B19 DNA quantity found in ordinary pools, far under the anti-D limit."""
-_CHUNK = 20_000
-"""Rows per INSERT and keys per lookup: within every driver's limit on bound parameters."""
+_CHUNK = 50_000
+"""Rows per executemany: bounds the memory a driver holds for one call."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,12 @@ DinMaker = Callable[[int, int], str]
 """(donor index, visit index) -> the unit number of that donation."""
 
 
-def _ids(db: Session | Connection, key: Any, id_column: Any, keys: Sequence[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        found.update((k, i) for k, i in db.execute(select(key, id_column).where(col(key).in_(chunk))))
-    return found
+def _insert_keyed(db: Session | Connection, model: Any, key: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert ``rows`` and return their ids by business key, read back as the rows past the largest id before
+    (an index range, not a list of keys; rows another writer adds meanwhile come along, unused)."""
+    before = db.execute(select(func.max(model.id))).scalar() or 0
+    _insert(db, model, rows)
+    return {k: i for k, i in db.execute(select(key, model.id).where(model.id > before))}
 
 
 def _insert(db: Session | Connection, model: Any, rows: list[dict[str, Any]]) -> None:
@@ -85,12 +85,12 @@ def insert_qualified_units(
     markers = [m.value for m in (panel if panel is not None else DEFAULT_POLICY.required_panel)]
     site_id = db.execute(select(Establishment.id).where(Establishment.code == establishment)).scalar_one()
     codes = list(donor_codes)
-    _insert(
+    donor_ids = _insert_keyed(
         db,
         Donor,
+        Donor.donor_code,
         [{"donor_code": c, "establishment_id": site_id, "created_by": actor, "created_at": at} for c in codes],
     )
-    donor_ids = _ids(db, Donor.donor_code, Donor.id, codes)
     numbers: list[str] = []
     units: list[dict[str, Any]] = []
     for i, code in enumerate(codes):
@@ -112,8 +112,7 @@ def insert_qualified_units(
                     "created_at": at,
                 }
             )
-    _insert(db, Donation, units)
-    unit_ids = _ids(db, Donation.unit_number, Donation.id, numbers)
+    unit_ids = _insert_keyed(db, Donation, Donation.unit_number, units)
     _insert(
         db,
         TestResult,
