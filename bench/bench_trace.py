@@ -129,10 +129,11 @@ def eligible_units(session: Any, hold_until: datetime) -> dict[int, list[str]]:
 def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[str, Any]:
     """Pools of eligible units, steps, intermediate and final lots, shipments, all through the services."""
     from traceability.db import make_engine, transaction
-    from traceability.models import LotKind, Marker, ResultValue, StepMethod, utcnow
+    from traceability.models import LotKind, StepMethod, utcnow
     from traceability.rules import DEFAULT_POLICY
-    from traceability.services import inactivation, lots
+    from traceability.services import lots
     from traceability.services import pools as pool_service
+    from traceability.synthetic.records import pass_pool_tests, typical_step
 
     engine = make_engine(url)
     now = utcnow().replace(microsecond=0)
@@ -170,23 +171,13 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
             pool_service.close_pool(session, pool_number=number, actor=common.ACTOR)
         timings["pool close"].append(t.seconds)
         with common.Timer() as t, transaction(engine) as session:
-            for marker in DEFAULT_POLICY.product("ivig").pool_tests:
-                pool_service.test_pool(
-                    session,
-                    pool_number=number,
-                    marker=Marker(marker),
-                    result=ResultValue.NONREACTIVE,
-                    tested_at=now,
-                    actor=common.ACTOR,
-                )
+            pass_pool_tests(session, pool_number=number, product="ivig", tested_at=now, actor=common.ACTOR)
             pool_service.release_pool(session, pool_number=number, actor=common.ACTOR)
-            inactivation.add_step(
+            typical_step(
                 session,
+                StepMethod.SOLVENT_DETERGENT,
                 pool_number=number,
-                method=StepMethod.SOLVENT_DETERGENT,
                 started_at=now - timedelta(hours=12),
-                ended_at=now - timedelta(hours=6),
-                lrv={"enveloped": 6.0},
                 actor=common.ACTOR,
             )
             paste = f"FII-{index:03d}"
@@ -198,14 +189,8 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
                 inputs=[lots.InputSpec("pool", number, 1000)],
                 actor=common.ACTOR,
             )
-            inactivation.add_step(
-                session,
-                lot_number=paste,
-                method=StepMethod.LOW_PH,
-                started_at=now - timedelta(hours=5),
-                ended_at=now - timedelta(hours=4),
-                lrv={"enveloped": 4.6},
-                actor=common.ACTOR,
+            typical_step(
+                session, StepMethod.LOW_PH, lot_number=paste, started_at=now - timedelta(hours=5), actor=common.ACTOR
             )
             lots.release_lot(session, lot_number=paste, actor=common.ACTOR)
             final = f"IVG-{index:03d}"
@@ -227,17 +212,12 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
 
 def _final_lot(session: Any, number: str, inputs: list[Any], now: datetime) -> None:
     from traceability.models import LotKind, StepMethod
-    from traceability.services import inactivation, lots
+    from traceability.services import lots
+    from traceability.synthetic.records import typical_step
 
     lots.create_lot(session, lot_number=number, product="ivig", kind=LotKind.FINAL, inputs=inputs, actor=common.ACTOR)
-    inactivation.add_step(
-        session,
-        lot_number=number,
-        method=StepMethod.NANOFILTRATION,
-        started_at=now - timedelta(hours=3),
-        ended_at=now - timedelta(hours=1),
-        lrv={"enveloped": 5.2, "non-enveloped": 4.4},
-        actor=common.ACTOR,
+    typical_step(
+        session, StepMethod.NANOFILTRATION, lot_number=number, started_at=now - timedelta(hours=3), actor=common.ACTOR
     )
     lots.release_lot(session, lot_number=number, actor=common.ACTOR)
     for consignee in ("St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow"):

@@ -524,8 +524,6 @@ def plasmatrace_import(
 
 # --- set-based test data -------------------------------------------------------------------------------------------
 
-PANEL = ["hbsag", "anti-hiv", "anti-hcv", "hiv-rna", "hcv-rna", "hbv-dna"]
-
 
 def bulk_qualified_units(
     engine: Any,
@@ -537,65 +535,25 @@ def bulk_qualified_units(
     collected_at: datetime | None = None,
 ) -> list[str]:
     """Qualified donors with fully tested, nonreactive units past the hold, inserted set-based (not through the
-    services; test data only, like tests/factories.bulk_units). Returns the unit numbers, donor by donor."""
+    services; test data only, the generator tests/factories.bulk_units uses too). Returns the unit numbers, donor
+    by donor: DINs of FIN W99 + tag, year 25."""
     from datetime import timedelta
 
-    from sqlalchemy import insert, select
-
-    from traceability.models import Donation, Donor, Establishment, TestResult
+    from traceability.synthetic import codes, records
 
     first = collected_at or datetime.now(UTC).replace(microsecond=0) - timedelta(days=150)
-    stamp = datetime.now(UTC)
     with engine.begin() as conn:
-        site_id = conn.execute(select(Establishment.id).where(Establishment.code == site)).scalar_one()
-        codes = [f"BP{tag:02d}{i:07d}" for i in range(donors)]
-        conn.execute(
-            insert(Donor),
-            [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR, "created_at": stamp} for c in codes],
+        return records.insert_qualified_units(
+            conn,
+            establishment=site,
+            donor_codes=[f"BP{tag:02d}{i:07d}" for i in range(donors)],
+            unit_number=lambda i, k: codes.din(f"W99{tag:02d}", 25, i * units_per_donor + k),
+            units_per_donor=units_per_donor,
+            first_collected=first,
+            actor=ACTOR,
+            at=datetime.now(UTC),
         )
-        ids = dict(conn.execute(select(Donor.donor_code, Donor.id).where(Donor.donor_code.like(f"BP{tag:02d}%"))).all())
-        numbers: list[str] = []
-        rows = []
-        for i, code in enumerate(codes):
-            for k in range(units_per_donor):
-                # A valid canonical DIN: FIN W99 + tag, year 25, sequence.
-                number = f"W99{tag:02d}25{i * units_per_donor + k:06d}"
-                numbers.append(number)
-                rows.append(
-                    {
-                        "unit_number": number,
-                        "scheme": "isbt128",
-                        "donor_id": ids[code],
-                        "establishment_id": site_id,
-                        "collected_at": first + timedelta(days=7 * k),
-                        "volume_ml": 750,
-                        "plasma_kind": "source",
-                        "status": "in-inventory",
-                        "version": 1,
-                        "created_by": ACTOR,
-                        "created_at": stamp,
-                    }
-                )
-        for start in range(0, len(rows), 20_000):
-            conn.execute(insert(Donation), rows[start : start + 20_000])
-        unit_ids = dict(
-            conn.execute(
-                select(Donation.unit_number, Donation.id).where(Donation.unit_number.like(f"W99{tag:02d}25%"))
-            ).all()
-        )
-        results = [
-            {
-                "donation_id": unit_ids[r["unit_number"]],
-                "marker": m,
-                "version": 1,
-                "result": "nonreactive",
-                "tested_at": r["collected_at"] + timedelta(days=2),
-                "created_by": ACTOR,
-                "created_at": stamp,
-            }
-            for r in rows
-            for m in PANEL
-        ]
-        for start in range(0, len(results), 50_000):
-            conn.execute(insert(TestResult), results[start : start + 50_000])
-    return numbers
+
+
+PANEL = ["hbsag", "anti-hiv", "anti-hcv", "hiv-rna", "hcv-rna", "hbv-dna"]
+"""The default policy's required panel, as the generated files and the raw SQL of the benchmarks name it."""

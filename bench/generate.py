@@ -35,12 +35,16 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run from a checkout: `python bench/generate.py` finds the traceability package
+from traceability.synthetic.codes import din, screening_method  # noqa: E402  (standard library only: loads fast)
+
 DEFAULT_END = date(2026, 6, 30)
 SPAN_DAYS = 720
 """Donors' first visits fall in the SPAN_DAYS before --end."""
 
 PANEL = ["hbsag", "anti-hiv", "anti-hcv", "hiv-rna", "hcv-rna", "hbv-dna"]
-NAT = {"hiv-rna", "hcv-rna", "hbv-dna"}
 VISIT_WEIGHTS = {2: 20, 3: 16, 4: 14, 5: 12, 6: 10, 7: 9, 8: 7, 9: 6, 10: 6}
 INTERVAL_DAYS = [3, 4, 4, 7, 7, 7, 14, 14, 21, 28, 35]
 OFFSETS_H = [0, 1, -5, 2, -8, 9, -3, 5]
@@ -135,6 +139,7 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     sites = centres(centre_count)
     markers = PANEL[:panel]
+    methods = {m: screening_method(m) for m in markers}
     end_at = datetime(end.year, end.month, end.day, 23, 59, tzinfo=UTC)
     first_day = datetime(end.year, end.month, end.day, tzinfo=UTC) - timedelta(days=SPAN_DAYS)
     visit_counts, visit_weights = list(VISIT_WEIGHTS), list(VISIT_WEIGHTS.values())
@@ -179,7 +184,7 @@ def generate(
                     site.fin_index += 1
                     key, number = (site.fin(), year), 1
                 sequences[key] = number
-                unit = f"{key[0]}{year:02d}{number:06d}"
+                unit = din(key[0], year, number)
                 local = when.astimezone(site.tz)
                 kind = "recovered" if rng.random() < 0.03 else "source"
                 w_donations.writerow(
@@ -203,7 +208,7 @@ def generate(
                         m,
                         "reactive" if m == reactive else "nonreactive",
                         tested,
-                        "nat" if m in NAT else "serology",
+                        methods[m],
                         lab,
                     ]
                     for m in markers
@@ -261,7 +266,6 @@ def ensure_generated(
 
 def init_db(url: str, folder: Path) -> None:
     """Migrate the database at ``url`` and create the establishments the files in ``folder`` name."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from traceability.db import make_engine, transaction
     from traceability.migrate import upgrade
 

@@ -19,7 +19,8 @@ from traceability.models import (
     StepMethod,
 )
 from traceability.rules import DEFAULT_POLICY
-from traceability.services import consignees, donors, inactivation, lots, pools, units
+from traceability.services import consignees, donors, inactivation, lots, units
+from traceability.synthetic import codes, records
 
 ACTOR = "qa.tester"
 APPROVER = "qa.approver"  # separation of duties: who records does not release
@@ -42,7 +43,7 @@ def next_id() -> int:
 
 def make_din(n: int | None = None, *, fin: str = "A9999", year: str = "26") -> str:
     """A valid 13-character ISBT 128 DIN (without check character)."""
-    return f"{fin}{year}{(n if n is not None else next_id()) % 1_000_000:06d}"
+    return codes.din(fin, int(year), n if n is not None else next_id())
 
 
 def make_establishment(session: Session, **overrides: object) -> str:
@@ -107,6 +108,37 @@ def make_qualified_donor_units(
     return donor, made
 
 
+def _pool_members(session: Session, *, donors_count: int, units_per_donor: int, bulk: bool) -> list[str]:
+    """``units_per_donor`` units of each of ``donors_count`` new qualified donors (who have at least two)."""
+    site = make_establishment(session)
+    units_each = max(2, units_per_donor)
+    if bulk:
+        numbers = bulk_units(session, donors_count=donors_count, units_per_donor=units_each, establishment=site)
+        return [n for i, n in enumerate(numbers) if i % units_each < units_per_donor]
+    members: list[str] = []
+    for _ in range(donors_count):
+        _, made = make_qualified_donor_units(session, establishment=site, count=units_each)
+        members.extend(u.unit_number for u in made[:units_per_donor])
+    return members
+
+
+def make_closed_pool(
+    session: Session,
+    *,
+    donors_count: int = 1000,
+    units_per_donor: int = 1,
+    product: str = "ivig",
+    pool_number: str | None = None,
+    members: list[str] | None = None,
+) -> str:
+    """A closed, untested pool of bulk-inserted qualified units (or of ``members``), closed by ACTOR at NOW."""
+    number = pool_number or f"P-{next_id():05d}"
+    if members is None:
+        members = _pool_members(session, donors_count=donors_count, units_per_donor=units_per_donor, bulk=True)
+    records.close_new_pool(session, pool_number=number, unit_numbers=members, product=product, at=NOW, actor=ACTOR)
+    return number
+
+
 def make_released_pool(
     session: Session,
     *,
@@ -115,35 +147,17 @@ def make_released_pool(
     product: str = "ivig",
     pool_number: str | None = None,
     bulk: bool = False,
+    members: list[str] | None = None,
 ) -> str:
     """A released pool of qualified donors' units, built through the services (slow-ish: ~1s per 1,000 units), or
-    with ``bulk`` from units inserted set-based (fast; for tests about pools and lots, not about recording units)."""
-    site = make_establishment(session)
+    with ``bulk`` from units inserted set-based (fast; for tests about pools and lots, not about recording units),
+    or of ``members``, units the test made itself. Closed and tested by ACTOR at NOW, released by APPROVER."""
     number = pool_number or f"P-{next_id():05d}"
-    pools.create_pool(session, pool_number=number, product=product, actor=ACTOR)
-    members = []
-    if bulk:
-        units_each = max(2, units_per_donor)
-        numbers = bulk_units(session, donors_count=donors_count, units_per_donor=units_each, establishment=site)
-        members = [n for i, n in enumerate(numbers) if i % units_each < units_per_donor]
-    for _ in range(0 if bulk else donors_count):
-        _, made = make_qualified_donor_units(session, establishment=site, count=max(2, units_per_donor))
-        members.extend(u.unit_number for u in made[:units_per_donor])
-    pools.add_units(session, pool_number=number, unit_numbers=members, actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in DEFAULT_POLICY.product(product).pool_tests:
-        value, unit = (50.0, "IU/mL") if marker == Marker.B19_DNA else (None, None)
-        pools.test_pool(
-            session,
-            pool_number=number,
-            marker=marker,
-            result=ResultValue.NONREACTIVE,
-            tested_at=NOW,
-            actor=ACTOR,
-            value=value,
-            value_unit=unit,
-        )
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
+    if members is None:
+        members = _pool_members(session, donors_count=donors_count, units_per_donor=units_per_donor, bulk=bulk)
+    records.release_new_pool(
+        session, pool_number=number, unit_numbers=members, product=product, at=NOW, actor=ACTOR, approver=APPROVER
+    )
     return number
 
 
@@ -223,60 +237,19 @@ def bulk_units(
 
     Returns the unit numbers, donor by donor. Used where a test is about pools, not about recording units.
     """
-    from sqlalchemy import insert, select
-
-    from traceability.models import Donation as D
-    from traceability.models import Donor as Dn
-    from traceability.models import Establishment, TestResult
-
-    site = establishment or make_establishment(session)
-    site_id = session.execute(select(Establishment.id).where(Establishment.code == site)).scalar_one()
     base = next_id() * 10_000
-    codes = [f"BD{base + i:09d}" for i in range(donors_count)]
-    session.execute(
-        insert(Dn),
-        [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR, "created_at": NOW} for c in codes],
+    return records.insert_qualified_units(
+        session,
+        establishment=establishment or make_establishment(session),
+        donor_codes=[f"BD{base + i:09d}" for i in range(donors_count)],
+        unit_number=lambda _donor, _visit: make_din(),
+        units_per_donor=units_per_donor,
+        first_collected=collected_at or NOW - timedelta(days=150),
+        spacing_days=spacing_days,
+        actor=ACTOR,
+        at=NOW,
+        panel=PANEL,
     )
-    ids = dict(session.execute(select(Dn.donor_code, Dn.id).where(Dn.donor_code.in_(codes))).all())
-    first = collected_at or NOW - timedelta(days=150)
-    numbers, rows = [], []
-    for code in codes:
-        for k in range(units_per_donor):
-            number = make_din()
-            numbers.append(number)
-            rows.append(
-                {
-                    "unit_number": number,
-                    "scheme": "isbt128",
-                    "donor_id": ids[code],
-                    "establishment_id": site_id,
-                    "collected_at": first + timedelta(days=spacing_days * k),
-                    "volume_ml": 750,
-                    "plasma_kind": "source",
-                    "status": "in-inventory",
-                    "version": 1,
-                    "created_by": ACTOR,
-                    "created_at": NOW,
-                }
-            )
-    session.execute(insert(D), rows)
-    unit_ids = dict(session.execute(select(D.unit_number, D.id).where(D.unit_number.in_(numbers))).all())
-    results = [
-        {
-            "donation_id": unit_ids[r["unit_number"]],
-            "marker": m.value,
-            "version": 1,
-            "result": "nonreactive",
-            "tested_at": r["collected_at"] + timedelta(days=2),
-            "created_by": ACTOR,
-            "created_at": NOW,
-        }
-        for r in rows
-        for m in PANEL
-    ]
-    for start in range(0, len(results), 20_000):
-        session.execute(insert(TestResult), results[start : start + 20_000])
-    return numbers
 
 
 def backdate_release(session: Session, lot_number: str, when: datetime = NOW - timedelta(days=1)) -> None:

@@ -16,30 +16,28 @@ import pytest
 from sqlmodel import Session
 
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.factories import ACTOR, APPROVER, NOW, backdate_release, bulk_units, make_consignee, make_step
+from tests.factories import (
+    ACTOR,
+    APPROVER,
+    NOW,
+    backdate_release,
+    bulk_units,
+    make_consignee,
+    make_released_pool,
+    make_step,
+)
 from traceability.db import make_engine
 from traceability.migrate import upgrade
-from traceability.models import LotKind, LotUnit, Marker, ResultValue, StepMethod
-from traceability.services import lots, pools
-
-
-def released_pool(session: Session, number: str, donors: int = 1000) -> list[str]:
-    members = bulk_units(session, donors_count=donors, units_per_donor=2)
-    pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=members, actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-        pools.test_pool(
-            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-        )
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
-    return members
+from traceability.models import LotKind, LotUnit, StepMethod
+from traceability.services import lots
 
 
 def build_lineage(session: Session) -> dict[str, Any]:
     """Two pools -> an intermediate (with quantities) -> a final lot, steps on each level, two shipments."""
-    a = released_pool(session, "P-A")
-    b = released_pool(session, "P-B")
+    a = bulk_units(session, donors_count=1000)
+    make_released_pool(session, pool_number="P-A", members=a)
+    b = bulk_units(session, donors_count=1000)
+    make_released_pool(session, pool_number="P-B", members=b)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0, parameters={"TNBP": "0.3%"})
     make_step(session, pool="P-B", method=StepMethod.SOLVENT_DETERGENT, enveloped=5.5)
     lots.create_lot(

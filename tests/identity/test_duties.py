@@ -5,30 +5,15 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from tests.factories import ACTOR, APPROVER, NOW, bulk_units, make_lot, make_step
+from tests.factories import ACTOR, APPROVER, make_lot, make_released_pool, make_step
 from traceability.errors import DutiesNotSeparated, ExitCode
-from traceability.models import LotKind, ResultValue, StepMethod
+from traceability.models import LotKind, StepMethod
 from traceability.rules import Policy, ReleasePolicy
-from traceability.services import lots, pools
-
-
-def make_released_pool(session: Session, *, donors_count: int = 1000) -> str:
-    """A pool of bulk-inserted qualified units, closed and tested by ACTOR, released by APPROVER."""
-    units = bulk_units(session, donors_count=donors_count, units_per_donor=2)
-    number = "P-DUTIES"
-    pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=units[::2], actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in ("hbsag", "anti-hiv", "hcv-rna"):
-        pools.test_pool(
-            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-        )
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
-    return number
+from traceability.services import lots
 
 
 def test_the_creator_of_a_lot_does_not_release_it_unless_the_policy_says_so(session: Session) -> None:
-    pool = make_released_pool(session, donors_count=1000)
+    pool = make_released_pool(session, pool_number="P-DUTIES", bulk=True)
     lot = make_lot(session, inputs=[("pool", pool)], kind=LotKind.INTERMEDIATE)
     with pytest.raises(DutiesNotSeparated) as refused:
         lots.release_lot(session, lot_number=lot, actor=ACTOR)
@@ -44,6 +29,6 @@ def test_the_creator_of_a_lot_does_not_release_it_unless_the_policy_says_so(sess
 
 
 def test_another_approver_releases_the_lot(session: Session) -> None:
-    pool = make_released_pool(session, donors_count=1000)
+    pool = make_released_pool(session, pool_number="P-DUTIES", bulk=True)
     lot = make_lot(session, inputs=[("pool", pool)], kind=LotKind.INTERMEDIATE)
     assert lots.release_lot(session, lot_number=lot, actor=APPROVER).status.value == "released"

@@ -10,7 +10,17 @@ import pytest
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from tests.factories import ACTOR, APPROVER, NOW, backdate_release, bulk_units, make_consignee, make_lot, make_step
+from tests.factories import (
+    ACTOR,
+    APPROVER,
+    NOW,
+    backdate_release,
+    make_closed_pool,
+    make_consignee,
+    make_lot,
+    make_released_pool,
+    make_step,
+)
 from traceability.errors import InputNotReleased, LotNotReleasable, LotNotShippable, WrongState
 from traceability.models import (
     AuditEvent,
@@ -32,30 +42,25 @@ from traceability.rules import ClearancePolicy, Policy
 from traceability.services import inactivation, lots, pools
 
 
-def released_pool(session: Session, number: str, *, product: str = "ivig", b19: tuple[float, str] | None = None) -> str:
-    units = bulk_units(session, donors_count=1000, units_per_donor=2)
-    pools.create_pool(session, pool_number=number, product=product, actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=units[::2], actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
+def anti_d_pool(session: Session, number: str, *, b19: tuple[float, str]) -> None:
+    """An anti-D pool whose B19 DNA test (its first) finds ``b19`` (value, unit); released unless over the limit."""
+    make_closed_pool(session, pool_number=number, product="anti-d")
     for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
         pools.test_pool(
             session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
         )
-    if b19 is not None:
-        outcome = pools.test_pool(
-            session,
-            pool_number=number,
-            marker=Marker.B19_DNA,
-            result=ResultValue.REACTIVE,
-            tested_at=NOW,
-            actor=ACTOR,
-            value=b19[0],
-            value_unit=b19[1],
-        )
-        if outcome.quarantined:
-            return number
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
-    return number
+    outcome = pools.test_pool(
+        session,
+        pool_number=number,
+        marker=Marker.B19_DNA,
+        result=ResultValue.REACTIVE,
+        tested_at=NOW,
+        actor=ACTOR,
+        value=b19[0],
+        value_unit=b19[1],
+    )
+    if not outcome.quarantined:
+        pools.release_pool(session, pool_number=number, actor=APPROVER)
 
 
 def status(session: Session, lot_number: str) -> tuple[LotStatus, str | None]:
@@ -73,7 +78,7 @@ def ship(session: Session, lot_number: str, consignee: str = "Hospital B") -> No
 
 def lineage(session: Session) -> tuple[str, str, str]:
     """P-A (S/D) -> INT-A (released) -> FIN-A (nanofiltration; released, shipped to Hospital A); FIN-P pending."""
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     intermediate = make_lot(session, lot_number="INT-A", inputs=[("pool", "P-A")], kind=LotKind.INTERMEDIATE)
     lots.release_lot(session, lot_number=intermediate, actor=APPROVER)
@@ -92,7 +97,7 @@ def lineage(session: Session) -> tuple[str, str, str]:
 def ladder(session: Session, depth: int) -> tuple[str, str]:
     """Two intermediate lots per level, each made from both lots of the level below, ``depth`` levels on P-T
     (S/D 6 log): 2^depth paths from P-T to the top. Beside it, INT-U from P-U, which never had an enveloped step."""
-    released_pool(session, "P-T")
+    make_released_pool(session, pool_number="P-T", bulk=True)
     make_step(session, pool="P-T", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     below: list[str] = []
     for level in range(depth):
@@ -104,7 +109,7 @@ def ladder(session: Session, depth: int) -> tuple[str, str]:
             lots.release_lot(session, lot_number=number, actor=APPROVER)
             here.append(number)
         below = here
-    released_pool(session, "P-U")
+    make_released_pool(session, pool_number="P-U", bulk=True)
     make_step(session, pool="P-U", method=StepMethod.NANOFILTRATION, non_enveloped=5.0)
     make_lot(session, lot_number="INT-U", inputs=[("pool", "P-U")], kind=LotKind.INTERMEDIATE)
     lots.release_lot(session, lot_number="INT-U", actor=APPROVER)
@@ -155,7 +160,7 @@ def test_the_clearance_check_covers_every_one_of_2_to_the_20_paths_and_names_the
 def test_a_step_of_exactly_min_step_log_is_not_counted_and_one_just_above_is(
     session: Session, claimed: float, releasable: bool
 ) -> None:
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     final = make_lot(session, lot_number="FIN-1", inputs=[("pool", "P-A")])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=claimed, non_enveloped=5.0)
@@ -172,7 +177,7 @@ def test_a_step_of_exactly_min_step_log_is_not_counted_and_one_just_above_is(
 def test_a_step_of_exactly_1_log_is_not_added_to_the_cumulative_clearance(
     session: Session, claimed: float, cumulative: float
 ) -> None:
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     make_step(session, pool="P-A", method=StepMethod.LOW_PH, enveloped=claimed)
     final = make_lot(session, lot_number="FIN-1", inputs=[("pool", "P-A")])
@@ -266,7 +271,7 @@ def test_an_invalid_current_pool_test_holds_release_and_shipment_until_a_retest_
 def test_the_b19_dna_limit_of_an_anti_d_pool_takes_iu_per_microlitre_and_iu_per_ml_at_the_edge(
     session: Session, value: float, unit: str, released: bool
 ) -> None:
-    released_pool(session, "P-D", product="anti-d", b19=(value, unit))
+    anti_d_pool(session, "P-D", b19=(value, unit))
     pool = session.execute(select(Pool).where(Pool.pool_number == "P-D")).scalar_one()
     assert pool.status == (PoolStatus.RELEASED if released else PoolStatus.QUARANTINED)
     if not released:

@@ -24,6 +24,7 @@ from tests.factories import (
     make_consignee,
     make_donor,
     make_lot,
+    make_released_pool,
     make_step,
     make_unit,
 )
@@ -50,7 +51,7 @@ from traceability.models import Lot as LotRow
 from traceability.queries.lineage import trace_donor
 from traceability.reports import json_schemas
 from traceability.rules import DEFAULT_POLICY, panel_complete_and_nonreactive
-from traceability.services import donors, lots, pools, units
+from traceability.services import donors, lots, units
 
 
 def reference(session: Session, donor_code: str) -> dict[str, Any]:
@@ -153,14 +154,7 @@ def expiry_of(lot: LotRow) -> str | None:
 
 def released_pool(session: Session, number: str) -> list[str]:
     numbers = bulk_units(session, donors_count=1000, units_per_donor=2)
-    pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=numbers[::2], actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in DEFAULT_POLICY.product("ivig").pool_tests:
-        pools.test_pool(
-            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-        )
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
+    make_released_pool(session, pool_number=number, members=numbers[::2])
     return numbers
 
 

@@ -5,30 +5,29 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from tests.factories import ACTOR, APPROVER, NOW, backdate_release, bulk_units, make_consignee, make_lot, make_step
+from tests.factories import (
+    ACTOR,
+    APPROVER,
+    NOW,
+    backdate_release,
+    bulk_units,
+    make_consignee,
+    make_lot,
+    make_released_pool,
+    make_step,
+)
 from traceability.errors import InputNotReleased, LineageCycle, LotNotReleasable, WrongState
-from traceability.models import LotKind, Marker, ResultValue, StepMethod, StepOutcome
+from traceability.models import LotKind, StepMethod, StepOutcome
 from traceability.queries.lineage import trace_donor, trace_lot, trace_pool
 from traceability.reports import json_schemas
 from traceability.services import inactivation, lots, pools
 
 
-def released_pool(session: Session, number: str, donors: int = 1000) -> list[str]:
-    units = bulk_units(session, donors_count=donors, units_per_donor=2)
-    pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=units, actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-        pools.test_pool(
-            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-        )
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
-    return units
-
-
 def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_once(session: Session) -> None:
-    a = released_pool(session, "P-A")
-    b = released_pool(session, "P-B")
+    a = bulk_units(session, donors_count=1000)
+    make_released_pool(session, pool_number="P-A", members=a)
+    b = bulk_units(session, donors_count=1000)
+    make_released_pool(session, pool_number="P-B", members=b)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     make_step(session, pool="P-B", method=StepMethod.SOLVENT_DETERGENT, enveloped=5.5)
     paste = make_lot(
@@ -69,8 +68,8 @@ def test_a_final_lot_from_an_intermediate_of_two_pools_traces_every_donation_onc
 
 
 def test_the_worst_path_decides_a_lot_made_partly_from_material_that_skipped_a_step(session: Session) -> None:
-    released_pool(session, "P-A")
-    released_pool(session, "P-B")
+    make_released_pool(session, pool_number="P-A", bulk=True, units_per_donor=2)
+    make_released_pool(session, pool_number="P-B", bulk=True, units_per_donor=2)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     final = make_lot(session, lot_number="IVG-2", inputs=[("pool", "P-A"), ("pool", "P-B")])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.5)
@@ -83,7 +82,7 @@ def test_the_worst_path_decides_a_lot_made_partly_from_material_that_skipped_a_s
 
 
 def test_two_steps_of_one_mechanism_do_not_make_two_effective_steps(session: Session) -> None:
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True, units_per_donor=2)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     final = make_lot(session, lot_number="IVG-3", inputs=[("pool", "P-A")])
     make_step(session, lot=final, method=StepMethod.CAPRYLATE, enveloped=5.0, non_enveloped=0.5)
@@ -95,7 +94,7 @@ def test_two_steps_of_one_mechanism_do_not_make_two_effective_steps(session: Ses
 
 
 def test_an_open_deviation_blocks_release_until_closed(session: Session) -> None:
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True, units_per_donor=2)
     make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
     lot = make_lot(session, lot_number="INT-1", inputs=[("pool", "P-A")], kind=LotKind.INTERMEDIATE)
     key = make_step(session, lot=lot, method=StepMethod.LOW_PH, enveloped=4.0, outcome=StepOutcome.DEVIATION)
@@ -115,14 +114,14 @@ def test_lots_are_made_only_from_released_inputs_and_never_from_themselves(sessi
         make_lot(session, lot_number="L-1", inputs=[("pool", "P-OPEN")])
     with pytest.raises(LineageCycle, match="Lot L-1 cannot be made from itself"):
         make_lot(session, lot_number="L-1", inputs=[("lot", "L-1")])
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True, units_per_donor=2)
     make_lot(session, lot_number="L-2", inputs=[("pool", "P-A")])
     with pytest.raises(InputNotReleased, match="lot L-2 is pending"):
         make_lot(session, lot_number="L-3", inputs=[("lot", "L-2")])
 
 
 def test_only_a_released_lot_ships(session: Session) -> None:
-    released_pool(session, "P-A")
+    make_released_pool(session, pool_number="P-A", bulk=True, units_per_donor=2)
     lot = make_lot(session, lot_number="L-9", inputs=[("pool", "P-A")])
     with pytest.raises(WrongState, match="only a released lot can be shipped"):
         lots.ship_lot(

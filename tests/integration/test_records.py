@@ -20,6 +20,7 @@ from tests.factories import (
     make_donor,
     make_establishment,
     make_lot,
+    make_released_pool,
     make_step,
     make_unit,
 )
@@ -40,17 +41,9 @@ from traceability.services import consignees, donors, inactivation, lookback, lo
 
 def released_pool(session: Session, number: str, *, donors_count: int = 1000, volume_ml: int = 780) -> list[str]:
     """A released pool of ``donors_count`` units of ``volume_ml`` each (780 L for 1,000 units of 780 mL)."""
-    numbers = bulk_units(session, donors_count=donors_count, units_per_donor=2)
-    members = numbers[::2]
+    members = bulk_units(session, donors_count=donors_count, units_per_donor=2)[::2]
     session.execute(update(units.Donation).values(volume_ml=volume_ml))
-    pools.create_pool(session, pool_number=number, product="ivig", actor=ACTOR)
-    pools.add_units(session, pool_number=number, unit_numbers=members, actor=ACTOR, now=NOW)
-    pools.close_pool(session, pool_number=number, actor=ACTOR, now=NOW)
-    for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-        pools.test_pool(
-            session, pool_number=number, marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-        )
-    pools.release_pool(session, pool_number=number, actor=APPROVER)
+    make_released_pool(session, pool_number=number, members=members)
     return members
 
 

@@ -281,20 +281,12 @@ def test_a_killed_pool_close_leaves_the_pool_open_or_wholly_closed(db_url: str, 
 def test_a_killed_lot_release_leaves_the_lot_pending_or_wholly_released(db_url: str) -> None:
     """Killed the moment its write transaction is seen: the lot stays pending, or (on a fast machine, the
     transaction being short) is wholly released."""
-    from tests.factories import make_lot, make_step
-    from traceability.models import Lot, LotStatus, Marker, ResultValue, StepMethod
+    from tests.factories import make_lot, make_released_pool, make_step
+    from traceability.models import Lot, LotStatus, StepMethod
 
     engine = make_engine(db_url)
     with Session(engine) as session, session.begin():
-        numbers = bulk_units(session, donors_count=1000)
-        pools.create_pool(session, pool_number="P-R", product="ivig", actor=ACTOR)
-        pools.add_units(session, pool_number="P-R", unit_numbers=numbers, actor=ACTOR, now=NOW)
-        pools.close_pool(session, pool_number="P-R", actor=ACTOR, now=NOW)
-        for marker in (Marker.HBSAG, Marker.ANTI_HIV, Marker.HCV_RNA):
-            pools.test_pool(
-                session, pool_number="P-R", marker=marker, result=ResultValue.NONREACTIVE, tested_at=NOW, actor=ACTOR
-            )
-        pools.release_pool(session, pool_number="P-R", actor=APPROVER)
+        make_released_pool(session, pool_number="P-R", members=bulk_units(session, donors_count=1000))
         make_step(session, pool="P-R", method=StepMethod.SOLVENT_DETERGENT, enveloped=6)
         lot = make_lot(session, lot_number="L-KILL", inputs=[("pool", "P-R")])
         make_step(session, lot=lot, method=StepMethod.NANOFILTRATION, enveloped=5, non_enveloped=5)
