@@ -147,7 +147,7 @@ def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFA
         pool_ids = set(session.execute(select(Pool.id).where(Pool.pool_number.in_(trace.pools))).scalars())
         lineage = contents.lineage_downstream(session, pool_ids)
         extra = {"lookback_case": {trace.case_number}, "donor": {trace.donor_code}}
-        extra["donation"] = {f["unit_number"] for f in trace.findings}
+        extra["donation"] = {f.unit_number for f in trace.findings}
     changed = contents.corrected_units(session, lineage, extra.get("donation", set()))
     shown_units = ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else "")
     document.summary.append(
