@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ...errors import CaseNotFound
 from ...models import CaseFinding, Donation, Donor, LookbackCase, Pool
 from ..graph import downstream_lots
+from . import as_of as then
 from .lines import FindingLine, ShipmentLine, iso
 from .shared import lots, shipments
 
@@ -30,18 +32,26 @@ class CaseTrace:
     pools: list[str]
     lots: list[str]
     shipments: list[ShipmentLine]
+    as_of: str | None = None  # the case as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.as_of is None:
+            data.pop("as_of")
+        return data
 
 
-def trace_case(session: Session, case_number: str) -> CaseTrace:
-    """A look-back case with each implicated unit, its pool, every lot downstream and every shipment."""
+def trace_case(session: Session, case_number: str, *, as_of: datetime | None = None) -> CaseTrace:
+    """A look-back case with each implicated unit, its pool, every lot downstream and every shipment; with
+    ``as_of`` as recorded then (findings, lots and shipments recorded by then, the statuses of then)."""
     case = session.execute(select(LookbackCase).where(LookbackCase.case_number == case_number)).scalar_one_or_none()
     if case is None:
         raise CaseNotFound(case_number)
+    at = as_of
+    if at is not None:
+        then.recorded_at_or_refuse(case.created_at, at, "Look-back case", case.case_number)
     donor_code = session.execute(select(Donor.donor_code).where(Donor.id == case.donor_id)).scalar_one()
-    rows = session.execute(
+    query = (
         select(
             Donation.unit_number,
             Donation.collected_at,
@@ -55,36 +65,51 @@ def trace_case(session: Session, case_number: str) -> CaseTrace:
         .outerjoin(Pool, Pool.id == CaseFinding.pool_id)
         .where(CaseFinding.case_id == case.id)
         .order_by(Donation.collected_at)
-    ).all()
+    )
+    if at is not None:
+        query = query.where(col(CaseFinding.created_at) <= at)
+    rows = session.execute(query).all()
+    units: dict[str, str] = {r.unit_number: r.status.value for r in rows}
+    pool_status: dict[str, str] = {r.pool_number: r.pool_status.value for r in rows if r.pool_number}
+    status, closed_at, closure = case.status.value, case.closed_at, case.closure
+    if at is not None:
+        units.update(then.unit_statuses_at(session, units, list(pool_status), at))
+        pool_status.update({k: v for k, (v, _) in then.statuses_at(session, "pool", list(pool_status), at).items()})
+        status = then.statuses_at(session, "lookback_case", [case.case_number], at).get(
+            case.case_number, (status, None)
+        )[0]
+        if "lookback.closed" not in then.done_by(session, "lookback_case", case.case_number, ["lookback.closed"], at):
+            closed_at, closure = None, None
     pool_ids = sorted({r.pool_id for r in rows if r.pool_id is not None})
     lots_by_pool = downstream_lots(session, pool_ids)
     lot_ids = set().union(*lots_by_pool.values()) if lots_by_pool else set()
-    lot_lines = lots(session, lot_ids)
+    lot_lines = lots(session, lot_ids, at=at)
     return CaseTrace(
         case_number=case.case_number,
-        status=case.status.value,
+        status=status,
         donor_code=donor_code,
         reason=case.reason,
         opened_at=case.created_at.isoformat(),
         opened_by=case.created_by,
         window_start=iso(case.window_start),
-        closed_at=iso(case.closed_at),
-        closure=case.closure,
+        closed_at=iso(closed_at),
+        closure=closure,
         findings=[
             FindingLine(
                 unit_number=r.unit_number,
                 collected_at=r.collected_at.isoformat(),
-                status=r.status.value,
+                status=units[r.unit_number],
                 action=r.action,
                 pool_number=r.pool_number,
-                pool_status=r.pool_status.value if r.pool_status else None,
-                lot_numbers=sorted(lot_lines[i].lot_number for i in lots_by_pool.get(r.pool_id, ())),
+                pool_status=pool_status.get(r.pool_number) if r.pool_number else None,
+                lot_numbers=sorted(lot_lines[i].lot_number for i in lots_by_pool.get(r.pool_id, ()) if i in lot_lines),
             )
             for r in rows
         ],
         pools=sorted({r.pool_number for r in rows if r.pool_number}),
         lots=sorted(x.lot_number for x in lot_lines.values()),
-        shipments=shipments(session, lot_ids),
+        shipments=shipments(session, set(lot_lines), at=at),
+        as_of=then.as_of_text(at),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from sqlmodel import Session
 
 from ...calendars import local_day
 from ...errors import DonorNotFound
-from ...models import Donation
+from ...models import Donation, Donor, Pool, PoolMember
 from ...rules import (
     DEFAULT_POLICY,
     Policy,
@@ -22,6 +23,7 @@ from ...rules import (
     panel_complete_and_nonreactive,
 )
 from ..eligibility import zone_of_donation
+from . import as_of as then
 from .donor_statement import DeferralRow, DonationRow, DonorRow, LotRow, ResultRow, compiled_for, decode
 from .lines import DeferralLine, ShipmentLine, iso
 from .shared import distribution_details
@@ -51,22 +53,31 @@ class DonorTrace:
     pools: list[str]
     lots: list[str]
     shipments: list[ShipmentLine]
+    as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.as_of is None:
+            data.pop("as_of")
+        return data
 
 
-def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DonorTrace:
+def trace_donor(
+    session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY, as_of: datetime | None = None
+) -> DonorTrace:
     """Every donation of a donor and where each went: inventory, pool, every lot downstream, every shipment.
 
     One statement, whatever the donor's history, compiled once per dialect and run on the session's own connection
     and transaction through the driver's cursor. That skips SQLAlchemy's per-call execution and result handling
     (and so its statement logging and cursor events); driver errors are still raised as SQLAlchemy's. The look-back
     window comes from the results read with it.
+
+    With ``as_of`` the statement keeps only the rows recorded by then, and the statuses, lifted deferrals and
+    record versions are those of that time (see ``as_of``).
     """
     donor_code = unicodedata.normalize("NFKC", donor_code).strip()  # stored keys are NFKC
     conn = session.connection()
-    statement = compiled_for(conn.dialect)
+    statement = compiled_for(conn.dialect, as_of=as_of is not None)
     at, day = statement.at, statement.day
     donor: DonorRow | None = None
     deferrals: list[DeferralLine] = []
@@ -74,7 +85,7 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
     latest: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)  # donation id -> marker -> (version, result)
     lots_by_pool: dict[int, set[str]] = defaultdict(set)
     shipped: dict[str, ShipmentLine] = {}
-    for row in decode(statement.run(conn, donor_code)):
+    for row in decode(statement.run(conn, donor_code, as_of)):
         if type(row) is ResultRow:
             markers = latest[row.donation_id]
             if row.marker not in markers or markers[row.marker][0] < row.version:
@@ -106,6 +117,8 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
             )
     if donor is None:
         raise DonorNotFound(donor_code)
+    if as_of is not None:
+        donations, deferrals = _as_recorded_at(session, donor, donations, deferrals, as_of)
     donations.sort(key=lambda d: (d.collected_at, d.donation_id))
     deferrals.sort(key=lambda d: d.sequence)
     current = {i: {m: value for m, (_, value) in sorted(markers.items())} for i, markers in latest.items()}
@@ -153,4 +166,32 @@ def trace_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_P
         pools=sorted({d.pool_number for d in donations if d.pool_number is not None}),
         lots=sorted(set().union(*lots_by_pool.values())) if lots_by_pool else [],
         shipments=shipments,
+        as_of=then.as_of_text(as_of),
     )
+
+
+def _as_recorded_at(
+    session: Session, donor: DonorRow, donations: list[DonationRow], deferrals: list[DeferralLine], at: datetime
+) -> tuple[list[DonationRow], list[DeferralLine]]:
+    """The donor's rows recorded by ``at`` with the statuses, versions and lifted deferrals of that time."""
+    created = session.execute(select(Donor.created_at).where(Donor.id == donor.donor_id)).scalar_one()
+    then.recorded_at_or_refuse(created, at, "Donor", donor.donor_code)
+    units = {d.unit_number: d.status for d in donations}
+    pools = set(  # the pools they are in now: a pool's events say when each unit went in
+        session.execute(
+            select(Pool.pool_number)
+            .join(PoolMember, PoolMember.pool_id == Pool.id)
+            .join(Donation, Donation.id == PoolMember.donation_id)
+            .where(Donation.donor_id == donor.donor_id)
+        ).scalars()
+    )
+    statuses = then.unit_statuses_at(session, units, pools, at)
+    corrected = then.corrections_after(session, units, at)
+    lifted_later = then.lifted_after(session, donor.donor_code, at)
+    for line in deferrals:
+        if line.sequence in lifted_later:
+            line.lifted_on = None
+    return [
+        d._replace(status=statuses.get(d.unit_number, d.status), version=d.version - corrected.get(d.unit_number, 0))
+        for d in donations
+    ], deferrals

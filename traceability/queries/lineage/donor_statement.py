@@ -27,6 +27,7 @@ from sqlalchemy import (
     Dialect,
     Integer,
     String,
+    and_,
     bindparam,
     cast,
     literal_column,
@@ -148,13 +149,21 @@ def decode(rows: list[Any]) -> Iterator[FactRow]:
         yield make(take(raw))
 
 
-def donor_trace_statement() -> CompoundSelect:
+def donor_trace_statement(*, as_of: bool = False) -> CompoundSelect:
+    """The trace of today's records, or with ``as_of`` of the rows recorded by the bound time ``as_of`` (deferrals,
+    donations, pool memberships, results, lots and shipments whose ``created_at`` is not after it)."""
     # Built from the tables' Core columns, not the ORM attributes: compiling it then needs no ORM compile state and
     # no mapper configuration, which made up most of a one-off command's first trace.
     t_donor, t_donation, t_member, t_input, t_site, t_deferral, t_pool, t_result, t_lot, t_shipment = (
         model.__table__
         for model in (Donor, Donation, PoolMember, LotInput, Establishment, Deferral, Pool, TestResult, Lot, Shipment)
     )
+    cutoff = bindparam("as_of", type_=UTCDateTime())
+
+    def known(table: Any) -> list[ColumnElement[bool]]:
+        """The rows of ``table`` recorded by the as-of time: no condition at all for today's trace."""
+        return [table.c.created_at <= cutoff] if as_of else []
+
     me = select(t_donor.c.id, t_donor.c.donor_code, t_donor.c.registered_on, t_donor.c.establishment_id)
     me = me.where(t_donor.c.donor_code == bindparam("donor_code")).cte("me")
     donor_id = select(me.c.id).scalar_subquery()
@@ -162,10 +171,14 @@ def donor_trace_statement() -> CompoundSelect:
         select(t_member.c.pool_id.label("origin"), t_input.c.lot_id.label("lot_id"))
         .join(t_donation, t_donation.c.id == t_member.c.donation_id)
         .join(t_input, t_input.c.input_pool_id == t_member.c.pool_id)
-        .where(t_donation.c.donor_id == donor_id)
+        .where(t_donation.c.donor_id == donor_id, *known(t_member), *known(t_input))
         .cte("donor_down", recursive=True)
     )
-    down = down.union(select(down.c.origin, t_input.c.lot_id).join(down, t_input.c.input_lot_id == down.c.lot_id))
+    down = down.union(
+        select(down.c.origin, t_input.c.lot_id)
+        .join(down, t_input.c.input_lot_id == down.c.lot_id)
+        .where(*known(t_input))
+    )
     donor = _facts(
         DonorRow,
         donor_id=me.c.id,
@@ -214,23 +227,24 @@ def donor_trace_statement() -> CompoundSelect:
     # scan test_result), and PostgreSQL needs no semi-join for it.
     return union_all(
         select(*donor).select_from(me).join(t_site, t_site.c.id == me.c.establishment_id),
-        select(*deferral).where(t_deferral.c.donor_id == donor_id),
+        select(*deferral).where(t_deferral.c.donor_id == donor_id, *known(t_deferral)),
         select(*donation)
         .select_from(t_donation)
-        .outerjoin(t_member, t_member.c.donation_id == t_donation.c.id)
+        .outerjoin(t_member, and_(t_member.c.donation_id == t_donation.c.id, *known(t_member)))
         .outerjoin(t_pool, t_pool.c.id == t_member.c.pool_id)
-        .where(t_donation.c.donor_id == donor_id),
+        .where(t_donation.c.donor_id == donor_id, *known(t_donation)),
         select(*result)
         .join(t_donation, t_donation.c.id == t_result.c.donation_id)
-        .where(t_donation.c.donor_id == donor_id),
+        .where(t_donation.c.donor_id == donor_id, *known(t_result)),
         select(*lot)
         .select_from(down)
         .join(t_lot, t_lot.c.id == down.c.lot_id)
-        .outerjoin(t_shipment, t_shipment.c.lot_id == t_lot.c.id),
+        .outerjoin(t_shipment, and_(t_shipment.c.lot_id == t_lot.c.id, *known(t_shipment))),
     )
 
 
 DONOR_TRACE = donor_trace_statement()
+DONOR_TRACE_AS_OF = donor_trace_statement(as_of=True)
 
 
 @dataclass(frozen=True)
@@ -239,12 +253,14 @@ class DriverStatement:
     timestamps and dates (SQLite gives text, psycopg gives objects) to apply to the few values that need them."""
 
     sql: str
-    positional: int | None  # the number of ``?`` (each the donor code), or None for a named parameter
+    positional: tuple[str, ...] | None  # the name of each ``?`` in order, or None for named parameters
     at: Callable[[Any], datetime]
     day: Callable[[Any], date]
+    bind_time: Callable[[datetime], Any]  # the as-of time as this driver takes it
 
-    def run(self, conn: Connection, donor_code: str) -> list[Any]:
-        params: Any = (donor_code,) * self.positional if self.positional is not None else {"donor_code": donor_code}
+    def run(self, conn: Connection, donor_code: str, as_of: datetime | None = None) -> list[Any]:
+        values = {"donor_code": donor_code, "as_of": None if as_of is None else self.bind_time(as_of)}
+        params: Any = tuple(values[name] for name in self.positional) if self.positional is not None else values
         dbapi = conn.dialect.loaded_dbapi
         try:
             cursor = conn.connection.cursor()
@@ -257,26 +273,29 @@ class DriverStatement:
             raise DBAPIError.instance(self.sql, params, error, dbapi.Error, dialect=conn.dialect) from error
 
 
-_COMPILED: dict[tuple[str, str, str], DriverStatement] = {}
+_COMPILED: dict[tuple[str, str, str, bool], DriverStatement] = {}
 
 
-def compiled_for(dialect: Dialect) -> DriverStatement:
-    key = (dialect.name, dialect.driver, dialect.paramstyle)
+def compiled_for(dialect: Dialect, *, as_of: bool = False) -> DriverStatement:
+    key = (dialect.name, dialect.driver, dialect.paramstyle, as_of)
     found = _COMPILED.get(key)
     if found is None:
-        compiled = DONOR_TRACE.compile(dialect=dialect)
+        compiled = (DONOR_TRACE_AS_OF if as_of else DONOR_TRACE).compile(dialect=dialect)
         names = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
-        if set(names) != {"donor_code"}:  # run() passes the donor code and nothing else
-            raise RuntimeError(f"the donor trace takes only the donor code, not {sorted(set(names))}")
+        expected = {"donor_code", "as_of"} if as_of else {"donor_code"}
+        if set(names) != expected:  # run() passes these and nothing else
+            raise RuntimeError(f"the donor trace takes {sorted(expected)}, not {sorted(set(names))}")
 
         def converter(type_: Any) -> Callable[[Any], Any]:
             process = type_.dialect_impl(dialect).result_processor(dialect, None)
             return process or (lambda value: value)
 
+        bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         found = _COMPILED[key] = DriverStatement(
             sql=str(compiled),
-            positional=len(names) if compiled.positional else None,
+            positional=tuple(names) if compiled.positional else None,
             at=converter(UTCDateTime()),
             day=converter(Date()),
+            bind_time=bind or (lambda value: value),
         )
     return found

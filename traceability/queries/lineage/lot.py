@@ -4,17 +4,19 @@ pool test and shipment, and clearance per path."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from ...models import Donation, PoolMember
+from ...models import Donation, Lot, LotInput, PoolMember, Shipment
 from ...rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
 from ..clearance import lot_clearance
 from ..graph import steps_for, upstream
 from ..lookup import get_lot
 from ..signatures import signatures_for
+from . import as_of as then
 from .lines import (
     ClearancePathLine,
     DeviationLine,
@@ -27,7 +29,16 @@ from .lines import (
     StepLine,
     iso,
 )
-from .shared import deviations, lots, member_lines, pool_lines, pool_tests, shipments, step_lines
+from .shared import (
+    deviations,
+    lots,
+    member_lines,
+    pool_lines,
+    pool_tests,
+    recorded_steps,
+    shipments,
+    step_lines,
+)
 
 
 @dataclass
@@ -57,42 +68,73 @@ class LotTrace:
     shipped: int = 0
     available: int | None = None  # quantity less what later lots drew and what was shipped
     deviations: list[DeviationLine] = field(default_factory=list)  # corrections upstream under a deviation
+    as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         if self.donations is None:
             data.pop("donations")
+        if self.as_of is None:
+            data.pop("as_of")
         return data
 
 
-def trace_lot(session: Session, lot_number: str, *, members: bool = False, policy: Policy = DEFAULT_POLICY) -> LotTrace:
+def trace_lot(
+    session: Session,
+    lot_number: str,
+    *,
+    members: bool = False,
+    policy: Policy = DEFAULT_POLICY,
+    as_of: datetime | None = None,
+) -> LotTrace:
     """A lot's whole genealogy: every upstream pool and lot, distinct donors and donations over the whole
-    lineage, every step, pool test and shipment, clearance per path, and with ``members`` every donation."""
+    lineage, every step, pool test and shipment, clearance per path, and with ``members`` every donation.
+
+    With ``as_of``, as recorded then: the lineage is the same (a lot's inputs are recorded with it), the pool
+    members, steps, pool tests, shipments and signatures are those recorded by then, the statuses those of then."""
     lot = get_lot(session, lot_number)
+    at = as_of
+    if at is not None:
+        then.recorded_at_or_refuse(lot.created_at, at, "Lot", lot.lot_number)
     graph = upstream(session, lot.id)
-    pools = pool_lines(session, graph.pool_ids)
-    lot_lines = lots(session, graph.lot_ids)
+    membership = None
+    if at is not None and graph.pool_ids:
+        names = pool_lines(session, graph.pool_ids)
+        membership = then.members_at(session, {i: p.pool_number for i, p in names.items()}, at)
+    pools = pool_lines(session, graph.pool_ids, at=at, members=membership)
+    lot_lines = lots(session, graph.lot_ids, at=at)
     totals = (0, 0, 0)
     if graph.pool_ids:
+        m = PoolMember.__table__ if membership is None else membership
         totals = session.execute(
             select(
                 func.count(func.distinct(Donation.donor_id)),
                 func.count(Donation.id),
                 func.coalesce(func.sum(Donation.volume_ml), 0),
             )
-            .join(PoolMember, PoolMember.donation_id == Donation.id)
-            .where(PoolMember.pool_id.in_(graph.pool_ids))
+            .join(m, m.c.donation_id == Donation.id)
+            .where(m.c.pool_id.in_(graph.pool_ids))
         ).one()
-    steps = steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids)
+    steps = recorded_steps(steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids), at)
     pool_names = {i: p.pool_number for i, p in pools.items()}
     lot_names = {i: line.lot_number for i, line in lot_lines.items()}
     clearance = lot_clearance(session, lot, policy, graph=graph, steps=steps)
-    tests = pool_tests(session, graph.pool_ids)
+    tests = pool_tests(session, graph.pool_ids, at=at)
+    status, status_reason = lot.status.value, lot.status_reason
+    quantity, drawn, shipped = lot.quantity, lot.drawn, lot.shipped
+    if at is not None:
+        status, status_reason = then.statuses_at(session, "lot", [lot.lot_number], at).get(
+            lot.lot_number, (status, status_reason)
+        )
+        quantity = then.values_before(session, "lot", lot.lot_number, "lot.quantity-recorded", at).get(
+            "quantity", quantity
+        )
+        drawn, shipped = _drawn_and_shipped_at(session, lot, at)
     return LotTrace(
         lot_number=lot.lot_number,
         product=lot.product,
         kind=lot.kind.value,
-        status=lot.status.value,
+        status=status,
         pools=sorted(pools.values(), key=lambda p: p.pool_number),
         lots=sorted(n for i, n in lot_names.items() if i != lot.id),
         inputs=sorted(
@@ -111,7 +153,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         donor_count=int(totals[0]),
         donation_count=int(totals[1]),
         volume_ml=int(totals[2]),
-        steps=step_lines(steps, pool_names, lot_names),
+        steps=step_lines(steps, pool_names, lot_names, at=at),
         pool_tests={pool_names[i]: t for i, t in tests.items()},
         clearance=[
             ClearancePathLine(
@@ -126,15 +168,36 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         clearance_problems=(
             final_lot_clearance_problems(clearance, policy.clearance) if lot.kind.value == "final" else []
         ),
-        shipments=shipments(session, {lot.id}),
-        donations=member_lines(session, graph.pool_ids) if members else None,
-        status_reason=lot.status_reason,
-        signatures=[SignedLine.of(s) for s in signatures_for(session, lot.lot_number, entity_type="lot")],
-        quantity=lot.quantity,
+        shipments=shipments(session, {lot.id}, at=at),
+        donations=member_lines(session, graph.pool_ids, members=membership) if members else None,
+        status_reason=status_reason,
+        signatures=[
+            SignedLine.of(s)
+            for s in signatures_for(session, lot.lot_number, entity_type="lot")
+            if at is None or s.signed_at <= at
+        ],
+        quantity=quantity,
         unit=lot.unit.value if lot.unit else None,
         expires_on=iso(lot.expires_on),
-        drawn=lot.drawn,
-        shipped=lot.shipped,
-        available=None if lot.quantity is None else lot.quantity - lot.drawn - lot.shipped,
-        deviations=deviations(session, graph.pool_ids),
+        drawn=drawn,
+        shipped=shipped,
+        available=None if quantity is None else quantity - drawn - shipped,
+        deviations=deviations(session, graph.pool_ids, at=at),
+        as_of=then.as_of_text(at),
     )
+
+
+def _drawn_and_shipped_at(session: Session, lot: Lot, at: datetime) -> tuple[int, int]:
+    """What later lots had drawn from the lot and what had been shipped of it by ``at``: today's figures less the
+    lot inputs and shipments recorded after ``at``."""
+    drawn_later = session.execute(
+        select(func.coalesce(func.sum(LotInput.quantity), 0)).where(
+            LotInput.input_lot_id == lot.id, col(LotInput.created_at) > at
+        )
+    ).scalar_one()
+    shipped_later = session.execute(
+        select(func.coalesce(func.sum(Shipment.quantity), 0)).where(
+            Shipment.lot_id == lot.id, col(Shipment.created_at) > at
+        )
+    ).scalar_one()
+    return max(0, lot.drawn - int(drawn_later)), max(0, lot.shipped - int(shipped_later))

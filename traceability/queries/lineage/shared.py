@@ -4,9 +4,10 @@ ids, each one statement whatever the size of the set."""
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlalchemy import FromClause, func, select
+from sqlmodel import Session, col
 
 from ...models import (
     Consignee,
@@ -20,6 +21,7 @@ from ...models import (
     Shipment,
     Step,
 )
+from .as_of import statuses_at
 from .lines import (
     DeviationLine,
     LotLine,
@@ -32,16 +34,19 @@ from .lines import (
 )
 
 
-def deviations(session: Session, pool_ids: set[int]) -> list[DeviationLine]:
+def deviations(session: Session, pool_ids: set[int], *, at: datetime | None = None) -> list[DeviationLine]:
     if not pool_ids:
         return []
-    rows = session.execute(
+    query = (
         select(CorrectionDeviation, Pool.pool_number, Donation.unit_number)
         .join(Pool, Pool.id == CorrectionDeviation.pool_id)
         .join(Donation, Donation.id == CorrectionDeviation.donation_id)
         .where(CorrectionDeviation.pool_id.in_(pool_ids))
         .order_by(CorrectionDeviation.created_at, CorrectionDeviation.id)
     )
+    if at is not None:
+        query = query.where(col(CorrectionDeviation.created_at) <= at)
+    rows = session.execute(query)
     return [
         DeviationLine(
             d.reference, pool, unit, d.donation_version, d.changes, d.reason, d.created_at.isoformat(), d.created_by
@@ -50,10 +55,10 @@ def deviations(session: Session, pool_ids: set[int]) -> list[DeviationLine]:
     ]
 
 
-def shipments(session: Session, lot_ids: set[int]) -> list[ShipmentLine]:
+def shipments(session: Session, lot_ids: set[int], *, at: datetime | None = None) -> list[ShipmentLine]:
     if not lot_ids:
         return []
-    rows = session.execute(
+    query = (
         select(
             Shipment.shipment_number,
             Lot.lot_number,
@@ -69,6 +74,9 @@ def shipments(session: Session, lot_ids: set[int]) -> list[ShipmentLine]:
         .where(Shipment.lot_id.in_(lot_ids))
         .order_by(Shipment.shipped_on, Shipment.shipment_number)
     )
+    if at is not None:
+        query = query.where(col(Shipment.created_at) <= at)
+    rows = session.execute(query)
     return [
         ShipmentLine(n, lot, to, on.isoformat(), q, address, unit.value if unit else None, iso(expires))
         for n, lot, to, on, q, address, unit, expires in rows
@@ -90,14 +98,24 @@ def distribution_details(session: Session, lines: dict[str, ShipmentLine]) -> No
         line.consignee_address, line.unit, line.expires_on = address, unit.value if unit else None, iso(expires)
 
 
-def lots(session: Session, lot_ids: set[int]) -> dict[int, LotLine]:
+def lots(session: Session, lot_ids: set[int], *, at: datetime | None = None) -> dict[int, LotLine]:
+    """The given lots; with ``at`` only those recorded by then, each with its status at ``at``."""
     if not lot_ids:
         return {}
-    rows = session.execute(select(Lot.id, Lot.lot_number, Lot.product, Lot.kind, Lot.status).where(Lot.id.in_(lot_ids)))
-    return {i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in rows}
+    query = select(Lot.id, Lot.lot_number, Lot.product, Lot.kind, Lot.status).where(Lot.id.in_(lot_ids))
+    if at is None:
+        return {i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in session.execute(query)}
+    found = {i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in session.execute(query.where(Lot.created_at <= at))}
+    then = statuses_at(session, "lot", [line.lot_number for line in found.values()], at)
+    for line in found.values():
+        line.status = then.get(line.lot_number, (line.status, None))[0]
+    return found
 
 
-def step_lines(steps: list[Step], pool_names: dict[int, str], lot_names: dict[int, str]) -> list[StepLine]:
+def step_lines(
+    steps: list[Step], pool_names: dict[int, str], lot_names: dict[int, str], *, at: datetime | None = None
+) -> list[StepLine]:
+    """The steps as lines; with ``at`` a deviation closed after ``at`` is still open."""
     return [
         StepLine(
             step_key=s.step_key,
@@ -106,7 +124,8 @@ def step_lines(steps: list[Step], pool_names: dict[int, str], lot_names: dict[in
             started_at=s.started_at.isoformat(),
             ended_at=s.ended_at.isoformat(),
             outcome=s.outcome.value,
-            deviation_open=s.outcome.value == "deviation" and s.deviation_closed_at is None,
+            deviation_open=s.outcome.value == "deviation"
+            and (s.deviation_closed_at is None or (at is not None and s.deviation_closed_at > at)),
             lrv_enveloped=s.lrv_enveloped,
             lrv_non_enveloped=s.lrv_non_enveloped,
             parameters=dict(s.parameters or {}),
@@ -116,9 +135,14 @@ def step_lines(steps: list[Step], pool_names: dict[int, str], lot_names: dict[in
     ]
 
 
-def pool_lines(session: Session, pool_ids: set[int]) -> dict[int, PoolLine]:
+def pool_lines(
+    session: Session, pool_ids: set[int], *, at: datetime | None = None, members: FromClause | None = None
+) -> dict[int, PoolLine]:
+    """Each pool with its counts over ``members`` (rows of pool_id, donation_id: the member table by default, or the
+    members at ``at``), and with ``at`` its status at ``at``."""
     if not pool_ids:
         return {}
+    m = PoolMember.__table__ if members is None else members
     rows = session.execute(
         select(
             Pool.id,
@@ -129,35 +153,42 @@ def pool_lines(session: Session, pool_ids: set[int]) -> dict[int, PoolLine]:
             func.count(Donation.id),
             func.coalesce(func.sum(Donation.volume_ml), 0),
         )
-        .outerjoin(PoolMember, PoolMember.pool_id == Pool.id)
-        .outerjoin(Donation, Donation.id == PoolMember.donation_id)
+        .outerjoin(m, m.c.pool_id == Pool.id)
+        .outerjoin(Donation, Donation.id == m.c.donation_id)
         .where(Pool.id.in_(pool_ids))
         .group_by(Pool.id, Pool.pool_number, Pool.product, Pool.status)
     )
-    return {i: PoolLine(n, p, s.value, int(d), int(c), int(v)) for i, n, p, s, d, c, v in rows}
+    found = {i: PoolLine(n, p, s.value, int(d), int(c), int(v)) for i, n, p, s, d, c, v in rows}
+    if at is not None:
+        then = statuses_at(session, "pool", [line.pool_number for line in found.values()], at)
+        for line in found.values():
+            line.status = then.get(line.pool_number, (line.status, None))[0]
+    return found
 
 
-def member_lines(session: Session, pool_ids: set[int]) -> list[MemberLine]:
+def member_lines(session: Session, pool_ids: set[int], *, members: FromClause | None = None) -> list[MemberLine]:
     if not pool_ids:
         return []
+    m = PoolMember.__table__ if members is None else members
     rows = session.execute(
         select(Donation.unit_number, Donor.donor_code, Pool.pool_number, Donation.collected_at)
-        .join(PoolMember, PoolMember.donation_id == Donation.id)
-        .join(Pool, Pool.id == PoolMember.pool_id)
+        .join(m, m.c.donation_id == Donation.id)
+        .join(Pool, Pool.id == m.c.pool_id)
         .join(Donor, Donor.id == Donation.donor_id)
-        .where(PoolMember.pool_id.in_(pool_ids))
+        .where(m.c.pool_id.in_(pool_ids))
         .order_by(Pool.pool_number, Donation.unit_number)
     )
     return [MemberLine(u, d, p, c.isoformat()) for u, d, p, c in rows]
 
 
-def pool_tests(session: Session, pool_ids: set[int]) -> dict[int, list[PoolTestLine]]:
+def pool_tests(session: Session, pool_ids: set[int], *, at: datetime | None = None) -> dict[int, list[PoolTestLine]]:
     tests: dict[int, list[PoolTestLine]] = defaultdict(list)
     if not pool_ids:
         return tests
-    rows = session.execute(
-        select(PoolTest).where(PoolTest.pool_id.in_(pool_ids)).order_by(PoolTest.marker, PoolTest.version)
-    ).scalars()
+    query = select(PoolTest).where(PoolTest.pool_id.in_(pool_ids)).order_by(PoolTest.marker, PoolTest.version)
+    if at is not None:
+        query = query.where(col(PoolTest.created_at) <= at)
+    rows = session.execute(query).scalars()
     for t in rows:
         tests[t.pool_id].append(
             PoolTestLine(
@@ -170,3 +201,8 @@ def pool_tests(session: Session, pool_ids: set[int]) -> dict[int, list[PoolTestL
             )
         )
     return tests
+
+
+def recorded_steps(steps: list[Step], at: datetime | None) -> list[Step]:
+    """The steps recorded by ``at`` (all of them without it)."""
+    return steps if at is None else [s for s in steps if s.created_at <= at]
