@@ -28,6 +28,14 @@ class Document:
         return next(s for s in self.sections if s.title == title)
 
 
+def marked_as_of(document: Document, as_of: str | None) -> Document:
+    """A document of records as they were at a past time says so in its title and first summary line."""
+    if as_of is not None:
+        document.title = f"{document.title}, as recorded at {as_of}"
+        document.summary.insert(0, ("as of", f"{as_of} (records as they were then; --as-of)"))
+    return document
+
+
 def _shipments(trace: Any) -> Section:
     return Section(
         "Shipments",
