@@ -46,8 +46,8 @@ class Checkpoint:
 
 def checkpoint_at(session: Session, at: datetime) -> Checkpoint:
     row = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash, AuditEvent.occurred_at)
-        .where(AuditEvent.occurred_at <= at)
+        select(col(AuditEvent.seq), col(AuditEvent.hash), col(AuditEvent.occurred_at))
+        .where(col(AuditEvent.occurred_at) <= at)
         .order_by(col(AuditEvent.seq).desc())
         .limit(1)
     ).one()
@@ -58,7 +58,11 @@ def recorded_lineage(session: Session, lineage: Lineage, at: datetime) -> Lineag
     """The lineage without the lots recorded after ``at`` (and their edges)."""
     if not lineage.lot_ids:
         return lineage
-    kept = set(session.execute(select(Lot.id).where(col(Lot.id).in_(lineage.lot_ids), Lot.created_at <= at)).scalars())
+    kept = set(
+        session.execute(
+            select(col(Lot.id)).where(col(Lot.id).in_(lineage.lot_ids), col(Lot.created_at) <= at)
+        ).scalars()
+    )
     edges = [e for e in lineage.edges if e[0] in kept and (e[1] == "pool" or e[2] in kept)]
     return Lineage(set(lineage.pool_ids), kept, edges, set(lineage.case_numbers))
 
@@ -93,12 +97,12 @@ def corrected_by(session: Session, units: list[str], at: datetime) -> list[str]:
     if not units:
         return []
     rows = session.execute(
-        select(AuditEvent.entity_key)
+        select(col(AuditEvent.entity_key))
         .where(
-            AuditEvent.entity_type == "donation",
+            col(AuditEvent.entity_type) == "donation",
             col(AuditEvent.entity_key).in_(units),
-            AuditEvent.action == "donation.corrected",
-            AuditEvent.occurred_at <= at,
+            col(AuditEvent.action) == "donation.corrected",
+            col(AuditEvent.occurred_at) <= at,
         )
         .distinct()
     )
@@ -110,10 +114,10 @@ def pool_tests_at(session: Session, lineage: Lineage, at: datetime) -> Section:
     rows: list[list[Any]] = []
     if lineage.pool_ids:
         tests = session.execute(
-            select(PoolTest, Pool.pool_number)
-            .join(Pool, Pool.id == PoolTest.pool_id)
+            select(PoolTest, col(Pool.pool_number))
+            .join(Pool, col(Pool.id) == col(PoolTest.pool_id))
             .where(col(PoolTest.pool_id).in_(lineage.pool_ids), col(PoolTest.created_at) <= at)
-            .order_by(Pool.pool_number, PoolTest.marker, PoolTest.version)
+            .order_by(col(Pool.pool_number), col(PoolTest.marker), col(PoolTest.version))
         ).all()
         newest: dict[tuple[int, str], int] = {}
         for test, _ in tests:
@@ -153,11 +157,13 @@ def _holds(session: Session, lineage: Lineage, at: datetime) -> Section:
     reasons_lot = then.statuses_at(session, "lot", list(lots), at)
     now_pool = dict(
         session.execute(
-            select(Pool.pool_number, Pool.status_reason).where(col(Pool.pool_number).in_(list(pools)))
+            select(col(Pool.pool_number), col(Pool.status_reason)).where(col(Pool.pool_number).in_(list(pools)))
         ).all()
     )
     now_lot = dict(
-        session.execute(select(Lot.lot_number, Lot.status_reason).where(col(Lot.lot_number).in_(list(lots)))).all()
+        session.execute(
+            select(col(Lot.lot_number), col(Lot.status_reason)).where(col(Lot.lot_number).in_(list(lots)))
+        ).all()
     )
     for number in sorted(pools):
         if pools[number].status in ALERT_STATUSES:
@@ -176,26 +182,26 @@ def _open_cases(session: Session, lineage: Lineage, at: datetime) -> Section:
         return Section("Open look-back cases", columns, [])
     rows = session.execute(
         select(
-            LookbackCase.case_number,
-            Donor.donor_code,
-            LookbackCase.created_at,
-            LookbackCase.reason,
-            Donation.unit_number,
-            Pool.pool_number,
+            col(LookbackCase.case_number),
+            col(Donor.donor_code),
+            col(LookbackCase.created_at),
+            col(LookbackCase.reason),
+            col(Donation.unit_number),
+            col(Pool.pool_number),
         )
-        .join(CaseFinding, CaseFinding.case_id == LookbackCase.id)
-        .join(Donation, Donation.id == CaseFinding.donation_id)
-        .join(Donor, Donor.id == LookbackCase.donor_id)
-        .join(Pool, Pool.id == CaseFinding.pool_id)
+        .join(CaseFinding, col(CaseFinding.case_id) == col(LookbackCase.id))
+        .join(Donation, col(Donation.id) == col(CaseFinding.donation_id))
+        .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
+        .join(Pool, col(Pool.id) == col(CaseFinding.pool_id))
         .where(col(CaseFinding.pool_id).in_(lineage.pool_ids), col(CaseFinding.created_at) <= at)
-        .order_by(LookbackCase.case_number, Donation.unit_number)
+        .order_by(col(LookbackCase.case_number), col(Donation.unit_number))
     ).all()
     closed = set(
         session.execute(
-            select(AuditEvent.entity_key).where(
-                AuditEvent.entity_type == "lookback_case",
-                AuditEvent.action == "lookback.closed",
-                AuditEvent.occurred_at <= at,
+            select(col(AuditEvent.entity_key)).where(
+                col(AuditEvent.entity_type) == "lookback_case",
+                col(AuditEvent.action) == "lookback.closed",
+                col(AuditEvent.occurred_at) <= at,
             )
         ).scalars()
     )
@@ -213,35 +219,37 @@ def _reactive(session: Session, lineage: Lineage, at: datetime) -> Section:
     columns = ["donor", "unit", "marker", "result version", "tested at", "pooled here"]
     if not lineage.pool_ids:
         return Section("Donors with reactive results", columns, [])
-    member = (PoolMember.pool_id.in_(lineage.pool_ids), PoolMember.created_at <= at)
-    donors = select(Donation.donor_id).join(PoolMember, PoolMember.donation_id == Donation.id).where(*member)
-    in_lineage = select(PoolMember.donation_id).where(*member)
+    member = (col(PoolMember.pool_id).in_(lineage.pool_ids), col(PoolMember.created_at) <= at)
+    donors = (
+        select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id)).where(*member)
+    )
+    in_lineage = select(col(PoolMember.donation_id)).where(*member)
     newer = aliased(TestResult)
     rows = session.execute(
         select(
-            Donor.donor_code,
-            Donation.unit_number,
-            TestResult.marker,
-            TestResult.version,
-            TestResult.tested_at,
+            col(Donor.donor_code),
+            col(Donation.unit_number),
+            col(TestResult.marker),
+            col(TestResult.version),
+            col(TestResult.tested_at),
             col(Donation.id).in_(in_lineage),
         )
-        .join(Donation, Donation.id == TestResult.donation_id)
-        .join(Donor, Donor.id == Donation.donor_id)
+        .join(Donation, col(Donation.id) == col(TestResult.donation_id))
+        .join(Donor, col(Donor.id) == col(Donation.donor_id))
         .where(
-            TestResult.result == ResultValue.REACTIVE,
+            col(TestResult.result) == ResultValue.REACTIVE,
             col(TestResult.created_at) <= at,
             col(Donation.donor_id).in_(donors),
-            ~select(newer.id)
+            ~select(col(newer.id))
             .where(
-                newer.donation_id == TestResult.donation_id,
-                newer.marker == TestResult.marker,
-                newer.version > TestResult.version,
-                newer.created_at <= at,
+                col(newer.donation_id) == col(TestResult.donation_id),
+                col(newer.marker) == col(TestResult.marker),
+                col(newer.version) > col(TestResult.version),
+                col(newer.created_at) <= at,
             )
             .exists(),
         )
-        .order_by(Donor.donor_code, Donation.unit_number, TestResult.marker)
+        .order_by(col(Donor.donor_code), col(Donation.unit_number), col(TestResult.marker))
     )
     return Section(
         "Donors with reactive results",
@@ -255,17 +263,19 @@ def _deviations(session: Session, lineage: Lineage, at: datetime) -> Section:
     if not lineage.pool_ids and not lineage.lot_ids:
         return Section("Deviations and failed steps", columns, [])
     pool_names = dict(
-        session.execute(select(Pool.id, Pool.pool_number).where(col(Pool.id).in_(lineage.pool_ids))).all()
+        session.execute(select(col(Pool.id), col(Pool.pool_number)).where(col(Pool.id).in_(lineage.pool_ids))).all()
     )
-    lot_names = dict(session.execute(select(Lot.id, Lot.lot_number).where(col(Lot.id).in_(lineage.lot_ids))).all())
+    lot_names = dict(
+        session.execute(select(col(Lot.id), col(Lot.lot_number)).where(col(Lot.id).in_(lineage.lot_ids))).all()
+    )
     steps = session.execute(
         select(Step)
         .where(
             or_(col(Step.pool_id).in_(lineage.pool_ids), col(Step.lot_id).in_(lineage.lot_ids)),
-            Step.outcome != StepOutcome.COMPLETED,
+            col(Step.outcome) != StepOutcome.COMPLETED,
             col(Step.created_at) <= at,
         )
-        .order_by(Step.step_key)
+        .order_by(col(Step.step_key))
     ).scalars()
     lines = []
     for s in steps:

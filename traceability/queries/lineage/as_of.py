@@ -17,7 +17,7 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import FromClause, Integer, func, literal, select, union_all
+from sqlalchemy import FromClause, Integer, Select, func, literal, select, union_all
 from sqlmodel import Session, col
 
 from ...errors import InvalidInput, NotYetRecorded
@@ -54,7 +54,7 @@ def checked_as_of(session: Session, at: datetime, *, now: datetime | None = None
             f"--as-of {at.isoformat()} is in the future (now is {now.isoformat(timespec='seconds')}); "
             "leave out --as-of for the records as they are now."
         )
-    first = session.execute(select(func.min(AuditEvent.occurred_at))).scalar()
+    first = session.execute(select(func.min(col(AuditEvent.occurred_at)))).scalar()
     if first is None or at < first:
         since = f"the first audit event, at {first.isoformat()}" if first else "any audit event (there is none yet)"
         raise InvalidInput(f"--as-of {at.isoformat()} is before {since}: nothing was recorded then.")
@@ -73,11 +73,11 @@ def statuses_at(
     if not keys:
         return {}
     rows = session.execute(
-        select(AuditEvent.entity_key, AuditEvent.old_values)
+        select(col(AuditEvent.entity_key), col(AuditEvent.old_values))
         .where(
-            AuditEvent.entity_type == entity_type,
+            col(AuditEvent.entity_type) == entity_type,
             col(AuditEvent.entity_key).in_(list(keys)),
-            AuditEvent.occurred_at > at,
+            col(AuditEvent.occurred_at) > at,
         )
         .order_by(col(AuditEvent.seq))
     )
@@ -94,10 +94,10 @@ def unit_statuses_at(session: Session, units: dict[str, str], pools: Collection[
     events, or by being added to or taken out of one of ``pools`` (the pool's event lists the units)."""
     changes: list[tuple[int, str, str]] = []  # (seq, unit, status before the change)
     own = session.execute(
-        select(AuditEvent.seq, AuditEvent.entity_key, AuditEvent.old_values).where(
-            AuditEvent.entity_type == "donation",
+        select(col(AuditEvent.seq), col(AuditEvent.entity_key), col(AuditEvent.old_values)).where(
+            col(AuditEvent.entity_type) == "donation",
             col(AuditEvent.entity_key).in_(list(units)),
-            AuditEvent.occurred_at > at,
+            col(AuditEvent.occurred_at) > at,
         )
     )
     for seq, unit, old in own:
@@ -106,11 +106,13 @@ def unit_statuses_at(session: Session, units: dict[str, str], pools: Collection[
             changes.append((seq, unit, str(values["status"])))
     if pools:
         pooled = session.execute(
-            select(AuditEvent.seq, AuditEvent.action, AuditEvent.old_values, AuditEvent.new_values).where(
-                AuditEvent.entity_type == "pool",
+            select(
+                col(AuditEvent.seq), col(AuditEvent.action), col(AuditEvent.old_values), col(AuditEvent.new_values)
+            ).where(
+                col(AuditEvent.entity_type) == "pool",
                 col(AuditEvent.entity_key).in_(list(pools)),
                 col(AuditEvent.action).in_([_ADDED, _REMOVED]),
-                AuditEvent.occurred_at > at,
+                col(AuditEvent.occurred_at) > at,
             )
         )
         for seq, action, old, new in pooled:
@@ -127,16 +129,16 @@ def members_at(session: Session, pools: dict[int, str], at: datetime) -> FromCla
     """The members of the given pools (id -> number) at ``at``, as rows of (pool_id, donation_id): the member rows
     recorded by then, and the units taken out of an open pool after ``at`` (their rows are gone; the pool's add
     and remove events say they were in it at ``at``)."""
-    recorded = select(PoolMember.pool_id.label("pool_id"), PoolMember.donation_id.label("donation_id")).where(
-        col(PoolMember.pool_id).in_(list(pools)), PoolMember.created_at <= at
-    )
+    recorded: Select[Any, Any] = select(
+        col(PoolMember.pool_id).label("pool_id"), col(PoolMember.donation_id).label("donation_id")
+    ).where(col(PoolMember.pool_id).in_(list(pools)), col(PoolMember.created_at) <= at)
     removed_later: dict[str, set[str]] = defaultdict(set)
     events = session.execute(
-        select(AuditEvent.entity_key, AuditEvent.old_values).where(
-            AuditEvent.entity_type == "pool",
+        select(col(AuditEvent.entity_key), col(AuditEvent.old_values)).where(
+            col(AuditEvent.entity_type) == "pool",
             col(AuditEvent.entity_key).in_(list(pools.values())),
-            AuditEvent.action == _REMOVED,
-            AuditEvent.occurred_at > at,
+            col(AuditEvent.action) == _REMOVED,
+            col(AuditEvent.occurred_at) > at,
         )
     )
     for pool_number, old in events:
@@ -144,8 +146,8 @@ def members_at(session: Session, pools: dict[int, str], at: datetime) -> FromCla
     if not removed_later:
         return recorded.subquery("members_at")
     id_of = {number: pool for pool, number in pools.items()}
-    extra = [
-        select(literal(id_of[number], Integer).label("pool_id"), Donation.id.label("donation_id")).where(
+    extra: list[Select[Any, Any]] = [
+        select(literal(id_of[number], Integer).label("pool_id"), col(Donation.id).label("donation_id")).where(
             col(Donation.unit_number).in_(sorted(_inside_at(session, number, units, at)))
         )
         for number, units in removed_later.items()
@@ -157,12 +159,12 @@ def _inside_at(session: Session, pool_number: str, units: set[str], at: datetime
     """Of ``units``, those the pool's add and remove events up to ``at`` leave inside it."""
     inside: set[str] = set()
     events = session.execute(
-        select(AuditEvent.action, AuditEvent.old_values, AuditEvent.new_values)
+        select(col(AuditEvent.action), col(AuditEvent.old_values), col(AuditEvent.new_values))
         .where(
-            AuditEvent.entity_type == "pool",
-            AuditEvent.entity_key == pool_number,
+            col(AuditEvent.entity_type) == "pool",
+            col(AuditEvent.entity_key) == pool_number,
             col(AuditEvent.action).in_([_ADDED, _REMOVED]),
-            AuditEvent.occurred_at <= at,
+            col(AuditEvent.occurred_at) <= at,
         )
         .order_by(col(AuditEvent.seq))
     )
@@ -177,11 +179,11 @@ def _inside_at(session: Session, pool_number: str, units: set[str], at: datetime
 def lifted_after(session: Session, donor_code: str, at: datetime) -> set[int]:
     """The sequences of the donor's deferrals lifted after ``at`` (so not yet lifted at ``at``)."""
     rows = session.execute(
-        select(AuditEvent.new_values).where(
-            AuditEvent.entity_type == "donor",
-            AuditEvent.entity_key == donor_code,
-            AuditEvent.action == "donor.deferral_lifted",
-            AuditEvent.occurred_at > at,
+        select(col(AuditEvent.new_values)).where(
+            col(AuditEvent.entity_type) == "donor",
+            col(AuditEvent.entity_key) == donor_code,
+            col(AuditEvent.action) == "donor.deferral_lifted",
+            col(AuditEvent.occurred_at) > at,
         )
     )
     return {int(_values(new)["deferral"]) for (new,) in rows if "deferral" in _values(new)}
@@ -190,12 +192,12 @@ def lifted_after(session: Session, donor_code: str, at: datetime) -> set[int]:
 def values_before(session: Session, entity_type: str, key: str, action: str, at: datetime) -> dict[str, Any]:
     """The fields an event of ``action`` changed after ``at``, with the values they had at ``at``."""
     rows = session.execute(
-        select(AuditEvent.old_values)
+        select(col(AuditEvent.old_values))
         .where(
-            AuditEvent.entity_type == entity_type,
-            AuditEvent.entity_key == key,
-            AuditEvent.action == action,
-            AuditEvent.occurred_at > at,
+            col(AuditEvent.entity_type) == entity_type,
+            col(AuditEvent.entity_key) == key,
+            col(AuditEvent.action) == action,
+            col(AuditEvent.occurred_at) > at,
         )
         .order_by(col(AuditEvent.seq).desc())
     )
@@ -214,14 +216,14 @@ def corrections_after(session: Session, units: Collection[str], at: datetime) ->
     if not units:
         return {}
     rows = session.execute(
-        select(AuditEvent.entity_key, func.count())
+        select(col(AuditEvent.entity_key), func.count())
         .where(
-            AuditEvent.entity_type == "donation",
+            col(AuditEvent.entity_type) == "donation",
             col(AuditEvent.entity_key).in_(list(units)),
-            AuditEvent.action == "donation.corrected",
-            AuditEvent.occurred_at > at,
+            col(AuditEvent.action) == "donation.corrected",
+            col(AuditEvent.occurred_at) > at,
         )
-        .group_by(AuditEvent.entity_key)
+        .group_by(col(AuditEvent.entity_key))
     )
     return {unit: int(n) for unit, n in rows}
 
@@ -236,11 +238,11 @@ def done_by(session: Session, entity_type: str, key: str, actions: Collection[st
     """Which of ``actions`` the audit trail records for the entity at or before ``at`` (a pool's ``closed_at`` is
     the time of the closing as entered, which may be earlier than its recording, so the event is what tells)."""
     rows = session.execute(
-        select(AuditEvent.action).where(
-            AuditEvent.entity_type == entity_type,
-            AuditEvent.entity_key == key,
+        select(col(AuditEvent.action)).where(
+            col(AuditEvent.entity_type) == entity_type,
+            col(AuditEvent.entity_key) == key,
             col(AuditEvent.action).in_(list(actions)),
-            AuditEvent.occurred_at <= at,
+            col(AuditEvent.occurred_at) <= at,
         )
     )
     return {action for (action,) in rows}

@@ -44,31 +44,31 @@ class CaseTrace:
 def trace_case(session: Session, case_number: str, *, as_of: datetime | None = None) -> CaseTrace:
     """A look-back case with each implicated unit, its pool, every lot downstream and every shipment; with
     ``as_of`` as recorded then (findings, lots and shipments recorded by then, the statuses of then)."""
-    case = session.execute(select(LookbackCase).where(LookbackCase.case_number == case_number)).scalar_one_or_none()
+    case = session.execute(
+        select(LookbackCase).where(col(LookbackCase.case_number) == case_number)
+    ).scalar_one_or_none()
     if case is None:
         raise CaseNotFound(case_number)
     at = as_of
     if at is not None:
         then.recorded_at_or_refuse(case.created_at, at, "Look-back case", case.case_number)
-    donor_code = session.execute(select(Donor.donor_code).where(Donor.id == case.donor_id)).scalar_one()
-    query = (
+    donor_code = session.execute(select(col(Donor.donor_code)).where(col(Donor.id) == case.donor_id)).scalar_one()
+    recorded = [] if at is None else [col(CaseFinding.created_at) <= at]
+    rows = session.execute(
         select(
-            Donation.unit_number,
-            Donation.collected_at,
-            Donation.status,
-            CaseFinding.action,
-            Pool.id.label("pool_id"),
-            Pool.pool_number,
-            Pool.status.label("pool_status"),
+            col(Donation.unit_number),
+            col(Donation.collected_at),
+            col(Donation.status),
+            col(CaseFinding.action),
+            col(Pool.id).label("pool_id"),
+            col(Pool.pool_number),
+            col(Pool.status).label("pool_status"),
         )
-        .join(CaseFinding, CaseFinding.donation_id == Donation.id)
-        .outerjoin(Pool, Pool.id == CaseFinding.pool_id)
-        .where(CaseFinding.case_id == case.id)
-        .order_by(Donation.collected_at)
-    )
-    if at is not None:
-        query = query.where(col(CaseFinding.created_at) <= at)
-    rows = session.execute(query).all()
+        .join(CaseFinding, col(CaseFinding.donation_id) == col(Donation.id))
+        .outerjoin(Pool, col(Pool.id) == col(CaseFinding.pool_id))
+        .where(col(CaseFinding.case_id) == case.id, *recorded)
+        .order_by(col(Donation.collected_at))
+    ).all()
     units: dict[str, str] = {r.unit_number: r.status.value for r in rows}
     pool_status: dict[str, str] = {r.pool_number: r.pool_status.value for r in rows if r.pool_number}
     status, closed_at, closure = case.status.value, case.closed_at, case.closure
@@ -114,19 +114,23 @@ def trace_case(session: Session, case_number: str, *, as_of: datetime | None = N
 
 
 def list_cases(session: Session) -> tuple[list[str], list[list[Any]]]:
-    counts = select(CaseFinding.case_id, func.count(CaseFinding.id).label("n")).group_by(CaseFinding.case_id).subquery()
+    counts = (
+        select(col(CaseFinding.case_id), func.count(col(CaseFinding.id)).label("n"))
+        .group_by(col(CaseFinding.case_id))
+        .subquery()
+    )
     rows = session.execute(
         select(
-            LookbackCase.case_number,
-            LookbackCase.status,
-            Donor.donor_code,
-            LookbackCase.created_at,
+            col(LookbackCase.case_number),
+            col(LookbackCase.status),
+            col(Donor.donor_code),
+            col(LookbackCase.created_at),
             func.coalesce(counts.c.n, 0),
-            LookbackCase.reason,
+            col(LookbackCase.reason),
         )
-        .join(Donor, Donor.id == LookbackCase.donor_id)
-        .outerjoin(counts, counts.c.case_id == LookbackCase.id)
-        .order_by(LookbackCase.case_number)
+        .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
+        .outerjoin(counts, counts.c.case_id == col(LookbackCase.id))
+        .order_by(col(LookbackCase.case_number))
     )
     return (
         ["case", "status", "donor", "opened at", "units", "reason"],

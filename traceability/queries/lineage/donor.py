@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ...calendars import local_day
 from ...errors import DonorNotFound
@@ -127,7 +127,7 @@ def trace_donor(
     zones: dict[int, str] = {
         i: tz
         for i, tz in session.execute(
-            select(Donation.id, zone_of_donation()).where(Donation.id.in_([d.donation_id for d in donations]))
+            select(col(Donation.id), zone_of_donation()).where(col(Donation.id).in_([d.donation_id for d in donations]))
         )
     }
     days = {d.donation_id: local_day(d.collected_at, zones.get(d.donation_id)) for d in donations}
@@ -174,15 +174,15 @@ def _as_recorded_at(
     session: Session, donor: DonorRow, donations: list[DonationRow], deferrals: list[DeferralLine], at: datetime
 ) -> tuple[list[DonationRow], list[DeferralLine]]:
     """The donor's rows recorded by ``at`` with the statuses, versions and lifted deferrals of that time."""
-    created = session.execute(select(Donor.created_at).where(Donor.id == donor.donor_id)).scalar_one()
+    created = session.execute(select(col(Donor.created_at)).where(col(Donor.id) == donor.donor_id)).scalar_one()
     then.recorded_at_or_refuse(created, at, "Donor", donor.donor_code)
     units = {d.unit_number: d.status for d in donations}
     pools = set(  # the pools they are in now: a pool's events say when each unit went in
         session.execute(
-            select(Pool.pool_number)
-            .join(PoolMember, PoolMember.pool_id == Pool.id)
-            .join(Donation, Donation.id == PoolMember.donation_id)
-            .where(Donation.donor_id == donor.donor_id)
+            select(col(Pool.pool_number))
+            .join(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
+            .join(Donation, col(Donation.id) == col(PoolMember.donation_id))
+            .where(col(Donation.donor_id) == donor.donor_id)
         ).scalars()
     )
     statuses = then.unit_statuses_at(session, units, pools, at)

@@ -37,6 +37,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import SQLModel
 
 from ...models import (
     Deferral,
@@ -149,13 +150,13 @@ def decode(rows: list[Any]) -> Iterator[FactRow]:
         yield make(take(raw))
 
 
-def donor_trace_statement(*, as_of: bool = False) -> CompoundSelect:
+def donor_trace_statement(*, as_of: bool = False) -> CompoundSelect[Any]:
     """The trace of today's records, or with ``as_of`` of the rows recorded by the bound time ``as_of`` (deferrals,
     donations, pool memberships, results, lots and shipments whose ``created_at`` is not after it)."""
     # Built from the tables' Core columns, not the ORM attributes: compiling it then needs no ORM compile state and
     # no mapper configuration, which made up most of a one-off command's first trace.
     t_donor, t_donation, t_member, t_input, t_site, t_deferral, t_pool, t_result, t_lot, t_shipment = (
-        model.__table__
+        SQLModel.metadata.tables[str(model.__tablename__)]
         for model in (Donor, Donation, PoolMember, LotInput, Establishment, Deferral, Pool, TestResult, Lot, Shipment)
     )
     cutoff = bindparam("as_of", type_=UTCDateTime())
@@ -164,8 +165,11 @@ def donor_trace_statement(*, as_of: bool = False) -> CompoundSelect:
         """The rows of ``table`` recorded by the as-of time: no condition at all for today's trace."""
         return [table.c.created_at <= cutoff] if as_of else []
 
-    me = select(t_donor.c.id, t_donor.c.donor_code, t_donor.c.registered_on, t_donor.c.establishment_id)
-    me = me.where(t_donor.c.donor_code == bindparam("donor_code")).cte("me")
+    me = (
+        select(t_donor.c.id, t_donor.c.donor_code, t_donor.c.registered_on, t_donor.c.establishment_id)
+        .where(t_donor.c.donor_code == bindparam("donor_code"))
+        .cte("me")
+    )
     donor_id = select(me.c.id).scalar_subquery()
     down = (
         select(t_member.c.pool_id.label("origin"), t_input.c.lot_id.label("lot_id"))
@@ -266,7 +270,7 @@ class DriverStatement:
             cursor = conn.connection.cursor()
             try:
                 cursor.execute(self.sql, params)
-                return cursor.fetchall()
+                return list(cursor.fetchall())
             finally:
                 cursor.close()
         except dbapi.Error as error:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from ...models import Donation, Lot, LotInput, PoolMember, Shipment
+from ...models import Donation, Lot, LotInput, Shipment
 from ...rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
 from ..clearance import lot_clearance
 from ..graph import steps_for, upstream
@@ -30,6 +30,7 @@ from .lines import (
     iso,
 )
 from .shared import (
+    MEMBERS,
     deviations,
     lots,
     member_lines,
@@ -93,10 +94,11 @@ def trace_lot(
     With ``as_of``, as recorded then: the lineage is the same (a lot's inputs are recorded with it), the pool
     members, steps, pool tests, shipments and signatures are those recorded by then, the statuses those of then."""
     lot = get_lot(session, lot_number)
+    lot_id = lot.id or 0
     at = as_of
     if at is not None:
         then.recorded_at_or_refuse(lot.created_at, at, "Lot", lot.lot_number)
-    graph = upstream(session, lot.id)
+    graph = upstream(session, lot_id)
     membership = None
     if at is not None and graph.pool_ids:
         names = pool_lines(session, graph.pool_ids)
@@ -105,14 +107,14 @@ def trace_lot(
     lot_lines = lots(session, graph.lot_ids, at=at)
     totals = (0, 0, 0)
     if graph.pool_ids:
-        m = PoolMember.__table__ if membership is None else membership
+        m = MEMBERS if membership is None else membership
         totals = session.execute(
             select(
-                func.count(func.distinct(Donation.donor_id)),
-                func.count(Donation.id),
-                func.coalesce(func.sum(Donation.volume_ml), 0),
+                func.count(func.distinct(col(Donation.donor_id))),
+                func.count(col(Donation.id)),
+                func.coalesce(func.sum(col(Donation.volume_ml)), 0),
             )
-            .join(m, m.c.donation_id == Donation.id)
+            .join(m, m.c.donation_id == col(Donation.id))
             .where(m.c.pool_id.in_(graph.pool_ids))
         ).one()
     steps = recorded_steps(steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids), at)
@@ -136,7 +138,7 @@ def trace_lot(
         kind=lot.kind.value,
         status=status,
         pools=sorted(pools.values(), key=lambda p: p.pool_number),
-        lots=sorted(n for i, n in lot_names.items() if i != lot.id),
+        lots=sorted(n for i, n in lot_names.items() if i != lot_id),
         inputs=sorted(
             (
                 InputLine(
@@ -168,7 +170,7 @@ def trace_lot(
         clearance_problems=(
             final_lot_clearance_problems(clearance, policy.clearance) if lot.kind.value == "final" else []
         ),
-        shipments=shipments(session, {lot.id}, at=at),
+        shipments=shipments(session, {lot_id}, at=at),
         donations=member_lines(session, graph.pool_ids, members=membership) if members else None,
         status_reason=status_reason,
         signatures=[
@@ -191,13 +193,13 @@ def _drawn_and_shipped_at(session: Session, lot: Lot, at: datetime) -> tuple[int
     """What later lots had drawn from the lot and what had been shipped of it by ``at``: today's figures less the
     lot inputs and shipments recorded after ``at``."""
     drawn_later = session.execute(
-        select(func.coalesce(func.sum(LotInput.quantity), 0)).where(
-            LotInput.input_lot_id == lot.id, col(LotInput.created_at) > at
+        select(func.coalesce(func.sum(col(LotInput.quantity)), 0)).where(
+            col(LotInput.input_lot_id) == lot.id, col(LotInput.created_at) > at
         )
     ).scalar_one()
     shipped_later = session.execute(
-        select(func.coalesce(func.sum(Shipment.quantity), 0)).where(
-            Shipment.lot_id == lot.id, col(Shipment.created_at) > at
+        select(func.coalesce(func.sum(col(Shipment.quantity)), 0)).where(
+            col(Shipment.lot_id) == lot.id, col(Shipment.created_at) > at
         )
     ).scalar_one()
     return max(0, lot.drawn - int(drawn_later)), max(0, lot.shipped - int(shipped_later))

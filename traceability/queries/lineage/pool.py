@@ -63,15 +63,16 @@ def trace_pool(
     ``as_of`` as recorded then (members, tests, steps, lots, shipments and signatures recorded by then, the
     statuses of then)."""
     pool = get_pool(session, pool_number)
+    pool_id = pool.id or 0
     at = as_of
     membership = None
     if at is not None:
         then.recorded_at_or_refuse(pool.created_at, at, "Pool", pool.pool_number)
-        membership = then.members_at(session, {pool.id: pool.pool_number}, at)
-    line = pool_lines(session, {pool.id}, at=at, members=membership)[pool.id]
-    lot_ids = downstream_lots(session, [pool.id]).get(pool.id, set())
+        membership = then.members_at(session, {pool_id: pool.pool_number}, at)
+    line = pool_lines(session, {pool_id}, at=at, members=membership)[pool_id]
+    lot_ids = downstream_lots(session, [pool_id]).get(pool_id, set())
     lot_lines = lots(session, lot_ids, at=at)
-    steps = recorded_steps(steps_for(session, pool_ids={pool.id}, lot_ids=set()), at)
+    steps = recorded_steps(steps_for(session, pool_ids={pool_id}, lot_ids=set()), at)
     status_reason, drawn_ml = pool.status_reason, pool.drawn_ml
     closed_at, released_at = pool.closed_at, pool.released_at
     if at is not None:
@@ -94,15 +95,15 @@ def trace_pool(
         donation_count=line.donation_count,
         volume_ml=line.volume_ml,
         min_donors=policy.min_donors_for(pool.product),
-        tests=pool_tests(session, {pool.id}, at=at).get(pool.id, []),
-        steps=step_lines(steps, {pool.id: pool.pool_number}, {}, at=at),
+        tests=pool_tests(session, {pool_id}, at=at).get(pool_id, []),
+        steps=step_lines(steps, {pool_id: pool.pool_number}, {}, at=at),
         lots=sorted(x.lot_number for x in lot_lines.values()),
         shipments=shipments(session, set(lot_lines), at=at),
-        donations=member_lines(session, {pool.id}, members=membership) if members else None,
+        donations=member_lines(session, {pool_id}, members=membership) if members else None,
         status_reason=status_reason,
         signatures=[SignedLine.of(s) for s in signed if at is None or s.signed_at <= at],
         drawn_ml=drawn_ml,
-        deviations=deviations(session, {pool.id}, at=at),
+        deviations=deviations(session, {pool_id}, at=at),
         as_of=then.as_of_text(at),
     )
 
@@ -110,8 +111,8 @@ def trace_pool(
 def _drawn_ml_at(session: Session, pool: Pool, at: datetime) -> int:
     """What lots had drawn from the pool by ``at``: today's figure less the draws of lot inputs recorded later."""
     later = session.execute(
-        select(func.coalesce(func.sum(LotInput.quantity), 0)).where(
-            LotInput.input_pool_id == pool.id, col(LotInput.created_at) > at
+        select(func.coalesce(func.sum(col(LotInput.quantity)), 0)).where(
+            col(LotInput.input_pool_id) == pool.id, col(LotInput.created_at) > at
         )
     ).scalar_one()
     return max(0, pool.drawn_ml - int(later))

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from sqlalchemy import FromClause, func, select
-from sqlmodel import Session, col
+from sqlmodel import Session, SQLModel, col
 
 from ...models import (
     Consignee,
@@ -16,7 +16,6 @@ from ...models import (
     Donor,
     Lot,
     Pool,
-    PoolMember,
     PoolTest,
     Shipment,
     Step,
@@ -33,16 +32,18 @@ from .lines import (
     iso,
 )
 
+MEMBERS = SQLModel.metadata.tables["pool_member"]  # (pool_id, donation_id) rows: the members now
+
 
 def deviations(session: Session, pool_ids: set[int], *, at: datetime | None = None) -> list[DeviationLine]:
     if not pool_ids:
         return []
     query = (
-        select(CorrectionDeviation, Pool.pool_number, Donation.unit_number)
-        .join(Pool, Pool.id == CorrectionDeviation.pool_id)
-        .join(Donation, Donation.id == CorrectionDeviation.donation_id)
-        .where(CorrectionDeviation.pool_id.in_(pool_ids))
-        .order_by(CorrectionDeviation.created_at, CorrectionDeviation.id)
+        select(CorrectionDeviation, col(Pool.pool_number), col(Donation.unit_number))
+        .join(Pool, col(Pool.id) == col(CorrectionDeviation.pool_id))
+        .join(Donation, col(Donation.id) == col(CorrectionDeviation.donation_id))
+        .where(col(CorrectionDeviation.pool_id).in_(pool_ids))
+        .order_by(col(CorrectionDeviation.created_at), col(CorrectionDeviation.id))
     )
     if at is not None:
         query = query.where(col(CorrectionDeviation.created_at) <= at)
@@ -60,19 +61,19 @@ def shipments(session: Session, lot_ids: set[int], *, at: datetime | None = None
         return []
     query = (
         select(
-            Shipment.shipment_number,
-            Lot.lot_number,
-            Shipment.consignee,
-            Shipment.shipped_on,
-            Shipment.quantity,
-            Consignee.address,
-            Lot.unit,
-            Lot.expires_on,
+            col(Shipment.shipment_number),
+            col(Lot.lot_number),
+            col(Shipment.consignee),
+            col(Shipment.shipped_on),
+            col(Shipment.quantity),
+            col(Consignee.address),
+            col(Lot.unit),
+            col(Lot.expires_on),
         )
-        .join(Lot, Lot.id == Shipment.lot_id)
-        .join(Consignee, Consignee.id == Shipment.consignee_id)
-        .where(Shipment.lot_id.in_(lot_ids))
-        .order_by(Shipment.shipped_on, Shipment.shipment_number)
+        .join(Lot, col(Lot.id) == col(Shipment.lot_id))
+        .join(Consignee, col(Consignee.id) == col(Shipment.consignee_id))
+        .where(col(Shipment.lot_id).in_(lot_ids))
+        .order_by(col(Shipment.shipped_on), col(Shipment.shipment_number))
     )
     if at is not None:
         query = query.where(col(Shipment.created_at) <= at)
@@ -88,10 +89,10 @@ def distribution_details(session: Session, lines: dict[str, ShipmentLine]) -> No
     if not lines:
         return
     rows = session.execute(
-        select(Shipment.shipment_number, Consignee.address, Lot.unit, Lot.expires_on)
-        .join(Consignee, Consignee.id == Shipment.consignee_id)
-        .join(Lot, Lot.id == Shipment.lot_id)
-        .where(Shipment.shipment_number.in_(list(lines)))
+        select(col(Shipment.shipment_number), col(Consignee.address), col(Lot.unit), col(Lot.expires_on))
+        .join(Consignee, col(Consignee.id) == col(Shipment.consignee_id))
+        .join(Lot, col(Lot.id) == col(Shipment.lot_id))
+        .where(col(Shipment.shipment_number).in_(list(lines)))
     )
     for number, address, unit, expires in rows:
         line = lines[number]
@@ -102,10 +103,14 @@ def lots(session: Session, lot_ids: set[int], *, at: datetime | None = None) -> 
     """The given lots; with ``at`` only those recorded by then, each with its status at ``at``."""
     if not lot_ids:
         return {}
-    query = select(Lot.id, Lot.lot_number, Lot.product, Lot.kind, Lot.status).where(Lot.id.in_(lot_ids))
+    query = select(col(Lot.id), col(Lot.lot_number), col(Lot.product), col(Lot.kind), col(Lot.status)).where(
+        col(Lot.id).in_(lot_ids)
+    )
     if at is None:
         return {i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in session.execute(query)}
-    found = {i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in session.execute(query.where(Lot.created_at <= at))}
+    found = {
+        i: LotLine(n, p, k.value, s.value) for i, n, p, k, s in session.execute(query.where(col(Lot.created_at) <= at))
+    }
     then = statuses_at(session, "lot", [line.lot_number for line in found.values()], at)
     for line in found.values():
         line.status = then.get(line.lot_number, (line.status, None))[0]
@@ -142,21 +147,21 @@ def pool_lines(
     members at ``at``), and with ``at`` its status at ``at``."""
     if not pool_ids:
         return {}
-    m = PoolMember.__table__ if members is None else members
+    m = MEMBERS if members is None else members
     rows = session.execute(
         select(
-            Pool.id,
-            Pool.pool_number,
-            Pool.product,
-            Pool.status,
-            func.count(func.distinct(Donation.donor_id)),
-            func.count(Donation.id),
-            func.coalesce(func.sum(Donation.volume_ml), 0),
+            col(Pool.id),
+            col(Pool.pool_number),
+            col(Pool.product),
+            col(Pool.status),
+            func.count(func.distinct(col(Donation.donor_id))),
+            func.count(col(Donation.id)),
+            func.coalesce(func.sum(col(Donation.volume_ml)), 0),
         )
-        .outerjoin(m, m.c.pool_id == Pool.id)
-        .outerjoin(Donation, Donation.id == m.c.donation_id)
-        .where(Pool.id.in_(pool_ids))
-        .group_by(Pool.id, Pool.pool_number, Pool.product, Pool.status)
+        .outerjoin(m, m.c.pool_id == col(Pool.id))
+        .outerjoin(Donation, col(Donation.id) == m.c.donation_id)
+        .where(col(Pool.id).in_(pool_ids))
+        .group_by(col(Pool.id), col(Pool.pool_number), col(Pool.product), col(Pool.status))
     )
     found = {i: PoolLine(n, p, s.value, int(d), int(c), int(v)) for i, n, p, s, d, c, v in rows}
     if at is not None:
@@ -169,14 +174,14 @@ def pool_lines(
 def member_lines(session: Session, pool_ids: set[int], *, members: FromClause | None = None) -> list[MemberLine]:
     if not pool_ids:
         return []
-    m = PoolMember.__table__ if members is None else members
+    m = MEMBERS if members is None else members
     rows = session.execute(
-        select(Donation.unit_number, Donor.donor_code, Pool.pool_number, Donation.collected_at)
-        .join(m, m.c.donation_id == Donation.id)
-        .join(Pool, Pool.id == m.c.pool_id)
-        .join(Donor, Donor.id == Donation.donor_id)
+        select(col(Donation.unit_number), col(Donor.donor_code), col(Pool.pool_number), col(Donation.collected_at))
+        .join(m, m.c.donation_id == col(Donation.id))
+        .join(Pool, col(Pool.id) == m.c.pool_id)
+        .join(Donor, col(Donor.id) == col(Donation.donor_id))
         .where(m.c.pool_id.in_(pool_ids))
-        .order_by(Pool.pool_number, Donation.unit_number)
+        .order_by(col(Pool.pool_number), col(Donation.unit_number))
     )
     return [MemberLine(u, d, p, c.isoformat()) for u, d, p, c in rows]
 
@@ -185,7 +190,11 @@ def pool_tests(session: Session, pool_ids: set[int], *, at: datetime | None = No
     tests: dict[int, list[PoolTestLine]] = defaultdict(list)
     if not pool_ids:
         return tests
-    query = select(PoolTest).where(PoolTest.pool_id.in_(pool_ids)).order_by(PoolTest.marker, PoolTest.version)
+    query = (
+        select(PoolTest)
+        .where(col(PoolTest.pool_id).in_(pool_ids))
+        .order_by(col(PoolTest.marker), col(PoolTest.version))
+    )
     if at is not None:
         query = query.where(col(PoolTest.created_at) <= at)
     rows = session.execute(query).scalars()

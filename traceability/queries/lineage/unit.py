@@ -47,20 +47,20 @@ def trace_unit(session: Session, unit_number: str, *, as_of: datetime | None = N
     as recorded then (the results, membership, lots and shipments recorded by then, the status and version of
     then)."""
     unit = get_unit(session, unit_number)
-    donor_code = session.execute(select(Donor.donor_code).where(Donor.id == unit.donor_id)).scalar_one()
-    in_pool = select(Pool.id, Pool.pool_number).join(PoolMember, PoolMember.pool_id == Pool.id)
-    in_pool = in_pool.where(PoolMember.donation_id == unit.id)
-    results_query = select(TestResult).where(TestResult.donation_id == unit.id)
+    donor_code = session.execute(select(col(Donor.donor_code)).where(col(Donor.id) == unit.donor_id)).scalar_one()
+    in_pool = select(col(Pool.id), col(Pool.pool_number)).join(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
+    in_pool = in_pool.where(col(PoolMember.donation_id) == unit.id)
+    results_query = select(TestResult).where(col(TestResult.donation_id) == unit.id)
     status, version = unit.status.value, unit.version
     if as_of is not None:
         then.recorded_at_or_refuse(unit.created_at, as_of, "Unit", unit.unit_number)
-        in_pool = in_pool.where(PoolMember.created_at <= as_of)
+        in_pool = in_pool.where(col(PoolMember.created_at) <= as_of)
         results_query = results_query.where(col(TestResult.created_at) <= as_of)
     pool = session.execute(in_pool).first()
-    results = session.execute(results_query.order_by(TestResult.marker, TestResult.version)).scalars().all()
+    results = session.execute(results_query.order_by(col(TestResult.marker), col(TestResult.version))).scalars().all()
     if as_of is not None:
-        now_in = select(Pool.pool_number).join(PoolMember, PoolMember.pool_id == Pool.id)
-        pools = list(session.execute(now_in.where(PoolMember.donation_id == unit.id)).scalars())
+        now_in = select(col(Pool.pool_number)).join(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
+        pools = list(session.execute(now_in.where(col(PoolMember.donation_id) == unit.id)).scalars())
         status = then.unit_statuses_at(session, {unit.unit_number: status}, pools, as_of).get(unit.unit_number, status)
         version -= then.corrections_after(session, [unit.unit_number], as_of).get(unit.unit_number, 0)
     latest = {r.marker: r.version for r in results}
