@@ -53,6 +53,7 @@ from traceability.models import (
 )
 from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
 from traceability.queries import lineage, listings, lookup
+from traceability.queries.lineage.as_of import checked_as_of, parse_as_of
 from traceability.queries.signatures import signatures_for
 from traceability.reports import sections, writers
 from traceability.rules import Policy, load_policy, policy_digest, policy_keys
@@ -1195,40 +1196,71 @@ def consignee_show(ctx: typer.Context, code: str, fmt: FormatOption = OutputForm
 MembersOption = Annotated[bool, typer.Option("--members", help="Include every donation (unit, donor, pool).")]
 
 
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        metavar="T",
+        help="As recorded at T (ISO 8601; a date alone is the end of that day, UTC): statuses, current result "
+        "versions, pool members, lots and shipments as they were then. Example: --as-of 2026-05-04T12:00:00Z",
+        show_default=False,
+    ),
+]
+
+
+def as_of_time(session: Session, text: str | None) -> datetime | None:
+    """The --as-of time, refused (exit 5) when unreadable, in the future or before the first audit event."""
+    if text is None:
+        return None
+    return checked_as_of(session, parsed(parse_as_of, text))
+
+
 @trace_app.command("donor")
-def trace_donor(ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table) -> None:
-    """Every donation of a donor and where it went: inventory, pool, lots, consignees. Example: plasmatrace trace donor D-000123 --format json"""
+def trace_donor(
+    ctx: typer.Context, code: str, fmt: FormatOption = OutputFormat.table, as_of: AsOfOption = None
+) -> None:
+    """Every donation of a donor and where it went: inventory, pool, lots, consignees. Example: plasmatrace trace donor D-000123 --format json (as recorded on a past day: --as-of 2026-05-04)"""
     with work(ctx, readonly=True) as session:
-        trace = lineage.trace_donor(session, code, policy=ctx.obj.policy)
-    print_document(sections.donor_document(trace), trace, fmt)
+        trace = lineage.trace_donor(session, code, policy=ctx.obj.policy, as_of=as_of_time(session, as_of))
+    print_document(sections.marked_as_of(sections.donor_document(trace), trace.as_of), trace, fmt)
 
 
 @trace_app.command("unit")
-def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table) -> None:
-    """One unit forward: results, pool, lots, shipments. Example: plasmatrace trace unit "=A99992612345600\""""
+def trace_unit(ctx: typer.Context, unit: str, fmt: FormatOption = OutputFormat.table, as_of: AsOfOption = None) -> None:
+    """One unit forward: results, pool, lots, shipments. Example: plasmatrace trace unit "=A99992612345600" --as-of 2026-05-04T12:00:00Z"""
     with work(ctx, readonly=True) as session:
-        trace = lineage.trace_unit(session, unit)
-    print_document(sections.unit_document(trace), trace, fmt)
+        trace = lineage.trace_unit(session, unit, as_of=as_of_time(session, as_of))
+    print_document(sections.marked_as_of(sections.unit_document(trace), trace.as_of), trace, fmt)
 
 
 @trace_app.command("pool")
 def trace_pool(
-    ctx: typer.Context, pool: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
+    ctx: typer.Context,
+    pool: str,
+    fmt: FormatOption = OutputFormat.table,
+    members: MembersOption = False,
+    as_of: AsOfOption = None,
 ) -> None:
     """A pool back to its donations and forward to its lots and shipments. Example: plasmatrace trace pool P-0042 --members --format csv"""
     with work(ctx, readonly=True) as session:
-        trace = lineage.trace_pool(session, pool, members=members, policy=ctx.obj.policy)
-    print_document(sections.pool_document(trace), trace, fmt)
+        at = as_of_time(session, as_of)
+        trace = lineage.trace_pool(session, pool, members=members, policy=ctx.obj.policy, as_of=at)
+    print_document(sections.marked_as_of(sections.pool_document(trace), trace.as_of), trace, fmt)
 
 
 @trace_app.command("lot")
 def trace_lot(
-    ctx: typer.Context, lot: str, fmt: FormatOption = OutputFormat.table, members: MembersOption = False
+    ctx: typer.Context,
+    lot: str,
+    fmt: FormatOption = OutputFormat.table,
+    members: MembersOption = False,
+    as_of: AsOfOption = None,
 ) -> None:
-    """A lot back through every lot and pool to every donation and donor. Example: plasmatrace trace lot IVG-2605 --members --format json"""
+    """A lot back through every lot and pool to every donation and donor. Example: plasmatrace trace lot IVG-2605 --members --format json (what was known at its release: --as-of 2026-05-04T09:30:00Z)"""
     with work(ctx, readonly=True) as session:
-        trace = lineage.trace_lot(session, lot, members=members, policy=ctx.obj.policy)
-    print_document(sections.lot_document(trace), trace, fmt)
+        at = as_of_time(session, as_of)
+        trace = lineage.trace_lot(session, lot, members=members, policy=ctx.obj.policy, as_of=at)
+    print_document(sections.marked_as_of(sections.lot_document(trace), trace.as_of), trace, fmt)
 
 
 # --- import --------------------------------------------------------------------------------------------------
@@ -1446,7 +1478,9 @@ def check_output(ctx: typer.Context, output: Path, what: str, *reads: Path | Non
         raise fail(f"{what} {str(output)[:80]}: {error.strerror}.", ExitCode.INVALID_INPUT) from None
 
 
-def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: str | None) -> None:
+def _report(
+    ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: str | None, as_of: str | None = None
+) -> None:
     import os
     import tempfile
 
@@ -1459,7 +1493,7 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
     if not to_stdout:
         check_output(ctx, target, "Output file")
     with progress(f"Building the {kind} report"), work(ctx, readonly=True) as session:
-        report = build_report(session, kind, key, policy=ctx.obj.policy)
+        report = build_report(session, kind, key, policy=ctx.obj.policy, as_of=as_of_time(session, as_of))
     folder = Path(tempfile.gettempdir()) if to_stdout else target.resolve().parent
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
     os.close(handle)
@@ -1488,7 +1522,11 @@ def _report(ctx: typer.Context, kind: str, key: str, fmt: ReportFormat, output: 
         temp.unlink(missing_ok=True)
         manifest_path(temp).unlink(missing_ok=True)
     where = "stdout" if to_stdout else str(target)
-    say(f"Report of {kind} {key} written to {where} ({fmt.value}); audit checkpoint {report.audit_checkpoint}.")
+    recorded = f", as recorded at {report.as_of}" if report.as_of else ""
+    say(
+        f"Report of {kind} {key}{recorded} written to {where} ({fmt.value}); "
+        f"audit checkpoint {report.audit_checkpoint}."
+    )
     if not report.audit_chain_ok:
         err.print(f"[bold red]Warning: the audit trail is broken:[/] {escape(report.audit_problem or '')}")
 
@@ -1499,10 +1537,12 @@ def report_lot(
     lot: str,
     fmt: ReportFormatOption = ReportFormat.html,
     output: OutputOption = None,
+    as_of: AsOfOption = None,
 ) -> None:
     """A lot's genealogy back to every donation and donor, with tests, steps, clearance, shipments and history.
-    Example: plasmatrace report lot IVG-2605 --format pdf --output IVG-2605.pdf"""
-    _report(ctx, "lot", lot, fmt, output)
+    Example: plasmatrace report lot IVG-2605 --format pdf --output IVG-2605.pdf (as known at its release:
+    --as-of 2026-05-04T09:30:00Z)"""
+    _report(ctx, "lot", lot, fmt, output, as_of)
 
 
 @report_app.command("pool")
@@ -1511,9 +1551,10 @@ def report_pool(
     pool: str,
     fmt: ReportFormatOption = ReportFormat.html,
     output: OutputOption = None,
+    as_of: AsOfOption = None,
 ) -> None:
-    """A pool's members, tests, steps, lots and shipments, with history. Example: plasmatrace report pool P-0042 --format html --output P-0042.html"""
-    _report(ctx, "pool", pool, fmt, output)
+    """A pool's members, tests, steps, lots and shipments, with history. Example: plasmatrace report pool P-0042 --format html --output P-0042.html --as-of 2026-05-04"""
+    _report(ctx, "pool", pool, fmt, output, as_of)
 
 
 @report_app.command("case")
@@ -1522,9 +1563,10 @@ def report_case(
     case: str,
     fmt: ReportFormatOption = ReportFormat.html,
     output: OutputOption = None,
+    as_of: AsOfOption = None,
 ) -> None:
     """A look-back case: implicated units, pools, lots, consignees and history. Example: plasmatrace report case LB-2026-0001 --format pdf --output LB-2026-0001.pdf"""
-    _report(ctx, "case", case, fmt, output)
+    _report(ctx, "case", case, fmt, output, as_of)
 
 
 @export_app.command("epcis")

@@ -437,9 +437,9 @@ def donor_statement(engine: Any) -> tuple[str, Any]:
     Timed on the bare connection, with no answer built from the rows, it shows what the SQL of plasmatrace's single
     statement costs against the raw tracer's six; the rest of plasmatrace's time is the Session and the Python.
     """
-    from traceability.queries.lineage import _DONOR_TRACE
+    from traceability.queries.lineage import DONOR_TRACE
 
-    compiled = _DONOR_TRACE.compile(dialect=engine.dialect)
+    compiled = DONOR_TRACE.compile(dialect=engine.dialect)
     if compiled.positional:
         count = len(compiled.positiontup or ())
         return str(compiled), lambda code: (code,) * count

@@ -5,6 +5,7 @@ Rules and services raise these; only ``cli.py`` catches them, prints the message
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import IntEnum
 from typing import ClassVar
 
@@ -316,3 +317,13 @@ class SigningLocked(NotPermitted):
             f"Signing by {login} is locked until {until} after 3 failed signature attempts in a row (21 CFR 11.300(d))."
         )
         self.login, self.until = login, until
+
+
+class NotYetRecorded(NotFound):
+    """A trace or report as of a time before the record existed (``--as-of``)."""
+
+    def __init__(self, kind: str, key: str, created_at: datetime, as_of: datetime) -> None:
+        TraceabilityError.__init__(
+            self, f"{kind} {key} was first recorded at {created_at.isoformat()}, after {as_of.isoformat()}."
+        )
+        self.kind, self.key = kind, key

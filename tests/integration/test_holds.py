@@ -145,10 +145,10 @@ def test_the_clearance_check_covers_every_one_of_2_to_the_20_paths_and_names_the
     ship(session, treated)
     trace = trace_lot(session, treated)
     assert trace.clearance_problems == []
-    assert [(c["worst_for"], c["cumulative_log10"]) for c in trace.clearance] == [
+    assert [(c.worst_for, c.cumulative_log10) for c in trace.clearance] == [
         (["enveloped", "non-enveloped"], {"enveloped": 11.0, "non-enveloped": 5.0})
     ]
-    assert len(trace.clearance[0]["path"]) == 22 and trace.clearance[0]["path"][0] == "P-T"
+    assert len(trace.clearance[0].path) == 22 and trace.clearance[0].path[0] == "P-T"
 
     untreated = final_from(session, "FIN-U", ["INT-U"])
     with pytest.raises(LotNotReleasable, match="path P-U -> INT-U -> FIN-U: 1 effective step"):
@@ -183,7 +183,7 @@ def test_a_step_of_exactly_1_log_is_not_added_to_the_cumulative_clearance(
     final = make_lot(session, lot_number="FIN-1", inputs=[("pool", "P-A")])
     make_step(session, lot=final, method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=5.0)
     lots.release_lot(session, lot_number=final, actor=APPROVER)
-    assert trace_lot(session, final).clearance[0]["cumulative_log10"]["enveloped"] == cumulative
+    assert trace_lot(session, final).clearance[0].cumulative_log10["enveloped"] == cumulative
 
 
 # --- pool tests after release ------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def test_a_pooled_donor_with_deferrals_and_a_repeat_test_is_traced_in_full(sessi
         ("Hospital A", "2026-06-02"),
         ("Hospital B", "2026-06-03"),
     ]
-    assert [(d["sequence"], d["source"], d["lifted_on"]) for d in trace.deferrals] == [
+    assert [(d.sequence, d.source, d.lifted_on) for d in trace.deferrals] == [
         (1, "manual", "2026-01-20"),
         (2, "reactive-result", None),
     ]

@@ -17,6 +17,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ from ..errors import InvalidInput
 from ..models import AuditEvent, Pool
 from ..queries.lineage import trace_case, trace_lot, trace_pool
 from ..rules import DEFAULT_POLICY, Policy, policy_digest
+from . import as_of as then
 from . import contents
 from .contents import HistoryEntry, Lineage
 from .lineage_graph import LineageGraph
-from .sections import Document, Section, case_document, lot_document, pool_document
+from .sections import Document, Section, case_document, lot_document, marked_as_of, pool_document
 from .writers import dumps_json, write_csv
 
 Progress = Callable[[int, int], None]
@@ -67,6 +69,7 @@ class Report:
     audit_problem: str | None
     policy_sha256: str
     version: str = field(default_factory=software_version)
+    as_of: str | None = None  # built from the records as they were at this time (--as-of)
     _parts: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def parts(self) -> dict[str, Any]:
@@ -94,10 +97,12 @@ class Report:
     def manifest(self) -> dict[str, Any]:
         parts = self.parts()
         digests = {name: _sha256(value) for name, value in parts.items()}
+        as_of = {} if self.as_of is None else {"as_of": self.as_of}
         return {
             "manifest": MANIFEST_FORMAT,
             "report": self.kind,
             "key": self.key,
+            **as_of,
             "audit_checkpoint": self.audit_checkpoint,
             "audit_time": self.audit_time,
             "data_sha256": _sha256(digests),
@@ -108,8 +113,12 @@ class Report:
 
     def footer(self) -> list[tuple[str, str]]:
         chain = "intact" if self.audit_chain_ok else f"BROKEN: {self.audit_problem}"
+        if self.as_of is not None:
+            data_as_of = f"{self.as_of} (--as-of; the last audit event by then: {self.audit_time})"
+        else:
+            data_as_of = self.audit_time + " (time of the last audit event)"
         return [
-            ("data as of", self.audit_time + " (time of the last audit event)"),
+            ("data as of", data_as_of),
             ("audit chain", chain),
             ("audit checkpoint", self.audit_checkpoint),
             ("data SHA-256", self.manifest()["data_sha256"]),
@@ -128,27 +137,40 @@ def _split(document: Document) -> tuple[list[Section], Section | None]:
     return [s for s in document.sections if s.title != DONATIONS], donations
 
 
-def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFAULT_POLICY) -> Report:
-    """Build the report of a lot, pool or case. Raises LotNotFound, PoolNotFound or CaseNotFound."""
+def build_report(
+    session: Session, kind: str, key: str, *, policy: Policy = DEFAULT_POLICY, as_of: datetime | None = None
+) -> Report:
+    """Build the report of a lot, pool or case, of today's records or with ``as_of`` of the records as they were
+    then (``reports.as_of``). Raises LotNotFound, PoolNotFound or CaseNotFound (NotYetRecorded when the subject
+    was recorded after ``as_of``)."""
     extra: dict[str, set[str]] = {}
+
+    def tests_of(lineage: Lineage) -> Section:
+        return contents.pool_tests(session, lineage) if as_of is None else then.pool_tests_at(session, lineage, as_of)
+
     if kind == "lot":
-        trace: Any = trace_lot(session, key, members=True, policy=policy)
+        trace: Any = trace_lot(session, key, members=True, policy=policy, as_of=as_of)
         document = lot_document(trace)
         lineage = contents.lineage_of_lot(session, key)
-        document.sections.insert(1, contents.pool_tests(session, lineage))
+        document.sections.insert(1, tests_of(lineage))
     elif kind == "pool":
-        trace = trace_pool(session, key, members=True, policy=policy)
+        trace = trace_pool(session, key, members=True, policy=policy, as_of=as_of)
         document = pool_document(trace)
         lineage = contents.lineage_of_pool(session, key)
-        document.sections[0] = contents.pool_tests(session, Lineage({p for p in lineage.pool_ids}, set()))
+        document.sections[0] = tests_of(Lineage({p for p in lineage.pool_ids}, set()))
     else:
-        trace = trace_case(session, key)
+        trace = trace_case(session, key, as_of=as_of)
         document = case_document(trace)
         pool_ids = set(session.execute(select(col(Pool.id)).where(col(Pool.pool_number).in_(trace.pools))).scalars())
         lineage = contents.lineage_downstream(session, pool_ids)
         extra = {"lookback_case": {trace.case_number}, "donor": {trace.donor_code}}
-        extra["donation"] = {f["unit_number"] for f in trace.findings}
+        extra["donation"] = {f.unit_number for f in trace.findings}
+    marked_as_of(document, trace.as_of)
+    if as_of is not None:
+        lineage = then.recorded_lineage(session, lineage, as_of)
     changed = contents.corrected_units(session, lineage, extra.get("donation", set()))
+    if as_of is not None:
+        changed = then.corrected_by(session, changed, as_of)
     shown_units = ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else "")
     document.summary.append(
         (
@@ -156,28 +178,40 @@ def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFA
             f"{len(changed):,} unit record(s): {shown_units}" if changed else "no unit record was corrected",
         )
     )
-    flags = [build(session, lineage) for build in contents.FLAG_SECTIONS]
+    if as_of is None:
+        flags = [build(session, lineage) for build in contents.FLAG_SECTIONS]
+    else:
+        flags = then.flags_at(session, lineage, as_of)
     sections, donations = _split(document)
     verification = audit.verify(session)
     head_time = session.execute(
         select(col(AuditEvent.occurred_at)).order_by(col(AuditEvent.seq).desc()).limit(1)
     ).scalar()
+    checkpoint, audit_time = verification.checkpoint, head_time.isoformat() if head_time else "no audit events"
+    graph = contents.lineage_graph(session, lineage)
+    history = contents.history(session, lineage, extra=extra)
+    if as_of is not None:
+        head = then.checkpoint_at(session, as_of)
+        checkpoint, audit_time = head.token, head.time
+        graph = then.graph_at(session, graph, lineage, as_of)
+        history = then.history_at(history, head)
     return Report(
         kind=kind,
         key=key,
         title=document.title,
         summary=[(label, _text(value)) for label, value in document.summary],
-        graph=contents.lineage_graph(session, lineage),
+        graph=graph,
         flags=flags,
         sections=sections,
-        history=contents.history(session, lineage, extra=extra),
+        history=history,
         donations=donations,
         trace=trace.as_json(),
-        audit_checkpoint=verification.checkpoint,
-        audit_time=head_time.isoformat() if head_time else "no audit events",
+        audit_checkpoint=checkpoint,
+        audit_time=audit_time,
         audit_chain_ok=verification.ok,
         audit_problem=verification.problem,
         policy_sha256=policy_digest(policy),
+        as_of=trace.as_of,
     )
 
 
@@ -288,7 +322,8 @@ def verify_report(session: Session, path: Path, *, policy: Policy = DEFAULT_POLI
     chain = audit.verify(session, checkpoint=manifest["audit_checkpoint"])
     if not chain.ok:
         differences.append(f"audit trail: {chain.problem}")
-    rebuilt = build_report(session, kind, key, policy=policy)
+    as_of = datetime.fromisoformat(manifest["as_of"]) if manifest.get("as_of") else None
+    rebuilt = build_report(session, kind, key, policy=policy, as_of=as_of)
     now = rebuilt.manifest()
     for part in sorted(set(manifest["parts_sha256"]) | set(now["parts_sha256"])):
         if manifest["parts_sha256"].get(part) != now["parts_sha256"].get(part):

@@ -28,6 +28,14 @@ class Document:
         return next(s for s in self.sections if s.title == title)
 
 
+def marked_as_of(document: Document, as_of: str | None) -> Document:
+    """A document of records as they were at a past time says so in its title and first summary line."""
+    if as_of is not None:
+        document.title = f"{document.title}, as recorded at {as_of}"
+        document.summary.insert(0, ("as of", f"{as_of} (records as they were then; --as-of)"))
+    return document
+
+
 def _shipments(trace: Any) -> Section:
     return Section(
         "Shipments",
@@ -84,9 +92,9 @@ def _steps(steps: list[Any]) -> Section:
 def donor_document(trace: DonorTrace) -> Document:
     deferrals = (
         "; ".join(
-            f"#{d['sequence']} {d['reason']} from {d['starts_on']} "
-            + (f"until {d['ends_on']}" if d["ends_on"] else "permanent")
-            + (f" (lifted {d['lifted_on']})" if d["lifted_on"] else "")
+            f"#{d.sequence} {d.reason} from {d.starts_on} "
+            + (f"until {d.ends_on}" if d.ends_on else "permanent")
+            + (f" (lifted {d.lifted_on})" if d.lifted_on else "")
             for d in trace.deferrals
         )
         or "none"
@@ -133,14 +141,14 @@ def unit_document(trace: UnitTrace) -> Document:
         ["marker", "version", "current", "result", "value", "method", "tested at", "reason"],
         [
             [
-                r["marker"],
-                r["version"],
-                "yes" if r["current"] else "superseded",
-                r["result"],
-                f"{r['value']:g} {r['unit']}" if r["value"] is not None else "",
-                r["method"] or "",
-                r["tested_at"],
-                r["reason"] or "",
+                r.marker,
+                r.version,
+                "yes" if r.current else "superseded",
+                r.result,
+                f"{r.value:g} {r.unit}" if r.value is not None else "",
+                r.method or "",
+                r.tested_at,
+                r.reason or "",
             ]
             for r in trace.results
         ],
@@ -178,11 +186,11 @@ def pool_document(trace: PoolTrace) -> Document:
         ["marker", "version", "result", "value", "tested at"],
         [
             [
-                t["marker"],
-                t["version"],
-                t["result"],
-                f"{t['value']:g} {t['unit']}" if t["value"] is not None else "",
-                t["tested_at"],
+                t.marker,
+                t.version,
+                t.result,
+                f"{t.value:g} {t.unit}" if t.value is not None else "",
+                t.tested_at,
             ]
             for t in trace.tests
         ],
@@ -219,12 +227,12 @@ def _signatures(trace: Any) -> Section:
         ["printed name", "login", "meaning", "signed at", "content SHA-256", "record changed since"],
         [
             [
-                s["full_name"],
-                s["login"],
-                s["meaning"],
-                s["signed_at"],
-                s["content_sha256"],
-                "YES: changed after signing" if s["changed_since_signing"] else "no",
+                s.full_name,
+                s.login,
+                s.meaning,
+                s.signed_at,
+                s.content_sha256,
+                "YES: changed after signing" if s.changed_since_signing else "no",
             ]
             for s in trace.signatures
         ],
@@ -235,9 +243,9 @@ def _signed(trace: Any) -> str:
     if not trace.signatures:
         return "none"
     last = trace.signatures[-1]
-    flag = " (RECORD CHANGED SINCE SIGNING)" if last["changed_since_signing"] else ""
-    when = f"{last['signed_at'][:19].replace('T', ' ')} UTC"
-    return f"{last['full_name']}, {last['meaning']}, {when}{flag}"
+    flag = " (RECORD CHANGED SINCE SIGNING)" if last.changed_since_signing else ""
+    when = f"{last.signed_at[:19].replace('T', ' ')} UTC"
+    return f"{last.full_name}, {last.meaning}, {when}{flag}"
 
 
 def lot_document(trace: LotTrace) -> Document:
@@ -249,7 +257,7 @@ def lot_document(trace: LotTrace) -> Document:
     inputs = Section(
         "Lineage (inputs)",
         ["lot", "input kind", "input", "quantity"],
-        [[e["lot_number"], e["input_kind"], e["input"], e["quantity"] or ""] for e in trace.inputs],
+        [[e.lot_number, e.input_kind, e.input, e.quantity or ""] for e in trace.inputs],
     )
     clearance = Section(
         "Viral clearance: the worst path per virus class",
@@ -264,13 +272,13 @@ def lot_document(trace: LotTrace) -> Document:
         ],
         [
             [
-                " -> ".join(c["path"]),
-                ", ".join(c.get("worst_for", [])),
-                c["cumulative_log10"].get("enveloped"),
-                c["cumulative_log10"].get("non-enveloped"),
-                ", ".join(c["effective_mechanisms"].get("enveloped", [])),
-                ", ".join(c["effective_mechanisms"].get("non-enveloped", [])),
-                "; ".join(c["problems"]),
+                " -> ".join(c.path),
+                ", ".join(c.worst_for),
+                c.cumulative_log10.get("enveloped"),
+                c.cumulative_log10.get("non-enveloped"),
+                ", ".join(c.effective_mechanisms.get("enveloped", [])),
+                ", ".join(c.effective_mechanisms.get("non-enveloped", [])),
+                "; ".join(c.problems),
             ]
             for c in trace.clearance
         ],
@@ -320,13 +328,13 @@ def case_document(trace: Any) -> Document:
         ["unit", "collected at", "status now", "action", "pool", "pool status", "lots"],
         [
             [
-                f["unit_number"],
-                f["collected_at"],
-                f["status"],
-                f["action"],
-                f["pool_number"] or "",
-                f["pool_status"] or "",
-                ", ".join(f["lot_numbers"]),
+                f.unit_number,
+                f.collected_at,
+                f.status,
+                f.action,
+                f.pool_number or "",
+                f.pool_status or "",
+                ", ".join(f.lot_numbers),
             ]
             for f in trace.findings
         ],
