@@ -27,12 +27,15 @@ from sqlmodel import Session
 from .. import audit
 from ..errors import InvalidInput
 from ..models import AuditEvent, Pool
+from ..queries.drill import recall_lot_ids
 from ..queries.lineage import trace_case, trace_lot, trace_pool
+from ..queries.lookup import get_lot
+from ..queries.recalls import recall_view
 from ..rules import DEFAULT_POLICY, Policy, policy_digest
 from . import contents
 from .contents import HistoryEntry, Lineage
 from .lineage_graph import LineageGraph
-from .sections import Document, Section, case_document, lot_document, pool_document
+from .sections import Document, Section, case_document, lot_document, pool_document, recall_document
 from .writers import dumps_json, write_csv
 
 Progress = Callable[[int, int], None]
@@ -129,7 +132,8 @@ def _split(document: Document) -> tuple[list[Section], Section | None]:
 
 
 def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFAULT_POLICY) -> Report:
-    """Build the report of a lot, pool or case. Raises LotNotFound, PoolNotFound or CaseNotFound."""
+    """Build the report of a lot, pool, case or recall. Raises LotNotFound, PoolNotFound, CaseNotFound or
+    RecallNotFound."""
     extra: dict[str, set[str]] = {}
     if kind == "lot":
         trace: Any = trace_lot(session, key, members=True, policy=policy)
@@ -141,6 +145,16 @@ def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFA
         document = pool_document(trace)
         lineage = contents.lineage_of_pool(session, key)
         document.sections[0] = contents.pool_tests(session, Lineage({p for p in lineage.pool_ids}, set()))
+    elif kind == "recall":
+        trace = recall_view(session, key)
+        document = recall_document(trace)
+        recalled = get_lot(session, trace.lot_number).id or 0
+        lineage = contents.lineage_of_recall(session, recall_lot_ids(session, recalled), recalled)
+        document.sections.insert(1, contents.pool_tests(session, lineage))
+        extra = {
+            "recall": {trace.recall_number},
+            "recall_consignee": {f"{trace.recall_number}/{c.code}" for c in trace.consignees},
+        }
     else:
         trace = trace_case(session, key)
         document = case_document(trace)
