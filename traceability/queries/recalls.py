@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from ..errors import RecallNotFound
-from ..models import Consignee, Lot, Recall, RecallConsignee, RecallDrill
+from ..models import AppUser, Consignee, Lot, Recall, RecallConsignee, RecallDrill
 from .drill import DistributionLine, DrillLot, distribution, lot_balances, recall_lot_ids
 
 
@@ -59,6 +59,7 @@ class RecallView:
     status: str
     opened_at: str
     opened_by: str
+    opened_by_name: str | None  # the printed name of a registered user
     closed_at: str | None
     closed_by: str | None
     lots: list[DrillLot]
@@ -130,6 +131,9 @@ def recall_view(session: Session, recall_number: str) -> RecallView:
         status=recall.status.value,
         opened_at=recall.created_at.isoformat(),
         opened_by=recall.created_by,
+        opened_by_name=session.execute(
+            select(AppUser.full_name).where(AppUser.login == recall.created_by)
+        ).scalar_one_or_none(),
         closed_at=recall.closed_at.isoformat() if recall.closed_at else None,
         closed_by=recall.closed_by,
         lots=lot_balances(session, lot_ids),

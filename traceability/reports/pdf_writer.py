@@ -312,6 +312,8 @@ def _letters(pdf: _Document, recall: dict[str, Any]) -> None:
         by_consignee.setdefault(line["consignee_code"], []).append(line)
     expiry = {lot["lot_number"]: lot for lot in recall["lots"]}
     width = 210 - 2 * 20
+    opener = recall["opened_by"]
+    contact = f"{recall['opened_by_name']} ({opener})" if recall.get("opened_by_name") else opener
     for consignee in recall["consignees"]:
         pdf.add_page(orientation="P")
         pdf.page_footers[pdf.page_no()] = (
@@ -398,7 +400,7 @@ def _letters(pdf: _Document, recall: dict[str, Any]) -> None:
         pdf.multi_cell(
             width,
             5.2,
-            f"Recall coordinator {recall['opened_by']}; quote recall {number} and your consignee code "
+            f"Recall coordinator {contact}; quote recall {number} and your consignee code "
             f"{consignee['code']} in every reply.",
             new_x="LMARGIN",
             new_y="NEXT",
