@@ -1238,6 +1238,8 @@ def trace_lot(
 def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_invalid: bool, rejects: Path | None) -> None:
     from traceability.importers.load import ImportKind, default_rejects_path, import_file
 
+    if not file.name:  # "" or "." (Path("") is the current folder): no file to import nor to name rejects after
+        raise fail(f"Import file {str(file)!r}: give the path of a CSV file.", ExitCode.INVALID_INPUT)
     try:
         file.stat()
     except FileNotFoundError:

@@ -26,6 +26,7 @@ from ..errors import (
 )
 from ..models import (
     Consignee,
+    DrillSubject,
     Lot,
     Recall,
     RecallClass,
@@ -261,7 +262,7 @@ def record_drill(session: Session, *, answer: DrillAnswer, checkpoint: str, acto
     """Keep a drill: who ran it, when, what it asked, how long the answer took and the answer's SHA-256, with the
     audit checkpoint it was read at. Not an audit event: the drill changed nothing."""
     drill = RecallDrill(
-        subject=answer.subject,
+        subject=DrillSubject(answer.subject),
         subject_key=answer.key[:40],
         duration_ms=round(answer.duration_ms, 3),
         answer_sha256=answer.digest(),
