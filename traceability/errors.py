@@ -106,6 +106,19 @@ class StepNotFound(NotFound):
         super().__init__("Step", step_key)
 
 
+class RecallNotFound(NotFound):
+    def __init__(self, recall_number: str) -> None:
+        super().__init__("Recall", recall_number)
+
+
+class NotAConsigneeOfRecall(NotFound):
+    def __init__(self, recall_number: str, code: str) -> None:
+        TraceabilityError.__init__(
+            self, f"Consignee {code} was shipped none of the lots of recall {recall_number}; see recall show."
+        )
+        self.kind, self.key = "Consignee of recall", code
+
+
 # --- invalid input ---------------------------------------------------------------------------------------------
 
 
@@ -223,6 +236,14 @@ class LotNotShippable(RuleViolation):
     def __init__(self, lot_number: str, problems: list[str]) -> None:
         super().__init__(f"Lot {lot_number} cannot be shipped:\n" + "\n".join(f"  {p}" for p in problems))
         self.lot_number, self.problems = lot_number, problems
+
+
+class RecallIncomplete(RuleViolation):
+    """A recall closes only when every consignee was notified and acknowledged."""
+
+    def __init__(self, recall_number: str, missing: list[str]) -> None:
+        super().__init__(f"Recall {recall_number} cannot be closed yet:\n" + "\n".join(f"  {m}" for m in missing))
+        self.recall_number, self.missing = recall_number, missing
 
 
 class OverBalance(RuleViolation):

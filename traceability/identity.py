@@ -100,10 +100,26 @@ def require(identity: Identity, role: Role, *, doing: str) -> None:
 # --- PostgreSQL roles and GRANTs (run by `init`) -----------------------------------------------------------------
 
 # Tables only the named roles write; every other table is the recorder's to insert into and update.
-_NOT_RECORDED = {"audit_event", "app_user", "signature", "alembic_version"}
+_NOT_RECORDED = {
+    "audit_event",
+    "app_user",
+    "signature",
+    "alembic_version",
+    "recall",
+    "recall_consignee",
+    "recall_drill",
+}
 _WRITES: dict[Role, tuple[str, ...]] = {
     Role.APPROVER: ("pool", "lot", "step", "deferral"),
-    Role.INVESTIGATOR: ("lookback_case", "case_finding", "donation", "deferral"),
+    Role.INVESTIGATOR: (
+        "lookback_case",
+        "case_finding",
+        "donation",
+        "deferral",
+        "recall",
+        "recall_consignee",
+        "recall_drill",
+    ),
     Role.ADMIN: ("app_user",),
 }
 _SIGNERS = (Role.APPROVER, Role.INVESTIGATOR)

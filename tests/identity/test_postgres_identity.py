@@ -343,3 +343,28 @@ def test_an_admin_login_adds_a_user_who_can_then_log_in(site: Site) -> None:
     listed = json.loads(site.run("new", "user", "list", "--format", "json", env={
         "PLASMATRACE_DB": site.url("new", "new-pass-12")}).stdout)  # fmt: skip
     assert [u["roles"] for u in listed if u["login"] == newcomer] == ["auditor"]
+
+
+def test_an_investigator_runs_a_recall_drill_and_a_recorder_or_auditor_may_not(site: Site) -> None:
+    with superuser(site) as session:
+        units = bulk_units(session, donors_count=1, units_per_donor=2)
+        donor = session.execute(
+            text("SELECT d.donor_code FROM donor d JOIN donation u ON u.donor_id = d.id WHERE u.unit_number = :n"),
+            {"n": units[0]},
+        ).scalar_one()
+    for who in ("rec", "aud"):
+        refused = site.run(who, "recall", "drill", "--donor", donor, code=NOT_PERMITTED)
+        assert "plasmatrace_investigator" in refused.stderr
+    refused = site.run("rec", "recall", "open", "IVG-NONE", "--class", "I", "--reason", "x", code=NOT_PERMITTED)
+    assert "plasmatrace_investigator" in refused.stderr
+    raw_sql_is_refused(
+        site,
+        "rec",
+        "INSERT INTO recall_drill (created_at, created_by, subject, subject_key, duration_ms, answer_sha256, "
+        "units, pools, lots, consignees, audit_checkpoint) "
+        "VALUES (now(), session_user, 'donor', 'X', 1, 'x', 0, 0, 0, 0, 'x')",
+    )
+    drilled = json.loads(site.run("inv", "recall", "drill", "--donor", donor, "--format", "json").stdout)
+    assert drilled["units_to_stop"] == units
+    kept = json.loads(site.run("aud", "recall", "drills", "--format", "json").stdout)
+    assert [(d["by"], d["key"]) for d in kept][-1:] == [(site.login("inv"), donor)]

@@ -55,6 +55,14 @@ from .manufacturing import (
     Step,
     quantity_text,
 )
+from .recalls import (
+    DrillSubject,
+    Recall,
+    RecallClass,
+    RecallConsignee,
+    RecallDrill,
+    RecallStatus,
+)
 from .trail import (
     IMPORT_EVENT_POINTERS,
     AppUser,
@@ -64,6 +72,12 @@ from .trail import (
 )
 
 __all__ = [
+    "DrillSubject",
+    "Recall",
+    "RecallClass",
+    "RecallConsignee",
+    "RecallDrill",
+    "RecallStatus",
     "AppUser",
     "AuditEvent",
     "CaseFinding",

@@ -87,6 +87,13 @@ def lineage_downstream(session: Session, pool_ids: set[int]) -> Lineage:
     return Lineage(set(pool_ids), lot_ids, _edges(session, lot_ids, set(pool_ids)))
 
 
+def lineage_of_recall(session: Session, lot_ids: set[int], lot_id: int) -> Lineage:
+    """A recalled lot back to its pools, and every lot made from it (``lot_ids``, the recall's lots)."""
+    graph = upstream(session, lot_id)
+    lots = graph.lot_ids | lot_ids
+    return Lineage(graph.pool_ids, lots, _edges(session, lots, graph.pool_ids))
+
+
 def lineage_of_pool(session: Session, pool_number: str) -> Lineage:
     return lineage_downstream(session, {get_pool(session, pool_number).id or 0})
 

@@ -28,13 +28,16 @@ from sqlmodel import Session, col
 from .. import audit
 from ..errors import InvalidInput
 from ..models import AuditEvent, Pool
+from ..queries.drill import recall_lot_ids
 from ..queries.lineage import trace_case, trace_lot, trace_pool
+from ..queries.lookup import get_lot
+from ..queries.recalls import recall_view
 from ..rules import DEFAULT_POLICY, Policy, policy_digest
 from . import as_of as then
 from . import contents
 from .contents import HistoryEntry, Lineage
 from .lineage_graph import LineageGraph
-from .sections import Document, Section, case_document, lot_document, marked_as_of, pool_document
+from .sections import Document, Section, case_document, lot_document, marked_as_of, pool_document, recall_document
 from .writers import dumps_json, write_csv
 
 Progress = Callable[[int, int], None]
@@ -140,9 +143,9 @@ def _split(document: Document) -> tuple[list[Section], Section | None]:
 def build_report(
     session: Session, kind: str, key: str, *, policy: Policy = DEFAULT_POLICY, as_of: datetime | None = None
 ) -> Report:
-    """Build the report of a lot, pool or case, of today's records or with ``as_of`` of the records as they were
-    then (``reports.as_of``). Raises LotNotFound, PoolNotFound or CaseNotFound (NotYetRecorded when the subject
-    was recorded after ``as_of``)."""
+    """Build the report of a lot, pool, case or recall, of today's records or with ``as_of`` of the records as
+    they were then (``reports.as_of``; not for recalls). Raises LotNotFound, PoolNotFound, CaseNotFound or
+    RecallNotFound (NotYetRecorded when the subject was recorded after ``as_of``)."""
     extra: dict[str, set[str]] = {}
 
     def tests_of(lineage: Lineage) -> Section:
@@ -158,6 +161,18 @@ def build_report(
         document = pool_document(trace)
         lineage = contents.lineage_of_pool(session, key)
         document.sections[0] = tests_of(Lineage({p for p in lineage.pool_ids}, set()))
+    elif kind == "recall":
+        if as_of is not None:
+            raise InvalidInput(f"Recall {key}: --as-of is for lot, pool and case reports; a recall report is of today.")
+        trace = recall_view(session, key)
+        document = recall_document(trace)
+        recalled = get_lot(session, trace.lot_number).id or 0
+        lineage = contents.lineage_of_recall(session, recall_lot_ids(session, recalled), recalled)
+        document.sections.insert(1, contents.pool_tests(session, lineage))
+        extra = {
+            "recall": {trace.recall_number},
+            "recall_consignee": {f"{trace.recall_number}/{c.code}" for c in trace.consignees},
+        }
     else:
         trace = trace_case(session, key, as_of=as_of)
         document = case_document(trace)
@@ -165,7 +180,7 @@ def build_report(
         lineage = contents.lineage_downstream(session, pool_ids)
         extra = {"lookback_case": {trace.case_number}, "donor": {trace.donor_code}}
         extra["donation"] = {f.unit_number for f in trace.findings}
-    marked_as_of(document, trace.as_of)
+    marked_as_of(document, getattr(trace, "as_of", None))
     if as_of is not None:
         lineage = then.recorded_lineage(session, lineage, as_of)
     changed = contents.corrected_units(session, lineage, extra.get("donation", set()))

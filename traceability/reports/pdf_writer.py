@@ -36,12 +36,13 @@ class _Document(FPDF):
         super().__init__(orientation="L", unit="mm", format="A4")
         self.report = report
         self.footer_text = f"{report.title}: lineage report · data as of {report.audit_time}"
+        self.page_footers: dict[int, str] = {}  # pages with a footer of their own (notification letters)
 
     def footer(self) -> None:
         self.set_y(-9)
         self.set_font(FONT, "", 7)
         self.set_text_color(90)
-        self.cell(0, 4, self.footer_text, align="L")
+        self.cell(0, 4, self.page_footers.get(self.page_no(), self.footer_text), align="L")
         self.set_x(self.l_margin)
         self.cell(0, 4, f"page {self.page_no()} of {{nb}}", align="R")
         self.set_text_color(0)
@@ -290,4 +291,123 @@ def render_pdf(report: Report, *, progress: Progress | None = None) -> bytes:
             desc="Every donation of the report, as CSV",
         )
         _donations(pdf, report.donations, progress)
+    if report.kind == "recall":
+        _letters(pdf, report.trace)
     return bytes(pdf.output())
+
+
+_WHAT_TO_DO = {
+    "I": "There is a reasonable probability that using this product will cause serious adverse health consequences.",
+    "II": "Using this product may cause temporary or medically reversible adverse health consequences.",
+    "III": "Using this product is not likely to cause adverse health consequences, but it must be withdrawn.",
+}
+
+
+def _letters(pdf: _Document, recall: dict[str, Any]) -> None:
+    """One notification letter per consignee, each on a portrait page of its own: the consignee's name and address,
+    the lots and quantities it was shipped, the recall's class and reason, what to do, and whom to contact."""
+    number, recall_class = recall["recall_number"], recall["recall_class"]
+    by_consignee: dict[str, list[dict[str, Any]]] = {}
+    for line in recall["shipments"]:
+        by_consignee.setdefault(line["consignee_code"], []).append(line)
+    expiry = {lot["lot_number"]: lot for lot in recall["lots"]}
+    width = 210 - 2 * 20
+    opener = recall["opened_by"]
+    contact = f"{recall['opened_by_name']} ({opener})" if recall.get("opened_by_name") else opener
+    for consignee in recall["consignees"]:
+        pdf.add_page(orientation="P")
+        pdf.page_footers[pdf.page_no()] = (
+            f"Recall {number} · notification to {consignee['code']} · issued {recall['opened_at'][:10]}"
+        )
+        pdf.set_left_margin(20)
+        pdf.set_right_margin(20)
+        pdf.set_xy(20, 18)
+        pdf.set_font(FONT, "B", 15)
+        pdf.set_text_color(176, 0, 32)
+        pdf.cell(width, 8, f"URGENT: PRODUCT RECALL, CLASS {recall_class}", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0)
+        pdf.set_font(FONT, "", 9)
+        pdf.cell(width, 5, f"Recall {number} · issued {recall['opened_at'][:10]}", new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(6)
+        pdf.set_font(FONT, "B", 10.5)
+        pdf.multi_cell(width, 5.2, consignee["name"], new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 10.5)
+        address = consignee["address"] + (f"\n{consignee['country']}" if consignee.get("country") else "")
+        pdf.multi_cell(width, 5.2, address, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 8.5)
+        pdf.cell(width, 5, f"Consignee code {consignee['code']}", new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(6)
+        pdf.set_font(FONT, "", 10)
+        pdf.multi_cell(
+            width,
+            5.2,
+            f"Our records show that you received the following product, which we are recalling (class "
+            f"{recall_class}). {_WHAT_TO_DO.get(recall_class, '')}",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
+        pdf.ln(2)
+        pdf.set_font(FONT, "B", 10)
+        pdf.cell(width, 5.5, "Reason", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 10)
+        pdf.multi_cell(width, 5.2, recall["reason"], new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2)
+        pdf.set_font(FONT, "B", 10)
+        pdf.cell(width, 5.5, "Product you received", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 9)
+        with pdf.table(
+            col_widths=(30, 28, 30, 22, 28, 32),
+            text_align="LEFT",
+            line_height=4.6,
+            headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235)),
+        ) as table:
+            table.row(["lot", "product", "shipped on", "quantity", "expires on", "shipment"])
+            for line in by_consignee.get(consignee["code"], []):
+                lot = expiry.get(line["lot_number"], {})
+                table.row(
+                    [
+                        line["lot_number"],
+                        lot.get("product") or "",
+                        line["shipped_on"],
+                        f"{line['quantity']:,} {line['unit'] or ''}".strip(),
+                        lot.get("expires_on") or "",
+                        line["shipment_number"],
+                    ]
+                )
+        unit = f" {consignee['unit']}" if consignee.get("unit") else ""
+        pdf.set_font(FONT, "", 9)
+        pdf.cell(width, 5.5, f"Total shipped to you: {consignee['shipped']:,}{unit}.", new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(3)
+        pdf.set_font(FONT, "B", 10)
+        pdf.cell(width, 5.5, "What to do", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 10)
+        for n, step in enumerate(
+            (
+                "Stop using and distributing the lots listed above at once.",
+                "Quarantine all stock of these lots that you hold, apart from other stock.",
+                "If you passed any of it on, notify your own consignees of this recall now.",
+                "Return the quarantined stock to us, quoting the recall number.",
+                "Acknowledge this notice within 3 calendar days, stating the quantity you hold, the quantity you "
+                "return and the quantity already used, even if none.",
+            ),
+            start=1,
+        ):
+            pdf.multi_cell(width, 5.2, f"{n}. {step}", new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(3)
+        pdf.set_font(FONT, "B", 10)
+        pdf.cell(width, 5.5, "Contact", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 10)
+        pdf.multi_cell(
+            width,
+            5.2,
+            f"Recall coordinator {contact}; quote recall {number} and your consignee code "
+            f"{consignee['code']} in every reply.",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
+        pdf.ln(5)
+        pdf.set_font(FONT, "B", 10)
+        pdf.cell(width, 5.5, "Acknowledgement (return this part)", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 10)
+        for label in ("Quantity in stock:", "Quantity returned:", "Quantity used:", "Name, signature and date:"):
+            pdf.cell(width, 7, f"{label} " + "_" * (60 - len(label)), new_x="LMARGIN", new_y="NEXT")

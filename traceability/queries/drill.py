@@ -1,0 +1,254 @@
+"""What a look-back case or a recall would touch, read without changing anything (SPEC §12, ``recall drill``).
+
+The implicated set is taken from the same functions a case uses: the donor's look-back window
+(``eligibility.lookback_window``, anchored by ``rules.lookback_anchor``) and the donations in it
+(``eligibility.donations_in_window``); then, as ``lookback show`` does, the pools of the pooled ones, every lot
+downstream of those pools (``graph.downstream_lots``) and every shipment of those lots. A recall of a lot covers
+that lot and every lot made from it (``graph.downstream_lot_ids``). ``distribution`` lists the consignees of a set
+of lots with addresses and quantities; recalls use it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from ..models import Consignee, Donation, Lot, Pool, PoolMember, Shipment, UnitStatus
+from ..rules import DEFAULT_POLICY, Policy
+from .eligibility import donations_in_window, lookback_window
+from .graph import downstream_lot_ids, downstream_lots, upstream
+from .lookup import get_donor, get_lot
+
+
+@dataclass(frozen=True)
+class DrillUnit:
+    """A donation in the look-back window and what a case would do with it."""
+
+    unit_number: str
+    collected_at: str
+    status: str
+    pool_number: str | None
+    action: str  # "stop" (in inventory: a case interdicts it), "pooled", or "already <status>"
+
+
+@dataclass(frozen=True)
+class DrillLot:
+    """A lot a case or recall would touch, with its quantity balance."""
+
+    lot_number: str
+    product: str
+    kind: str
+    status: str
+    quantity: int | None
+    unit: str | None
+    drawn: int
+    shipped: int
+    in_stock: int | None  # quantity less drawn and shipped; None when no quantity is recorded
+
+
+@dataclass(frozen=True)
+class DistributionLine:
+    """One shipment of an implicated lot: what a distribution record holds (21 CFR 606.165)."""
+
+    shipment_number: str
+    lot_number: str
+    consignee_code: str
+    consignee: str
+    address: str
+    shipped_on: str
+    quantity: int
+    unit: str | None
+
+
+@dataclass
+class DrillAnswer:
+    subject: str  # "donor" or "lot"
+    key: str
+    window_start: str | None
+    units: list[DrillUnit]
+    pools: list[str]
+    lots: list[DrillLot]
+    shipments: list[DistributionLine]
+    duration_ms: float = field(default=0.0, compare=False)
+
+    @property
+    def units_to_stop(self) -> list[str]:
+        return [u.unit_number for u in self.units if u.action == "stop"]
+
+    @property
+    def consignees(self) -> list[str]:
+        return sorted({s.consignee_code for s in self.shipments})
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Per lot unit: quantity made, drawn by other lots, shipped and in stock (lots with a quantity)."""
+        result: dict[str, dict[str, int]] = {}
+        for lot in self.lots:
+            if lot.quantity is None or lot.unit is None:
+                continue
+            t = result.setdefault(lot.unit, {"quantity": 0, "drawn": 0, "shipped": 0, "in_stock": 0})
+            t["quantity"] += lot.quantity
+            t["drawn"] += lot.drawn
+            t["shipped"] += lot.shipped
+            t["in_stock"] += lot.in_stock or 0
+        return result
+
+    def content(self) -> dict[str, Any]:
+        """The answer without its timing: what the digest covers."""
+        data = asdict(self)
+        data.pop("duration_ms")
+        data["units_to_stop"] = self.units_to_stop
+        data["consignees"] = self.consignees
+        data["totals"] = self.totals()
+        return data
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.content(), "duration_ms": round(self.duration_ms, 3), "answer_sha256": self.digest()}
+
+
+def _iso(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def lot_balances(session: Session, lot_ids: set[int]) -> list[DrillLot]:
+    """Each lot with its quantity, what later lots drew from it, what was shipped and what is left, by number."""
+    if not lot_ids:
+        return []
+    rows = session.execute(
+        select(Lot.lot_number, Lot.product, Lot.kind, Lot.status, Lot.quantity, Lot.unit, Lot.drawn, Lot.shipped)
+        .where(Lot.id.in_(sorted(lot_ids)))
+        .order_by(Lot.lot_number)
+    )
+    return [
+        DrillLot(
+            number,
+            product,
+            kind.value,
+            status.value,
+            quantity,
+            unit.value if unit else None,
+            drawn,
+            shipped,
+            None if quantity is None else quantity - drawn - shipped,
+        )
+        for number, product, kind, status, quantity, unit, drawn, shipped in rows
+    ]
+
+
+def distribution(session: Session, lot_ids: set[int]) -> list[DistributionLine]:
+    """Every shipment of the lots with its consignee's code, name as shipped and address, oldest first."""
+    if not lot_ids:
+        return []
+    rows = session.execute(
+        select(
+            Shipment.shipment_number,
+            Lot.lot_number,
+            Consignee.code,
+            Shipment.consignee,
+            Consignee.address,
+            Shipment.shipped_on,
+            Shipment.quantity,
+            Lot.unit,
+        )
+        .join(Lot, Lot.id == Shipment.lot_id)
+        .join(Consignee, Consignee.id == Shipment.consignee_id)
+        .where(Shipment.lot_id.in_(sorted(lot_ids)))
+        .order_by(Shipment.shipped_on, Shipment.shipment_number)
+    )
+    return [
+        DistributionLine(n, lot, code, name, address, on.isoformat(), q, unit.value if unit else None)
+        for n, lot, code, name, address, on, q, unit in rows
+    ]
+
+
+def recall_lot_ids(session: Session, lot_id: int) -> set[int]:
+    """A recalled lot and every lot made from it, directly or through other lots."""
+    statement = downstream_lot_ids(lot_ids=[lot_id])
+    found = set(session.execute(statement).scalars()) if statement is not None else set()
+    return {lot_id} | found
+
+
+def _implicated_units(
+    session: Session, donor_id: int, policy: Policy
+) -> tuple[str | None, list[DrillUnit], dict[int, str]]:
+    """The donations a case would find (the look-back window), classified as ``lookback.open_case`` does, and the
+    pools they went into (id -> number)."""
+    window = lookback_window(session, donor_id, policy=policy)
+    in_window = donations_in_window(session, donor_id, window)
+    if not in_window:
+        return _iso(window.starts_on), [], {}
+    rows = session.execute(
+        select(Donation.unit_number, Donation.collected_at, Donation.status, Pool.id, Pool.pool_number)
+        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
+        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
+        .where(Donation.id.in_(in_window))
+        .order_by(Donation.collected_at, Donation.id)
+    ).all()
+    units: list[DrillUnit] = []
+    pools: dict[int, str] = {}
+    for number, collected_at, status, pool_id, pool_number in rows:
+        if status == UnitStatus.IN_INVENTORY:
+            action = "stop"
+        elif pool_id is not None:
+            action = "pooled"
+        else:
+            action = f"already {status.value}"
+        if pool_id is not None:
+            pools[pool_id] = pool_number
+        units.append(DrillUnit(number, collected_at.isoformat(), status.value, pool_number, action))
+    return _iso(window.starts_on), units, pools
+
+
+def drill_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DrillAnswer:
+    """What a look-back case opened now for the donor would touch. Raises DonorNotFound."""
+    started = time.perf_counter()
+    donor = get_donor(session, donor_code)
+    window_start, units, pools = _implicated_units(session, donor.id or 0, policy)
+    by_pool = downstream_lots(session, sorted(pools))
+    lot_ids: set[int] = set().union(*by_pool.values()) if by_pool else set()
+    answer = DrillAnswer(
+        subject="donor",
+        key=donor.donor_code,
+        window_start=window_start,
+        units=units,
+        pools=sorted(set(pools.values())),
+        lots=lot_balances(session, lot_ids),
+        shipments=distribution(session, lot_ids),
+    )
+    answer.duration_ms = (time.perf_counter() - started) * 1000
+    return answer
+
+
+def drill_lot(session: Session, lot_number: str) -> DrillAnswer:
+    """What a recall of the lot would touch: it and every lot made from it, their shipments and balances, and the
+    pools upstream of it. Raises LotNotFound."""
+    started = time.perf_counter()
+    lot = get_lot(session, lot_number)
+    lot_ids = recall_lot_ids(session, lot.id or 0)
+    pool_ids = upstream(session, lot.id or 0).pool_ids
+    pools = (
+        sorted(session.execute(select(Pool.pool_number).where(Pool.id.in_(sorted(pool_ids)))).scalars())
+        if pool_ids
+        else []
+    )
+    answer = DrillAnswer(
+        subject="lot",
+        key=lot.lot_number,
+        window_start=None,
+        units=[],
+        pools=pools,
+        lots=lot_balances(session, lot_ids),
+        shipments=distribution(session, lot_ids),
+    )
+    answer.duration_ms = (time.perf_counter() - started) * 1000
+    return answer
