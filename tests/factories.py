@@ -221,21 +221,40 @@ def bulk_units(
 ) -> list[str]:
     """Many qualified donors with fully tested nonreactive units, inserted set-based (test data only).
 
-    Returns the unit numbers, donor by donor. Used where a test is about pools, not about recording units.
+    Returns the unit numbers, donor by donor. Used where a test is about pools, not about recording units. Like an
+    import, each kind of row names one import event of the audit trail (``import_event_id``).
     """
     from sqlalchemy import insert, select
 
+    from traceability import audit
     from traceability.models import Donation as D
     from traceability.models import Donor as Dn
     from traceability.models import Establishment, TestResult
+
+    def loaded(kind: str, rows: int) -> int | None:
+        event = audit.record(
+            session, action=f"import.{kind}", entity_type="import", entity_key="bulk test data", actor=ACTOR,
+            new={"rows": rows},
+        )  # fmt: skip
+        return event.id
 
     site = establishment or make_establishment(session)
     site_id = session.execute(select(Establishment.id).where(Establishment.code == site)).scalar_one()
     base = next_id() * 10_000
     codes = [f"BD{base + i:09d}" for i in range(donors_count)]
+    donors_event = loaded("donors", len(codes))
     session.execute(
         insert(Dn),
-        [{"donor_code": c, "establishment_id": site_id, "created_by": ACTOR, "created_at": NOW} for c in codes],
+        [
+            {
+                "donor_code": c,
+                "establishment_id": site_id,
+                "created_by": ACTOR,
+                "created_at": NOW,
+                "import_event_id": donors_event,
+            }
+            for c in codes
+        ],
     )
     ids = dict(session.execute(select(Dn.donor_code, Dn.id).where(Dn.donor_code.in_(codes))).all())
     first = collected_at or NOW - timedelta(days=150)
@@ -259,8 +278,10 @@ def bulk_units(
                     "created_at": NOW,
                 }
             )
-    session.execute(insert(D), rows)
+    donations_event = loaded("donations", len(rows))
+    session.execute(insert(D), [r | {"import_event_id": donations_event} for r in rows])
     unit_ids = dict(session.execute(select(D.unit_number, D.id).where(D.unit_number.in_(numbers))).all())
+    results_event = loaded("results", len(rows) * len(PANEL))
     results = [
         {
             "donation_id": unit_ids[r["unit_number"]],
@@ -270,6 +291,7 @@ def bulk_units(
             "tested_at": r["collected_at"] + timedelta(days=2),
             "created_by": ACTOR,
             "created_at": NOW,
+            "import_event_id": results_event,
         }
         for r in rows
         for m in PANEL
