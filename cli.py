@@ -453,6 +453,19 @@ def init(ctx: typer.Context) -> None:
         ) from None
     if created:
         say(f"Roles created: {', '.join(created)}. Add users with `plasmatrace user add`.")
+    from traceability import ownership
+
+    try:
+        owned = ownership.install_owner(db.engine_for(settings))
+    except ProgrammingError as error:
+        raise fail(NotPermitted(f"init could not hand the tables to {ownership.OWNER_ROLE}: {error.orig}")) from None
+    except TraceabilityError as error:
+        raise fail(error) from None
+    if owned is not None and (owned.created or owned.handed_over):
+        say(
+            f"Tables, triggers and functions belong to {ownership.OWNER_ROLE} (no application login is a member)"
+            f"{'; role created' if owned.created else ''}."
+        )
 
 
 @app.command()
