@@ -24,6 +24,7 @@ from tests.factories import (
     make_released_pool,
 )
 from traceability import audit
+from traceability.audit_checkpoints import records_without_events
 from traceability.db import make_engine
 from traceability.errors import ExitCode
 from traceability.models import AuditEvent
@@ -217,3 +218,43 @@ def test_a_checkpoint_file_with_a_bad_line_is_invalid_input_naming_the_line(run:
     bad.write_text("garbage\n")
     assert "line 1 is not a checkpoint" in run("audit", "checkpoint", "--to", str(bad), code=5).stderr
     assert bad.read_text() == "garbage\n"
+
+
+def test_consignees_carried_over_by_migration_0005_get_their_event_and_rows_made_by_hand_stay_named(
+    engine_name: str, tmp_path: Path
+) -> None:
+    from alembic import command
+
+    from tests.conftest import create_postgres_database, drop_postgres_database
+    from traceability.migrate import alembic_config, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if engine_name == "sqlite" else create_postgres_database()
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0002")
+            conn.execute(
+                text(
+                    "INSERT INTO lot (created_at, created_by, lot_number, product, kind, status) "
+                    "VALUES (CURRENT_TIMESTAMP, 'qa', 'IVG-OLD', 'ivig', 'final', 'released')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO shipment (created_at, created_by, shipment_number, lot_id, consignee, quantity, "
+                    "shipped_on) SELECT CURRENT_TIMESTAMP, 'qa', 'IVG-OLD-SH001', id, 'Clinic B', 5, '2026-01-05' "
+                    "FROM lot"
+                )
+            )
+        upgrade(engine)
+        upgrade(engine)  # a second run adds nothing
+        with Session(engine) as session:
+            assert audit.verify(session).ok
+            named = {u.table: u.keys for u in records_without_events(session)}
+            events = session.execute(select(AuditEvent.entity_key, AuditEvent.reason)).all()
+        assert [(key, "migration 0005" in (reason or "")) for key, reason in events] == [("LEGACY-0001", True)]
+        assert named == {"lot": ("IVG-OLD",), "shipment": ("IVG-OLD-SH001",)}  # written without events, by hand
+    finally:
+        engine.dispose()
+        if engine_name == "postgresql":
+            drop_postgres_database(url)
