@@ -15,6 +15,7 @@ is still a valid chain. Two checks close that:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -191,6 +192,10 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
         raise NotFound("Checkpoint file", str(path)) from None
     except OSError as error:
         raise InvalidInput(f"Checkpoint file {path} cannot be read: {error.strerror or error}.") from None
+    return _parse(raw, path)
+
+
+def _parse(raw: bytes, path: Path) -> list[Checkpoint]:
     try:
         content = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -222,31 +227,42 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
 
 def append_checkpoint(path: Path, *, seq: int, head_hash: str, now: datetime | None = None) -> Checkpoint:
     """Append the head as one line to ``path`` (created when missing), after checking every line already there.
-    The file is only ever appended to, so it can live on write-once media. Raises InvalidInput, NotFound."""
-    existing = read_checkpoints(path) if path.exists() else []
-    previous = existing[-1].digest if existing else GENESIS_DIGEST
+    The file is only ever appended to, so it can live on write-once media; an exclusive lock keeps two processes
+    appending at once from chaining both lines to the same line before. Raises InvalidInput."""
     taken_at = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = sum(1 for _ in path.open("rb")) if path.exists() else 0
-    checkpoint = Checkpoint(lines + 1, seq, head_hash, taken_at, line_digest(previous, seq, head_hash, taken_at))
-    needs_newline = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        with os.fdopen(descriptor, "a", encoding="ascii") as handle:
-            handle.write(("\n" if needs_newline else "") + checkpoint.text() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     except FileNotFoundError:
         raise InvalidInput(f"Checkpoint file {path}: its folder does not exist.") from None
     except OSError as error:
         raise InvalidInput(f"Checkpoint file {path} cannot be written: {error.strerror or error}.") from None
-    return checkpoint
+    with os.fdopen(descriptor, "r+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            raw = handle.read()
+        except OSError as error:
+            raise InvalidInput(f"Checkpoint file {path} cannot be read: {error.strerror or error}.") from None
+        existing = _parse(raw, path)
+        previous = existing[-1].digest if existing else GENESIS_DIGEST
+        number = raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0) + 1
+        line = Checkpoint(number, seq, head_hash, taken_at, line_digest(previous, seq, head_hash, taken_at))
+        text = ("\n" if raw and not raw.endswith(b"\n") else "") + line.text() + "\n"
+        try:
+            handle.write(text.encode("ascii"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as error:
+            raise InvalidInput(f"Checkpoint file {path} cannot be written: {error.strerror or error}.") from None
+    return line
 
 
 def head(session: Session) -> tuple[int, str]:
     """The last event's seq and hash ((0, genesis) on an empty trail)."""
     from .audit import GENESIS_HASH
 
-    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+    row = session.execute(
+        select(col(AuditEvent.seq), col(AuditEvent.hash)).order_by(col(AuditEvent.seq).desc()).limit(1)
+    ).first()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
 
@@ -260,7 +276,7 @@ def checkpoint_problems(session: Session, checkpoints: Sequence[Checkpoint], *, 
     held: dict[int, str] = {0: GENESIS_HASH}
     for start in range(0, len(seqs), 1000):
         chunk = seqs[start : start + 1000]
-        rows = session.execute(select(AuditEvent.seq, AuditEvent.hash).where(col(AuditEvent.seq).in_(chunk)))
+        rows = session.execute(select(col(AuditEvent.seq), col(AuditEvent.hash)).where(col(AuditEvent.seq).in_(chunk)))
         held.update((int(seq), str(digest)) for seq, digest in rows)
     last = head(session)[0]
     problems = []
