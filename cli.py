@@ -455,6 +455,19 @@ def init(ctx: typer.Context) -> None:
         ) from None
     if created:
         say(f"Roles created: {', '.join(created)}. Add users with `plasmatrace user add`.")
+    from traceability import ownership
+
+    try:
+        owned = ownership.install_owner(db.engine_for(settings))
+    except ProgrammingError as error:
+        raise fail(NotPermitted(f"init could not hand the tables to {ownership.OWNER_ROLE}: {error.orig}")) from None
+    except TraceabilityError as error:
+        raise fail(error) from None
+    if owned is not None and (owned.created or owned.handed_over):
+        say(
+            f"Tables, triggers and functions belong to {ownership.OWNER_ROLE} (no application login is a member)"
+            f"{'; role created' if owned.created else ''}."
+        )
 
 
 @app.command()
@@ -1818,23 +1831,57 @@ def audit_log(
 def audit_verify(
     ctx: typer.Context,
     checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="A token from `audit checkpoint`.")] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option("--checkpoints", help="A file written by `audit checkpoint --to FILE`: every line is checked."),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain and name the first event that was changed, removed or inserted.
-    Example: plasmatrace audit verify --checkpoint 1234:9f2c..."""
+    """Recompute the hash chain and name the first event that was changed, removed or inserted; name the records
+    that have no audit event (an empty or rebuilt trail). Example: plasmatrace audit verify --checkpoints /mnt/worm/cp"""
+    from traceability import audit_checkpoints
+
+    try:
+        kept = audit_checkpoints.read_checkpoints(checkpoints) if checkpoints is not None else []
+    except TraceabilityError as error:
+        raise fail(error) from None
+    if checkpoints is not None and not kept:
+        raise fail(InvalidInput(f"Checkpoint file {checkpoints} holds no checkpoint."))
     with work(ctx, readonly=True) as session:
         result = audit.verify(session, checkpoint=checkpoint)
-    if not result.ok:
-        err.print(f"[bold red]Audit trail broken:[/] {escape(result.problem or '')}")
+        problems = [] if result.ok else [result.problem or ""]
+        if result.ok and kept:
+            problems += audit_checkpoints.checkpoint_problems(session, kept, path=checkpoints or Path())
+        unproven = audit_checkpoints.records_without_events(session)
+    problems += [u.describe() for u in unproven]
+    if problems:
+        for problem in problems:
+            err.print(f"[bold red]Audit trail broken:[/] {escape(shown(problem))}")
         raise typer.Exit(code=ExitCode.RULE_VIOLATION)
-    say(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}.")
+    against = f"; {len(kept):,} checkpoints of {checkpoints} match" if kept else ""
+    say(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}{against}.")
 
 
 @audit_app.command("checkpoint")
-def audit_checkpoint(ctx: typer.Context) -> None:
-    """Print the chain head as one token (SEQ:SHA256) to keep outside the database. Example: plasmatrace audit checkpoint"""
+def audit_checkpoint(
+    ctx: typer.Context,
+    to: Annotated[
+        Path | None,
+        typer.Option("--to", help="Append the head as one line to this file (keep it elsewhere: write-once media)."),
+    ] = None,
+) -> None:
+    """Print the chain head as one token (SEQ:SHA256) to keep outside the database; with --to, append it to a file.
+    Example: plasmatrace audit checkpoint --to /mnt/worm/plasmatrace.checkpoints"""
+    from traceability import audit_checkpoints
+
     with work(ctx, readonly=True) as session:
-        token = audit.head_checkpoint(session)
-    print(token)
+        seq, head_hash = audit_checkpoints.head(session)
+    if to is not None:
+        try:
+            line = audit_checkpoints.append_checkpoint(to, seq=seq, head_hash=head_hash)
+        except TraceabilityError as error:
+            raise fail(error) from None
+        say(f"Checkpoint {line.token} taken {line.taken_at} appended to {to} (line {line.line}).")
+    print(f"{seq}:{head_hash}")
 
 
 # --- users and signatures --------------------------------------------------------------------------------------

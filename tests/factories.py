@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from traceability import audit
 from traceability.models import (
     Donation,
     Donor,
@@ -235,8 +236,17 @@ def bulk_units(
 ) -> list[str]:
     """Many qualified donors with fully tested nonreactive units, inserted set-based (test data only).
 
-    Returns the unit numbers, donor by donor. Used where a test is about pools, not about recording units.
+    Returns the unit numbers, donor by donor. Used where a test is about pools, not about recording units. Like an
+    import, each kind of row names one import event of the audit trail (``import_event_id``).
     """
+
+    def loaded(kind: str, rows: int) -> int | None:
+        """Bulk rows point at an import event, as imported rows do (an audit verify finds none without one)."""
+        return audit.record(
+            session, action=f"import.{kind}", entity_type="import", entity_key="bulk test data", actor=ACTOR,
+            new={"rows": rows},
+        ).id  # fmt: skip
+
     base = next_id() * 10_000
     return records.insert_qualified_units(
         session,
@@ -249,6 +259,7 @@ def bulk_units(
         actor=ACTOR,
         at=NOW,
         panel=PANEL,
+        loaded=loaded,
     )
 
 

@@ -62,6 +62,10 @@ def _insert(db: Session | Connection, model: Any, rows: list[dict[str, Any]]) ->
         db.execute(insert(model), rows[start : start + _CHUNK])
 
 
+def _import_pointer(loaded: Callable[[str, int], int | None] | None, kind: str, rows: int) -> dict[str, Any]:
+    return {} if loaded is None else {"import_event_id": loaded(kind, rows)}
+
+
 def insert_qualified_units(
     db: Session | Connection,
     *,
@@ -75,8 +79,12 @@ def insert_qualified_units(
     actor: str,
     at: datetime,
     panel: Sequence[Marker] | None = None,
+    loaded: Callable[[str, int], int | None] | None = None,
 ) -> list[str]:
     """Qualified donors with fully tested nonreactive units, inserted set-based (no services, no audit events).
+
+    ``loaded(kind, rows)``, when given, is called once per table before its rows go in (kind ``donors``,
+    ``donations``, ``results``) and returns the id of the import event the rows then point at, as an import's do.
 
     Donor ``i``'s visit ``k`` is collected ``spacing_days * k`` days after ``first_collected`` at ``establishment``
     and tested with the whole panel (the default policy's) two days later. Returns the unit numbers, donor by
@@ -85,11 +93,15 @@ def insert_qualified_units(
     markers = [m.value for m in (panel if panel is not None else DEFAULT_POLICY.required_panel)]
     site_id = db.execute(select(Establishment.id).where(Establishment.code == establishment)).scalar_one()
     codes = list(donor_codes)
+    donors_event = _import_pointer(loaded, "donors", len(codes))
     donor_ids = _insert_keyed(
         db,
         Donor,
         Donor.donor_code,
-        [{"donor_code": c, "establishment_id": site_id, "created_by": actor, "created_at": at} for c in codes],
+        [
+            {"donor_code": c, "establishment_id": site_id, "created_by": actor, "created_at": at} | donors_event
+            for c in codes
+        ],
     )
     numbers: list[str] = []
     units: list[dict[str, Any]] = []
@@ -112,7 +124,9 @@ def insert_qualified_units(
                     "created_at": at,
                 }
             )
-    unit_ids = _insert_keyed(db, Donation, Donation.unit_number, units)
+    donations_event = _import_pointer(loaded, "donations", len(units))
+    unit_ids = _insert_keyed(db, Donation, Donation.unit_number, [u | donations_event for u in units])
+    results_event = _import_pointer(loaded, "results", len(units) * len(markers))
     _insert(
         db,
         TestResult,
@@ -126,6 +140,7 @@ def insert_qualified_units(
                 "created_by": actor,
                 "created_at": at,
             }
+            | results_event
             for u in units
             for m in markers
         ],
