@@ -21,7 +21,7 @@ from traceability.audit import GENESIS_HASH, event_hash, to_json
 from traceability.models import AuditEvent
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0008"
 branch_labels = None
 depends_on = None
 
