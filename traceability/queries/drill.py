@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import Consignee, Donation, Lot, Pool, PoolMember, Shipment, UnitStatus
 from ..rules import DEFAULT_POLICY, Policy
@@ -125,9 +125,18 @@ def lot_balances(session: Session, lot_ids: set[int]) -> list[DrillLot]:
     if not lot_ids:
         return []
     rows = session.execute(
-        select(Lot.lot_number, Lot.product, Lot.kind, Lot.status, Lot.quantity, Lot.unit, Lot.drawn, Lot.shipped)
-        .where(Lot.id.in_(sorted(lot_ids)))
-        .order_by(Lot.lot_number)
+        select(
+            col(Lot.lot_number),
+            col(Lot.product),
+            col(Lot.kind),
+            col(Lot.status),
+            col(Lot.quantity),
+            col(Lot.unit),
+            col(Lot.drawn),
+            col(Lot.shipped),
+        )
+        .where(col(Lot.id).in_(sorted(lot_ids)))
+        .order_by(col(Lot.lot_number))
     )
     return [
         DrillLot(
@@ -151,19 +160,19 @@ def distribution(session: Session, lot_ids: set[int]) -> list[DistributionLine]:
         return []
     rows = session.execute(
         select(
-            Shipment.shipment_number,
-            Lot.lot_number,
-            Consignee.code,
-            Shipment.consignee,
-            Consignee.address,
-            Shipment.shipped_on,
-            Shipment.quantity,
-            Lot.unit,
+            col(Shipment.shipment_number),
+            col(Lot.lot_number),
+            col(Consignee.code),
+            col(Shipment.consignee),
+            col(Consignee.address),
+            col(Shipment.shipped_on),
+            col(Shipment.quantity),
+            col(Lot.unit),
         )
-        .join(Lot, Lot.id == Shipment.lot_id)
-        .join(Consignee, Consignee.id == Shipment.consignee_id)
-        .where(Shipment.lot_id.in_(sorted(lot_ids)))
-        .order_by(Shipment.shipped_on, Shipment.shipment_number)
+        .join(Lot, col(Lot.id) == col(Shipment.lot_id))
+        .join(Consignee, col(Consignee.id) == col(Shipment.consignee_id))
+        .where(col(Shipment.lot_id).in_(sorted(lot_ids)))
+        .order_by(col(Shipment.shipped_on), col(Shipment.shipment_number))
     )
     return [
         DistributionLine(n, lot, code, name, address, on.isoformat(), q, unit.value if unit else None)
@@ -188,11 +197,17 @@ def _implicated_units(
     if not in_window:
         return _iso(window.starts_on), [], {}
     rows = session.execute(
-        select(Donation.unit_number, Donation.collected_at, Donation.status, Pool.id, Pool.pool_number)
-        .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-        .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-        .where(Donation.id.in_(in_window))
-        .order_by(Donation.collected_at, Donation.id)
+        select(
+            col(Donation.unit_number),
+            col(Donation.collected_at),
+            col(Donation.status),
+            col(Pool.id),
+            col(Pool.pool_number),
+        )
+        .outerjoin(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+        .outerjoin(Pool, col(Pool.id) == col(PoolMember.pool_id))
+        .where(col(Donation.id).in_(in_window))
+        .order_by(col(Donation.collected_at), col(Donation.id))
     ).all()
     units: list[DrillUnit] = []
     pools: dict[int, str] = {}
@@ -237,7 +252,7 @@ def drill_lot(session: Session, lot_number: str) -> DrillAnswer:
     lot_ids = recall_lot_ids(session, lot.id or 0)
     pool_ids = upstream(session, lot.id or 0).pool_ids
     pools = (
-        sorted(session.execute(select(Pool.pool_number).where(Pool.id.in_(sorted(pool_ids)))).scalars())
+        sorted(session.execute(select(col(Pool.pool_number)).where(col(Pool.id).in_(sorted(pool_ids)))).scalars())
         if pool_ids
         else []
     )

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..errors import RecallNotFound
 from ..models import AppUser, Consignee, Lot, Recall, RecallConsignee, RecallDrill
@@ -80,10 +80,12 @@ class RecallView:
 def recall_view(session: Session, recall_number: str) -> RecallView:
     """A recall with its lots (balances), every consignee (address, lots, quantity shipped, notice, acknowledgement,
     return), every shipment and its effectiveness. Raises RecallNotFound."""
-    recall = session.execute(select(Recall).where(Recall.recall_number == recall_number.strip())).scalar_one_or_none()
+    recall = session.execute(
+        select(Recall).where(col(Recall.recall_number) == recall_number.strip())
+    ).scalar_one_or_none()
     if recall is None:
         raise RecallNotFound(recall_number)
-    lot_number = session.execute(select(Lot.lot_number).where(Lot.id == recall.lot_id)).scalar_one()
+    lot_number = session.execute(select(col(Lot.lot_number)).where(col(Lot.id) == recall.lot_id)).scalar_one()
     lot_ids = recall_lot_ids(session, recall.lot_id)
     shipments = distribution(session, lot_ids)
     lots_of: dict[str, set[str]] = {}
@@ -92,10 +94,12 @@ def recall_view(session: Session, recall_number: str) -> RecallView:
         lots_of.setdefault(s.consignee_code, set()).add(s.lot_number)
         units_of.setdefault(s.consignee_code, set()).add(s.unit)
     rows = session.execute(
-        select(RecallConsignee, Consignee.code, Consignee.name, Consignee.address, Consignee.country)
-        .join(Consignee, Consignee.id == RecallConsignee.consignee_id)
-        .where(RecallConsignee.recall_id == recall.id)
-        .order_by(Consignee.code)
+        select(
+            RecallConsignee, col(Consignee.code), col(Consignee.name), col(Consignee.address), col(Consignee.country)
+        )
+        .join(Consignee, col(Consignee.id) == col(RecallConsignee.consignee_id))
+        .where(col(RecallConsignee.recall_id) == recall.id)
+        .order_by(col(Consignee.code))
     ).all()
     consignees = []
     for row, code, name, address, country in rows:
@@ -132,7 +136,7 @@ def recall_view(session: Session, recall_number: str) -> RecallView:
         opened_at=recall.created_at.isoformat(),
         opened_by=recall.created_by,
         opened_by_name=session.execute(
-            select(AppUser.full_name).where(AppUser.login == recall.created_by)
+            select(col(AppUser.full_name)).where(col(AppUser.login) == recall.created_by)
         ).scalar_one_or_none(),
         closed_at=recall.closed_at.isoformat() if recall.closed_at else None,
         closed_by=recall.closed_by,
@@ -146,29 +150,29 @@ def recall_view(session: Session, recall_number: str) -> RecallView:
 def list_recalls(session: Session) -> tuple[list[str], list[list[Any]]]:
     counts = (
         select(
-            RecallConsignee.recall_id,
-            func.count(RecallConsignee.id).label("n"),
-            func.count(RecallConsignee.notified_on).label("notified"),
-            func.count(RecallConsignee.acknowledged_at).label("acknowledged"),
+            col(RecallConsignee.recall_id),
+            func.count(col(RecallConsignee.id)).label("n"),
+            func.count(col(RecallConsignee.notified_on)).label("notified"),
+            func.count(col(RecallConsignee.acknowledged_at)).label("acknowledged"),
         )
-        .group_by(RecallConsignee.recall_id)
+        .group_by(col(RecallConsignee.recall_id))
         .subquery()
     )
     rows = session.execute(
         select(
-            Recall.recall_number,
-            Recall.status,
-            Recall.recall_class,
-            Lot.lot_number,
-            Recall.created_at,
+            col(Recall.recall_number),
+            col(Recall.status),
+            col(Recall.recall_class),
+            col(Lot.lot_number),
+            col(Recall.created_at),
             func.coalesce(counts.c.n, 0),
             func.coalesce(counts.c.notified, 0),
             func.coalesce(counts.c.acknowledged, 0),
-            Recall.reason,
+            col(Recall.reason),
         )
-        .join(Lot, Lot.id == Recall.lot_id)
-        .outerjoin(counts, counts.c.recall_id == Recall.id)
-        .order_by(Recall.recall_number)
+        .join(Lot, col(Lot.id) == col(Recall.lot_id))
+        .outerjoin(counts, counts.c.recall_id == col(Recall.id))
+        .order_by(col(Recall.recall_number))
     )
     return (
         ["recall", "status", "class", "lot", "opened at", "consignees", "notified", "acknowledged", "reason"],
@@ -177,7 +181,7 @@ def list_recalls(session: Session) -> tuple[list[str], list[list[Any]]]:
 
 
 def list_drills(session: Session) -> tuple[list[str], list[list[Any]]]:
-    rows = session.execute(select(RecallDrill).order_by(RecallDrill.id))
+    rows = session.execute(select(RecallDrill).order_by(col(RecallDrill.id)))
     return (
         ["drill", "at", "by", "subject", "key", "ms", "units", "pools", "lots", "consignees", "answer SHA-256"],
         [

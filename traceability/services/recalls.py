@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from .. import audit
 from ..errors import (
@@ -49,15 +49,17 @@ def row_state(row: SQLModel) -> dict[str, Any]:
 
 def _next_recall_number(session: Session, year: int) -> str:
     prefix = f"RC-{year}-"
-    count = session.execute(select(func.count(Recall.id)).where(Recall.recall_number.like(f"{prefix}%"))).scalar()
+    count = session.execute(
+        select(func.count(col(Recall.id))).where(col(Recall.recall_number).like(f"{prefix}%"))
+    ).scalar()
     return f"{prefix}{(count or 0) + 1:04d}"
 
 
 def get_recall(session: Session, recall_number: str, *, for_update: bool = False) -> Recall:
-    query = select(Recall).where(Recall.recall_number == recall_number.strip())
+    query = select(Recall).where(col(Recall.recall_number) == recall_number.strip())
     if for_update:
         query = query.with_for_update()
-    recall = session.execute(query).scalar_one_or_none()
+    recall: Recall | None = session.execute(query).scalar_one_or_none()
     if recall is None:
         raise RecallNotFound(recall_number)
     return recall
@@ -71,14 +73,14 @@ def open_recall(
     reason = audit.require_reason(reason, f"A recall of lot {lot_number}")
     lot = get_lot(session, lot_number)
     already = session.execute(
-        select(Recall.recall_number).where(Recall.lot_id == lot.id, Recall.status == RecallStatus.OPEN)
+        select(col(Recall.recall_number)).where(col(Recall.lot_id) == lot.id, col(Recall.status) == RecallStatus.OPEN)
     ).scalar()
     if already is not None:
         raise Conflict(f"Lot {lot.lot_number} already has an open recall, {already}.")
     lot_ids = recall_lot_ids(session, lot.id or 0)
     shipped: dict[int, int] = defaultdict(int)
     for consignee_id, quantity in session.execute(
-        select(Shipment.consignee_id, Shipment.quantity).where(Shipment.lot_id.in_(sorted(lot_ids)))
+        select(col(Shipment.consignee_id), col(Shipment.quantity)).where(col(Shipment.lot_id).in_(sorted(lot_ids)))
     ):
         shipped[consignee_id] += quantity
     now = utcnow()
@@ -103,7 +105,9 @@ def open_recall(
     )
     codes: dict[int, str] = {
         i: code
-        for i, code in session.execute(select(Consignee.id, Consignee.code).where(Consignee.id.in_(sorted(shipped))))
+        for i, code in session.execute(
+            select(col(Consignee.id), col(Consignee.code)).where(col(Consignee.id).in_(sorted(shipped)))
+        )
     }
     listed: list[RecallConsignee] = []
     for consignee_id in sorted(shipped, key=lambda i: codes[i]):
@@ -132,7 +136,7 @@ def _consignee_row(session: Session, recall: Recall, code: str) -> tuple[RecallC
     consignee = get_consignee(session, code)
     row = session.execute(
         select(RecallConsignee)
-        .where(RecallConsignee.recall_id == recall.id, RecallConsignee.consignee_id == consignee.id)
+        .where(col(RecallConsignee.recall_id) == recall.id, col(RecallConsignee.consignee_id) == consignee.id)
         .with_for_update()
     ).scalar_one_or_none()
     if row is None:
@@ -230,10 +234,10 @@ def close_recall(session: Session, *, recall_number: str, actor: str) -> Recall:
     recall = get_recall(session, recall_number, for_update=True)
     _require_open(recall)
     rows = session.execute(
-        select(Consignee.code, RecallConsignee.notified_on, RecallConsignee.acknowledged_at)
-        .join(Consignee, Consignee.id == RecallConsignee.consignee_id)
-        .where(RecallConsignee.recall_id == recall.id)
-        .order_by(Consignee.code)
+        select(col(Consignee.code), col(RecallConsignee.notified_on), col(RecallConsignee.acknowledged_at))
+        .join(Consignee, col(Consignee.id) == col(RecallConsignee.consignee_id))
+        .where(col(RecallConsignee.recall_id) == recall.id)
+        .order_by(col(Consignee.code))
     ).all()
     missing = [
         f"{code}: not notified" if notified is None else f"{code}: notified on {notified}, not acknowledged"
@@ -245,7 +249,7 @@ def close_recall(session: Session, *, recall_number: str, actor: str) -> Recall:
     old = row_state(recall)
     recall.status, recall.closed_at, recall.closed_by = RecallStatus.CLOSED, utcnow(), actor
     session.flush()
-    lot_number = session.execute(select(Lot.lot_number).where(Lot.id == recall.lot_id)).scalar_one()
+    lot_number = session.execute(select(col(Lot.lot_number)).where(col(Lot.id) == recall.lot_id)).scalar_one()
     audit.record(
         session,
         action="recall.closed",
