@@ -102,8 +102,8 @@ def require(identity: Identity, role: Role, *, doing: str) -> None:
 # Tables only the named roles write; every other table is the recorder's to insert into and update.
 _NOT_RECORDED = {"audit_event", "app_user", "signature", "alembic_version"}
 _WRITES: dict[Role, tuple[str, ...]] = {
-    Role.APPROVER: ("pool", "lot", "step", "deferral"),
-    Role.INVESTIGATOR: ("lookback_case", "case_finding", "donation", "deferral"),
+    Role.APPROVER: ("pool", "lot", "step", "deferral", "lot_hold"),
+    Role.INVESTIGATOR: ("lookback_case", "case_finding", "case_task", "lot_hold", "donation", "deferral"),
     Role.ADMIN: ("app_user",),
 }
 _SIGNERS = (Role.APPROVER, Role.INVESTIGATOR)

@@ -155,6 +155,38 @@ class CaseStatus(StrEnum):
     CLOSED = "closed"
 
 
+class CaseTrigger(StrEnum):
+    """What opened a look-back case (SPEC §12)."""
+
+    REACTIVE_TEST = "reactive-test"
+    PDI = "pdi"  # post-donation information
+    RECIPIENT_INFECTION = "recipient-infection"
+    OTHER = "other"
+
+
+class TaskKind(StrEnum):
+    """The duties of a look-back case (21 CFR 610.46/610.47; SPEC §12)."""
+
+    REVIEW_QUARANTINE = "review-quarantine"  # review the records, quarantine the units in the window
+    QUARANTINE_REQUEST = "quarantine-request"  # ask one consignee of one implicated lot to quarantine it
+    SUPPLEMENTAL_RESULTS = "supplemental-results"  # send one consignee the supplemental test results
+    ASSESSMENT = "assessment"  # decide what to do with one implicated lot
+
+
+class TaskState(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+    WAIVED = "waived"
+
+
+class Decision(StrEnum):
+    """An implicated lot's assessment."""
+
+    NO_ACTION = "no-action"
+    WITHDRAW = "withdraw"
+    RECALL = "recall"
+
+
 def enum_column(enum: type[Enum], *, nullable: bool = False, default: Any = None, index: bool = False) -> Any:
     """A string column limited to the enum's values by a named CHECK constraint."""
     sa_type = sa.Enum(
@@ -470,6 +502,11 @@ class LookbackCase(Recorded, table=True):
     window_start: datetime | None = utc_column(nullable=True)
     closed_at: datetime | None = utc_column(nullable=True)
     closure: str | None = Field(default=None, sa_type=sa.Text)
+    trigger: CaseTrigger = enum_column(CaseTrigger, default=CaseTrigger.OTHER)
+    received_on: date | None = None
+    """The local day the reactive test was done or the information came in: the tasks' due dates count from it."""
+    timezone: str = Field(default="UTC", max_length=64, sa_column_kwargs={"server_default": "UTC"})
+    closed_by: str | None = Field(default=None, max_length=100)
 
     __table_args__ = (
         # One open case per donor, kept by the database: two concurrent `lookback open` cannot both succeed.
@@ -495,6 +532,42 @@ class CaseFinding(Recorded, table=True):
     action: str = Field(max_length=40)
 
     __table_args__ = (sa.UniqueConstraint("case_id", "donation_id"),)
+
+
+class CaseTask(Recorded, table=True):
+    """One duty of a look-back case, with its due date (calendar days, the case's local day) and how it ended."""
+
+    __tablename__ = "case_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="lookback_case.id", index=True)
+    seq: int  # the task's number within its case
+    kind: TaskKind = enum_column(TaskKind)
+    lot_id: int | None = Field(default=None, foreign_key="lot.id", index=True)
+    consignee_id: int | None = Field(default=None, foreign_key="consignee.id")
+    due_on: date | None = None
+    state: TaskState = enum_column(TaskState, default=TaskState.OPEN)
+    decision: Decision | None = enum_column(Decision, nullable=True)
+    note: str | None = Field(default=None, sa_type=sa.Text)
+    done_at: datetime | None = utc_column(nullable=True)
+    done_by: str | None = Field(default=None, max_length=100)
+
+    __table_args__ = (sa.UniqueConstraint("case_id", "seq"),)
+
+
+class LotHold(Recorded, table=True):
+    """A hold on a lot: no release, no shipment while it stands. Placed by a look-back case on every lot downstream
+    of its pooled units (``case_id``) or by an approver by hand; lifted by a no-action assessment or an approver."""
+
+    __tablename__ = "lot_hold"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lot_id: int = Field(foreign_key="lot.id", index=True)
+    case_id: int | None = Field(default=None, foreign_key="lookback_case.id", index=True)
+    reason: str = Field(sa_type=sa.Text)
+    lifted_at: datetime | None = utc_column(nullable=True)
+    lifted_by: str | None = Field(default=None, max_length=100)
+    lift_reason: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class SignatureMeaning(StrEnum):

@@ -265,6 +265,19 @@ class Policy(_Strict):
         "months before the donor's last nonreactive donation",
         json_schema_extra={"source": "21 CFR 610.46/610.47 (12 months); EU GMP Annex 14 (at least 6 months)"},
     )
+    lookback_quarantine_days: Annotated[int, Law("at most 3 calendar days", lambda v: 1 <= v <= 3)] = Field(
+        default=3,
+        description="a look-back case's record review and quarantine of the units in the window, and its quarantine "
+        "request to every consignee of an implicated lot, are due this many calendar days (the case's local days) "
+        "after the reactive test or the information received",
+        json_schema_extra={"source": "21 CFR 610.46(a)(1)/610.47(a)(1)"},
+    )
+    lookback_supplemental_days: Annotated[int, Law("at most 45 calendar days", lambda v: 1 <= v <= 45)] = Field(
+        default=45,
+        description="a look-back case's supplemental test results to every consignee of an implicated lot are due "
+        "this many calendar days (the case's local days) after the reactive test or the information received",
+        json_schema_extra={"source": "21 CFR 610.46/610.47 (supplemental results to consignees)"},
+    )
     min_donors: Annotated[int, Law("at least 1,000 distinct donors", lambda v: v >= MIN_DISTINCT_DONORS)] = Field(
         default=MIN_DISTINCT_DONORS,
         le=10_000_000,
@@ -630,6 +643,17 @@ def lookback_window_starts_on(last_nonreactive_day: date, lookback_months: int) 
     before the donor's last nonreactive donation, the whole day included (21 CFR 610.46: "twelve months and less
     before"); 2024-03-01 gives 2023-03-01, 2024-02-29 gives 2023-02-28."""
     return calendars.add_months(last_nonreactive_day, -lookback_months)
+
+
+def case_due_on(received_on: date, days: int) -> date:
+    """The last local day on which a look-back task counted in calendar days is on time: ``days`` calendar days
+    after the day of the reactive test or of the information (30 November + 3 days: 3 December)."""
+    return received_on + timedelta(days=days)
+
+
+def days_late(due_on: date | None, today: date) -> int:
+    """Whole calendar days a task is late on ``today`` (0 on its due day and before)."""
+    return 0 if due_on is None else max(0, (today - due_on).days)
 
 
 def in_lookback_window(collection_day: date, starts_on: date | None) -> bool:

@@ -62,9 +62,11 @@ from ..rules import (
     lookback_window_starts_on,
     panel_complete_and_nonreactive,
 )
+from . import casework
 from .clearance import lot_clearance
 from .eligibility import zone_of_donation
 from .graph import downstream_lots, steps_for, upstream
+from .holds import active_holds
 from .lookup import get_lot, get_pool, get_unit
 from .signatures import signatures_for
 
@@ -666,6 +668,7 @@ class LotTrace:
     shipped: int = 0
     available: int | None = None  # quantity less what later lots drew and what was shipped
     deviations: list[DeviationLine] = field(default_factory=list)  # corrections upstream under a deviation
+    holds: list[dict[str, Any]] = field(default_factory=list)  # holds standing on the lot or a lot upstream
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -746,6 +749,7 @@ def trace_lot(session: Session, lot_number: str, *, members: bool = False, polic
         shipped=lot.shipped,
         available=None if lot.quantity is None else lot.quantity - lot.drawn - lot.shipped,
         deviations=_deviations(session, graph.pool_ids),
+        holds=[h.as_json() for lines in active_holds(session, graph.lot_ids).values() for h in lines],
     )
 
 
@@ -828,6 +832,12 @@ class CaseTrace:
     pools: list[str]
     lots: list[str]
     shipments: list[ShipmentLine]
+    trigger: str = "other"
+    received_on: str | None = None  # the local day the tasks' due dates count from
+    closed_by: str | None = None
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # casework.TaskLine.as_json(), by number
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # casework.notification_list
+    holds: list[dict[str, Any]] = field(default_factory=list)  # every hold the case placed, standing or lifted
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -883,6 +893,12 @@ def trace_case(session: Session, case_number: str) -> CaseTrace:
         pools=sorted({r[5] for r in rows if r[5]}),
         lots=sorted(x.lot_number for x in lots.values()),
         shipments=_shipments(session, lot_ids),
+        trigger=case.trigger.value,
+        received_on=_iso(case.received_on),
+        closed_by=case.closed_by,
+        tasks=[t.as_json() for t in casework.case_tasks(session, case.id or 0)],
+        notifications=casework.notification_list(session, case.id or 0),
+        holds=casework.case_holds(session, case.id or 0),
     )
 
 
