@@ -91,7 +91,7 @@ def case_impact(session: Session, donor_id: int, window: LookbackWindow) -> Impa
     lot_ids = sorted(set().union(*by_pool.values())) if by_pool else []
     if not lot_ids:
         return impact
-    impact.lots = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lot_ids))).tuples().all())
+    impact.lots = dict(session.execute(select(Lot.id, Lot.lot_number).where(Lot.id.in_(lot_ids))).all())
     shipped = session.execute(
         select(
             Shipment.lot_id,

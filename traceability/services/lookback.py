@@ -123,14 +123,12 @@ def open_case(
     known = set(session.execute(select(CaseFinding.donation_id).where(CaseFinding.case_id == case.id)).scalars())
     pooled_ids = {p.donation_id: p for p in impact.pooled}
     numbers = dict(
-        session.execute(select(Donation.id, Donation.unit_number).where(col(Donation.id).in_(impact.donation_ids)))
-        .tuples()
-        .all()
+        session.execute(
+            select(Donation.id, Donation.unit_number).where(col(Donation.id).in_(impact.donation_ids))
+        ).all()
     )
     statuses = dict(
-        session.execute(select(Donation.id, Donation.status).where(col(Donation.id).in_(impact.donation_ids)))
-        .tuples()
-        .all()
+        session.execute(select(Donation.id, Donation.status).where(col(Donation.id).in_(impact.donation_ids))).all()
     )
     interdicted, pooled, other, stopped = [], [], [], []
     for donation_id in impact.donation_ids:
