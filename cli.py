@@ -790,12 +790,12 @@ def result_add(
 def _say_case(opened: lookback.CaseOpened) -> None:
     """What opening (or joining) a look-back case did, and what is due first."""
     verb = "joined" if opened.joined else "opened"
-    err.print(
-        f"[bold yellow]Look-back case {escape(opened.case_number)} {verb}[/] for donor {escape(opened.donor_code)}: "
+    say(
+        f"Look-back case {opened.case_number} {verb} for donor {opened.donor_code}: "
         f"{len(opened.interdicted)} unit(s) interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already "
         f"out of inventory; {opened.tasks} task(s) added"
         + (f", first due {opened.first_due.isoformat()}" if opened.first_due else "")
-        + (f"; lots held: {escape(', '.join(opened.held))}" if opened.held else "")
+        + (f"; lots held: {', '.join(opened.held)}" if opened.held else "")
         + "."
     )
     say(f"Next: plasmatrace lookback show {opened.case_number}")
