@@ -37,8 +37,9 @@ from .models import (
     StepMethod,
     utcnow,
 )
+from .queries import casework
 from .rules import DEFAULT_POLICY, Policy
-from .services import consignees, donors, inactivation, lots, pools, signatures, units, users
+from .services import consignees, donors, inactivation, lookback, lots, pools, signatures, units, users
 
 Work = Callable[[], AbstractContextManager[Session]]
 Say = Callable[[str], None]
@@ -187,6 +188,32 @@ def _sign(session: Session, signer: DemoUser, kind: str, key: str) -> None:
         entity_type=kind,
         entity_key=key,
     )
+
+
+def _scene_case_work(work: Work, outcome: units.ResultOutcome, *, actor: str, say: Say) -> None:
+    """The late reactive result opened its look-back case by itself: what is due, and one notification recorded
+    (the first consignee's quarantine request)."""
+    if outcome.case is None:
+        return
+    number = outcome.case.case_number
+    say(
+        f"Look-back case {number} opened by itself for donor {outcome.case.donor_code}: {outcome.case.tasks} task(s), "
+        f"first due {outcome.case.first_due}; lots held until assessed: {', '.join(outcome.case.held) or 'none'}."
+    )
+    with work() as session:
+        due = [t for t in casework.due_tasks(session) if t.case_number == number]
+        for line in due[:4]:
+            say(f"  due {line.due_on}: task {line.task} {line.kind} {line.lot_number or ''} {line.consignee or ''}")
+        request = next((t for t in due if t.kind == "quarantine-request"), None)
+        if request is not None:
+            lookback.finish_task(
+                session,
+                case_number=number,
+                seq=request.task,
+                actor=actor,
+                note=f"quarantine of lot {request.lot_number} requested from {request.consignee} by phone and letter",
+            )
+            say(f"Notified {request.consignee} to quarantine lot {request.lot_number} (task {request.task} done).")
 
 
 def build(
@@ -454,6 +481,7 @@ def build(
         f"Rejected it, deferred the donor, interdicted {len(outcome.interdicted)} unit(s) still in the freezer; "
         f"{len(outcome.pooled_in_window)} earlier unit(s) are already pooled."
     )
+    _scene_case_work(work, outcome, actor=INVESTIGATOR.login if people else actor, say=say)
 
     # The donor's earlier units went into a released pool: QA retests the pool's retained sample. The retest is the
     # pool's current version now, and it is reactive: the pool is quarantined although it was released, and every
