@@ -203,7 +203,8 @@ def _scene_case_work(work: Work, outcome: units.ResultOutcome, *, actor: str, sa
     with work() as session:
         due = [t for t in casework.due_tasks(session) if t.case_number == number]
         for line in due[:4]:
-            say(f"  due {line.due_on}: task {line.task} {line.kind} {line.lot_number or ''} {line.consignee or ''}")
+            what = " ".join(x for x in (line.kind, line.lot_number, line.consignee) if x)
+            say(f"  due {line.due_on}: task {line.task} {what}")
         request = next((t for t in due if t.kind == "quarantine-request"), None)
         if request is not None:
             lookback.finish_task(
