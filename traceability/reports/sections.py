@@ -206,7 +206,6 @@ def pool_document(trace: PoolTrace) -> Document:
             ("signed", _signed(trace)),
             ("drawn by lots", f"{trace.drawn_ml / 1000:,.1f} L"),
             ("deviations", ", ".join(sorted({d.reference for d in trace.deviations})) or "none"),
-            ("holds", "; ".join(_hold_text(h) for h in trace.holds) or "none"),
         ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pool tests",
