@@ -79,3 +79,23 @@ def test_opening_by_hand_takes_a_trigger_and_joins_the_open_case(run: Cli) -> No
     shown = run.json("lookback", "show", case)
     assert shown["trigger"] == "pdi" and [t["kind"] for t in shown["tasks"]].count("review-quarantine") == 1
     run("lookback", "open", donor, "--trigger", "rumour", "--reason", "x", code=2)
+
+
+def test_a_reactive_result_imported_opens_the_case_and_says_which(run: Cli) -> None:
+    with seeded(run.db_url) as session:
+        unit, donor = lineage(session)
+    path = run.workdir / "results.csv"
+    path.write_text(
+        f"unit_number,marker,result,tested_at\n{unit},anti-hiv,R,2026-06-01T09:00:00Z\n"
+        f"{unit},hbsag,R,2026-06-01T10:00:00Z\n",
+        encoding="utf-8",
+    )
+    imported = run("import", "results", str(path))
+    [case] = run.json("lookback", "list")
+    assert case["donor"] == donor and case["status"] == "open"
+    assert f"Look-back case(s) open for their donors (opened or joined by a reactive panel result): {case['case']}" in (
+        " ".join(imported.stderr.split())
+    )
+    shown = run.json("lookback", "show", case["case"])
+    assert (shown["trigger"], shown["received_on"]) == ("reactive-test", "2026-06-01")
+    assert [t["due_on"] for t in shown["tasks"]][:3] == ["2026-06-04", "2026-06-04", "2026-07-16"]

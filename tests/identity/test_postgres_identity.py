@@ -316,6 +316,10 @@ def test_a_reactive_result_opens_a_case_an_investigator_closes_signed_and_a_reco
     case = next(w for w in opened.stderr.split() if w.startswith("LB-"))
     message = raw_sql_is_refused(site, "appr", "UPDATE lookback_case SET status = 'closed'")
     assert "permission denied" in message
+    joined = site.run(
+        "inv", "lookback", "open", donor, "--trigger", "pdi", "--reason", "PDI: HCV RNA reactive elsewhere"
+    )
+    assert f"already has an open look-back case, {case}" in joined.stderr
     site.run("inv", "lookback", "task", case, "1", "--done", "--note", "records reviewed, nothing pooled")
     closed = site.run("inv", "lookback", "close", case, "--reason", "no pooled units", "--sign", "--meaning",
                       "responsible", "--password-stdin", stdin="investigate-1\n")  # fmt: skip

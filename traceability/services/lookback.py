@@ -92,8 +92,8 @@ def open_case(
     calendar days after the local day of ``received_at`` (the reactive test, or now: the information received)."""
     reason = audit.require_reason(reason, f"A look-back case for donor {donor_code}")
     donor = get_donor(session, donor_code)
-    # Two findings about one donor at once: the second waits, then joins the case the first opened.
-    session.execute(select(Donor.id).where(Donor.id == donor.id).with_for_update()).all()
+    # Two findings about one donor at once: a reactive result locks the donor first (apply_reactive), so the second
+    # waits and joins the case the first opened; two `lookback open` at once meet at the partial unique index.
     window = window or lookback_window(session, donor.id, policy=policy)
     tz = timezone or _donor_zone(session, donor)
     received_on = local_day(received_at or utcnow(), tz)
@@ -131,6 +131,7 @@ def open_case(
         session.execute(select(Donation.id, Donation.status).where(col(Donation.id).in_(impact.donation_ids))).all()
     )
     interdicted, pooled, other, stopped = [], [], [], []
+    findings: list[CaseFinding] = []
     for donation_id in impact.donation_ids:
         if donation_id in known:
             continue
@@ -147,15 +148,15 @@ def open_case(
         else:
             action = f"already {status.value}"
             other.append(number)
-        session.add(
-            CaseFinding(
-                case_id=case.id,
-                donation_id=donation_id,
-                pool_id=found.pool_id if found else None,
-                action=action,
-                created_by=actor,
-            )
+        finding = CaseFinding(
+            case_id=case.id,
+            donation_id=donation_id,
+            pool_id=found.pool_id if found else None,
+            action=action,
+            created_by=actor,
         )
+        session.add(finding)
+        findings.append(finding)
     if stopped:
         session.execute(
             update(Donation)
@@ -178,6 +179,7 @@ def open_case(
             "interdicted": interdicted,
             "pooled": pooled,
             "other": other,
+            "findings": [row_values(f) for f in findings],  # every case_finding row added, in full
         },
         reason=reason,
     )
@@ -192,8 +194,10 @@ def open_case(
             new={"status": UnitStatus.INTERDICTED},
             reason=f"look-back case {case.case_number}",
         )
-    tasks = _add_tasks(session, case, impact, received_on=received_on, actor=actor, policy=policy)
     held = _hold_lots(session, case, impact, actor=actor)
+    if held:  # a shipment that committed while the holds waited for it is among the consignees now
+        impact = case_impact(session, donor.id, window)
+    tasks = _add_tasks(session, case, impact, received_on=received_on, actor=actor, policy=policy)
     first_due = min((t.due_on for t in tasks if t.due_on is not None), default=None)
     return CaseOpened(
         case.case_number, donor.donor_code, interdicted, pooled, other, joined, held, len(tasks), first_due
@@ -249,14 +253,12 @@ def _add_tasks(
 
 
 def _hold_lots(session: Session, case: LookbackCase, impact: Impact, *, actor: str) -> list[str]:
-    """Hold every implicated lot the case has not held yet (locked first: a shipment under way finishes first)."""
+    """Hold every implicated lot the case has not held yet. Each hold row's foreign key locks its lot (KEY SHARE)
+    against a `lot ship` or `lot release` under way (FOR UPDATE): whichever comes second waits and then sees the
+    other (an investigator holds no UPDATE right on lots, so no explicit lock is taken here)."""
     if not impact.lots:
         return []
-    lots = list(
-        session.execute(
-            select(Lot).where(col(Lot.id).in_(list(impact.lots))).order_by(Lot.id).with_for_update()
-        ).scalars()
-    )
+    lots = list(session.execute(select(Lot).where(col(Lot.id).in_(list(impact.lots))).order_by(Lot.id)).scalars())
     already = set(session.execute(select(LotHold.lot_id).where(LotHold.case_id == case.id)).scalars())
     held = []
     for lot in sorted(lots, key=lambda x: x.lot_number):
@@ -374,7 +376,7 @@ def assess_lot(
     """Record the assessment of an implicated lot. No action lifts the case's hold on it; withdraw and recall keep
     it held (an approver unholds it, or a recall takes over)."""
     case = _open_case(session, case_number)
-    lot = get_lot(session, lot_number, for_update=True)
+    lot = get_lot(session, lot_number)
     reason = audit.require_reason(reason, f"The assessment of lot {lot.lot_number} in case {case.case_number}")
     seq = session.execute(
         select(CaseTask.seq).where(
