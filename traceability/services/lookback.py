@@ -16,6 +16,7 @@ from sqlmodel import Session, SQLModel, col
 
 from .. import audit
 from ..calendars import local_day
+from ..db import lock_audit_chain
 from ..errors import CaseNotFound, InvalidInput, NotPermitted, WrongState
 from ..models import (
     CaseFinding,
@@ -94,6 +95,9 @@ def open_case(
     donor = get_donor(session, donor_code)
     # Two findings about one donor at once: a reactive result locks the donor first (apply_reactive), so the second
     # waits and joins the case the first opened; two `lookback open` at once meet at the partial unique index.
+    # The audit chain's lock, taken now rather than at the first event: case numbers are counted, so two cases
+    # opened at once (for different donors) are numbered one after the other instead of colliding.
+    lock_audit_chain(session)
     window = window or lookback_window(session, donor.id, policy=policy)
     tz = timezone or _donor_zone(session, donor)
     received_on = local_day(received_at or utcnow(), tz)
