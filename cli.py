@@ -1427,7 +1427,7 @@ def lookback_open(
 def lookback_show(ctx: typer.Context, case: str, fmt: FormatOption = OutputFormat.table) -> None:
     """Show a case: each implicated unit, its pool, every lot downstream and every consignee. Example: plasmatrace lookback show LB-2026-0001"""
     with work(ctx, readonly=True) as session:
-        trace = lineage.trace_case(session, case)
+        trace = lineage.trace_case(session, case, policy=ctx.obj.policy)
     print_document(sections.case_document(trace), trace, fmt)
 
 
@@ -1503,9 +1503,8 @@ def lookback_assess(
         done = lookback.assess_lot(
             session, case_number=case, lot_number=lot, decision=decision, reason=reason, actor=ctx.obj.actor
         )
-        trace = lineage.trace_lot(session, done.lot_number, policy=ctx.obj.policy)
-    worst = "; ".join(f"{p['worst_for']}: {p['cumulative_log10']}" for p in trace.clearance) or "no clearance data"
-    say(f"Lot {done.lot_number} assessed {done.decision.value} in {case} (clearance, worst path: {worst}).")
+        worst = casework.lot_clearance_text(session, done.lot_number, ctx.obj.policy)
+    say(f"Lot {done.lot_number} assessed {done.decision.value} in {case} (clearance on the worst path: {worst}).")
     if done.lifted:
         say(f"The hold of {case} on lot {done.lot_number} is lifted.")
     for line in done.still_held:

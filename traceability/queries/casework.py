@@ -4,7 +4,7 @@ the notification list (consignee, address, lot, quantity, shipped on, task state
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -20,12 +20,15 @@ from ..models import (
     LookbackCase,
     Lot,
     LotHold,
+    LotKind,
     Shipment,
     TaskKind,
     TaskState,
     utcnow,
 )
-from ..rules import days_late
+from ..rules import DEFAULT_POLICY, Policy, days_late, final_lot_clearance_problems
+from .clearance import lot_clearance
+from .lookup import get_lot
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class TaskLine:
     note: str | None
     done_by: str | None
     done_at: str | None
+    clearance: str | None = None  # an assessment's lot: cumulative log10 on its worst path per virus class
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,9 +85,30 @@ def _lines(session: Session, where: ColumnElement[bool], *, now: datetime) -> li
     return lines
 
 
-def case_tasks(session: Session, case_id: int, *, now: datetime | None = None) -> list[TaskLine]:
-    """Every task of a case, by number."""
-    return sorted(_lines(session, CaseTask.case_id == case_id, now=now or utcnow()), key=lambda t: t.task)
+def case_tasks(
+    session: Session, case_id: int, *, now: datetime | None = None, policy: Policy = DEFAULT_POLICY
+) -> list[TaskLine]:
+    """Every task of a case, by number; an assessment with its lot's clearance (what the decision rests on)."""
+    lines = sorted(_lines(session, CaseTask.case_id == case_id, now=now or utcnow()), key=lambda t: t.task)
+    return [
+        replace(t, clearance=lot_clearance_text(session, t.lot_number, policy))
+        if t.kind == TaskKind.ASSESSMENT.value and t.lot_number
+        else t
+        for t in lines
+    ]
+
+
+def lot_clearance_text(session: Session, lot_number: str, policy: Policy = DEFAULT_POLICY) -> str:
+    """A lot's clearance in a line: cumulative log10 per virus class on its worst path (each class its own
+    worst path), and for a final lot whether it meets the rule."""
+    lot = get_lot(session, lot_number)
+    clearance = lot_clearance(session, lot, policy)
+    parts = [f"{virus}: {path.cumulative.get(virus, 0.0):g} log" for virus, path in clearance.worst.items()]
+    text = ", ".join(parts) or "no step recorded"
+    if lot.kind == LotKind.FINAL:
+        problems = final_lot_clearance_problems(clearance, policy.clearance)
+        text += "; meets the rule" if not problems else "; " + "; ".join(problems)
+    return text
 
 
 def due_tasks(session: Session, *, overdue: bool = False, now: datetime | None = None) -> list[TaskLine]:

@@ -843,7 +843,7 @@ class CaseTrace:
         return asdict(self)
 
 
-def trace_case(session: Session, case_number: str) -> CaseTrace:
+def trace_case(session: Session, case_number: str, *, policy: Policy = DEFAULT_POLICY) -> CaseTrace:
     """A look-back case with each implicated unit, its pool, every lot downstream and every shipment."""
     case = session.execute(select(LookbackCase).where(LookbackCase.case_number == case_number)).scalar_one_or_none()
     if case is None:
@@ -896,7 +896,7 @@ def trace_case(session: Session, case_number: str) -> CaseTrace:
         trigger=case.trigger.value,
         received_on=_iso(case.received_on),
         closed_by=case.closed_by,
-        tasks=[t.as_json() for t in casework.case_tasks(session, case.id or 0)],
+        tasks=[t.as_json() for t in casework.case_tasks(session, case.id or 0, policy=policy)],
         notifications=casework.notification_list(session, case.id or 0),
         holds=casework.case_holds(session, case.id or 0),
     )

@@ -142,7 +142,7 @@ def build_report(session: Session, kind: str, key: str, *, policy: Policy = DEFA
         lineage = contents.lineage_of_pool(session, key)
         document.sections[0] = contents.pool_tests(session, Lineage({p for p in lineage.pool_ids}, set()))
     else:
-        trace = trace_case(session, key)
+        trace = trace_case(session, key, policy=policy)
         document = case_document(trace)
         pool_ids = set(session.execute(select(Pool.id).where(Pool.pool_number.in_(trace.pools))).scalars())
         lineage = contents.lineage_downstream(session, pool_ids)

@@ -352,7 +352,7 @@ def case_document(trace: Any) -> Document:
                 t["state"],
                 t["days_late"] or "",
                 t["decision"] or "",
-                t["note"] or "",
+                t["note"] or t.get("clearance") or "",
                 t["done_by"] or "",
             ]
             for t in trace.tasks

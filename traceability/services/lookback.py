@@ -198,7 +198,7 @@ def open_case(
             new={"status": UnitStatus.INTERDICTED},
             reason=f"look-back case {case.case_number}",
         )
-    held = _hold_lots(session, case, impact, actor=actor)
+    held = _hold_lots(session, case, impact, donor_code=donor.donor_code, actor=actor)
     if held:  # a shipment that committed while the holds waited for it is among the consignees now
         impact = case_impact(session, donor.id, window)
     tasks = _add_tasks(session, case, impact, received_on=received_on, actor=actor, policy=policy)
@@ -256,7 +256,7 @@ def _add_tasks(
     return added
 
 
-def _hold_lots(session: Session, case: LookbackCase, impact: Impact, *, actor: str) -> list[str]:
+def _hold_lots(session: Session, case: LookbackCase, impact: Impact, *, donor_code: str, actor: str) -> list[str]:
     """Hold every implicated lot the case has not held yet. Each hold row's foreign key locks its lot (KEY SHARE)
     against a `lot ship` or `lot release` under way (FOR UPDATE): whichever comes second waits and then sees the
     other (an investigator holds no UPDATE right on lots, so no explicit lock is taken here)."""
@@ -271,7 +271,8 @@ def _hold_lots(session: Session, case: LookbackCase, impact: Impact, *, actor: s
         hold = LotHold(
             lot_id=lot.id or 0,
             case_id=case.id,
-            reason=f"made from a pool with a unit of look-back case {case.case_number}",
+            reason=f"made from pool(s) {', '.join(sorted(impact.pools.values()))} with units of donor {donor_code} "
+            "in the look-back window",
             created_by=actor,
         )
         session.add(hold)
