@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 from tests.cli.conftest import Cli, seeded
@@ -34,6 +35,8 @@ def test_the_case_workflow_from_a_reactive_result_to_its_close(run: Cli) -> None
 
     refused = run("lot", "ship", "FIN-C", "--to", "H-C", "--quantity", "1", code=ExitCode.RULE_VIOLATION)
     assert f"held by look-back case {case}" in refused.stderr
+    flags = json.loads(run("report", "lot", "FIN-C", "--format", "json", "--output", "-").stdout)["flags"]
+    assert {r["key"] for r in flags["Holds and quarantines"] if r["status"] == "held"} == {"FIN-C", "INT-C"}
     shown = run.json("lot", "show", "FIN-C")
     assert {h["lot_number"] for h in shown["holds"]} == {"FIN-C", "INT-C"}
     assert "held by look-back case" in run("lot", "show", "FIN-C").stderr + run("lot", "show", "FIN-C").stdout
