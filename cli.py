@@ -40,6 +40,8 @@ from traceability.errors import (
 )
 from traceability.identity import Identity, Role
 from traceability.models import (
+    CaseTrigger,
+    Decision,
     EstablishmentKind,
     LotKind,
     LotUnit,
@@ -52,7 +54,7 @@ from traceability.models import (
     UnitStatus,
 )
 from traceability.parsing import parse_assignments, parse_date, parse_float, parse_marker, parse_result, parse_timestamp
-from traceability.queries import lineage, listings, lookup
+from traceability.queries import casework, lineage, listings, lookup
 from traceability.queries.lineage.as_of import checked_as_of, parse_as_of
 from traceability.queries.signatures import signatures_for
 from traceability.reports import sections, writers
@@ -796,6 +798,22 @@ def result_add(
                 + f"\nTrace them: plasmatrace trace donor {outcome.donor_code}"
             )
         )
+    if outcome.case is not None:
+        _say_case(outcome.case)
+
+
+def _say_case(opened: lookback.CaseOpened) -> None:
+    """What opening (or joining) a look-back case did, and what is due first."""
+    verb = "joined" if opened.joined else "opened"
+    say(
+        f"Look-back case {opened.case_number} {verb} for donor {opened.donor_code}: "
+        f"{len(opened.interdicted)} unit(s) interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already "
+        f"out of inventory; {opened.tasks} task(s) added"
+        + (f", first due {opened.first_due.isoformat()}" if opened.first_due else "")
+        + (f"; lots held: {', '.join(opened.held)}" if opened.held else "")
+        + "."
+    )
+    say(f"Next: plasmatrace lookback show {opened.case_number}")
 
 
 # --- pools -----------------------------------------------------------------------------------------------------
@@ -1164,6 +1182,26 @@ def lot_ship(
     )
 
 
+@lot_app.command("hold")
+def lot_hold(ctx: typer.Context, lot: str, reason: ReasonOption) -> None:
+    """Hold a lot by hand (approvers): no release or shipment of it or of lots made from it until unheld.
+    Example: plasmatrace lot hold IVG-2605 --reason "complaint under investigation\""""
+    with work(ctx, role=Role.APPROVER) as session:
+        lots.hold_lot(session, lot_number=lot, reason=reason, actor=ctx.obj.actor)
+    say(f"Lot {lot} held: {reason}")
+
+
+@lot_app.command("unhold")
+def lot_unhold(ctx: typer.Context, lot: str, reason: ReasonOption) -> None:
+    """Lift every hold on a lot, by hand or by a look-back case (approvers), with the reason.
+    Example: plasmatrace lot unhold IVG-2605 --reason "QA: complaint unfounded\""""
+    with work(ctx, role=Role.APPROVER) as session:
+        lifted = lots.unhold_lot(session, lot_number=lot, reason=reason, actor=ctx.obj.actor)
+    for line in lifted:
+        say(f"Lifted: {line}.")
+    say(f"Lot {lot} is no longer held.")
+
+
 # --- consignees -----------------------------------------------------------------------------------------------
 
 
@@ -1316,6 +1354,13 @@ def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_inval
             + "; their donors were deferred; trace them with "
             "plasmatrace trace donor."
         )
+        with work(ctx, readonly=True) as session:
+            cases = casework.open_cases_of_units(session, report.reactive)
+        if cases:
+            err.print(
+                "[bold yellow]Look-back case(s) open for their donors[/] (opened or joined by a reactive panel result): "
+                + escape(", ".join(cases))
+            )
 
 
 @contextmanager
@@ -1405,34 +1450,113 @@ def import_consignees(
 
 
 @lookback_app.command("open")
-def lookback_open(ctx: typer.Context, donor: str, reason: ReasonOption) -> None:
-    """Open a case: interdict the donor's units in inventory in the window, list the pooled ones.
-    Example: plasmatrace lookback open D-000123 --reason "PDI: later HCV RNA reactive at another centre\""""
+def lookback_open(
+    ctx: typer.Context,
+    donor: str,
+    reason: ReasonOption,
+    trigger: Annotated[
+        CaseTrigger, typer.Option("--trigger", help="What opened it: reactive-test, pdi, recipient-infection, other.")
+    ] = CaseTrigger.OTHER,
+) -> None:
+    """Open a case (investigators): interdict the donor's units in inventory in the window, hold every lot made
+    from the pooled ones, add the tasks with their due dates. When the donor has an open case, the information
+    joins it. Example: plasmatrace lookback open D-000123 --trigger pdi --reason "PDI: later HCV RNA reactive at
+    another centre\""""
     with work(ctx, role=Role.INVESTIGATOR) as session:
         opened = lookback.open_case(
-            session, donor_code=donor, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy
+            session, donor_code=donor, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy, trigger=trigger
         )
-    say(
-        f"Look-back case {opened.case_number} opened for donor {donor}: {len(opened.interdicted)} unit(s) "
-        f"interdicted, {len(opened.pooled)} pooled, {len(opened.other)} already out of inventory."
-    )
-    say(f"Next: plasmatrace lookback show {opened.case_number}")
+    if opened.joined:
+        say(f"Donor {opened.donor_code} already has an open look-back case, {opened.case_number}; this joins it.")
+    _say_case(opened)
 
 
 @lookback_app.command("show")
 def lookback_show(ctx: typer.Context, case: str, fmt: FormatOption = OutputFormat.table) -> None:
     """Show a case: each implicated unit, its pool, every lot downstream and every consignee. Example: plasmatrace lookback show LB-2026-0001"""
     with work(ctx, readonly=True) as session:
-        trace = lineage.trace_case(session, case)
+        trace = lineage.trace_case(session, case, policy=ctx.obj.policy)
     print_document(sections.case_document(trace), trace, fmt)
 
 
 @lookback_app.command("list")
-def lookback_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
-    """List look-back cases. Example: plasmatrace lookback list"""
+def lookback_list(
+    ctx: typer.Context,
+    only_open: Annotated[bool, typer.Option("--open", help="Only the open cases.")] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List look-back cases. Example: plasmatrace lookback list --open"""
     with work(ctx, readonly=True) as session:
         columns, rows = lineage.list_cases(session)
+    if only_open:
+        rows = [r for r in rows if r[1] == "open"]
     print_rows(columns, rows, fmt, title="Look-back cases")
+
+
+@lookback_app.command("due")
+def lookback_due(
+    ctx: typer.Context,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only the tasks past their due day.")] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """What is due in open cases, oldest due day first, with the days late (calendar days, the case's local day).
+    Example: plasmatrace lookback due --overdue"""
+    with work(ctx, readonly=True) as session:
+        lines = casework.due_tasks(session, overdue=overdue)
+    columns = ["case", "task", "kind", "lot", "consignee", "due on", "days late"]
+    rows = [
+        [t.case_number, t.task, t.kind, t.lot_number or "", t.consignee or "", t.due_on, t.days_late] for t in lines
+    ]
+    print_rows(columns, rows, fmt, title="Overdue look-back tasks" if overdue else "Look-back tasks due")
+
+
+@lookback_app.command("task")
+def lookback_task(
+    ctx: typer.Context,
+    case: str,
+    task: Annotated[int, typer.Argument(help="The task's number (plasmatrace lookback show CASE).")],
+    done: Annotated[bool, typer.Option("--done", help="The task is done (with --note).")] = False,
+    note: Annotated[str | None, typer.Option("--note", help="What was done, when, with whom.")] = None,
+    waive: Annotated[bool, typer.Option("--waive", help="The task is waived (with --reason).")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why it is waived.")] = None,
+) -> None:
+    """Record a task of a case as done with a note, or waived with a reason (investigators).
+    Example: plasmatrace lookback task LB-2026-0001 2 --done --note "quarantine requested by phone, 2026-06-03\""""
+    if done == waive:
+        raise fail("Give either --done --note TEXT or --waive --reason TEXT.", ExitCode.INVALID_INPUT)
+    if done and (note is None or reason is not None):
+        raise fail("--done takes --note TEXT (not --reason).", ExitCode.INVALID_INPUT)
+    if waive and (reason is None or note is not None):
+        raise fail("--waive takes --reason TEXT (not --note).", ExitCode.INVALID_INPUT)
+    with work(ctx, role=Role.INVESTIGATOR) as session:
+        row = lookback.finish_task(
+            session, case_number=case, seq=task, actor=ctx.obj.actor, note=note, waive=reason if waive else None
+        )
+        state = row.state.value
+    say(f"Task {task} of look-back case {case}: {state}.")
+
+
+@lookback_app.command("assess")
+def lookback_assess(
+    ctx: typer.Context,
+    case: str,
+    lot: str,
+    decision: Annotated[Decision, typer.Option("--decision", help="no-action, withdraw or recall.")],
+    reason: ReasonOption,
+) -> None:
+    """Record the assessment of an implicated lot (investigators); no-action lifts the case's hold on it.
+    Example: plasmatrace lookback assess LB-2026-0001 IVG-2605 --decision no-action --reason "within validated
+    clearance: 11.2 log enveloped\""""
+    with work(ctx, role=Role.INVESTIGATOR) as session:
+        done = lookback.assess_lot(
+            session, case_number=case, lot_number=lot, decision=decision, reason=reason, actor=ctx.obj.actor
+        )
+        worst = casework.lot_clearance_text(session, done.lot_number, ctx.obj.policy)
+    say(f"Lot {done.lot_number} assessed {done.decision.value} in {case} (clearance on the worst path: {worst}).")
+    if done.lifted:
+        say(f"The hold of {case} on lot {done.lot_number} is lifted.")
+    for line in done.still_held:
+        say(f"Still held: {line}.")
 
 
 @lookback_app.command("close")
@@ -1444,10 +1568,11 @@ def lookback_close(
     meaning: MeaningOption = SignatureMeaning.APPROVED,
     password_stdin: PasswordStdinOption = False,
 ) -> None:
-    """Close a case with its conclusion (investigators). Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance" --sign"""
+    """Close a case with its conclusion once every task is done or waived (investigators; with separation of
+    duties, not the person who opened it). Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance" --sign"""
     password = read_password(password_stdin) if sign else None
     with work(ctx, role=Role.INVESTIGATOR) as session:
-        lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor)
+        lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy)
         note = signed(ctx, session, password=password, meaning=meaning, kind="lookback_case", key=case)
     say(f"Look-back case {case} closed.{note}")
 

@@ -110,10 +110,12 @@ _NOT_RECORDED = {
     "recall_drill",
 }
 _WRITES: dict[Role, tuple[str, ...]] = {
-    Role.APPROVER: ("pool", "lot", "step", "deferral"),
+    Role.APPROVER: ("pool", "lot", "step", "deferral", "lot_hold"),
     Role.INVESTIGATOR: (
         "lookback_case",
         "case_finding",
+        "case_task",
+        "lot_hold",
         "donation",
         "deferral",
         "recall",

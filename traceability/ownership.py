@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import Engine
 
+from .db import dialect
 from .errors import NotPermitted
 
 OWNER_ROLE = "plasmatrace_owner"
@@ -35,7 +36,7 @@ def install_owner(engine: Engine) -> Ownership | None:
     """Create the owner role where missing and make it the owner of every table, sequence and function in the
     public schema (idempotent; ``init`` runs it after the migrations). PostgreSQL only; needs a superuser, or on
     PostgreSQL 16+ a login with CREATEROLE that may own the schema's objects. Raises NotPermitted."""
-    if engine.dialect.name != "postgresql":
+    if not dialect.is_postgresql(engine):
         return None
     with engine.begin() as conn:
         version = int(conn.execute(text("SHOW server_version_num")).scalar_one())

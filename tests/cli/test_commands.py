@@ -323,6 +323,8 @@ def test_a_lookback_case_interdicts_units_in_inventory_and_reports_the_pooled_on
     assert run.json("donation", "show", units[1])["status"] == "interdicted"
     assert run.json("donation", "show", units[3])["status"] == "in-inventory"
 
+    assert "1 open task" in run("lookback", "close", case, "--reason", "early", code=ExitCode.RULE_VIOLATION).stderr
+    run("lookback", "task", case, "1", "--done", "--note", "records reviewed, units interdicted")
     run("lookback", "close", case, "--reason", "no pooled unit reached a lot")
     assert run.json("lookback", "show", case)["status"] == "closed"
     assert case in run("lookback", "close", case, "--reason", "again", code=ExitCode.RULE_VIOLATION).stderr

@@ -300,7 +300,9 @@ def test_only_an_admin_adds_users_and_a_disabled_login_can_neither_connect_nor_s
     assert kept[0]["full_name"] == "Gina Gone"
 
 
-def test_an_investigator_opens_and_closes_a_case_with_a_signature_and_a_recorder_may_not(site: Site) -> None:
+def test_a_reactive_result_opens_a_case_an_investigator_closes_signed_and_a_recorder_may_not_open_one(
+    site: Site,
+) -> None:
     with superuser(site) as session:
         units = bulk_units(session, donors_count=1, units_per_donor=2)
         donor = session.execute(
@@ -309,10 +311,16 @@ def test_an_investigator_opens_and_closes_a_case_with_a_signature_and_a_recorder
         ).scalar_one()
     refused = site.run("rec", "lookback", "open", donor, "--reason", "PDI", code=NOT_PERMITTED)
     assert "plasmatrace_investigator" in refused.stderr
-    opened = site.run("inv", "lookback", "open", donor, "--reason", "PDI: HCV RNA reactive elsewhere")
-    case = opened.stderr.split()[2]
+    # The recorder's reactive result opens the case by itself; the investigator works it and closes it.
+    opened = site.run("rec", "result", "add", units[1], "--marker", "anti-hcv", "--result", "R")
+    case = next(w for w in opened.stderr.split() if w.startswith("LB-"))
     message = raw_sql_is_refused(site, "appr", "UPDATE lookback_case SET status = 'closed'")
     assert "permission denied" in message
+    joined = site.run(
+        "inv", "lookback", "open", donor, "--trigger", "pdi", "--reason", "PDI: HCV RNA reactive elsewhere"
+    )
+    assert f"already has an open look-back case, {case}" in joined.stderr
+    site.run("inv", "lookback", "task", case, "1", "--done", "--note", "records reviewed, nothing pooled")
     closed = site.run("inv", "lookback", "close", case, "--reason", "no pooled units", "--sign", "--meaning",
                       "responsible", "--password-stdin", stdin="investigate-1\n")  # fmt: skip
     assert "Signed by Ivo Investigator" in closed.stderr

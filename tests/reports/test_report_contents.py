@@ -120,11 +120,16 @@ def test_quarantines_open_cases_reactive_donors_and_deviations_are_flagged(sessi
     # The open deviation recorded on P-A holds every lot made from it (FII-1, and IVG-1 from FII-1).
     held = section(report, "Holds and quarantines").rows
     assert ["pool", "P-B", "quarantined", "HCV RNA version 2 reactive"] in held
+    # ... and the open look-back case holds them too (SPEC §12), each hold naming the case.
     assert {(r[0], r[1], r[2]) for r in held if r[0] == "lot"} == {
         ("lot", "FII-1", "quarantined"),
         ("lot", "IVG-1", "quarantined"),
+        ("lot", "FII-1", "held"),
+        ("lot", "IVG-1", "held"),
     }
-    assert all("step P-A-S2 (low-ph) has an open deviation on pool P-A" in r[3] for r in held if r[0] == "lot")
+    quarantined = [r for r in held if r[0] == "lot" and r[2] == "quarantined"]
+    assert all("step P-A-S2 (low-ph) has an open deviation on pool P-A" in r[3] for r in quarantined)
+    assert all(f"look-back case {case.case_number}" in r[3] for r in held if r[2] == "held")
     cases = section(report, "Open look-back cases").rows
     assert [c[0] for c in cases] == [case.case.case_number if hasattr(case, "case") else cases[0][0]]
     assert cases[0][1] == donor_code and f"{made['a'][0]} (P-A)" in cases[0][4]

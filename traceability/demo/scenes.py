@@ -24,13 +24,14 @@ from ..errors import Conflict, IneligibleUnits, InvalidInput
 from ..identity import Role
 from ..importers.load import ImportKind, import_file
 from ..models import AuditEvent, EstablishmentKind, LotKind, LotUnit, Marker, ResultValue, StepMethod, utcnow
+from ..queries import casework
 from ..rules import DEFAULT_POLICY, Policy
-from ..services import consignees, donors, lots, units, users
+from ..services import consignees, donors, lookback, lots, units, users
 from ..services import pools as pool_service
 from ..services.units import ResultOutcome
 from ..synthetic.codes import din
 from ..synthetic.records import pass_pool_tests, typical_step
-from .cast import APPROVER, CENTRES, CONSIGNEES, DEMO_USERS, LAB, PLANT, RECORDER, ZONES
+from .cast import APPROVER, CENTRES, CONSIGNEES, DEMO_USERS, INVESTIGATOR, LAB, PLANT, RECORDER, ZONES
 from .population import Population, populate, write_exports
 
 Work = Callable[[], AbstractContextManager[Session]]
@@ -360,6 +361,34 @@ def late_reactive_result(tour: Tour, population: Population, *, seed: int) -> La
     return LateResult(donor_code, unit_number, outcome)
 
 
+def case_work(tour: Tour, late: LateResult) -> None:
+    """Shows the look-back case the late reactive result opened by itself: what is due, in calendar days, and one
+    notification recorded (the first consignee's quarantine request)."""
+    case = late.outcome.case
+    if case is None:
+        return
+    number = case.case_number
+    tour.say(
+        f"Look-back case {number} opened by itself for donor {case.donor_code}: {case.tasks} task(s), "
+        f"first due {case.first_due}; lots held until assessed: {', '.join(case.held) or 'none'}."
+    )
+    with tour.work() as session:
+        due = [t for t in casework.due_tasks(session) if t.case_number == number]
+        for line in due[:4]:
+            what = " ".join(x for x in (line.kind, line.lot_number, line.consignee) if x)
+            tour.say(f"  due {line.due_on}: task {line.task} {what}")
+        request = next((t for t in due if t.kind == "quarantine-request"), None)
+        if request is not None:
+            lookback.finish_task(
+                session,
+                case_number=number,
+                seq=request.task,
+                actor=INVESTIGATOR.login if tour.people else tour.admin,
+                note=f"quarantine of lot {request.lot_number} requested from {request.consignee} by phone and letter",
+            )
+            tour.say(f"Notified {request.consignee} to quarantine lot {request.lot_number} (task {request.task} done).")
+
+
 def pool_retest(tour: Tour, late: LateResult) -> None:
     """Shows a finding after release: QA retests the retained sample of the pool that holds the donor's earlier
     units, reactive. The retest is the pool's current version: the pool is quarantined although it was released,
@@ -404,5 +433,6 @@ def build(
     volumes = pools(tour, population)
     lots_and_shipments(tour, volumes)
     late = late_reactive_result(tour, population, seed=seed)
+    case_work(tour, late)
     pool_retest(tour, late)
     return tour.result

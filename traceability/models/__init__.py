@@ -24,6 +24,8 @@ from .donations import (
 )
 from .enums import (
     CaseStatus,
+    CaseTrigger,
+    Decision,
     DeferralSource,
     EstablishmentKind,
     LotKind,
@@ -37,12 +39,16 @@ from .enums import (
     StepMethod,
     StepOutcome,
     StrEnum,
+    TaskKind,
+    TaskState,
     TestMethod,
     UnitStatus,
 )
 from .lookback import (
     CaseFinding,
+    CaseTask,
     LookbackCase,
+    LotHold,
 )
 from .manufacturing import (
     Consignee,
@@ -72,6 +78,12 @@ from .trail import (
 )
 
 __all__ = [
+    "CaseTask",
+    "CaseTrigger",
+    "Decision",
+    "LotHold",
+    "TaskKind",
+    "TaskState",
     "DrillSubject",
     "Recall",
     "RecallClass",

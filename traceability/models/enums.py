@@ -109,6 +109,38 @@ class CaseStatus(StrEnum):
     CLOSED = "closed"
 
 
+class CaseTrigger(StrEnum):
+    """What opened a look-back case (SPEC §12)."""
+
+    REACTIVE_TEST = "reactive-test"
+    PDI = "pdi"  # post-donation information
+    RECIPIENT_INFECTION = "recipient-infection"
+    OTHER = "other"
+
+
+class TaskKind(StrEnum):
+    """The duties of a look-back case (21 CFR 610.46/610.47; SPEC §12)."""
+
+    REVIEW_QUARANTINE = "review-quarantine"  # review the records, quarantine the units in the window
+    QUARANTINE_REQUEST = "quarantine-request"  # ask one consignee of one implicated lot to quarantine it
+    SUPPLEMENTAL_RESULTS = "supplemental-results"  # send one consignee the supplemental test results
+    ASSESSMENT = "assessment"  # decide what to do with one implicated lot
+
+
+class TaskState(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+    WAIVED = "waived"
+
+
+class Decision(StrEnum):
+    """An implicated lot's assessment."""
+
+    NO_ACTION = "no-action"
+    WITHDRAW = "withdraw"
+    RECALL = "recall"
+
+
 class SignatureMeaning(StrEnum):
     """What a signature means (21 CFR 11.50(a)(3))."""
 

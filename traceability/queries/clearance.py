@@ -28,6 +28,7 @@ from ..rules import (
     worst_paths,
 )
 from .graph import Upstream, downstream_lot_ids, steps_for, upstream
+from .holds import active_holds
 from .lookup import get_lot
 
 
@@ -123,7 +124,8 @@ def lock_lineage(session: Session, lot_number: str) -> Lot:
 def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY) -> list[str]:
     """Everything on the lot's whole upstream lineage that stops its release or shipment, each naming the pool,
     lot or step and the numbers: a pool not released or whose current tests do not pass, a lot not released, a
-    failed step or an open deviation anywhere (the lot's own steps included), and for a final lot the clearance
+    failed step or an open deviation anywhere (the lot's own steps included), a hold standing on it or on a lot
+    upstream (naming its look-back case), and for a final lot the clearance
     rule on its worst path per virus class. Empty when nothing blocks.
     """
     graph = upstream(session, saved_id(lot.id))
@@ -145,6 +147,8 @@ def lot_blockers(session: Session, lot: Lot, policy: Policy = DEFAULT_POLICY) ->
         if other.status != LotStatus.RELEASED:
             why = f" ({other.status_reason})" if other.status_reason else ""
             problems.append(f"lot {other.lot_number} is {other.status.value}{why}")
+    # A hold on the lot or on any lot it was made from (a look-back case's or an approver's) stops it too.
+    problems.extend(h.text() for lines in active_holds(session, graph.lot_ids).values() for h in lines)
     steps = steps_for(session, pool_ids=graph.pool_ids, lot_ids=graph.lot_ids)
     if lot.kind == LotKind.FINAL:
         if problem := lot_product_problem(lot.product, lot.kind.value, policy):

@@ -35,6 +35,7 @@ from ..models import (
     quantity_text,
 )
 from ..queries.graph import downstream_lots, upstream
+from ..queries.holds import active_holds
 from ..queries.lookup import get_lot, get_pool
 from .lineage_graph import ALERT_STATUSES, Edge, LineageGraph, Node
 from .sections import Section
@@ -255,6 +256,10 @@ def holds(session: Session, lineage: Lineage) -> Section:
     ).scalars():
         if lot.status.value in ALERT_STATUSES:
             rows.append(["lot", lot.lot_number, lot.status.value, lot.status_reason or ""])
+    for standing in sorted(active_holds(session, lineage.lot_ids).values(), key=lambda hs: hs[0].lot_number):
+        for hold in standing:
+            by = f"look-back case {hold.case_number}" if hold.case_number else f"by hand ({hold.placed_by})"
+            rows.append(["lot", hold.lot_number, "held", f"{by}: {hold.reason}"])
     return Section("Holds and quarantines", ["kind", "key", "status", "reason"], rows)
 
 

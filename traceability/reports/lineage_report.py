@@ -174,7 +174,7 @@ def build_report(
             "recall_consignee": {f"{trace.recall_number}/{c.code}" for c in trace.consignees},
         }
     else:
-        trace = trace_case(session, key, as_of=as_of)
+        trace = trace_case(session, key, as_of=as_of, policy=policy)
         document = case_document(trace)
         pool_ids = set(session.execute(select(col(Pool.id)).where(col(Pool.pool_number).in_(trace.pools))).scalars())
         lineage = contents.lineage_downstream(session, pool_ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..queries.casework import NOTIFICATION_COLUMNS, notification_rows
 from ..queries.lineage import DonorTrace, LotTrace, PoolTrace, UnitTrace
 
 
@@ -316,6 +317,7 @@ def lot_document(trace: LotTrace) -> Document:
             ),
             ("expires on", trace.expires_on or "not recorded"),
             ("deviations", ", ".join(sorted({d.reference for d in trace.deviations})) or "none"),
+            ("holds", "; ".join(h.text() for h in trace.holds) or "none"),
         ],
         sections=sections,
         primary="Donations" if trace.donations is not None else "Pools",
@@ -339,21 +341,51 @@ def case_document(trace: Any) -> Document:
             for f in trace.findings
         ],
     )
+    notifications = Section("Notification list", NOTIFICATION_COLUMNS, notification_rows(trace.notifications))
+    tasks = Section(
+        "Tasks",
+        ["task", "kind", "lot", "consignee", "due on", "state", "days late", "decision", "note", "by"],
+        [
+            [
+                t.task,
+                t.kind,
+                t.lot_number or "",
+                t.consignee or "",
+                t.due_on or "",
+                t.state,
+                t.days_late or "",
+                t.decision or "",
+                t.note or t.clearance or "",
+                t.done_by or "",
+            ]
+            for t in trace.tasks
+        ],
+    )
+    holds = Section(
+        "Holds placed by the case",
+        ["lot", "held at", "lifted at", "lifted by"],
+        [[h.lot_number, h.held_at, h.lifted_at or "standing", h.lifted_by or ""] for h in trace.holds],
+    )
+    open_tasks = [t for t in trace.tasks if t.state == "open"]
+    late = [t for t in open_tasks if t.days_late]
     return Document(
         title=f"Look-back case {trace.case_number}",
         summary=[
             ("status", trace.status),
             ("donor", trace.donor_code),
+            ("trigger", trace.trigger),
             ("reason", trace.reason),
             ("opened", f"{trace.opened_at} by {trace.opened_by}"),
+            ("due dates count from", trace.received_on or "not recorded"),
+            ("tasks", f"{len(trace.tasks)} ({len(open_tasks)} open, {len(late)} late)"),
             ("window starts", trace.window_start or "all donations"),
             ("pools", ", ".join(trace.pools) or "none"),
             ("lots", ", ".join(trace.lots) or "none"),
             ("consignees to notify", ", ".join(sorted({s.consignee for s in trace.shipments})) or "none"),
-            ("closed", f"{trace.closed_at}: {trace.closure}" if trace.closed_at else ""),
+            ("closed", f"{trace.closed_at} by {trace.closed_by}: {trace.closure}" if trace.closed_at else ""),
         ],
-        sections=[findings, _shipments(trace)],
-        primary="Implicated units",
+        sections=[notifications, tasks, findings, holds, _shipments(trace)],
+        primary="Notification list",
     )
 
 

@@ -32,6 +32,8 @@ from .eligibility import (
     volume_problem,
 )
 from .lookback import (
+    case_due_on,
+    days_late,
     in_lookback_window,
     lookback_anchor,
     lookback_window_starts_on,
@@ -115,6 +117,8 @@ __all__ = [
     "final_lot_clearance_problems",
     "hold_ends_at",
     "hold_problem",
+    "case_due_on",
+    "days_late",
     "in_lookback_window",
     "is_effective_step",
     "iu_per_ml",

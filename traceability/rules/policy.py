@@ -261,6 +261,19 @@ class Policy(_Strict):
         "months before the donor's last nonreactive donation",
         json_schema_extra={"source": "21 CFR 610.46/610.47 (12 months); EU GMP Annex 14 (at least 6 months)"},
     )
+    lookback_quarantine_days: Annotated[int, Law("at most 3 calendar days", lambda v: 1 <= v <= 3)] = Field(
+        default=3,
+        description="a look-back case's record review and quarantine of the units in the window, and its quarantine "
+        "request to every consignee of an implicated lot, are due this many calendar days (the case's local days) "
+        "after the reactive test or the information received",
+        json_schema_extra={"source": "21 CFR 610.46(a)(1)/610.47(a)(1)"},
+    )
+    lookback_supplemental_days: Annotated[int, Law("at most 45 calendar days", lambda v: 1 <= v <= 45)] = Field(
+        default=45,
+        description="a look-back case's supplemental test results to every consignee of an implicated lot are due "
+        "this many calendar days (the case's local days) after the reactive test or the information received",
+        json_schema_extra={"source": "21 CFR 610.46/610.47 (supplemental results to consignees)"},
+    )
     min_donors: Annotated[int, Law("at least 1,000 distinct donors", lambda v: v >= MIN_DISTINCT_DONORS)] = Field(
         default=MIN_DISTINCT_DONORS,
         le=10_000_000,

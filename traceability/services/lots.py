@@ -26,6 +26,7 @@ from ..errors import (
 from ..models import (
     Donation,
     Lot,
+    LotHold,
     LotInput,
     LotKind,
     LotStatus,
@@ -40,6 +41,7 @@ from ..plausibility import check_shipment
 from ..queries.clearance import lock_lineage, lot_blockers
 from ..queries.duties import lot_duty_conflicts
 from ..queries.graph import downstream_lot_ids, upstream
+from ..queries.holds import active_holds
 from ..queries.lookup import get_consignee, get_lot, get_pool
 from ..rules import (
     DEFAULT_POLICY,
@@ -467,3 +469,50 @@ def ship_lot(
         },
     )
     return row
+
+
+def hold_lot(session: Session, *, lot_number: str, reason: str, actor: str) -> LotHold:
+    """Hold a lot by hand (approvers): no release and no shipment of it, or of any lot made from it, until it is
+    unheld. A lot's status does not change; the hold is one more thing that blocks it (``lot_blockers``)."""
+    reason = audit.require_reason(reason, f"A hold on lot {lot_number}")
+    lot = get_lot(session, lot_number, for_update=True)
+    hold = LotHold(lot_id=lot.id or 0, case_id=None, reason=reason, created_by=actor)
+    session.add(hold)
+    session.flush()
+    audit.record(
+        session,
+        action="lot.held",
+        entity_type="lot",
+        entity_key=lot.lot_number,
+        actor=actor,
+        new={c.name: getattr(hold, c.key) for c in LotHold.__table__.columns},  # type: ignore[attr-defined]
+        reason=reason,
+    )
+    return hold
+
+
+def unhold_lot(session: Session, *, lot_number: str, reason: str, actor: str) -> list[str]:
+    """Lift every hold standing on a lot, by hand or by a look-back case (approvers), with the reason. Returns
+    what each lifted hold was. Raises WrongState when no hold stands on it."""
+    reason = audit.require_reason(reason, f"Lifting the holds on lot {lot_number}")
+    lot = get_lot(session, lot_number, for_update=True)
+    standing = active_holds(session, [lot.id or 0]).get(lot.id or 0, [])
+    if not standing:
+        raise WrongState(f"Lot {lot.lot_number} is not held.")
+    rows = session.execute(
+        select(LotHold).where(col(LotHold.lot_id) == lot.id, col(LotHold.lifted_at).is_(None)).order_by(col(LotHold.id))
+    ).scalars()
+    for hold in rows:
+        hold.lifted_at, hold.lifted_by, hold.lift_reason = utcnow(), actor, reason
+        session.flush()
+        audit.record(
+            session,
+            action="lot.unheld",
+            entity_type="lot",
+            entity_key=lot.lot_number,
+            actor=actor,
+            old={"lifted_at": None},
+            new={c.name: getattr(hold, c.key) for c in LotHold.__table__.columns},  # type: ignore[attr-defined]
+            reason=reason,
+        )
+    return [h.text() for h in standing]

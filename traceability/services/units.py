@@ -14,6 +14,7 @@ from ..calendars import local_day
 from ..errors import CorrectionNeedsDeviation, DuplicateKey, InvalidInput, WrongState
 from ..identifiers import parse_unit_number
 from ..models import (
+    CaseTrigger,
     CorrectionDeviation,
     Deferral,
     DeferralSource,
@@ -38,6 +39,7 @@ from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from .common import check_code, check_count, next_version, result_values, unique_or_conflict
 from .donors import defer_donor, end_deferral
+from .lookback import CaseOpened, open_case
 
 CLOCK_SKEW = plausibility.CLOCK_SKEW
 
@@ -231,6 +233,7 @@ class ResultOutcome:
     pooled_in_window: list[tuple[str, str]] = field(default_factory=list)
     still_pooled: str | None = None
     deferral_ended: bool = False
+    case: CaseOpened | None = None  # the look-back case it opened or joined
 
 
 def add_result(
@@ -412,6 +415,18 @@ def apply_reactive(
             .order_by(col(Donation.collected_at))
         )
     ]
+    # The look-back case opens by itself (or the finding joins the donor's open case), due from the test's local day.
+    outcome.case = open_case(
+        session,
+        donor_code=outcome.donor_code,
+        reason=why,
+        actor=actor,
+        policy=policy,
+        trigger=CaseTrigger.REACTIVE_TEST,
+        received_at=outcome.result.tested_at,
+        window=window,
+        timezone=_zone_of(session, unit),
+    )
 
 
 def _zone_of(session: Session, unit: Donation) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,9 @@ from sqlmodel import Session, col
 
 from ...errors import CaseNotFound
 from ...models import CaseFinding, Donation, Donor, LookbackCase, Pool
+from ...rules import DEFAULT_POLICY, Policy
+from .. import casework
+from ..casework import CaseHoldLine, NotificationLine, TaskLine
 from ..graph import downstream_lots
 from . import as_of as then
 from .lines import FindingLine, ShipmentLine, iso
@@ -32,6 +35,12 @@ class CaseTrace:
     pools: list[str]
     lots: list[str]
     shipments: list[ShipmentLine]
+    trigger: str = "other"
+    received_on: str | None = None  # the local day the tasks' due dates count from
+    closed_by: str | None = None
+    tasks: list[TaskLine] = field(default_factory=list)  # by number
+    notifications: list[NotificationLine] = field(default_factory=list)  # per consignee and implicated lot
+    holds: list[CaseHoldLine] = field(default_factory=list)  # every hold the case placed, standing or lifted
     as_of: str | None = None  # the case as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
@@ -41,7 +50,9 @@ class CaseTrace:
         return data
 
 
-def trace_case(session: Session, case_number: str, *, as_of: datetime | None = None) -> CaseTrace:
+def trace_case(
+    session: Session, case_number: str, *, as_of: datetime | None = None, policy: Policy = DEFAULT_POLICY
+) -> CaseTrace:
     """A look-back case with each implicated unit, its pool, every lot downstream and every shipment; with
     ``as_of`` as recorded then (findings, lots and shipments recorded by then, the statuses of then)."""
     case = session.execute(
@@ -109,6 +120,12 @@ def trace_case(session: Session, case_number: str, *, as_of: datetime | None = N
         pools=sorted({r.pool_number for r in rows if r.pool_number}),
         lots=sorted(x.lot_number for x in lot_lines.values()),
         shipments=shipments(session, set(lot_lines), at=at),
+        trigger=case.trigger.value,
+        received_on=iso(case.received_on),
+        closed_by=case.closed_by if closed_at is not None else None,
+        tasks=casework.case_tasks(session, case.id or 0, policy=policy) if at is None else [],
+        notifications=casework.notification_list(session, case.id or 0) if at is None else [],
+        holds=casework.case_holds(session, case.id or 0) if at is None else [],
         as_of=then.as_of_text(at),
     )
 

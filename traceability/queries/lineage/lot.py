@@ -14,6 +14,7 @@ from ...models import Donation, Lot, LotInput, Shipment
 from ...rules import DEFAULT_POLICY, Policy, final_lot_clearance_problems
 from ..clearance import lot_clearance
 from ..graph import steps_for, upstream
+from ..holds import HoldLine, active_holds
 from ..lookup import get_lot
 from ..signatures import signatures_for
 from . import as_of as then
@@ -69,6 +70,7 @@ class LotTrace:
     shipped: int = 0
     available: int | None = None  # quantity less what later lots drew and what was shipped
     deviations: list[DeviationLine] = field(default_factory=list)  # corrections upstream under a deviation
+    holds: list[HoldLine] = field(default_factory=list)  # holds standing on the lot or a lot upstream
     as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
@@ -185,6 +187,7 @@ def trace_lot(
         shipped=shipped,
         available=None if quantity is None else quantity - drawn - shipped,
         deviations=deviations(session, graph.pool_ids, at=at),
+        holds=[h for lines in active_holds(session, graph.lot_ids, at=at).values() for h in lines],
         as_of=then.as_of_text(at),
     )
 
