@@ -215,6 +215,7 @@ def test_a_drill_changes_nothing_and_reports_what_the_case_opened_afterwards_tou
     assert shown["lots"] == [x["lot_number"] for x in answer["lots"]]
     case_shipments = sorted((s["shipment_number"], s["quantity"]) for s in shown["shipments"])
     assert case_shipments == sorted((s["shipment_number"], s["quantity"]) for s in answer["shipments"])
+    assert sorted({n["consignee_code"] for n in shown["notifications"]}) == answer["consignees"]
     traced = run.json("trace", "donor", site.donor)
     assert sorted({s["consignee"] for s in traced["shipments"]}) == sorted(
         {s["consignee"] for s in answer["shipments"]}

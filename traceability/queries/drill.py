@@ -1,9 +1,8 @@
 """What a look-back case or a recall would touch, read without changing anything (SPEC §12, ``recall drill``).
 
-The implicated set is taken from the same functions a case uses: the donor's look-back window
-(``eligibility.lookback_window``, anchored by ``rules.lookback_anchor``) and the donations in it
-(``eligibility.donations_in_window``); then, as ``lookback show`` does, the pools of the pooled ones, every lot
-downstream of those pools (``graph.downstream_lots``) and every shipment of those lots. A recall of a lot covers
+A donor drill takes the implicated set from the function a case takes it from (``impact.case_impact`` on the
+donor's look-back window, ``eligibility.lookback_window``): the donations in the window, the pools of the pooled
+ones, every lot downstream of those pools and every shipment of those lots. A recall of a lot covers
 that lot and every lot made from it (``graph.downstream_lot_ids``). ``distribution`` lists the consignees of a set
 of lots with addresses and quantities; recalls use it too.
 """
@@ -20,10 +19,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from ..models import Consignee, Donation, Lot, Pool, PoolMember, Shipment, UnitStatus
+from ..models import Consignee, Donation, Lot, Pool, PoolMember, Shipment, UnitStatus, saved_id
 from ..rules import DEFAULT_POLICY, Policy
-from .eligibility import donations_in_window, lookback_window
-from .graph import downstream_lot_ids, downstream_lots, upstream
+from .eligibility import lookback_window
+from .graph import downstream_lot_ids, upstream
+from .impact import Impact, case_impact
 from .lookup import get_donor, get_lot
 
 
@@ -187,15 +187,10 @@ def recall_lot_ids(session: Session, lot_id: int) -> set[int]:
     return {lot_id} | found
 
 
-def _implicated_units(
-    session: Session, donor_id: int, policy: Policy
-) -> tuple[str | None, list[DrillUnit], dict[int, str]]:
-    """The donations a case would find (the look-back window), classified as ``lookback.open_case`` does, and the
-    pools they went into (id -> number)."""
-    window = lookback_window(session, donor_id, policy=policy)
-    in_window = donations_in_window(session, donor_id, window)
-    if not in_window:
-        return _iso(window.starts_on), [], {}
+def _drill_units(session: Session, impact: Impact) -> list[DrillUnit]:
+    """The donations the case would find, each with what a case would do with it (as ``lookback.open_case``)."""
+    if not impact.donation_ids:
+        return []
     rows = session.execute(
         select(
             col(Donation.unit_number),
@@ -206,11 +201,10 @@ def _implicated_units(
         )
         .outerjoin(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
         .outerjoin(Pool, col(Pool.id) == col(PoolMember.pool_id))
-        .where(col(Donation.id).in_(in_window))
+        .where(col(Donation.id).in_(impact.donation_ids))
         .order_by(col(Donation.collected_at), col(Donation.id))
     ).all()
     units: list[DrillUnit] = []
-    pools: dict[int, str] = {}
     for number, collected_at, status, pool_id, pool_number in rows:
         if status == UnitStatus.IN_INVENTORY:
             action = "stop"
@@ -218,25 +212,25 @@ def _implicated_units(
             action = "pooled"
         else:
             action = f"already {status.value}"
-        if pool_id is not None:
-            pools[pool_id] = pool_number
         units.append(DrillUnit(number, collected_at.isoformat(), status.value, pool_number, action))
-    return _iso(window.starts_on), units, pools
+    return units
 
 
 def drill_donor(session: Session, donor_code: str, *, policy: Policy = DEFAULT_POLICY) -> DrillAnswer:
-    """What a look-back case opened now for the donor would touch. Raises DonorNotFound."""
+    """What a look-back case opened now for the donor would touch: the case's own answer (``impact.case_impact``
+    on ``eligibility.lookback_window``), so a drill and the case opened after it name the same units, pools, lots
+    and consignees. Raises DonorNotFound."""
     started = time.perf_counter()
     donor = get_donor(session, donor_code)
-    window_start, units, pools = _implicated_units(session, donor.id or 0, policy)
-    by_pool = downstream_lots(session, sorted(pools))
-    lot_ids: set[int] = set().union(*by_pool.values()) if by_pool else set()
+    window = lookback_window(session, saved_id(donor.id), policy=policy)
+    impact = case_impact(session, saved_id(donor.id), window)
+    lot_ids = set(impact.lots)
     answer = DrillAnswer(
         subject="donor",
         key=donor.donor_code,
-        window_start=window_start,
-        units=units,
-        pools=sorted(set(pools.values())),
+        window_start=_iso(window.starts_on),
+        units=_drill_units(session, impact),
+        pools=sorted(set(impact.pools.values())),
         lots=lot_balances(session, lot_ids),
         shipments=distribution(session, lot_ids),
     )
