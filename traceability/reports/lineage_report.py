@@ -226,7 +226,7 @@ def build_report(
         audit_chain_ok=verification.ok,
         audit_problem=verification.problem,
         policy_sha256=policy_digest(policy),
-        as_of=trace.as_of,
+        as_of=getattr(trace, "as_of", None),
     )
 
 
