@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, FromClause, and_, exists, func, or_, select
 from sqlmodel import Session, SQLModel, col
 
+from .audit import GENESIS_HASH
 from .errors import InvalidInput, NotFound
 from .models import IMPORT_EVENT_POINTERS, AuditEvent
 
@@ -53,8 +54,9 @@ class Unproven:
 
 @dataclass(frozen=True)
 class _Proof:
-    """How the rows of one table are proven by the trail: an event of ``actions`` on the entity ``entity`` names
-    (entity type, business key), or, for imported rows, ``import_event_id`` naming an import event of its kind."""
+    """How the rows of one table are proven by the trail: ``recorded`` is true where the event that created the row
+    exists (its action, on the entity type and business key of the row or of its parent); an imported row may
+    instead name an import event of its kind (see ``_imported``)."""
 
     table: str
     source: FromClause
@@ -71,6 +73,14 @@ def _event_on(entity_type: str, entity_key: ColumnElement[object], *actions: str
     return exists().where(
         events.c.entity_type == entity_type, events.c.entity_key == entity_key, events.c.action.in_(actions)
     )
+
+
+UNCHECKED = frozenset({"audit_event", "alembic_version"})
+"""Tables whose rows need no creating event: the trail itself."""
+
+
+def proven_tables() -> frozenset[str]:
+    return frozenset(p.table for p in _proofs())
 
 
 def _proofs() -> list[_Proof]:
@@ -258,8 +268,6 @@ def append_checkpoint(path: Path, *, seq: int, head_hash: str, now: datetime | N
 
 def head(session: Session) -> tuple[int, str]:
     """The last event's seq and hash ((0, genesis) on an empty trail)."""
-    from .audit import GENESIS_HASH
-
     row = session.execute(
         select(col(AuditEvent.seq), col(AuditEvent.hash)).order_by(col(AuditEvent.seq).desc()).limit(1)
     ).first()
@@ -270,8 +278,6 @@ def checkpoint_problems(session: Session, checkpoints: Sequence[Checkpoint], *, 
     """What each checkpoint says against the chain as it is now, earliest line first: a checkpoint whose event
     holds another hash (the chain was rewritten at or before it) or is gone (the tail was cut). Meant to run after
     the chain itself verified: then an event that still holds a checkpoint's hash proves every event up to it."""
-    from .audit import GENESIS_HASH
-
     seqs = sorted({c.seq for c in checkpoints if c.seq > 0})
     held: dict[int, str] = {0: GENESIS_HASH}
     for start in range(0, len(seqs), 1000):
