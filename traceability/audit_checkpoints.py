@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, FromClause, String, and_, cast, exists, func, or_, select
 from sqlmodel import Session, SQLModel, col
 
 from .audit import GENESIS_HASH
@@ -68,15 +69,16 @@ def _table(name: str) -> FromClause:
     return SQLModel.metadata.tables[name]
 
 
-def _event_on(entity_type: str, entity_key: ColumnElement[object], *actions: str) -> ColumnElement[bool]:
+def _event_on(entity_type: str, entity_key: ColumnElement[Any], *actions: str) -> ColumnElement[bool]:
     events = _table("audit_event")
     return exists().where(
         events.c.entity_type == entity_type, events.c.entity_key == entity_key, events.c.action.in_(actions)
     )
 
 
-UNCHECKED = frozenset({"audit_event", "alembic_version"})
-"""Tables whose rows need no creating event: the trail itself."""
+UNCHECKED = frozenset({"audit_event", "alembic_version", "recall_drill"})
+"""Tables whose rows need no creating event: the trail itself, and the kept recall drills (a drill changes no
+regulated record, so it is kept outside the chain; its answer digest and audit checkpoint are in the row)."""
 
 
 def proven_tables() -> frozenset[str]:
@@ -90,6 +92,7 @@ def _proofs() -> list[_Proof]:
     step, consignee, shipment, deferral = t["step"], t["consignee"], t["shipment"], t["deferral"]
     case, finding, user, signature = t["lookback_case"], t["case_finding"], t["app_user"], t["signature"]
     correction, events = t["correction_deviation"], t["audit_event"]
+    task, hold, recall, recall_consignee = t["case_task"], t["lot_hold"], t["recall"], t["recall_consignee"]
     step_pool, step_lot = pool.alias("step_pool"), lot.alias("step_lot")
     return [
         _Proof("establishment", establishment, (establishment.c.code,),
@@ -127,7 +130,18 @@ def _proofs() -> list[_Proof]:
         _Proof("case_finding", finding.join(case, case.c.id == finding.c.case_id).join(
                    donation, donation.c.id == finding.c.donation_id),
                (case.c.case_number, donation.c.unit_number),
-               _event_on("lookback_case", case.c.case_number, "lookback.opened")),
+               _event_on("lookback_case", case.c.case_number, "lookback.opened", "lookback.joined")),
+        _Proof("case_task", task.join(case, case.c.id == task.c.case_id), (case.c.case_number, task.c.seq),
+               _event_on("case_task", case.c.case_number + "#" + cast(task.c.seq, String), "lookback.task_added")),
+        _Proof("lot_hold", hold.join(lot, lot.c.id == hold.c.lot_id), (lot.c.lot_number, hold.c.id),
+               _event_on("lot", lot.c.lot_number, "lot.held")),
+        _Proof("recall", recall, (recall.c.recall_number,),
+               _event_on("recall", recall.c.recall_number, "recall.opened")),
+        _Proof("recall_consignee", recall_consignee.join(recall, recall.c.id == recall_consignee.c.recall_id).join(
+                   consignee, consignee.c.id == recall_consignee.c.consignee_id),
+               (recall.c.recall_number, consignee.c.code),
+               _event_on("recall_consignee", recall.c.recall_number + "/" + consignee.c.code,
+                         "recall.consignee_listed")),
         _Proof("app_user", user, (user.c.login,), _event_on("user", user.c.login, "user.added")),
         _Proof("signature", signature, (signature.c.entity_type, signature.c.entity_key, signature.c.id),
                exists().where(events.c.id == signature.c.audit_event_id, events.c.action == "signature.applied")),
