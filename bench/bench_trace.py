@@ -129,9 +129,9 @@ def eligible_units(session: Any, hold_until: datetime) -> dict[int, list[str]]:
 def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[str, Any]:
     """Pools of eligible units, steps, intermediate and final lots, shipments, all through the services."""
     from traceability.db import make_engine, transaction
-    from traceability.models import LotKind, StepMethod, utcnow
+    from traceability.models import LotKind, LotUnit, StepMethod, utcnow
     from traceability.rules import DEFAULT_POLICY
-    from traceability.services import lots
+    from traceability.services import consignees, lots
     from traceability.services import pools as pool_service
     from traceability.synthetic.records import pass_pool_tests, typical_step
 
@@ -141,6 +141,10 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
     timings: dict[str, list[float]] = defaultdict(list)
     with transaction(engine) as session:
         by_donor = eligible_units(session, now - timedelta(days=DEFAULT_POLICY.hold_days))
+        for code, name in CONSIGNEES:
+            consignees.add_consignee(
+                session, code=code, name=name, address="1 Hospital Road", country="GB", actor=common.ACTOR
+            )
     donors = sorted(by_donor)
     rng.shuffle(donors)
     cap = max(1, pool_units // 1_200)  # units of one donor per pool, so that small pools still have 1,000 donors
@@ -168,11 +172,13 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
             pool_service.add_units(session, pool_number=number, unit_numbers=members, actor=common.ACTOR)
         timings["pool add"].append(t.seconds)
         with common.Timer() as t, transaction(engine) as session:
-            pool_service.close_pool(session, pool_number=number, actor=common.ACTOR)
+            closed, _ = pool_service.close_pool(session, pool_number=number, actor=common.ACTOR)
+            closed_at = closed.closed_at or now
         timings["pool close"].append(t.seconds)
         with common.Timer() as t, transaction(engine) as session:
-            pass_pool_tests(session, pool_number=number, product="ivig", tested_at=now, actor=common.ACTOR)
-            pool_service.release_pool(session, pool_number=number, actor=common.ACTOR)
+            # A pool test is not dated before its pool closed, and the pool closes after ``now`` was taken.
+            pass_pool_tests(session, pool_number=number, product="ivig", tested_at=closed_at, actor=common.ACTOR)
+            pool_service.release_pool(session, pool_number=number, actor=common.APPROVER)
             typical_step(
                 session,
                 StepMethod.SOLVENT_DETERGENT,
@@ -187,12 +193,14 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
                 product="fraction-ii-paste",
                 kind=LotKind.INTERMEDIATE,
                 inputs=[lots.InputSpec("pool", number, 1000)],
+                quantity=1000,
+                unit=LotUnit.KG,
                 actor=common.ACTOR,
             )
             typical_step(
                 session, StepMethod.LOW_PH, lot_number=paste, started_at=now - timedelta(hours=5), actor=common.ACTOR
             )
-            lots.release_lot(session, lot_number=paste, actor=common.ACTOR)
+            lots.release_lot(session, lot_number=paste, actor=common.APPROVER)
             final = f"IVG-{index:03d}"
             _final_lot(session, final, [lots.InputSpec("lot", paste, 400)], now)
         timings["test, release, steps, 2 lots, 2 shipments"].append(t.seconds)
@@ -210,17 +218,30 @@ def make_lineage(url: str, *, pools: int, pool_units: int, seed: int) -> dict[st
     return made
 
 
+CONSIGNEES = [("H-LEEDS-SM", "St Mary's Hospital, Leeds"), ("H-GLAS-RI", "Royal Infirmary, Glasgow")]
+"""(code, name) of the consignees every final lot ships to."""
+
+
 def _final_lot(session: Any, number: str, inputs: list[Any], now: datetime) -> None:
-    from traceability.models import LotKind, StepMethod
+    from traceability.models import LotKind, LotUnit, StepMethod
     from traceability.services import lots
     from traceability.synthetic.records import typical_step
 
-    lots.create_lot(session, lot_number=number, product="ivig", kind=LotKind.FINAL, inputs=inputs, actor=common.ACTOR)
+    lots.create_lot(
+        session,
+        lot_number=number,
+        product="ivig",
+        kind=LotKind.FINAL,
+        inputs=inputs,
+        quantity=2000,
+        unit=LotUnit.VIALS,
+        actor=common.ACTOR,
+    )
     typical_step(
         session, StepMethod.NANOFILTRATION, lot_number=number, started_at=now - timedelta(hours=3), actor=common.ACTOR
     )
-    lots.release_lot(session, lot_number=number, actor=common.ACTOR)
-    for consignee in ("St Mary's Hospital, Leeds", "Royal Infirmary, Glasgow"):
+    lots.release_lot(session, lot_number=number, actor=common.APPROVER)
+    for consignee, _ in CONSIGNEES:
         lots.ship_lot(
             session, lot_number=number, consignee=consignee, quantity=40, shipped_on=now.date(), actor=common.ACTOR
         )

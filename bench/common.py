@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout: `python bench/x.py` finds the traceability package
 
 ACTOR = "bench"
+APPROVER = "bench.approver"  # separation of duties: who records does not release
 
 
 # --- measuring -------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The demo as scenes, each one thing a site does, each through the same importers and services as every command.
 
-:func:`build` plays them in order: :func:`site`, :func:`imports`, :func:`pools`, :func:`lots`, then
-:func:`late_reactive_result` and :func:`pool_retest`. Scenes share a :class:`Tour` (how to open a unit of work,
-how to speak, the clock, the policy, who records and who releases) and open one unit of work per step a user
-would take.
+:func:`build` plays them in order: :func:`site`, :func:`imports`, :func:`pools`, :func:`lots_and_shipments`,
+then :func:`late_reactive_result`, whose :class:`LateResult` the scenes after it take (the donor's look-back
+case, :func:`pool_retest`). Scenes share a :class:`Tour` (how to open a unit of work, how
+to speak, the clock, the policy, who records and who releases) and open one unit of work per step a user would
+take.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ Say = Callable[[str], None]
 
 @dataclass
 class DemoResult:
+    """What the command shows after the tour: the pools, the final lots and the donor to trace forward."""
+
     pools: list[str] = field(default_factory=list)
     final_lots: list[str] = field(default_factory=list)
     recall_donor: str = ""
