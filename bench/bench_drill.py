@@ -272,13 +272,23 @@ def worker(url: str, samples: dict[str, list[str]], repeat: int) -> dict[str, An
     return result
 
 
-def wall(cmd: list[str], runs: int) -> list[float]:
+CPU_MS: dict[str, list[float]] = {}
+"""Per command: the CPU time (user + system) of each run, which a busy machine stretches less than wall time."""
+
+
+def wall(cmd: list[str], runs: int, name: str | None = None) -> list[float]:
+    import resource
+
     subprocess.run(cmd, capture_output=True, cwd=common.ROOT)  # warm the OS file cache
     times = []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=common.ROOT)
         times.append((time.perf_counter() - t0) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+        CPU_MS.setdefault(name or " ".join(cmd), []).append(cpu)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
     return times
@@ -287,15 +297,15 @@ def wall(cmd: list[str], runs: int) -> list[float]:
 def command_timings(url: str, codes: list[str], runs: int) -> dict[str, list[float]]:
     cli = [sys.executable, "-m", "cli"]
     out: dict[str, list[float]] = {}
-    out["python -c pass"] = wall([sys.executable, "-c", "pass"], runs)
-    out["python -m cli --help"] = wall([*cli, "--help"], runs)
+    out["python -c pass"] = wall([sys.executable, "-c", "pass"], runs, "python -c pass")
+    out["python -m cli --help"] = wall([*cli, "--help"], runs, "python -m cli --help")
     for name, args in (
         ("python -m cli trace donor CODE --format json", ["trace", "donor"]),
         ("python -m cli recall drill --donor CODE --format json", ["recall", "drill", "--donor"]),
     ):
         times: list[float] = []
         for i in range(runs):
-            times += wall([*cli, "--db", url, *args, codes[i % len(codes)], "--format", "json"], 1)
+            times += wall([*cli, "--db", url, *args, codes[i % len(codes)], "--format", "json"], 1, name)
         out[name] = times
     return out
 
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/plasmatrace-drill"))
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--samples", type=int, default=50, help="donors per group (pooled, any)")
-    parser.add_argument("--repeat", type=int, default=3, help="in-process drills per donor")
+    parser.add_argument("--repeat", type=int, default=3, help="in-process drills per donor (0: none)")
     parser.add_argument("--cli-runs", type=int, default=10, help="whole commands per kind")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -348,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     with common.Timer() as t:
-        inproc = worker(url, samples, args.repeat)
+        inproc = worker(url, samples, args.repeat) if args.repeat else {}
     print(f"\n{started}; {common.machine()}; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(
         f"{args.donations:,} donations; {args.pools} pools of {args.pool_units:,} units; "
@@ -367,11 +377,21 @@ def main(argv: list[str] | None = None) -> None:
     print("\nwhole commands (fresh process each, wall time):")
     for name, times in commands.items():
         print(f"  {name:<58} {stats(times)}")
+    print("the same, CPU time of the process (user + system):")
+    for name, times in CPU_MS.items():
+        print(f"  {name:<58} {stats(times)}")
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     common.save_json(
         f"drill-{args.donations}-{int(time.time())}.json",
-        {"started": started, "load_before": load, "load_after": load_after, "inprocess": inproc, "commands": commands},
+        {
+            "started": started,
+            "load_before": load,
+            "load_after": load_after,
+            "inprocess": inproc,
+            "commands": commands,
+            "commands_cpu_ms": CPU_MS,
+        },
     )
 
 
