@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from ..models import (
     AuditEvent,
@@ -15,6 +15,7 @@ from ..models import (
     Donor,
     Establishment,
     Lot,
+    LotHold,
     LotInput,
     Pool,
     PoolMember,
@@ -105,6 +106,12 @@ def list_pools(session: Session, *, status: str | None = None) -> tuple[list[str
 def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
     inputs = select(LotInput.lot_id, func.count(LotInput.id).label("n")).group_by(LotInput.lot_id).subquery()
     shipped = select(Shipment.lot_id, func.sum(Shipment.quantity).label("q")).group_by(Shipment.lot_id).subquery()
+    holds = (
+        select(LotHold.lot_id, func.count(LotHold.id).label("h"))
+        .where(col(LotHold.lifted_at).is_(None))
+        .group_by(LotHold.lot_id)
+        .subquery()
+    )
     rows = session.execute(
         select(
             Lot.lot_number,
@@ -114,14 +121,16 @@ def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
             func.coalesce(inputs.c.n, 0),
             func.coalesce(shipped.c.q, 0),
             Lot.released_at,
+            func.coalesce(holds.c.h, 0),
         )
         .outerjoin(inputs, inputs.c.lot_id == Lot.id)
         .outerjoin(shipped, shipped.c.lot_id == Lot.id)
+        .outerjoin(holds, holds.c.lot_id == Lot.id)
         .order_by(Lot.lot_number)
     )
     return (
-        ["lot", "product", "kind", "status", "inputs", "shipped", "released at"],
-        [[n, p, k.value, s.value, i, q, r] for n, p, k, s, i, q, r in rows],
+        ["lot", "product", "kind", "status", "inputs", "shipped", "released at", "holds standing"],
+        [[n, p, k.value, s.value, i, q, r, h] for n, p, k, s, i, q, r, h in rows],
     )
 
 
