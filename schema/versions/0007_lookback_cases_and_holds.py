@@ -23,6 +23,35 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# PostgreSQL: GRANTs let a recorder insert case tasks and holds (a reactive result opens a case by itself), so who may
+# end a task or lift a hold is decided by a trigger, as 0004 does for the status changes reserved to a role.
+POSTGRES_UP = [
+    """CREATE OR REPLACE FUNCTION plasmatrace_guard_casework() RETURNS trigger AS $$
+       BEGIN
+         IF TG_TABLE_NAME = 'lot_hold' THEN
+           IF NEW.lifted_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.lifted_at IS NULL)
+              AND NOT (plasmatrace_has_role('plasmatrace_approver')
+                       OR plasmatrace_has_role('plasmatrace_investigator')) THEN
+             RAISE EXCEPTION 'permission denied: lifting a hold on a lot needs the role plasmatrace_approver'
+               USING ERRCODE = 'insufficient_privilege';
+           END IF;
+         ELSIF TG_TABLE_NAME = 'case_task' THEN
+           IF NEW.state <> 'open' AND (TG_OP = 'INSERT' OR OLD.state = 'open')
+              AND NOT plasmatrace_has_role('plasmatrace_investigator') THEN
+             RAISE EXCEPTION 'permission denied: ending a look-back task needs the role plasmatrace_investigator'
+               USING ERRCODE = 'insufficient_privilege';
+           END IF;
+         END IF;
+         RETURN NEW;
+       END; $$ LANGUAGE plpgsql""",
+    *(
+        f"""CREATE TRIGGER {table}_guard_casework BEFORE INSERT OR UPDATE ON {table}
+            FOR EACH ROW EXECUTE FUNCTION plasmatrace_guard_casework()"""
+        for table in ("lot_hold", "case_task")
+    ),
+]
+
+
 def upgrade() -> None:
     op.create_table(
         "case_task",
@@ -114,8 +143,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("timezone", sa.String(length=64), nullable=False, server_default="UTC"))
         batch_op.add_column(sa.Column("closed_by", sa.String(length=100), nullable=True))
 
+    if op.get_bind().dialect.name == "postgresql":
+        for statement in POSTGRES_UP:
+            op.execute(statement)
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table in ("lot_hold", "case_task"):
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_guard_casework ON {table}")
+        op.execute("DROP FUNCTION IF EXISTS plasmatrace_guard_casework()")
     with op.batch_alter_table("lookback_case", schema=None) as batch_op:
         batch_op.drop_column("closed_by")
         batch_op.drop_column("timezone")

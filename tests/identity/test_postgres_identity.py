@@ -320,6 +320,9 @@ def test_a_reactive_result_opens_a_case_an_investigator_closes_signed_and_a_reco
         "inv", "lookback", "open", donor, "--trigger", "pdi", "--reason", "PDI: HCV RNA reactive elsewhere"
     )
     assert f"already has an open look-back case, {case}" in joined.stderr
+    # The recorder inserted the case's tasks; ending one by raw SQL is the investigator's, as the trigger says.
+    message = raw_sql_is_refused(site, "rec", "UPDATE case_task SET state = 'done', note = 'x'")
+    assert "needs the role plasmatrace_investigator" in message
     site.run("inv", "lookback", "task", case, "1", "--done", "--note", "records reviewed, nothing pooled")
     closed = site.run("inv", "lookback", "close", case, "--reason", "no pooled units", "--sign", "--meaning",
                       "responsible", "--password-stdin", stdin="investigate-1\n")  # fmt: skip

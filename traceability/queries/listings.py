@@ -15,6 +15,7 @@ from ..models import (
     Donor,
     Establishment,
     Lot,
+    LotHold,
     LotInput,
     Pool,
     PoolMember,
@@ -115,6 +116,12 @@ def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
         .group_by(col(Shipment.lot_id))
         .subquery()
     )
+    holds = (
+        select(col(LotHold.lot_id), func.count(col(LotHold.id)).label("h"))
+        .where(col(LotHold.lifted_at).is_(None))
+        .group_by(col(LotHold.lot_id))
+        .subquery()
+    )
     rows = session.execute(
         select(
             col(Lot.lot_number),
@@ -124,14 +131,16 @@ def list_lots(session: Session) -> tuple[list[str], list[list[Any]]]:
             func.coalesce(inputs.c.n, 0),
             func.coalesce(shipped.c.q, 0),
             col(Lot.released_at),
+            func.coalesce(holds.c.h, 0),
         )
         .outerjoin(inputs, inputs.c.lot_id == col(Lot.id))
         .outerjoin(shipped, shipped.c.lot_id == col(Lot.id))
+        .outerjoin(holds, holds.c.lot_id == col(Lot.id))
         .order_by(col(Lot.lot_number))
     )
     return (
-        ["lot", "product", "kind", "status", "inputs", "shipped", "released at"],
-        [[n, p, k.value, s.value, i, q, r] for n, p, k, s, i, q, r in rows],
+        ["lot", "product", "kind", "status", "inputs", "shipped", "released at", "holds standing"],
+        [[n, p, k.value, s.value, i, q, r, h] for n, p, k, s, i, q, r, h in rows],
     )
 
 
