@@ -165,3 +165,20 @@ def test_as_of_refuses_the_future_and_a_time_before_the_first_event(session: Ses
         checked_as_of(session, now + timedelta(seconds=1), now=now)
     with pytest.raises(InvalidInput, match="before the first audit event"):
         checked_as_of(session, first - timedelta(days=1), now=now)
+
+
+def test_a_unit_taken_out_of_an_open_pool_after_t_is_still_a_member_as_of_t(session: Session) -> None:
+    units = bulk_units(session, donors_count=3, units_per_donor=2)
+    pools.create_pool(session, pool_number="P-OUT", product="ivig", actor=ACTOR)
+    pools.add_units(session, pool_number="P-OUT", unit_numbers=units[:4], actor=ACTOR, now=NOW)
+    before = moment()
+    pools.remove_units(session, pool_number="P-OUT", unit_numbers=[units[1]], reason="label damaged", actor=ACTOR)
+    pools.add_units(session, pool_number="P-OUT", unit_numbers=units[4:], actor=ACTOR, now=NOW)
+    after = moment()
+
+    then = trace_pool(session, "P-OUT", members=True, as_of=before)
+    assert sorted(m.unit_number for m in then.donations or []) == sorted(units[:4])
+    assert (then.donation_count, then.donor_count) == (4, 2)
+    now = trace_pool(session, "P-OUT", members=True, as_of=after)
+    assert sorted(m.unit_number for m in now.donations or []) == sorted([units[0], *units[2:]])
+    assert now.as_json() == {**trace_pool(session, "P-OUT", members=True).as_json(), "as_of": after.isoformat()}
