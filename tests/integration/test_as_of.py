@@ -182,3 +182,20 @@ def test_a_unit_taken_out_of_an_open_pool_after_t_is_still_a_member_as_of_t(sess
     now = trace_pool(session, "P-OUT", members=True, as_of=after)
     assert sorted(m.unit_number for m in now.donations or []) == sorted([units[0], *units[2:]])
     assert now.as_json() == {**trace_pool(session, "P-OUT", members=True).as_json(), "as_of": after.isoformat()}
+
+    # The unit's own traces: in the pool (pooled) at T, back in inventory now.
+    out = units[1]
+    assert (trace_unit(session, out, as_of=before).pool_number, trace_unit(session, out, as_of=before).status) == (
+        "P-OUT",
+        "pooled",
+    )
+    assert (trace_unit(session, out, as_of=after).pool_number, trace_unit(session, out, as_of=after).status) == (
+        None,
+        "in-inventory",
+    )
+    donor = session.execute(
+        select(Donor.donor_code).join(Donation, Donation.donor_id == Donor.id).where(Donation.unit_number == out)
+    ).scalar_one()
+    lines = {d.unit_number: (d.pool_number, d.status) for d in trace_donor(session, donor, as_of=before).donations}
+    assert lines[out] == ("P-OUT", "pooled") and lines[units[0]] == ("P-OUT", "pooled")
+    assert {d.unit_number: d.pool_number for d in trace_donor(session, donor).donations}[out] is None
