@@ -165,3 +165,37 @@ def test_as_of_refuses_the_future_and_a_time_before_the_first_event(session: Ses
         checked_as_of(session, now + timedelta(seconds=1), now=now)
     with pytest.raises(InvalidInput, match="before the first audit event"):
         checked_as_of(session, first - timedelta(days=1), now=now)
+
+
+def test_a_unit_taken_out_of_an_open_pool_after_t_is_still_a_member_as_of_t(session: Session) -> None:
+    units = bulk_units(session, donors_count=3, units_per_donor=2)
+    pools.create_pool(session, pool_number="P-OUT", product="ivig", actor=ACTOR)
+    pools.add_units(session, pool_number="P-OUT", unit_numbers=units[:4], actor=ACTOR, now=NOW)
+    before = moment()
+    pools.remove_units(session, pool_number="P-OUT", unit_numbers=[units[1]], reason="label damaged", actor=ACTOR)
+    pools.add_units(session, pool_number="P-OUT", unit_numbers=units[4:], actor=ACTOR, now=NOW)
+    after = moment()
+
+    then = trace_pool(session, "P-OUT", members=True, as_of=before)
+    assert sorted(m.unit_number for m in then.donations or []) == sorted(units[:4])
+    assert (then.donation_count, then.donor_count) == (4, 2)
+    now = trace_pool(session, "P-OUT", members=True, as_of=after)
+    assert sorted(m.unit_number for m in now.donations or []) == sorted([units[0], *units[2:]])
+    assert now.as_json() == {**trace_pool(session, "P-OUT", members=True).as_json(), "as_of": after.isoformat()}
+
+    # The unit's own traces: in the pool (pooled) at T, back in inventory now.
+    out = units[1]
+    assert (trace_unit(session, out, as_of=before).pool_number, trace_unit(session, out, as_of=before).status) == (
+        "P-OUT",
+        "pooled",
+    )
+    assert (trace_unit(session, out, as_of=after).pool_number, trace_unit(session, out, as_of=after).status) == (
+        None,
+        "in-inventory",
+    )
+    donor = session.execute(
+        select(Donor.donor_code).join(Donation, Donation.donor_id == Donor.id).where(Donation.unit_number == out)
+    ).scalar_one()
+    lines = {d.unit_number: (d.pool_number, d.status) for d in trace_donor(session, donor, as_of=before).donations}
+    assert lines[out] == ("P-OUT", "pooled") and lines[units[0]] == ("P-OUT", "pooled")
+    assert {d.unit_number: d.pool_number for d in trace_donor(session, donor).donations}[out] is None

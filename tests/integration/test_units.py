@@ -124,7 +124,7 @@ def test_a_repeat_test_is_a_new_version_and_the_old_one_stays_readable(session: 
     ).all()
     assert [(v, r.value) for v, r in rows] == [(1, "invalid"), (2, "nonreactive")]
     results = trace_unit(session, unit.unit_number).results
-    assert [(r["version"], r["current"]) for r in results] == [(1, False), (2, True)]
+    assert [(r.version, r.current) for r in results] == [(1, False), (2, True)]
 
 
 def test_a_reactive_result_rejects_the_unit_defers_the_donor_and_interdicts_the_window(session: Session) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import FromClause, Integer, Select, func, literal, select, union_all
+from sqlalchemy import FromClause, Integer, Select, func, literal, or_, select, union_all
 from sqlmodel import Session, col
 
 from ...errors import InvalidInput, NotYetRecorded
@@ -153,6 +153,29 @@ def members_at(session: Session, pools: dict[int, str], at: datetime) -> FromCla
         for number, units in removed_later.items()
     ]
     return union_all(recorded, *extra).subquery("members_at")
+
+
+def pools_left_after(session: Session, units: Collection[str], at: datetime) -> dict[str, str]:
+    """Of ``units``, those taken out of an open pool after ``at`` that were in it at ``at``: unit -> pool number.
+    (Their member rows are gone; the pool's ``pool.units_removed`` event lists them.)"""
+    if not units:
+        return {}
+    rows = session.execute(
+        select(col(AuditEvent.entity_key), col(AuditEvent.old_values))
+        .where(
+            col(AuditEvent.entity_type) == "pool",
+            col(AuditEvent.action) == _REMOVED,
+            col(AuditEvent.occurred_at) > at,
+            or_(*(col(AuditEvent.old_values).contains(f'"{unit}"') for unit in units)),
+        )
+        .order_by(col(AuditEvent.seq))
+    )
+    found: dict[str, str] = {}
+    for pool_number, old in rows:
+        for unit in sorted(set(_values(old).get("units", [])) & set(units) - set(found)):
+            if _inside_at(session, pool_number, {unit}, at):
+                found[unit] = pool_number
+    return found
 
 
 def _inside_at(session: Session, pool_number: str, units: set[str], at: datetime) -> set[str]:

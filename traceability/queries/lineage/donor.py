@@ -185,13 +185,18 @@ def _as_recorded_at(
             .where(col(Donation.donor_id) == donor.donor_id)
         ).scalars()
     )
-    statuses = then.unit_statuses_at(session, units, pools, at)
+    left = then.pools_left_after(session, [d.unit_number for d in donations if d.pool_number is None], at)
+    statuses = then.unit_statuses_at(session, units, pools | set(left.values()), at)
     corrected = then.corrections_after(session, units, at)
     lifted_later = then.lifted_after(session, donor.donor_code, at)
     for line in deferrals:
         if line.sequence in lifted_later:
             line.lifted_on = None
     return [
-        d._replace(status=statuses.get(d.unit_number, d.status), version=d.version - corrected.get(d.unit_number, 0))
+        d._replace(
+            status=statuses.get(d.unit_number, d.status),
+            version=d.version - corrected.get(d.unit_number, 0),
+            pool_number=d.pool_number or left.get(d.unit_number),  # an open pool then: no lots made from it yet
+        )
         for d in donations
     ], deferrals

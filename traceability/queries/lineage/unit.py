@@ -57,10 +57,14 @@ def trace_unit(session: Session, unit_number: str, *, as_of: datetime | None = N
         in_pool = in_pool.where(col(PoolMember.created_at) <= as_of)
         results_query = results_query.where(col(TestResult.created_at) <= as_of)
     pool = session.execute(in_pool).first()
+    pool_number = pool.pool_number if pool else None
     results = session.execute(results_query.order_by(col(TestResult.marker), col(TestResult.version))).scalars().all()
     if as_of is not None:
         now_in = select(col(Pool.pool_number)).join(PoolMember, col(PoolMember.pool_id) == col(Pool.id))
         pools = list(session.execute(now_in.where(col(PoolMember.donation_id) == unit.id)).scalars())
+        if pool_number is None:  # taken out of an open pool after as_of? (no lots were made from it then)
+            pool_number = then.pools_left_after(session, [unit.unit_number], as_of).get(unit.unit_number)
+            pools += [pool_number] if pool_number else []
         status = then.unit_statuses_at(session, {unit.unit_number: status}, pools, as_of).get(unit.unit_number, status)
         version -= then.corrections_after(session, [unit.unit_number], as_of).get(unit.unit_number, 0)
     latest = {r.marker: r.version for r in results}
@@ -77,7 +81,7 @@ def trace_unit(session: Session, unit_number: str, *, as_of: datetime | None = N
         status=status,
         status_reason=unit.status_reason if status == unit.status.value else None,
         version=version,
-        pool_number=pool.pool_number if pool else None,
+        pool_number=pool_number,
         results=[
             ResultLine(
                 marker=r.marker.value,
