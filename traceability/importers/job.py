@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import date, datetime
 from enum import Enum
@@ -265,6 +265,10 @@ class ImportJob:
         loader's lookups cannot see them yet, so a loader looks for its keys here too (a repeat in the file, a
         version number). One value per row for one name, else a tuple in the order of ``names``."""
         return self.writer.pending_values(*names)
+
+    def pending_where(self, column: str, wanted: Container[Any], *names: str) -> list[Any]:
+        """As :meth:`pending_values`, for the previous chunk's rows whose ``column`` is among ``wanted`` only."""
+        return self.writer.pending_where(column, wanted, *names)
 
     def when_written(self, then: Callable[[], None]) -> None:
         """Call ``then`` once the rows of this chunk are written (at once if it has none to write)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Container, Generator, Iterable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import islice
@@ -162,6 +162,16 @@ class ChunkWriter:
         if pending is None:
             return []
         return map(itemgetter(*(pending.names.index(name) for name in names)), pending.rows)
+
+    def pending_where(self, column: str, wanted: Container[Any], *names: str) -> list[Any]:
+        """The values of the named columns (as :meth:`pending_values`) of the pending rows whose ``column`` is
+        among ``wanted``."""
+        pending = self._pending
+        if pending is None:
+            return []
+        at = pending.names.index(column)
+        get = itemgetter(*(pending.names.index(name) for name in names))
+        return [get(row) for row in pending.rows if row[at] in wanted]
 
     @property
     def pending_chunk(self) -> int:

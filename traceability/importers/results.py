@@ -191,13 +191,12 @@ def load_results(job: ImportJob, rows: list[ResultRow]) -> None:
         # The previous chunk's rows are not in the database yet: their keys and versions for this chunk's units.
         being_written: set[tuple[int, str, Any]] = set()
         ids = {unit.id for unit in units.values()}
-        for donation_id, marker_text, tested_text, version in job.pending_values(
-            "donation_id", "marker", "tested_at", "version"
+        for donation_id, marker_text, tested_text, version in job.pending_where(
+            "donation_id", ids, "donation_id", "marker", "tested_at", "version"
         ):
-            if donation_id in ids:
-                being_written.add((donation_id, marker_text, tested_text))
-                if version > latest.get((donation_id, marker_text), 0):
-                    latest[(donation_id, marker_text)] = version
+            being_written.add((donation_id, marker_text, tested_text))
+            if version > latest.get((donation_id, marker_text), 0):
+                latest[(donation_id, marker_text)] = version
         shared = {key[0] for key in being_written}  # units with rows in both chunks: usually one or none
         for r in rows:
             unit = units.get(r.unit_number)
