@@ -9,8 +9,7 @@ import time
 from sqlalchemy import select
 from sqlmodel import Session
 
-from tests.factories import ACTOR, APPROVER, NOW, make_lot, make_step
-from tests.integration.test_holds import released_pool
+from tests.factories import ACTOR, APPROVER, NOW, make_lot, make_released_pool, make_step
 from traceability.db import make_engine
 from traceability.models import Lot, LotStatus, Marker, ResultValue, StepMethod
 from traceability.services import lots, pools
@@ -19,7 +18,7 @@ from traceability.services import lots, pools
 def test_a_pool_retest_during_a_lot_release_waits_and_then_holds_the_released_lot(db_url: str) -> None:
     engine = make_engine(db_url)
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        released_pool(session, "P-A")
+        make_released_pool(session, pool_number="P-A", bulk=True)
         make_step(session, pool="P-A", method=StepMethod.SOLVENT_DETERGENT, enveloped=6.0)
         make_lot(session, lot_number="FIN-1", inputs=[("pool", "P-A")])
         make_step(session, lot="FIN-1", method=StepMethod.NANOFILTRATION, enveloped=5.0, non_enveloped=4.5)
