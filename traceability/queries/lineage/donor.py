@@ -24,9 +24,22 @@ from ...rules import (
 )
 from ..eligibility import zone_of_donation
 from . import as_of as then
-from .donor_statement import DeferralRow, DonationRow, DonorRow, LotRow, ResultRow, compiled_for, decode
+from .donor_statement import (
+    DeferralRow,
+    DonationRow,
+    DonorRow,
+    LotRow,
+    ResultRow,
+    compiled_for,
+    decode,
+    kind_of,
+    result_positions,
+)
 from .lines import DeferralLine, ShipmentLine, iso
 from .shared import distribution_details
+
+_RESULT = kind_of(ResultRow)
+_RESULT_AT = result_positions()
 
 
 @dataclass
@@ -85,12 +98,17 @@ def trace_donor(
     latest: dict[int, dict[str, tuple[int, str]]] = defaultdict(dict)  # donation id -> marker -> (version, result)
     lots_by_pool: dict[int, set[str]] = defaultdict(set)
     shipped: dict[str, ShipmentLine] = {}
-    for row in decode(statement.run(conn, donor_code, as_of)):
-        if type(row) is ResultRow:
-            markers = latest[row.donation_id]
-            if row.marker not in markers or markers[row.marker][0] < row.version:
-                markers[row.marker] = (row.version, row.result)
-        elif type(row) is DonationRow:
+    result_at = _RESULT
+    r_donation, r_version, r_marker, r_result = _RESULT_AT
+    for raw in statement.run(conn, donor_code, as_of):
+        if raw[0] == result_at:  # most rows: read in place, by the positions of the result row's fields
+            markers = latest[raw[r_donation]]
+            marker, version = raw[r_marker], raw[r_version]
+            if marker not in markers or markers[marker][0] < version:
+                markers[marker] = (version, raw[r_result])
+            continue
+        row = decode(raw)
+        if type(row) is DonationRow:
             donations.append(row._replace(collected_at=at(row.collected_at)))
         elif type(row) is LotRow:
             lots_by_pool[row.pool_id].add(row.lot_number)

@@ -13,7 +13,7 @@ Python, which SQLite does faster than sorting each branch of the union.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from operator import itemgetter
@@ -143,12 +143,20 @@ _READERS: dict[int, tuple[Callable[[Any], Any], Callable[[Any], FactRow]]] = {
 }
 
 
-def decode(rows: list[Any]) -> Iterator[FactRow]:
-    """Each raw row of the statement as its named row."""
-    readers = _READERS
-    for raw in rows:
-        take, make = readers[raw[0]]
-        yield make(take(raw))
+def decode(raw: Any) -> FactRow:
+    """One raw row of the statement as its named row."""
+    take, make = _READERS[raw[0]]
+    return make(take(raw))
+
+
+def kind_of(row_type: type[FactRow]) -> int:
+    return _LAYOUT[row_type][0]
+
+
+def result_positions() -> ResultRow:
+    """Where each field of a result row sits in a raw row, for reading the many result rows without building a
+    named row for each (they are most of a donor's rows)."""
+    return ResultRow._make(_SLOT_INDEX[slot] for slot in _LAYOUT[ResultRow][1])
 
 
 def donor_trace_statement(*, as_of: bool = False) -> CompoundSelect[Any]:
@@ -264,8 +272,12 @@ class DriverStatement:
     bind_time: Callable[[datetime], Any]  # the as-of time as this driver takes it
 
     def run(self, conn: Connection, donor_code: str, as_of: datetime | None = None) -> list[Any]:
-        values = {"donor_code": donor_code, "as_of": None if as_of is None else self.bind_time(as_of)}
-        params: Any = tuple(values[name] for name in self.positional) if self.positional is not None else values
+        params: Any
+        if as_of is None and self.positional is not None:  # today's trace: every ``?`` is the donor code
+            params = (donor_code,) * len(self.positional)
+        else:
+            values = {"donor_code": donor_code, "as_of": None if as_of is None else self.bind_time(as_of)}
+            params = tuple(values[name] for name in self.positional) if self.positional is not None else values
         dbapi = conn.dialect.loaded_dbapi
         try:
             cursor = conn.connection.cursor()
