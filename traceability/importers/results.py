@@ -190,14 +190,15 @@ def load_results(job: ImportJob, rows: list[ResultRow]) -> None:
     with job.writing(TestResult, _COLUMNS) as write:
         # The previous chunk's rows are not in the database yet: their keys and versions for this chunk's units.
         being_written: set[tuple[int, str, Any]] = set()
+        shared: set[int] = set()  # units with rows in both chunks: usually one or none
         ids = {unit.id for unit in units.values()}
         for donation_id, marker_text, tested_text, version in job.pending_where(
             "donation_id", ids, "donation_id", "marker", "tested_at", "version"
         ):
             being_written.add((donation_id, marker_text, tested_text))
+            shared.add(donation_id)
             if version > latest.get((donation_id, marker_text), 0):
                 latest[(donation_id, marker_text)] = version
-        shared = {key[0] for key in being_written}  # units with rows in both chunks: usually one or none
         for r in rows:
             unit = units.get(r.unit_number)
             marker = str(r.marker)  # the value: StrEnum's str() is str's own, faster than .value
