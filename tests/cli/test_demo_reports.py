@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import Cli
 from traceability.errors import ExitCode
 
@@ -59,3 +61,12 @@ def test_a_report_of_an_unknown_lot_is_not_found(fresh: Cli, tmp_path: Path) -> 
     result = fresh("report", "lot", "NOPE", "--output", str(tmp_path / "r.html"), code=ExitCode.NOT_FOUND)
     assert "Lot NOPE not found" in result.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_demo_on_postgresql_says_at_once_that_one_login_cannot_release_and_writes_nothing(run: Cli) -> None:
+    if not run.db_url.startswith("postgresql"):
+        pytest.skip("on SQLite the demo adds its own people (the test above)")
+    as_one_login = Cli(db_url=run.db_url, workdir=run.workdir, one_person=False)  # the default policy
+    refused = as_one_login("demo", code=ExitCode.NOT_PERMITTED)
+    assert "separation of duties" in refused.stderr and "sqlite:///demo.db" in refused.stderr
+    assert run.json("establishment", "list") == []

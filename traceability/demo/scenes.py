@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from ..db import dialect
-from ..errors import Conflict, IneligibleUnits, InvalidInput
+from ..errors import Conflict, IneligibleUnits, InvalidInput, NotPermitted
 from ..identity import Role
 from ..importers.load import ImportKind, import_file
 from ..models import AuditEvent, EstablishmentKind, LotKind, LotUnit, Marker, ResultValue, StepMethod, utcnow
@@ -121,6 +121,17 @@ def _add_users(session: Session, *, actor: str, say: Say) -> bool:
         + (f"; {actor} administers the site with every role." if runner else ".")
     )
     return True
+
+
+def _one_login_cannot_release(session: Session, policy: Policy) -> None:
+    """On PostgreSQL the demo runs as the one login it connects with and adds no people; with separation of duties
+    that login could not release the pools and lots it recorded. Say so before writing anything."""
+    if dialect.logins_are_database_roles(session) and policy.release.separate_duties:
+        raise NotPermitted(
+            "The demo on PostgreSQL runs as one login, and separation of duties (release.separate_duties) lets nobody "
+            "release what they recorded, so it would stop at the first release. Run the demo on SQLite "
+            "(plasmatrace --db sqlite:///demo.db demo), where it adds its own people."
+        )
 
 
 def site(tour: Tour) -> None:
@@ -430,6 +441,8 @@ def build(
     rng = random.Random(seed)
     now = utcnow().replace(microsecond=0)
     tour = Tour(work=work, say=say, rng=rng, now=now, policy=policy, admin=actor, progress=progress)
+    with work() as session:
+        _one_login_cannot_release(session, policy)
     population = populate(rng, donors_count, now)
     site(tour)
     imports(tour, population)
