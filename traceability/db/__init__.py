@@ -217,7 +217,7 @@ def database_login(session: Session) -> str | None:
 def database_now(session: Session) -> datetime:
     """The database server's clock on PostgreSQL (the time of the transaction); this machine's UTC clock on SQLite."""
     if session.get_bind().dialect.name == "postgresql":
-        value = session.execute(text("SELECT now()")).scalar_one()
+        value: datetime = session.execute(text("SELECT now()")).scalar_one()
         return value.astimezone(UTC)
     return datetime.now(UTC)
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..errors import InvalidInput
 from ..models import Consignee
@@ -89,13 +90,13 @@ def load_consignees(job: ImportJob, rows: list[ConsigneeRow]) -> None:
         row.code: row
         for row in job.session.execute(
             select(
-                Consignee.code,
-                Consignee.name,
-                Consignee.address,
-                Consignee.country,
-                Consignee.id,
-                Consignee.import_event_id,
-            ).where(job.among(Consignee.code, {r.code for r in rows}))
+                col(Consignee.code),
+                col(Consignee.name),
+                col(Consignee.address),
+                col(Consignee.country),
+                col(Consignee.id),
+                col(Consignee.import_event_id),
+            ).where(job.among(col(Consignee.code), {r.code for r in rows}))
         ).all()
     }
     recorded = job.recorded()

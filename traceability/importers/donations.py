@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..identifiers import UnitNumber
 from ..models import Donation, Donor, Establishment, PlasmaKind, UnitStatus
@@ -132,14 +133,14 @@ def load_donations(job: ImportJob, rows: list[DonationRow]) -> None:
         donor.donor_code: donor
         for donor in session.execute(
             select(
-                Donor.donor_code,
-                Donor.id,
-                Donor.establishment_id,
-                Establishment.code.label("site"),
-                Donor.registered_on,
+                col(Donor.donor_code),
+                col(Donor.id),
+                col(Donor.establishment_id),
+                col(Establishment.code).label("site"),
+                col(Donor.registered_on),
             )
-            .join(Establishment, Establishment.id == Donor.establishment_id)
-            .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
+            .join(Establishment, col(Establishment.id) == col(Donor.establishment_id))
+            .where(job.among(col(Donor.donor_code), {r.donor_code for r in rows}))
         ).all()
     }
     sites = job.establishment_ids(r.establishment for r in rows)
@@ -147,19 +148,19 @@ def load_donations(job: ImportJob, rows: list[DonationRow]) -> None:
         row.unit_number: row
         for row in session.execute(
             select(
-                Donation.unit_number,
-                Donor.donor_code,
-                Establishment.code.label("establishment"),
-                Donation.collected_at,
-                Donation.volume_ml,
-                Donation.plasma_kind,
-                Donation.frozen_at,
-                Donation.id,
-                Donation.import_event_id,
+                col(Donation.unit_number),
+                col(Donor.donor_code),
+                col(Establishment.code).label("establishment"),
+                col(Donation.collected_at),
+                col(Donation.volume_ml),
+                col(Donation.plasma_kind),
+                col(Donation.frozen_at),
+                col(Donation.id),
+                col(Donation.import_event_id),
             )
-            .join(Donor, Donor.id == Donation.donor_id)
-            .outerjoin(Establishment, Establishment.id == Donation.establishment_id)
-            .where(job.among(Donation.unit_number, {r.unit_number for r in rows}))
+            .join(Donor, col(Donor.id) == col(Donation.donor_id))
+            .outerjoin(Establishment, col(Establishment.id) == col(Donation.establishment_id))
+            .where(job.among(col(Donation.unit_number), {r.unit_number for r in rows}))
         )
     }
     time = job.time

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlmodel import SQLModel, col
 
 from ..models import Donor, Establishment
 from ..parsing import parse_date
@@ -72,13 +73,17 @@ def load_donors(job: ImportJob, rows: list[DonorRow]) -> None:
         row.donor_code: row
         for row in job.session.execute(
             select(
-                Donor.donor_code, Establishment.code.label("site"), Donor.registered_on, Donor.id, Donor.import_event_id
+                col(Donor.donor_code),
+                col(Establishment.code).label("site"),
+                col(Donor.registered_on),
+                col(Donor.id),
+                col(Donor.import_event_id),
             )
-            .join(Establishment, Establishment.id == Donor.establishment_id)
-            .where(job.among(Donor.donor_code, {r.donor_code for r in rows}))
+            .join(Establishment, col(Establishment.id) == col(Donor.establishment_id))
+            .where(job.among(col(Donor.donor_code), {r.donor_code for r in rows}))
         ).all()
     }
-    registered = job.converter(Donor.__table__.c.registered_on)
+    registered = job.converter(SQLModel.metadata.tables["donor"].c.registered_on)
     recorded = job.recorded()
     with job.writing(Donor, _COLUMNS) as write:
         being_written = set(job.pending_values("donor_code"))

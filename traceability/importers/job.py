@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel, col
 
 from ..db import dialect
 from ..db.bulk import driver_converter
 from ..errors import Conflict, InvalidImportFile
-from ..models import Establishment, TestResult, utcnow
+from ..models import Establishment, utcnow
 from ..rules import Policy
 from .pipeline import Chunk, ChunkWriter
 from .readers import Record, RecordStream, Resume, read_records
@@ -93,7 +93,7 @@ class ImportJob:
         # of their own, while the next chunk is checked (see ChunkWriter.writing()).
         self.writer = ChunkWriter(session, on_rows=self._rows_written, on_written=self._chunk_ids.append)
         self.dialect = session.get_bind().dialect
-        self.time = driver_converter(TestResult.__table__.c.tested_at, self.dialect)
+        self.time = driver_converter(SQLModel.metadata.tables["test_result"].c.tested_at, self.dialect)
         self._recorded = (self.time(self.stamp), actor)
 
     # -- outcome -------------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ class ImportJob:
         if wanted:
             self._sites.update(
                 self.session.execute(
-                    select(Establishment.code, Establishment.id).where(Establishment.code.in_(wanted))
+                    select(col(Establishment.code), col(Establishment.id)).where(col(Establishment.code).in_(wanted))
                 ).all()
             )
         return self._sites

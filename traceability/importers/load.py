@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import InvalidImportFile, InvalidInput
@@ -311,24 +311,25 @@ def _earlier_import(session: Session, kind: ImportKind, sha256: str, *, exclude:
     candidates = session.execute(
         select(AuditEvent)
         .where(
-            AuditEvent.action == f"import.{kind.value}",
-            AuditEvent.new_values.contains(sha256),
-            AuditEvent.id != exclude,
+            col(AuditEvent.action) == f"import.{kind.value}",
+            col(AuditEvent.new_values).contains(sha256),
+            col(AuditEvent.id) != exclude,
         )
-        .order_by(AuditEvent.seq)
+        .order_by(col(AuditEvent.seq))
     ).scalars()
     for event in candidates:
         if json.loads(event.new_values or "{}").get("sha256") == sha256:
-            return event
+            found: AuditEvent = event
+            return found
     return None
 
 
 def _rejected_last_time(session: Session, kind: ImportKind, sha256: str) -> int:
     """How many rows the latest completed import of this file rejected (0 when it loaded them all)."""
     for values in session.execute(
-        select(AuditEvent.new_values)
-        .where(AuditEvent.action == f"import.{kind.value}.completed", AuditEvent.new_values.contains(sha256))
-        .order_by(AuditEvent.seq.desc())
+        select(col(AuditEvent.new_values))
+        .where(col(AuditEvent.action) == f"import.{kind.value}.completed", col(AuditEvent.new_values).contains(sha256))
+        .order_by(col(AuditEvent.seq).desc())
     ).scalars():
         completed = json.loads(values or "{}")
         if completed.get("sha256") == sha256:
@@ -343,13 +344,13 @@ def _recorded_rows(session: Session, earlier: AuditEvent) -> int:
     if "rows" in started:
         return int(started["rows"])
     for values in session.execute(
-        select(AuditEvent.new_values)
+        select(col(AuditEvent.new_values))
         .where(
-            AuditEvent.action == f"{earlier.action}.completed",
-            AuditEvent.new_values.contains(started["sha256"]),
-            AuditEvent.seq > earlier.seq,
+            col(AuditEvent.action) == f"{earlier.action}.completed",
+            col(AuditEvent.new_values).contains(started["sha256"]),
+            col(AuditEvent.seq) > earlier.seq,
         )
-        .order_by(AuditEvent.seq)
+        .order_by(col(AuditEvent.seq))
     ).scalars():
         completed = json.loads(values or "{}")
         if completed.get("sha256") == started["sha256"]:

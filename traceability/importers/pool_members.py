@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..errors import IneligibleUnits
 from ..models import Donation, Pool, PoolMember, PoolStatus
@@ -68,16 +69,20 @@ def load_pool_members(job: ImportJob, rows: list[PoolMemberRow]) -> None:
     pool_rows = {
         pool.pool_number: pool
         for pool in session.execute(
-            select(Pool.pool_number, Pool.id, Pool.status).where(Pool.pool_number.in_({r.pool_number for r in rows}))
+            select(col(Pool.pool_number), col(Pool.id), col(Pool.status)).where(
+                col(Pool.pool_number).in_({r.pool_number for r in rows})
+            )
         ).all()
     }
     members = {
         row.unit_number: row
         for row in session.execute(
-            select(Donation.unit_number, Pool.pool_number, PoolMember.id, PoolMember.import_event_id)
-            .outerjoin(PoolMember, PoolMember.donation_id == Donation.id)
-            .outerjoin(Pool, Pool.id == PoolMember.pool_id)
-            .where(job.among(Donation.unit_number, {r.unit_number for r in rows}))
+            select(
+                col(Donation.unit_number), col(Pool.pool_number), col(PoolMember.id), col(PoolMember.import_event_id)
+            )
+            .outerjoin(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
+            .outerjoin(Pool, col(Pool.id) == col(PoolMember.pool_id))
+            .where(job.among(col(Donation.unit_number), {r.unit_number for r in rows}))
         ).all()
     }
     by_pool: dict[str, list[PoolMemberRow]] = defaultdict(list)

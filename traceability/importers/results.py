@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..errors import InvalidInput
 from ..models import Donation, Donor, Establishment, Marker, ResultValue, TestMethod, TestResult
@@ -152,8 +153,8 @@ def load_results(job: ImportJob, rows: list[ResultRow]) -> None:
     units: dict[str, _Unit] = {
         number: _Unit(donation_id, collected_at)
         for number, donation_id, collected_at in session.execute(
-            select(Donation.unit_number, Donation.id, Donation.collected_at).where(
-                job.among(Donation.unit_number, {r.unit_number for r in rows})
+            select(col(Donation.unit_number), col(Donation.id), col(Donation.collected_at)).where(
+                job.among(col(Donation.unit_number), {r.unit_number for r in rows})
             )
         )
     }
@@ -161,26 +162,26 @@ def load_results(job: ImportJob, rows: list[ResultRow]) -> None:
     latest: dict[tuple[int, str], int] = {}
     recorded_keys: dict[tuple[int, str, datetime], Any] = {}
     if units:
-        for old in session.execute(
+        for recorded in session.execute(
             select(
-                TestResult.donation_id,
-                TestResult.marker,
-                TestResult.version,
-                TestResult.tested_at,
-                TestResult.result,
-                TestResult.value,
-                TestResult.value_unit,
-                TestResult.method,
-                Establishment.code.label("lab"),
-                TestResult.id,
-                TestResult.import_event_id,
+                col(TestResult.donation_id),
+                col(TestResult.marker),
+                col(TestResult.version),
+                col(TestResult.tested_at),
+                col(TestResult.result),
+                col(TestResult.value),
+                col(TestResult.value_unit),
+                col(TestResult.method),
+                col(Establishment.code).label("lab"),
+                col(TestResult.id),
+                col(TestResult.import_event_id),
             )
-            .outerjoin(Establishment, Establishment.id == TestResult.lab_id)
-            .where(job.among(TestResult.donation_id, [u.id for u in units.values()]))
-            .order_by(TestResult.version)
+            .outerjoin(Establishment, col(Establishment.id) == col(TestResult.lab_id))
+            .where(job.among(col(TestResult.donation_id), [u.id for u in units.values()]))
+            .order_by(col(TestResult.version))
         ):
-            latest[(old.donation_id, old.marker.value)] = old.version
-            recorded_keys[(old.donation_id, old.marker.value, old.tested_at)] = old  # the newest version wins
+            latest[(recorded.donation_id, recorded.marker.value)] = recorded.version
+            recorded_keys[(recorded.donation_id, recorded.marker.value, recorded.tested_at)] = recorded  # newest wins
     time = job.time
     created_at, created_by, event_id = job.recorded()
     reactive: list[_Reactive] = []
@@ -202,7 +203,7 @@ def load_results(job: ImportJob, rows: list[ResultRow]) -> None:
         for r in rows:
             unit = units.get(r.unit_number)
             marker = str(r.marker)  # the value: StrEnum's str() is str's own, faster than .value
-            old = None
+            old: Any = None
             if recorded_keys and unit is not None:
                 old = recorded_keys.get((unit.id, marker, r.tested_at))
                 if old is not None and old.import_event_id == event_id:
@@ -307,18 +308,22 @@ def _apply_reactive_results(job: ImportJob, reactive: list[_Reactive]) -> None:
     units = {
         unit.id: unit
         for unit in session.execute(
-            select(Donation).where(Donation.id.in_(ids)).execution_options(populate_existing=True)
+            select(Donation).where(col(Donation.id).in_(ids)).execution_options(populate_existing=True)
         ).scalars()
     }
     donors = dict(
         session.execute(
-            select(Donation.id, Donor.donor_code).join(Donor, Donor.id == Donation.donor_id).where(Donation.id.in_(ids))
+            select(col(Donation.id), col(Donor.donor_code))
+            .join(Donor, col(Donor.id) == col(Donation.donor_id))
+            .where(col(Donation.id).in_(ids))
         ).all()
     )
     results = {
         (result.donation_id, result.marker.value, result.version): result
         for result in session.execute(
-            select(TestResult).where(TestResult.donation_id.in_(ids), TestResult.import_event_id == job.event_id)
+            select(TestResult).where(
+                col(TestResult.donation_id).in_(ids), col(TestResult.import_event_id) == job.event_id
+            )
         ).scalars()
     }
     for found in reactive:
