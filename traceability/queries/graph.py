@@ -19,8 +19,8 @@ class Upstream:
 
     lot_ids: set[int] = field(default_factory=set)
     pool_ids: set[int] = field(default_factory=set)
-    # lot_id -> list of (kind, id, quantity) with kind "pool" or "lot"
-    inputs: dict[int, list[tuple[str, int, int | None]]] = field(default_factory=lambda: defaultdict(list))
+    # lot_id -> list of (kind, id, quantity, quantity_unit) with kind "pool" or "lot"
+    inputs: dict[int, list[tuple[str, int, int | None, str | None]]] = field(default_factory=lambda: defaultdict(list))
 
 
 def upstream(session: Session, lot_id: int) -> Upstream:
@@ -35,15 +35,17 @@ def upstream(session: Session, lot_id: int) -> Upstream:
     result.lot_ids = {row[0] for row in session.execute(select(up.c.lot_id))}
     edges = session.execute(
         select(
-            col(LotInput.lot_id), col(LotInput.input_pool_id), col(LotInput.input_lot_id), col(LotInput.quantity)
+            col(LotInput.lot_id), col(LotInput.input_pool_id), col(LotInput.input_lot_id),
+            col(LotInput.quantity),
+            col(LotInput.quantity_unit),
         ).where(col(LotInput.lot_id).in_(result.lot_ids))
     )
-    for target, pool_id, input_lot_id, quantity in edges:
+    for target, pool_id, input_lot_id, quantity, unit in edges:
         if pool_id is not None:
             result.pool_ids.add(pool_id)
-            result.inputs[target].append(("pool", pool_id, quantity))
+            result.inputs[target].append(("pool", pool_id, quantity, unit))
         else:
-            result.inputs[target].append(("lot", input_lot_id, quantity))
+            result.inputs[target].append(("lot", input_lot_id, quantity, unit))
     return result
 
 

@@ -257,8 +257,8 @@ def lot_document(trace: LotTrace) -> Document:
     )
     inputs = Section(
         "Lineage (inputs)",
-        ["lot", "input kind", "input", "quantity"],
-        [[e.lot_number, e.input_kind, e.input, e.quantity or ""] for e in trace.inputs],
+        ["lot", "input kind", "input", "quantity", "unit"],
+        [[e.lot_number, e.input_kind, e.input, e.quantity or "", e.quantity_unit or ""] for e in trace.inputs],
     )
     clearance = Section(
         "Viral clearance: the worst path per virus class",

@@ -119,12 +119,14 @@ class PoolTestLine:
 
 @dataclass
 class InputLine:
-    """One edge of a lot's lineage: ``lot_number`` drew ``quantity`` from a pool or lot (``input_kind``)."""
+    """One edge of a lot's lineage: ``lot_number`` drew ``quantity`` (in ``quantity_unit``: mL from a pool, the
+    input lot's unit from a lot) from a pool or lot (``input_kind``)."""
 
     lot_number: str
     input_kind: str
     input: str
     quantity: int | None
+    quantity_unit: str | None = None
 
 
 @dataclass

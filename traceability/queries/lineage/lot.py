@@ -148,9 +148,10 @@ def trace_lot(
                     input_kind=kind,
                     input=pool_names[ident] if kind == "pool" else lot_names[ident],
                     quantity=quantity,
+                    quantity_unit=unit,
                 )
                 for target, edges in graph.inputs.items()
-                for kind, ident, quantity in edges
+                for kind, ident, quantity, unit in edges
             ),
             key=lambda e: (e.lot_number, e.input),
         ),
