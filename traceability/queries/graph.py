@@ -35,7 +35,9 @@ def upstream(session: Session, lot_id: int) -> Upstream:
     result.lot_ids = {row[0] for row in session.execute(select(up.c.lot_id))}
     edges = session.execute(
         select(
-            col(LotInput.lot_id), col(LotInput.input_pool_id), col(LotInput.input_lot_id),
+            col(LotInput.lot_id),
+            col(LotInput.input_pool_id),
+            col(LotInput.input_lot_id),
             col(LotInput.quantity),
             col(LotInput.quantity_unit),
         ).where(col(LotInput.lot_id).in_(result.lot_ids))
