@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any
 
-from .contents import shown
+from .history import shown
 from .lineage_graph import layout, to_svg
 from .lineage_report import Report
 from .sections import Section

@@ -35,7 +35,9 @@ from ..queries.recalls import recall_view
 from ..rules import DEFAULT_POLICY, Policy, policy_digest
 from . import as_of as then
 from . import contents
-from .contents import HistoryEntry, Lineage
+from . import history as audit_history
+from .contents import Lineage
+from .history import HistoryEntry
 from .lineage_graph import LineageGraph
 from .sections import Document, Section, case_document, lot_document, marked_as_of, pool_document, recall_document
 from .writers import dumps_json, write_csv
@@ -149,7 +151,7 @@ def build_report(
     extra: dict[str, set[str]] = {}
 
     def tests_of(lineage: Lineage) -> Section:
-        return contents.pool_tests(session, lineage) if as_of is None else then.pool_tests_at(session, lineage, as_of)
+        return contents.pool_tests(session, lineage, as_of)
 
     if kind == "lot":
         trace: Any = trace_lot(session, key, members=True, policy=policy, as_of=as_of)
@@ -204,7 +206,7 @@ def build_report(
     ).scalar()
     checkpoint, audit_time = verification.checkpoint, head_time.isoformat() if head_time else "no audit events"
     graph = contents.lineage_graph(session, lineage)
-    history = contents.history(session, lineage, extra=extra)
+    history = audit_history.history(session, lineage, extra=extra)
     if as_of is not None:
         head = then.checkpoint_at(session, as_of)
         checkpoint, audit_time = head.token, head.time

@@ -16,7 +16,7 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from .contents import shown
+from .history import shown
 from .lineage_graph import LINE_HEIGHT, PADDING, Layout, layout
 from .lineage_report import Progress, Report
 from .sections import Section
