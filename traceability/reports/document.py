@@ -32,3 +32,14 @@ def marked_as_of(document: Document, as_of: str | None) -> Document:
         document.title = f"{document.title}, as recorded at {as_of}"
         document.summary.insert(0, ("as of", f"{as_of} (records as they were then; --as-of)"))
     return document
+
+
+def cell_text(value: Any) -> str:
+    """A cell as written in HTML and PDF reports: empty for None, whole numbers with thousands separators."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)

@@ -37,6 +37,7 @@ from . import as_of as then
 from . import contents
 from . import history as audit_history
 from .contents import Lineage
+from .document import cell_text
 from .history import HistoryEntry
 from .lineage_graph import LineageGraph
 from .sections import Document, Section, case_document, lot_document, marked_as_of, pool_document, recall_document
@@ -216,7 +217,7 @@ def build_report(
         kind=kind,
         key=key,
         title=document.title,
-        summary=[(label, _text(value)) for label, value in document.summary],
+        summary=[(label, cell_text(value)) for label, value in document.summary],
         graph=graph,
         flags=flags,
         sections=sections,
@@ -230,16 +231,6 @@ def build_report(
         policy_sha256=policy_digest(policy),
         as_of=getattr(trace, "as_of", None),
     )
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
 
 
 # --- writing -----------------------------------------------------------------------------------------------------
