@@ -5,10 +5,14 @@ Every trace's ``as_json()`` is ``dataclasses.asdict`` of it, so a field added he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 from ..signatures import SignatureLine
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 def iso(value: datetime | date | None) -> str | None:
@@ -178,3 +182,13 @@ class FindingLine:
     pool_number: str | None
     pool_status: str | None
     lot_numbers: list[str]
+
+
+def trace_json(trace: DataclassInstance, *optional: str) -> dict[str, Any]:
+    """A trace as JSON: every field, less the ``optional`` ones that hold None (donations not asked for with
+    --members; ``as_of`` of today's records)."""
+    data = asdict(trace)
+    for name in optional:
+        if data[name] is None:
+            data.pop(name)
+    return data
