@@ -13,17 +13,13 @@ from sqlmodel import Session, col
 
 from ..models import (
     AuditEvent,
-    CaseFinding,
-    Donation,
-    Donor,
-    LookbackCase,
     Lot,
     Pool,
 )
 from ..queries.lineage import as_of as then
 from ..queries.lineage.shared import lots as lot_lines
 from ..queries.lineage.shared import pool_lines
-from .contents import Lineage, deviations, reactive_donors
+from .contents import Lineage, deviations, open_cases, reactive_donors
 from .history import HistoryEntry
 from .lineage_graph import ALERT_STATUSES, LineageGraph
 from .sections import Section
@@ -105,7 +101,7 @@ def corrected_by(session: Session, units: list[str], at: datetime) -> list[str]:
 
 def flags_at(session: Session, lineage: Lineage, at: datetime) -> list[Section]:
     """The flag sections (holds, open cases, reactive donors, deviations) as they stood at ``at``."""
-    return [build(session, lineage, at) for build in (_holds, _open_cases, reactive_donors, deviations)]
+    return [build(session, lineage, at) for build in (_holds, open_cases, reactive_donors, deviations)]
 
 
 def _holds(session: Session, lineage: Lineage, at: datetime) -> Section:
@@ -133,42 +129,3 @@ def _holds(session: Session, lineage: Lineage, at: datetime) -> Section:
             reason = reasons_lot[number][1] if number in reasons_lot else now_lot.get(number)
             rows.append(["lot", number, lots[number].status, reason or ""])
     return Section("Holds and quarantines", ["kind", "key", "status", "reason"], rows)
-
-
-def _open_cases(session: Session, lineage: Lineage, at: datetime) -> Section:
-    columns = ["case", "donor", "opened", "reason", "units on the lineage"]
-    if not lineage.pool_ids:
-        return Section("Open look-back cases", columns, [])
-    rows = session.execute(
-        select(
-            col(LookbackCase.case_number),
-            col(Donor.donor_code),
-            col(LookbackCase.created_at),
-            col(LookbackCase.reason),
-            col(Donation.unit_number),
-            col(Pool.pool_number),
-        )
-        .join(CaseFinding, col(CaseFinding.case_id) == col(LookbackCase.id))
-        .join(Donation, col(Donation.id) == col(CaseFinding.donation_id))
-        .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
-        .join(Pool, col(Pool.id) == col(CaseFinding.pool_id))
-        .where(col(CaseFinding.pool_id).in_(lineage.pool_ids), col(CaseFinding.created_at) <= at)
-        .order_by(col(LookbackCase.case_number), col(Donation.unit_number))
-    ).all()
-    closed = set(
-        session.execute(
-            select(col(AuditEvent.entity_key)).where(
-                col(AuditEvent.entity_type) == "lookback_case",
-                col(AuditEvent.action) == "lookback.closed",
-                col(AuditEvent.occurred_at) <= at,
-            )
-        ).scalars()
-    )
-    cases: dict[str, list[Any]] = {}
-    for number, donor, opened, reason, unit, pool in rows:
-        if number in closed:
-            continue
-        case = cases.setdefault(number, [number, donor, opened.isoformat(), reason, []])
-        case[4].append(f"{unit} ({pool})")
-    lineage.case_numbers |= set(cases)
-    return Section("Open look-back cases", columns, [[*c[:4], ", ".join(c[4])] for c in cases.values()])

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from ..models import (
+    AuditEvent,
     CaseFinding,
     CaseStatus,
     Donation,
@@ -252,10 +253,12 @@ def holds(session: Session, lineage: Lineage) -> Section:
     return Section("Holds and quarantines", ["kind", "key", "status", "reason"], rows)
 
 
-def open_cases(session: Session, lineage: Lineage) -> Section:
-    """Open look-back cases with units pooled on the lineage: the case, its donor, the units and their pools."""
+def open_cases(session: Session, lineage: Lineage, at: datetime | None = None) -> Section:
+    """Open look-back cases with units pooled on the lineage: the case, its donor, the units and their pools; with
+    ``at``, the findings recorded by then of the cases not closed by then."""
+    columns = ["case", "donor", "opened", "reason", "units on the lineage"]
     if not lineage.pool_ids:
-        return Section("Open look-back cases", ["case", "donor", "opened", "reason", "units on the lineage"], [])
+        return Section("Open look-back cases", columns, [])
     rows = session.execute(
         select(
             col(LookbackCase.case_number),
@@ -269,18 +272,32 @@ def open_cases(session: Session, lineage: Lineage) -> Section:
         .join(Donation, col(Donation.id) == col(CaseFinding.donation_id))
         .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
         .join(Pool, col(Pool.id) == col(CaseFinding.pool_id))
-        .where(col(LookbackCase.status) == CaseStatus.OPEN, col(CaseFinding.pool_id).in_(lineage.pool_ids))
+        .where(
+            col(CaseFinding.pool_id).in_(lineage.pool_ids),
+            *([col(LookbackCase.status) == CaseStatus.OPEN] if at is None else [col(CaseFinding.created_at) <= at]),
+        )
         .order_by(col(LookbackCase.case_number), col(Donation.unit_number))
-    )
+    ).all()
+    closed = set() if at is None else _closed_cases_by(session, at)
     cases: dict[str, list[Any]] = {}
     for number, donor, opened, reason, unit, pool in rows:
+        if number in closed:
+            continue
         case = cases.setdefault(number, [number, donor, opened.isoformat(), reason, []])
         case[4].append(f"{unit} ({pool})")
     lineage.case_numbers |= set(cases)
-    return Section(
-        "Open look-back cases",
-        ["case", "donor", "opened", "reason", "units on the lineage"],
-        [[*c[:4], ", ".join(c[4])] for c in cases.values()],
+    return Section("Open look-back cases", columns, [[*c[:4], ", ".join(c[4])] for c in cases.values()])
+
+
+def _closed_cases_by(session: Session, at: datetime) -> set[str]:
+    return set(
+        session.execute(
+            select(col(AuditEvent.entity_key)).where(
+                col(AuditEvent.entity_type) == "lookback_case",
+                col(AuditEvent.action) == "lookback.closed",
+                col(AuditEvent.occurred_at) <= at,
+            )
+        ).scalars()
     )
 
 
