@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ from sqlmodel import Session, SQLModel
 
 from .. import audit
 from ..errors import DuplicateKey, DutiesNotSeparated, InvalidInput
-from ..models import Lot, LotStatus, Pool, PoolStatus, utcnow
+from ..models import Lot, LotStatus, Pool, PoolStatus, UnitStatus, utcnow
 from ..rules import Policy, policy_digest
 
 
@@ -55,6 +55,21 @@ def record_release(
         old={"status": was},
         new={"status": record.status, "policy_sha256": policy_digest(policy)},
     )
+
+
+def record_interdicted(session: Session, unit_numbers: Iterable[str], *, actor: str, reason: str, **new: Any) -> None:
+    """One ``donation.interdicted`` audit event per unit taken out of inventory (``new``: what else it records)."""
+    for number in unit_numbers:
+        audit.record(
+            session,
+            action="donation.interdicted",
+            entity_type="donation",
+            entity_key=number,
+            actor=actor,
+            old={"status": UnitStatus.IN_INVENTORY},
+            new={"status": UnitStatus.INTERDICTED, **new},
+            reason=reason,
+        )
 
 
 def next_version(session: Session, version_column: Any, *where: Any) -> int:

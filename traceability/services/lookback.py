@@ -40,7 +40,7 @@ from ..queries.holds import active_holds
 from ..queries.impact import Impact, case_impact
 from ..queries.lookup import get_donor, get_lot
 from ..rules import DEFAULT_POLICY, Policy, case_due_on
-from .common import row_values, unique_or_conflict
+from .common import record_interdicted, row_values, unique_or_conflict
 from .holds import lift_hold, place_hold
 
 
@@ -190,17 +190,7 @@ def open_case(
         },
         reason=reason,
     )
-    for number in stopped:
-        audit.record(
-            session,
-            action="donation.interdicted",
-            entity_type="donation",
-            entity_key=number,
-            actor=actor,
-            old={"status": UnitStatus.IN_INVENTORY},
-            new={"status": UnitStatus.INTERDICTED},
-            reason=f"look-back case {case.case_number}",
-        )
+    record_interdicted(session, stopped, actor=actor, reason=f"look-back case {case.case_number}")
     held = _hold_lots(session, case, impact, donor_code=donor.donor_code, actor=actor)
     if held:  # a shipment that committed while the holds waited for it is among the consignees now
         impact = case_impact(session, saved_id(donor.id), window)
