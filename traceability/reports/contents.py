@@ -187,20 +187,25 @@ def _lot_counts(session: Session, pool_ids: set[int]) -> tuple[int, int]:
 
 def _current_reactive() -> Any:
     """Current (newest version per marker) reactive results, as a statement of (donation id, donor id)."""
-    newer = aliased(TestResult)
     return (
         select(col(TestResult.donation_id), col(Donation.donor_id))
         .join(Donation, col(Donation.id) == col(TestResult.donation_id))
+        .where(col(TestResult.result) == ResultValue.REACTIVE, _current_result())
+    )
+
+
+def _current_result(at: datetime | None = None) -> Any:
+    """The condition that a test result is the newest version of its marker (of those recorded by ``at``)."""
+    newer = aliased(TestResult)
+    return (
+        ~select(col(newer.id))
         .where(
-            col(TestResult.result) == ResultValue.REACTIVE,
-            ~select(col(newer.id))
-            .where(
-                col(newer.donation_id) == col(TestResult.donation_id),
-                col(newer.marker) == col(TestResult.marker),
-                col(newer.version) > col(TestResult.version),
-            )
-            .exists(),
+            col(newer.donation_id) == col(TestResult.donation_id),
+            col(newer.marker) == col(TestResult.marker),
+            col(newer.version) > col(TestResult.version),
+            *_by(col(newer.created_at), at),
         )
+        .exists()
     )
 
 
@@ -312,7 +317,6 @@ def reactive_donors(session: Session, lineage: Lineage, at: datetime | None = No
         select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id)).where(*member)
     )
     in_lineage = select(col(PoolMember.donation_id)).where(*member)
-    newer = aliased(TestResult)
     rows = session.execute(
         select(
             col(Donor.donor_code),
@@ -328,14 +332,7 @@ def reactive_donors(session: Session, lineage: Lineage, at: datetime | None = No
             col(TestResult.result) == ResultValue.REACTIVE,
             *_by(col(TestResult.created_at), at),
             col(Donation.donor_id).in_(donors),
-            ~select(col(newer.id))
-            .where(
-                col(newer.donation_id) == col(TestResult.donation_id),
-                col(newer.marker) == col(TestResult.marker),
-                col(newer.version) > col(TestResult.version),
-                *_by(col(newer.created_at), at),
-            )
-            .exists(),
+            _current_result(at),
         )
         .order_by(col(Donor.donor_code), col(Donation.unit_number), col(TestResult.marker))
     )
