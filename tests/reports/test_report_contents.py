@@ -17,8 +17,10 @@ from sqlmodel import Session
 from tests.factories import ACTOR, NOW
 from tests.lineage_data import build_lineage, built_fixture  # noqa: F401 (a fixture)
 from traceability.models import Donation, Marker, Pool, PoolStatus, ResultValue, StepMethod, StepOutcome
+from traceability.queries.lineage import trace_lot
 from traceability.reports import lineage_graph
 from traceability.reports.lineage_report import build_report, read_manifest, software_version, write_report
+from traceability.reports.sections import lot_document
 from traceability.rules import DEFAULT_POLICY, policy_digest
 from traceability.services import inactivation, lookback, lots, pools, units
 
@@ -49,6 +51,20 @@ def test_the_picture_has_pools_and_lots_with_counts_and_inputs_with_quantities_n
     report = build_report(session, "pool", "P-B")  # a pool: itself and every lot made from it
     assert {n.ident for n in report.graph.nodes} == {"pool:P-B", "lot:FII-1", "lot:IVG-1"}
     assert [r[0] for r in section(report, "Pool tests (every version)").rows] == ["P-B"] * 3
+
+
+def test_the_lineage_table_prints_each_draw_with_its_unit_in_the_report_and_lot_show(
+    built: tuple[Session, dict[str, Any]],
+) -> None:
+    session, _ = built
+    rows = section(build_report(session, "lot", "IVG-1"), "Lineage (inputs)").rows
+    assert sorted(rows) == [
+        ["FII-1", "pool", "P-A", 700_000, "mL"],
+        ["FII-1", "pool", "P-B", 650_000, "mL"],
+        ["IVG-1", "lot", "FII-1", 40, "kg"],
+    ]
+    shown = lot_document(trace_lot(session, "IVG-1")).section("Lineage (inputs)")  # what `lot show` prints
+    assert shown.columns[-2:] == ["quantity", "unit"] and sorted(shown.rows) == sorted(rows)
 
 
 def test_both_layouts_place_every_box_without_overlap_and_draw_every_arrow(

@@ -59,7 +59,7 @@ def lot_clearance(
     for step in steps:
         node: Node = ("pool", step.pool_id) if step.pool_id is not None else ("lot", step.lot_id or 0)
         by_node[node].append(step_facts(step))
-    inputs = {target: sorted((kind, ident) for kind, ident, _ in edges) for target, edges in graph.inputs.items()}
+    inputs = {target: sorted((kind, ident) for kind, ident, _, _ in edges) for target, edges in graph.inputs.items()}
     names = dict(
         session.execute(select(col(Pool.id), col(Pool.pool_number)).where(col(Pool.id).in_(graph.pool_ids))).all()
     )

@@ -19,8 +19,8 @@ class Upstream:
 
     lot_ids: set[int] = field(default_factory=set)
     pool_ids: set[int] = field(default_factory=set)
-    # lot_id -> list of (kind, id, quantity) with kind "pool" or "lot"
-    inputs: dict[int, list[tuple[str, int, int | None]]] = field(default_factory=lambda: defaultdict(list))
+    # lot_id -> list of (kind, id, quantity, quantity_unit) with kind "pool" or "lot"
+    inputs: dict[int, list[tuple[str, int, int | None, str | None]]] = field(default_factory=lambda: defaultdict(list))
 
 
 def upstream(session: Session, lot_id: int) -> Upstream:
@@ -33,18 +33,31 @@ def upstream(session: Session, lot_id: int) -> Upstream:
     )
     result = Upstream()
     result.lot_ids = {row[0] for row in session.execute(select(up.c.lot_id))}
-    edges = session.execute(
-        select(
-            col(LotInput.lot_id), col(LotInput.input_pool_id), col(LotInput.input_lot_id), col(LotInput.quantity)
-        ).where(col(LotInput.lot_id).in_(result.lot_ids))
-    )
-    for target, pool_id, input_lot_id, quantity in edges:
-        if pool_id is not None:
-            result.pool_ids.add(pool_id)
-            result.inputs[target].append(("pool", pool_id, quantity))
-        else:
-            result.inputs[target].append(("lot", input_lot_id, quantity))
+    for target, kind, ident, quantity, unit in input_edges(session, result.lot_ids):
+        if kind == "pool":
+            result.pool_ids.add(ident)
+        result.inputs[target].append((kind, ident, quantity, unit))
     return result
+
+
+def input_edges(session: Session, lot_ids: Iterable[int]) -> list[tuple[int, str, int, int | None, str | None]]:
+    """Every input edge of the given lots, in one statement: (lot_id, "pool" or "lot", input id, quantity,
+    quantity_unit)."""
+    rows = session.execute(
+        select(
+            col(LotInput.lot_id),
+            col(LotInput.input_pool_id),
+            col(LotInput.input_lot_id),
+            col(LotInput.quantity),
+            col(LotInput.quantity_unit),
+        ).where(col(LotInput.lot_id).in_(list(lot_ids)))
+    )
+    return [
+        (target, "pool", pool_id, quantity, unit)
+        if pool_id is not None
+        else (target, "lot", input_lot_id or 0, quantity, unit)
+        for target, pool_id, input_lot_id, quantity, unit in rows
+    ]
 
 
 def downstream_lots(session: Session, pool_ids: Sequence[int]) -> dict[int, set[int]]:

@@ -8,29 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import select
 from sqlmodel import Session, col
 
 from ..models import (
     AuditEvent,
-    CaseFinding,
-    Donation,
-    Donor,
-    LookbackCase,
     Lot,
     Pool,
-    PoolMember,
-    PoolTest,
-    ResultValue,
-    Step,
-    StepOutcome,
-    TestResult,
 )
 from ..queries.lineage import as_of as then
 from ..queries.lineage.shared import lots as lot_lines
 from ..queries.lineage.shared import pool_lines
-from .contents import HistoryEntry, Lineage
+from .contents import Lineage, deviations, open_cases, reactive_donors
+from .history import HistoryEntry
 from .lineage_graph import ALERT_STATUSES, LineageGraph
 from .sections import Section
 
@@ -109,44 +99,9 @@ def corrected_by(session: Session, units: list[str], at: datetime) -> list[str]:
     return sorted(rows.scalars())
 
 
-def pool_tests_at(session: Session, lineage: Lineage, at: datetime) -> Section:
-    """Every pool test version recorded by ``at``; current is the newest of those."""
-    rows: list[list[Any]] = []
-    if lineage.pool_ids:
-        tests = session.execute(
-            select(PoolTest, col(Pool.pool_number))
-            .join(Pool, col(Pool.id) == col(PoolTest.pool_id))
-            .where(col(PoolTest.pool_id).in_(lineage.pool_ids), col(PoolTest.created_at) <= at)
-            .order_by(col(Pool.pool_number), col(PoolTest.marker), col(PoolTest.version))
-        ).all()
-        newest: dict[tuple[int, str], int] = {}
-        for test, _ in tests:
-            which = (test.pool_id, test.marker.value)
-            newest[which] = max(newest.get(which, 0), test.version)
-        for test, pool_number in tests:
-            current = newest[(test.pool_id, test.marker.value)] == test.version
-            rows.append(
-                [
-                    pool_number,
-                    test.marker.value,
-                    test.version,
-                    "current" if current else "superseded",
-                    test.result.value,
-                    f"{test.value:g} {test.value_unit or ''}".strip() if test.value is not None else "",
-                    test.tested_at.isoformat(),
-                    test.reason or "",
-                ]
-            )
-    return Section(
-        "Pool tests (every version)",
-        ["pool", "marker", "version", "state", "result", "value", "tested at", "reason"],
-        rows,
-    )
-
-
 def flags_at(session: Session, lineage: Lineage, at: datetime) -> list[Section]:
     """The flag sections (holds, open cases, reactive donors, deviations) as they stood at ``at``."""
-    return [build(session, lineage, at) for build in (_holds, _open_cases, _reactive, _deviations)]
+    return [build(session, lineage, at) for build in (_holds, open_cases, reactive_donors, deviations)]
 
 
 def _holds(session: Session, lineage: Lineage, at: datetime) -> Section:
@@ -174,120 +129,3 @@ def _holds(session: Session, lineage: Lineage, at: datetime) -> Section:
             reason = reasons_lot[number][1] if number in reasons_lot else now_lot.get(number)
             rows.append(["lot", number, lots[number].status, reason or ""])
     return Section("Holds and quarantines", ["kind", "key", "status", "reason"], rows)
-
-
-def _open_cases(session: Session, lineage: Lineage, at: datetime) -> Section:
-    columns = ["case", "donor", "opened", "reason", "units on the lineage"]
-    if not lineage.pool_ids:
-        return Section("Open look-back cases", columns, [])
-    rows = session.execute(
-        select(
-            col(LookbackCase.case_number),
-            col(Donor.donor_code),
-            col(LookbackCase.created_at),
-            col(LookbackCase.reason),
-            col(Donation.unit_number),
-            col(Pool.pool_number),
-        )
-        .join(CaseFinding, col(CaseFinding.case_id) == col(LookbackCase.id))
-        .join(Donation, col(Donation.id) == col(CaseFinding.donation_id))
-        .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
-        .join(Pool, col(Pool.id) == col(CaseFinding.pool_id))
-        .where(col(CaseFinding.pool_id).in_(lineage.pool_ids), col(CaseFinding.created_at) <= at)
-        .order_by(col(LookbackCase.case_number), col(Donation.unit_number))
-    ).all()
-    closed = set(
-        session.execute(
-            select(col(AuditEvent.entity_key)).where(
-                col(AuditEvent.entity_type) == "lookback_case",
-                col(AuditEvent.action) == "lookback.closed",
-                col(AuditEvent.occurred_at) <= at,
-            )
-        ).scalars()
-    )
-    cases: dict[str, list[Any]] = {}
-    for number, donor, opened, reason, unit, pool in rows:
-        if number in closed:
-            continue
-        case = cases.setdefault(number, [number, donor, opened.isoformat(), reason, []])
-        case[4].append(f"{unit} ({pool})")
-    lineage.case_numbers |= set(cases)
-    return Section("Open look-back cases", columns, [[*c[:4], ", ".join(c[4])] for c in cases.values()])
-
-
-def _reactive(session: Session, lineage: Lineage, at: datetime) -> Section:
-    columns = ["donor", "unit", "marker", "result version", "tested at", "pooled here"]
-    if not lineage.pool_ids:
-        return Section("Donors with reactive results", columns, [])
-    member = (col(PoolMember.pool_id).in_(lineage.pool_ids), col(PoolMember.created_at) <= at)
-    donors = (
-        select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id)).where(*member)
-    )
-    in_lineage = select(col(PoolMember.donation_id)).where(*member)
-    newer = aliased(TestResult)
-    rows = session.execute(
-        select(
-            col(Donor.donor_code),
-            col(Donation.unit_number),
-            col(TestResult.marker),
-            col(TestResult.version),
-            col(TestResult.tested_at),
-            col(Donation.id).in_(in_lineage),
-        )
-        .join(Donation, col(Donation.id) == col(TestResult.donation_id))
-        .join(Donor, col(Donor.id) == col(Donation.donor_id))
-        .where(
-            col(TestResult.result) == ResultValue.REACTIVE,
-            col(TestResult.created_at) <= at,
-            col(Donation.donor_id).in_(donors),
-            ~select(col(newer.id))
-            .where(
-                col(newer.donation_id) == col(TestResult.donation_id),
-                col(newer.marker) == col(TestResult.marker),
-                col(newer.version) > col(TestResult.version),
-                col(newer.created_at) <= at,
-            )
-            .exists(),
-        )
-        .order_by(col(Donor.donor_code), col(Donation.unit_number), col(TestResult.marker))
-    )
-    return Section(
-        "Donors with reactive results",
-        columns,
-        [[d, u, m.value, v, t.isoformat(), "yes" if pooled else "no"] for d, u, m, v, t, pooled in rows],
-    )
-
-
-def _deviations(session: Session, lineage: Lineage, at: datetime) -> Section:
-    columns = ["step", "on", "method", "outcome", "state", "closure"]
-    if not lineage.pool_ids and not lineage.lot_ids:
-        return Section("Deviations and failed steps", columns, [])
-    pool_names = dict(
-        session.execute(select(col(Pool.id), col(Pool.pool_number)).where(col(Pool.id).in_(lineage.pool_ids))).all()
-    )
-    lot_names = dict(
-        session.execute(select(col(Lot.id), col(Lot.lot_number)).where(col(Lot.id).in_(lineage.lot_ids))).all()
-    )
-    steps = session.execute(
-        select(Step)
-        .where(
-            or_(col(Step.pool_id).in_(lineage.pool_ids), col(Step.lot_id).in_(lineage.lot_ids)),
-            col(Step.outcome) != StepOutcome.COMPLETED,
-            col(Step.created_at) <= at,
-        )
-        .order_by(col(Step.step_key))
-    ).scalars()
-    lines = []
-    for s in steps:
-        closed = s.deviation_closed_at is not None and s.deviation_closed_at <= at
-        lines.append(
-            [
-                s.step_key,
-                pool_names[s.pool_id] if s.pool_id else lot_names[s.lot_id],
-                s.method.value,
-                s.outcome.value,
-                "closed " + s.deviation_closed_at.isoformat() if closed and s.deviation_closed_at else "open",
-                (s.deviation_closure or "") if closed else "",
-            ]
-        )
-    return Section("Deviations and failed steps", columns, lines)

@@ -1,4 +1,5 @@
-"""What a report holds besides its trace (SPEC §13): the lineage picture, flags on the lineage, the audit history.
+"""What a report holds besides its trace (SPEC §13): the lineage picture and flags on the lineage (the audit
+history is in ``history``).
 
 A flag section is a function ``(session, lineage) -> Section`` listed in ``FLAG_SECTIONS``: each returns the
 records it flags (holds and quarantines, open look-back cases, donors who turned reactive, deviations). Signatures
@@ -7,9 +8,9 @@ and formal holds are one more function each, appended to that list.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -24,7 +25,6 @@ from ..models import (
     Donor,
     LookbackCase,
     Lot,
-    LotInput,
     Pool,
     PoolMember,
     PoolTest,
@@ -34,7 +34,7 @@ from ..models import (
     TestResult,
     quantity_text,
 )
-from ..queries.graph import downstream_lots, upstream
+from ..queries.graph import downstream_lots, input_edges, upstream
 from ..queries.holds import active_holds
 from ..queries.lookup import get_lot, get_pool
 from .lineage_graph import ALERT_STATUSES, Edge, LineageGraph, Node
@@ -58,21 +58,11 @@ def _edges(
 ) -> list[tuple[int, str, int, int | None, str | None]]:
     if not lot_ids:
         return []
-    rows = session.execute(
-        select(
-            col(LotInput.lot_id),
-            col(LotInput.input_pool_id),
-            col(LotInput.input_lot_id),
-            col(LotInput.quantity),
-            col(LotInput.quantity_unit),
-        ).where(col(LotInput.lot_id).in_(lot_ids))
-    )
-    edges = []
-    for lot_id, pool_id, input_lot, quantity, unit in rows:
-        if pool_id is not None and pool_id in pool_ids:
-            edges.append((lot_id, "pool", pool_id, quantity, unit))
-        elif input_lot is not None and input_lot in lot_ids:
-            edges.append((lot_id, "lot", input_lot, quantity, unit))
+    edges = [
+        e
+        for e in input_edges(session, lot_ids)
+        if (e[1] == "pool" and e[2] in pool_ids) or (e[1] == "lot" and e[2] in lot_ids)
+    ]
     return sorted(edges, key=lambda e: (e[0], e[1], e[2]))
 
 
@@ -99,13 +89,13 @@ def lineage_of_pool(session: Session, pool_number: str) -> Lineage:
     return lineage_downstream(session, {get_pool(session, pool_number).id or 0})
 
 
-def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
+def chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
     items = sorted(values)
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
 
 
-def _member_ids(session: Session, lineage: Lineage) -> list[int]:
+def member_ids(session: Session, lineage: Lineage) -> list[int]:
     if not lineage.pool_ids:
         return []
     return list(
@@ -118,13 +108,13 @@ def _member_ids(session: Session, lineage: Lineage) -> list[int]:
 def corrected_units(session: Session, lineage: Lineage, units: set[str]) -> list[str]:
     """Units on the lineage (or named) whose record was corrected after its original entry (Annex 11 §8.2)."""
     found: set[str] = set()
-    for chunk in _chunks(_member_ids(session, lineage)):
+    for chunk in chunks(member_ids(session, lineage)):
         found.update(
             session.execute(
                 select(col(Donation.unit_number)).where(col(Donation.id).in_(chunk), col(Donation.version) > 1)
             ).scalars()
         )
-    for chunk in _chunks(units):
+    for chunk in chunks(units):
         found.update(
             session.execute(
                 select(col(Donation.unit_number)).where(col(Donation.unit_number).in_(chunk), col(Donation.version) > 1)
@@ -197,20 +187,25 @@ def _lot_counts(session: Session, pool_ids: set[int]) -> tuple[int, int]:
 
 def _current_reactive() -> Any:
     """Current (newest version per marker) reactive results, as a statement of (donation id, donor id)."""
-    newer = aliased(TestResult)
     return (
         select(col(TestResult.donation_id), col(Donation.donor_id))
         .join(Donation, col(Donation.id) == col(TestResult.donation_id))
+        .where(col(TestResult.result) == ResultValue.REACTIVE, _current_result())
+    )
+
+
+def _current_result(at: datetime | None = None) -> Any:
+    """The condition that a test result is the newest version of its marker (of those recorded by ``at``)."""
+    newer = aliased(TestResult)
+    return (
+        ~select(col(newer.id))
         .where(
-            col(TestResult.result) == ResultValue.REACTIVE,
-            ~select(col(newer.id))
-            .where(
-                col(newer.donation_id) == col(TestResult.donation_id),
-                col(newer.marker) == col(TestResult.marker),
-                col(newer.version) > col(TestResult.version),
-            )
-            .exists(),
+            col(newer.donation_id) == col(TestResult.donation_id),
+            col(newer.marker) == col(TestResult.marker),
+            col(newer.version) > col(TestResult.version),
+            *_by(col(newer.created_at), at),
         )
+        .exists()
     )
 
 
@@ -263,10 +258,12 @@ def holds(session: Session, lineage: Lineage) -> Section:
     return Section("Holds and quarantines", ["kind", "key", "status", "reason"], rows)
 
 
-def open_cases(session: Session, lineage: Lineage) -> Section:
-    """Open look-back cases with units pooled on the lineage: the case, its donor, the units and their pools."""
+def open_cases(session: Session, lineage: Lineage, at: datetime | None = None) -> Section:
+    """Open look-back cases with units pooled on the lineage: the case, its donor, the units and their pools; with
+    ``at``, the findings recorded by then of the cases not closed by then."""
+    columns = ["case", "donor", "opened", "reason", "units on the lineage"]
     if not lineage.pool_ids:
-        return Section("Open look-back cases", ["case", "donor", "opened", "reason", "units on the lineage"], [])
+        return Section("Open look-back cases", columns, [])
     rows = session.execute(
         select(
             col(LookbackCase.case_number),
@@ -280,30 +277,46 @@ def open_cases(session: Session, lineage: Lineage) -> Section:
         .join(Donation, col(Donation.id) == col(CaseFinding.donation_id))
         .join(Donor, col(Donor.id) == col(LookbackCase.donor_id))
         .join(Pool, col(Pool.id) == col(CaseFinding.pool_id))
-        .where(col(LookbackCase.status) == CaseStatus.OPEN, col(CaseFinding.pool_id).in_(lineage.pool_ids))
+        .where(
+            col(CaseFinding.pool_id).in_(lineage.pool_ids),
+            *([col(LookbackCase.status) == CaseStatus.OPEN] if at is None else [col(CaseFinding.created_at) <= at]),
+        )
         .order_by(col(LookbackCase.case_number), col(Donation.unit_number))
-    )
+    ).all()
+    closed = set() if at is None else _closed_cases_by(session, at)
     cases: dict[str, list[Any]] = {}
     for number, donor, opened, reason, unit, pool in rows:
+        if number in closed:
+            continue
         case = cases.setdefault(number, [number, donor, opened.isoformat(), reason, []])
         case[4].append(f"{unit} ({pool})")
     lineage.case_numbers |= set(cases)
-    return Section(
-        "Open look-back cases",
-        ["case", "donor", "opened", "reason", "units on the lineage"],
-        [[*c[:4], ", ".join(c[4])] for c in cases.values()],
+    return Section("Open look-back cases", columns, [[*c[:4], ", ".join(c[4])] for c in cases.values()])
+
+
+def _closed_cases_by(session: Session, at: datetime) -> set[str]:
+    return set(
+        session.execute(
+            select(col(AuditEvent.entity_key)).where(
+                col(AuditEvent.entity_type) == "lookback_case",
+                col(AuditEvent.action) == "lookback.closed",
+                col(AuditEvent.occurred_at) <= at,
+            )
+        ).scalars()
     )
 
 
-def reactive_donors(session: Session, lineage: Lineage) -> Section:
-    """Donors of the lineage's donations with a current reactive result on any of their donations, pooled or not."""
+def reactive_donors(session: Session, lineage: Lineage, at: datetime | None = None) -> Section:
+    """Donors of the lineage's donations with a current reactive result on any of their donations, pooled or not;
+    with ``at``, of the memberships and results recorded by then."""
     columns = ["donor", "unit", "marker", "result version", "tested at", "pooled here"]
     if not lineage.pool_ids:
         return Section("Donors with reactive results", columns, [])
-    members = select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id))
-    members = members.where(col(PoolMember.pool_id).in_(lineage.pool_ids))
-    newer = aliased(TestResult)
-    in_lineage = select(col(PoolMember.donation_id)).where(col(PoolMember.pool_id).in_(lineage.pool_ids))
+    member = (col(PoolMember.pool_id).in_(lineage.pool_ids), *_by(col(PoolMember.created_at), at))
+    donors = (
+        select(col(Donation.donor_id)).join(PoolMember, col(PoolMember.donation_id) == col(Donation.id)).where(*member)
+    )
+    in_lineage = select(col(PoolMember.donation_id)).where(*member)
     rows = session.execute(
         select(
             col(Donor.donor_code),
@@ -317,14 +330,9 @@ def reactive_donors(session: Session, lineage: Lineage) -> Section:
         .join(Donor, col(Donor.id) == col(Donation.donor_id))
         .where(
             col(TestResult.result) == ResultValue.REACTIVE,
-            col(Donation.donor_id).in_(members),
-            ~select(col(newer.id))
-            .where(
-                col(newer.donation_id) == col(TestResult.donation_id),
-                col(newer.marker) == col(TestResult.marker),
-                col(newer.version) > col(TestResult.version),
-            )
-            .exists(),
+            *_by(col(TestResult.created_at), at),
+            col(Donation.donor_id).in_(donors),
+            _current_result(at),
         )
         .order_by(col(Donor.donor_code), col(Donation.unit_number), col(TestResult.marker))
     )
@@ -335,8 +343,9 @@ def reactive_donors(session: Session, lineage: Lineage) -> Section:
     )
 
 
-def deviations(session: Session, lineage: Lineage) -> Section:
-    """Steps on the lineage recorded with a deviation or as failed, open or closed with the closure."""
+def deviations(session: Session, lineage: Lineage, at: datetime | None = None) -> Section:
+    """Steps on the lineage recorded with a deviation or as failed, open or closed with the closure; with ``at``,
+    the steps recorded by then, closed only if closed by then."""
     columns = ["step", "on", "method", "outcome", "state", "closure"]
     if not lineage.pool_ids and not lineage.lot_ids:
         return Section("Deviations and failed steps", columns, [])
@@ -351,48 +360,51 @@ def deviations(session: Session, lineage: Lineage) -> Section:
         .where(
             or_(col(Step.pool_id).in_(lineage.pool_ids), col(Step.lot_id).in_(lineage.lot_ids)),
             col(Step.outcome) != StepOutcome.COMPLETED,
+            *_by(col(Step.created_at), at),
         )
         .order_by(col(Step.step_key))
     ).scalars()
-    return Section(
-        "Deviations and failed steps",
-        columns,
-        [
+    rows = []
+    for s in steps:
+        closed_at = s.deviation_closed_at if at is None or (s.deviation_closed_at or at) <= at else None
+        rows.append(
             [
                 s.step_key,
                 pool_names[s.pool_id] if s.pool_id else lot_names[s.lot_id],
                 s.method.value,
                 s.outcome.value,
-                "closed " + s.deviation_closed_at.isoformat() if s.deviation_closed_at else "open",
-                s.deviation_closure or "",
+                "closed " + closed_at.isoformat() if closed_at else "open",
+                (s.deviation_closure or "") if at is None or closed_at else "",
             ]
-            for s in steps
-        ],
-    )
+        )
+    return Section("Deviations and failed steps", columns, rows)
+
+
+def _by(column: Any, at: datetime | None) -> list[Any]:
+    """The condition "recorded by ``at``" on ``column``, or none for today's records."""
+    return [] if at is None else [column <= at]
 
 
 FLAG_SECTIONS: list[Callable[[Session, Lineage], Section]] = [holds, open_cases, reactive_donors, deviations]
 
 
-def pool_tests(session: Session, lineage: Lineage) -> Section:
-    """Every pool test on the lineage, every version, with the reason a later version was recorded."""
+def pool_tests(session: Session, lineage: Lineage, at: datetime | None = None) -> Section:
+    """Every pool test on the lineage, every version, with the reason a later version was recorded; with ``at``,
+    the versions recorded by then (current is the newest of those)."""
     rows: list[list[Any]] = []
     if lineage.pool_ids:
-        newest = {
-            (p, m): v
-            for p, m, v in session.execute(
-                select(col(PoolTest.pool_id), col(PoolTest.marker), func.max(col(PoolTest.version)))
-                .where(col(PoolTest.pool_id).in_(lineage.pool_ids))
-                .group_by(col(PoolTest.pool_id), col(PoolTest.marker))
-            )
-        }
-        for test, pool_number in session.execute(
+        tests = session.execute(
             select(PoolTest, col(Pool.pool_number))
             .join(Pool, col(Pool.id) == col(PoolTest.pool_id))
-            .where(col(PoolTest.pool_id).in_(lineage.pool_ids))
+            .where(col(PoolTest.pool_id).in_(lineage.pool_ids), *_by(col(PoolTest.created_at), at))
             .order_by(col(Pool.pool_number), col(PoolTest.marker), col(PoolTest.version))
-        ):
-            current = newest[(test.pool_id, test.marker)] == test.version
+        ).all()
+        newest: dict[tuple[int, str], int] = {}
+        for test, _ in tests:
+            which = (test.pool_id, test.marker.value)
+            newest[which] = max(newest.get(which, 0), test.version)
+        for test, pool_number in tests:
+            current = newest[(test.pool_id, test.marker.value)] == test.version
             rows.append(
                 [
                     pool_number,
@@ -410,121 +422,3 @@ def pool_tests(session: Session, lineage: Lineage) -> Section:
         ["pool", "marker", "version", "state", "result", "value", "tested at", "reason"],
         rows,
     )
-
-
-# --- audit history ---------------------------------------------------------------------------------------------
-
-LIST_SHOWN = 12
-
-
-@dataclass
-class HistoryEntry:
-    """One audit event, its old and new values laid out as (field, old, new)."""
-
-    seq: int
-    at: str
-    actor: str
-    action: str
-    entity: str
-    key: str
-    reason: str
-    fields: list[tuple[str, Any, Any]]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "entity": self.entity,
-            "key": self.key,
-            "reason": self.reason,
-            "fields": [{"field": f, "old": o, "new": n} for f, o, n in self.fields],
-        }
-
-
-def _fields(old: str | None, new: str | None) -> list[tuple[str, Any, Any]]:
-    before = json.loads(old) if old else {}
-    after = json.loads(new) if new else {}
-    if not isinstance(before, dict):
-        before = {"value": before}
-    if not isinstance(after, dict):
-        after = {"value": after}
-    return [(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after))]
-
-
-def shown(value: Any) -> str:
-    """A field value as printed: long lists are counted and cut (the full list is in the JSON report)."""
-    if value is None:
-        return ""
-    if isinstance(value, list) and len(value) > LIST_SHOWN:
-        head = ", ".join(str(v) for v in value[:LIST_SHOWN])
-        return f"{len(value):,} values: {head}, … (all in the JSON report and the donation list)"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
-
-
-def history(session: Session, lineage: Lineage, *, extra: dict[str, set[str]] | None = None) -> list[HistoryEntry]:
-    """Every audit event on the lineage: its pools and lots (steps, tests, releases, shipments), its donations
-    (corrections, rejections, interdictions, results), the imports its donations and results came from, and the
-    look-back cases that touch it. Oldest first."""
-    keys: dict[str, set[str]] = {
-        "pool": set(session.execute(select(col(Pool.pool_number)).where(col(Pool.id).in_(lineage.pool_ids))).scalars()),
-        "lot": set(session.execute(select(col(Lot.lot_number)).where(col(Lot.id).in_(lineage.lot_ids))).scalars()),
-        "lookback_case": set(lineage.case_numbers),
-    }
-    for entity, more in (extra or {}).items():
-        keys.setdefault(entity, set()).update(more)
-    member_ids = _member_ids(session, lineage)
-    units: set[str] = set()
-    import_ids: set[int] = set()
-    for chunk in _chunks(member_ids):
-        for unit, donation_import in session.execute(
-            select(col(Donation.unit_number), col(Donation.import_event_id)).where(col(Donation.id).in_(chunk))
-        ):
-            units.add(unit)
-            if donation_import is not None:
-                import_ids.add(donation_import)
-        for column, model_id in (
-            (col(PoolMember.import_event_id), col(PoolMember.donation_id)),
-            (col(TestResult.import_event_id), col(TestResult.donation_id)),
-        ):
-            import_ids.update(
-                i for i in session.execute(select(column).where(model_id.in_(chunk)).distinct()).scalars() if i
-            )
-    keys.setdefault("donation", set()).update(units)
-    events: dict[int, AuditEvent] = {}
-    for entity, entity_keys in keys.items():
-        for chunk in _chunks(entity_keys):
-            for event in session.execute(
-                select(AuditEvent).where(col(AuditEvent.entity_type) == entity, col(AuditEvent.entity_key).in_(chunk))
-            ).scalars():
-                events[event.seq] = event
-    if import_ids:
-        started = list(session.execute(select(AuditEvent).where(col(AuditEvent.id).in_(import_ids))).scalars())
-        for event in started:
-            events[event.seq] = event
-        files = {e.entity_key for e in started}
-        for event in session.execute(
-            select(AuditEvent).where(
-                col(AuditEvent.entity_type) == "import",
-                col(AuditEvent.entity_key).in_(files),
-                col(AuditEvent.action).like("%.completed"),
-            )
-        ).scalars():
-            if any(event.seq > s.seq for s in started if s.entity_key == event.entity_key):
-                events[event.seq] = event
-    return [
-        HistoryEntry(
-            e.seq,
-            e.occurred_at.isoformat(),
-            e.actor,
-            e.action,
-            e.entity_type,
-            e.entity_key,
-            e.reason or "",
-            _fields(e.old_values, e.new_values),
-        )
-        for _, e in sorted(events.items())
-    ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
 
-from .contents import shown
+from .document import cell_text
+from .history import shown
 from .lineage_graph import layout, to_svg
 from .lineage_report import Report
 from .sections import Section
@@ -34,18 +34,8 @@ footer{margin-top:2em;border-top:1px solid #999;font-size:.85em}code{overflow-wr
 def _table(section: Section) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in section.columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in row) + "</tr>" for row in section.rows)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell_text(v))}</td>" for v in row) + "</tr>" for row in section.rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
 
 
 def render_html(report: Report) -> str:
@@ -89,7 +79,7 @@ def render_html(report: Report) -> str:
         rows = report.donations.rows
         parts.append(f"<h2>Donations ({len(rows):,})</h2>")
         parts.append(f"<p class='none'>{esc(' · '.join(report.donations.columns))}</p><div class='donations'>")
-        parts += ["<div>" + esc(" ".join(_cell(v) for v in row)) + "</div>" for row in rows]
+        parts += ["<div>" + esc(" ".join(cell_text(v) for v in row)) + "</div>" for row in rows]
         parts.append("</div>")
     parts.append("<footer><dl>")
     parts += [f"<dt>{esc(label)}</dt><dd><code>{esc(value)}</code></dd>" for label, value in report.footer()]

@@ -35,7 +35,10 @@ from ..queries.recalls import recall_view
 from ..rules import DEFAULT_POLICY, Policy, policy_digest
 from . import as_of as then
 from . import contents
-from .contents import HistoryEntry, Lineage
+from . import history as audit_history
+from .contents import Lineage
+from .document import cell_text
+from .history import HistoryEntry
 from .lineage_graph import LineageGraph
 from .sections import Document, Section, case_document, lot_document, marked_as_of, pool_document, recall_document
 from .writers import dumps_json, write_csv
@@ -149,7 +152,7 @@ def build_report(
     extra: dict[str, set[str]] = {}
 
     def tests_of(lineage: Lineage) -> Section:
-        return contents.pool_tests(session, lineage) if as_of is None else then.pool_tests_at(session, lineage, as_of)
+        return contents.pool_tests(session, lineage, as_of)
 
     if kind == "lot":
         trace: Any = trace_lot(session, key, members=True, policy=policy, as_of=as_of)
@@ -204,7 +207,7 @@ def build_report(
     ).scalar()
     checkpoint, audit_time = verification.checkpoint, head_time.isoformat() if head_time else "no audit events"
     graph = contents.lineage_graph(session, lineage)
-    history = contents.history(session, lineage, extra=extra)
+    history = audit_history.history(session, lineage, extra=extra)
     if as_of is not None:
         head = then.checkpoint_at(session, as_of)
         checkpoint, audit_time = head.token, head.time
@@ -214,7 +217,7 @@ def build_report(
         kind=kind,
         key=key,
         title=document.title,
-        summary=[(label, _text(value)) for label, value in document.summary],
+        summary=[(label, cell_text(value)) for label, value in document.summary],
         graph=graph,
         flags=flags,
         sections=sections,
@@ -228,16 +231,6 @@ def build_report(
         policy_sha256=policy_digest(policy),
         as_of=getattr(trace, "as_of", None),
     )
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
 
 
 # --- writing -----------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from .contents import shown
+from .document import cell_text
+from .history import shown
 from .lineage_graph import LINE_HEIGHT, PADDING, Layout, layout
 from .lineage_report import Progress, Report
 from .sections import Section
@@ -48,16 +49,6 @@ class _Document(FPDF):
         self.set_text_color(0)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
-
-
 def _heading(pdf: FPDF, text: str, *, alert: bool = False) -> None:
     if pdf.get_y() > pdf.h - 40:
         pdf.add_page()
@@ -83,7 +74,7 @@ def _table(pdf: FPDF, section: Section) -> None:
     ) as table:
         table.row(section.columns)
         for values in section.rows:
-            table.row([_cell(v) for v in values])
+            table.row([cell_text(v) for v in values])
 
 
 def _picture(pdf: FPDF, report: Report) -> None:
@@ -210,7 +201,7 @@ def _donations(pdf: FPDF, section: Section, progress: Progress | None) -> None:
         new_x="LMARGIN",
         new_y="NEXT",
     )
-    rows = [[_cell(v).replace("+00:00", "Z")[:32] for v in row] for row in section.rows]
+    rows = [[cell_text(v).replace("+00:00", "Z")[:32] for v in row] for row in section.rows]
     widths = [max((len(r[i]) for r in rows), default=0) + 2 for i in range(len(section.columns))]
     entries = ["".join(text.ljust(width) for text, width in zip(row, widths, strict=True)) for row in rows]
     per_line, line_height = 3, 3.05

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..queries.casework import NOTIFICATION_COLUMNS, notification_rows
 from ..queries.lineage import DonorTrace, LotTrace, PoolTrace, UnitTrace
+from .document import Document, Section, marked_as_of
+from .recall_sections import drill_document, recall_document
 
-
-@dataclass
-class Section:
-    title: str
-    columns: list[str]
-    rows: list[list[Any]] = field(default_factory=list)
-
-
-@dataclass
-class Document:
-    """A titled summary (label, value pairs) followed by sections; ``primary`` names the section CSV exports."""
-
-    title: str
-    summary: list[tuple[str, Any]]
-    sections: list[Section]
-    primary: str
-
-    def section(self, title: str) -> Section:
-        return next(s for s in self.sections if s.title == title)
-
-
-def marked_as_of(document: Document, as_of: str | None) -> Document:
-    """A document of records as they were at a past time says so in its title and first summary line."""
-    if as_of is not None:
-        document.title = f"{document.title}, as recorded at {as_of}"
-        document.summary.insert(0, ("as of", f"{as_of} (records as they were then; --as-of)"))
-    return document
+__all__ = ["Document", "Section", "drill_document", "marked_as_of", "recall_document"]  # one import for callers
 
 
 def _shipments(trace: Any) -> Section:
@@ -257,8 +232,8 @@ def lot_document(trace: LotTrace) -> Document:
     )
     inputs = Section(
         "Lineage (inputs)",
-        ["lot", "input kind", "input", "quantity"],
-        [[e.lot_number, e.input_kind, e.input, e.quantity or ""] for e in trace.inputs],
+        ["lot", "input kind", "input", "quantity", "unit"],
+        [[e.lot_number, e.input_kind, e.input, e.quantity or "", e.quantity_unit or ""] for e in trace.inputs],
     )
     clearance = Section(
         "Viral clearance: the worst path per virus class",
@@ -386,124 +361,4 @@ def case_document(trace: Any) -> Document:
         ],
         sections=[notifications, tasks, findings, holds, _shipments(trace)],
         primary="Notification list",
-    )
-
-
-def _lot_balances(lots: list[Any]) -> Section:
-    return Section(
-        "Lots",
-        ["lot", "product", "kind", "status", "quantity", "unit", "drawn by lots", "shipped", "in stock"],
-        [[x.lot_number, x.product, x.kind, x.status, x.quantity, x.unit, x.drawn, x.shipped, x.in_stock] for x in lots],
-    )
-
-
-def _distribution(shipments: list[Any]) -> Section:
-    return Section(
-        "Shipments",
-        ["shipment", "lot", "consignee", "name", "address", "shipped on", "quantity", "unit"],
-        [
-            [
-                s.shipment_number,
-                s.lot_number,
-                s.consignee_code,
-                s.consignee,
-                s.address,
-                s.shipped_on,
-                s.quantity,
-                s.unit,
-            ]
-            for s in shipments
-        ],
-    )
-
-
-def recall_document(view: Any) -> Document:
-    """A recall: its consignees (address, lots, quantity, notice, acknowledgement, return), lots and shipments."""
-    consignees = Section(
-        "Consignees",
-        [
-            "consignee",
-            "name",
-            "address",
-            "lots",
-            "shipped",
-            "unit",
-            "notified on",
-            "acknowledged at",
-            "returned",
-        ],
-        [
-            [
-                c.code,
-                c.name,
-                c.address,
-                ", ".join(c.lots),
-                c.shipped,
-                c.unit,
-                c.notified_on,
-                c.acknowledged_at,
-                c.returned,
-            ]
-            for c in view.consignees
-        ],
-    )
-    e = view.effectiveness
-    return Document(
-        title=f"Recall {view.recall_number}",
-        summary=[
-            ("status", view.status),
-            ("lot", view.lot_number),
-            ("class", view.recall_class),
-            ("reason", view.reason),
-            ("opened", f"{view.opened_at} by {view.opened_by}"),
-            ("lots recalled", ", ".join(x.lot_number for x in view.lots)),
-            ("consignees", f"{e.consignees:,}"),
-            ("acknowledged / notified", e.acknowledged_of_notified),
-            ("returned / shipped", e.returned_of_shipped),
-            ("closed", f"{view.closed_at} by {view.closed_by}" if view.closed_at else ""),
-        ],
-        sections=[consignees, _lot_balances(view.lots), _distribution(view.shipments)],
-        primary="Consignees",
-    )
-
-
-def drill_document(answer: Any) -> Document:
-    """A recall drill: units to stop, pools, lots with their balance, consignees and quantities, and its timing."""
-    units = Section(
-        "Units",
-        ["unit", "collected at", "status", "pool", "action"],
-        [[u.unit_number, u.collected_at, u.status, u.pool_number, u.action] for u in answer.units],
-    )
-    consignees: dict[str, list[Any]] = {}
-    for s in answer.shipments:
-        line = consignees.setdefault(s.consignee_code, [s.consignee_code, s.consignee, s.address, set(), 0, set()])
-        line[3].add(s.lot_number)
-        line[4] += s.quantity
-        line[5].add(s.unit or "")
-    by_consignee = Section(
-        "Consignees",
-        ["consignee", "name", "address", "lots", "shipped", "unit"],
-        [[c, n, a, ", ".join(sorted(lots)), q, ", ".join(sorted(u))] for c, n, a, lots, q, u in consignees.values()],
-    )
-    totals = answer.totals()
-    balance = "; ".join(
-        f"{t['quantity']:,} {unit} made, {t['drawn']:,} drawn by lots, {t['shipped']:,} shipped, "
-        f"{t['in_stock']:,} in stock"
-        for unit, t in sorted(totals.items())
-    )
-    return Document(
-        title=f"Recall drill: {answer.subject} {answer.key}",
-        summary=[
-            ("window starts", answer.window_start or ("all donations" if answer.subject == "donor" else "")),
-            ("units to stop", ", ".join(answer.units_to_stop) or "none"),
-            ("units in the window", f"{len(answer.units):,}" if answer.subject == "donor" else ""),
-            ("pools", ", ".join(answer.pools) or "none"),
-            ("lots", ", ".join(x.lot_number for x in answer.lots) or "none"),
-            ("consignees", ", ".join(answer.consignees) or "none"),
-            ("quantity balance", balance or "no quantities recorded"),
-            ("answered in", f"{answer.duration_ms:.1f} ms"),
-            ("answer SHA-256", answer.digest()),
-        ],
-        sections=[units, _lot_balances(answer.lots), by_consignee, _distribution(answer.shipments)],
-        primary="Consignees",
     )

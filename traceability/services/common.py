@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
-from ..errors import DuplicateKey, InvalidInput
+from .. import audit
+from ..errors import DuplicateKey, DutiesNotSeparated, InvalidInput
+from ..models import Lot, LotStatus, Pool, PoolStatus, UnitStatus, utcnow
+from ..rules import Policy, policy_digest
 
 
 @contextmanager
@@ -26,9 +29,57 @@ def unique_or_conflict(session: Session, kind: str, key: str) -> Iterator[None]:
         raise
 
 
+def record_release(
+    session: Session, record: Pool | Lot, *, conflicts: Callable[[], list[str]], actor: str, policy: Policy
+) -> None:
+    """Release a pool or lot whose own rules passed: separation of duties (``conflicts``, when the policy asks for
+    it; raises DutiesNotSeparated), the status and time, and the ``pool.released`` / ``lot.released`` event."""
+    kind, key = ("Pool", record.pool_number) if isinstance(record, Pool) else ("Lot", record.lot_number)
+    if policy.release.separate_duties:
+        found = conflicts()
+        if found:
+            raise DutiesNotSeparated(kind, key, login=actor, conflicts=found)
+    was: PoolStatus | LotStatus
+    if isinstance(record, Pool):
+        was, record.status = PoolStatus.CLOSED, PoolStatus.RELEASED
+    else:
+        was, record.status = LotStatus.PENDING, LotStatus.RELEASED
+    record.released_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        action=f"{kind.lower()}.released",
+        entity_type=kind.lower(),
+        entity_key=key,
+        actor=actor,
+        old={"status": was},
+        new={"status": record.status, "policy_sha256": policy_digest(policy)},
+    )
+
+
+def record_interdicted(session: Session, unit_numbers: Iterable[str], *, actor: str, reason: str, **new: Any) -> None:
+    """One ``donation.interdicted`` audit event per unit taken out of inventory (``new``: what else it records)."""
+    for number in unit_numbers:
+        audit.record(
+            session,
+            action="donation.interdicted",
+            entity_type="donation",
+            entity_key=number,
+            actor=actor,
+            old={"status": UnitStatus.IN_INVENTORY},
+            new={"status": UnitStatus.INTERDICTED, **new},
+            reason=reason,
+        )
+
+
 def next_version(session: Session, version_column: Any, *where: Any) -> int:
     """The version a new row of a versioned record gets: one more than the newest, 1 for the first."""
     return (session.execute(select(func.max(version_column)).where(*where)).scalar() or 0) + 1
+
+
+def row_values(row: SQLModel) -> dict[str, Any]:
+    """Every column of a row, keyed by column name (what an audit event's ``new`` carries)."""
+    return {c.name: getattr(row, c.key) for c in row.__table__.columns}  # type: ignore[attr-defined]
 
 
 def result_values(row: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ..queries.clearance import lot_blockers, step_facts
 from ..queries.graph import upstream
 from ..queries.lookup import get_lot, get_pool, get_step
 from ..rules import DEFAULT_POLICY, ENVELOPED, NON_ENVELOPED, Policy, step_release_problem
-from .lots import HeldLots, hold_downstream
+from .holds import HeldLots, hold_downstream
 
 
 def add_step(

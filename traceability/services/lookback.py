@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session, SQLModel, col
+from sqlmodel import Session, col
 
 from .. import audit
 from ..calendars import local_day
@@ -41,12 +40,8 @@ from ..queries.holds import active_holds
 from ..queries.impact import Impact, case_impact
 from ..queries.lookup import get_donor, get_lot
 from ..rules import DEFAULT_POLICY, Policy, case_due_on
-from .common import unique_or_conflict
-
-
-def row_values(row: SQLModel) -> dict[str, Any]:
-    """Every column of a row, keyed by column name (what an audit event's ``new`` carries)."""
-    return {c.name: getattr(row, c.key) for c in row.__table__.columns}  # type: ignore[attr-defined]
+from .common import record_interdicted, row_values, unique_or_conflict
+from .holds import lift_hold, place_hold
 
 
 @dataclass(frozen=True)
@@ -195,17 +190,7 @@ def open_case(
         },
         reason=reason,
     )
-    for number in stopped:
-        audit.record(
-            session,
-            action="donation.interdicted",
-            entity_type="donation",
-            entity_key=number,
-            actor=actor,
-            old={"status": UnitStatus.IN_INVENTORY},
-            new={"status": UnitStatus.INTERDICTED},
-            reason=f"look-back case {case.case_number}",
-        )
+    record_interdicted(session, stopped, actor=actor, reason=f"look-back case {case.case_number}")
     held = _hold_lots(session, case, impact, donor_code=donor.donor_code, actor=actor)
     if held:  # a shipment that committed while the holds waited for it is among the consignees now
         impact = case_impact(session, saved_id(donor.id), window)
@@ -276,23 +261,13 @@ def _hold_lots(session: Session, case: LookbackCase, impact: Impact, *, donor_co
     for lot in sorted(lots, key=lambda x: x.lot_number):
         if lot.id in already:
             continue
-        hold = LotHold(
-            lot_id=lot.id or 0,
-            case_id=case.id,
+        place_hold(
+            session,
+            lot,
             reason=f"made from pool(s) {', '.join(sorted(impact.pools.values()))} with units of donor {donor_code} "
             "in the look-back window",
-            created_by=actor,
-        )
-        session.add(hold)
-        session.flush()
-        audit.record(
-            session,
-            action="lot.held",
-            entity_type="lot",
-            entity_key=lot.lot_number,
             actor=actor,
-            new={**row_values(hold), "case": case.case_number},
-            reason=hold.reason,
+            case=case,
         )
         held.append(lot.lot_number)
     return held
@@ -407,27 +382,12 @@ def assess_lot(
                 col(LotHold.lot_id) == lot.id, col(LotHold.case_id) == case.id, col(LotHold.lifted_at).is_(None)
             )
         ).scalars():
-            _lift(
+            lift_hold(
                 session, hold, lot.lot_number, reason=f"assessed no-action in {case.case_number}: {reason}", actor=actor
             )
             lifted = True
     still = [h.text() for h in active_holds(session, [lot.id or 0]).get(lot.id or 0, [])]
     return Assessed(lot.lot_number, decision, lifted, still)
-
-
-def _lift(session: Session, hold: LotHold, lot_number: str, *, reason: str, actor: str) -> None:
-    hold.lifted_at, hold.lifted_by, hold.lift_reason = utcnow(), actor, reason
-    session.flush()
-    audit.record(
-        session,
-        action="lot.unheld",
-        entity_type="lot",
-        entity_key=lot_number,
-        actor=actor,
-        old={"lifted_at": None},
-        new=row_values(hold),
-        reason=reason,
-    )
 
 
 def close_case(

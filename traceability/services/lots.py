@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from .. import audit
 from ..errors import (
     DuplicateKey,
-    DutiesNotSeparated,
     InputNotReleased,
     InvalidInput,
     LineageCycle,
@@ -26,7 +24,6 @@ from ..errors import (
 from ..models import (
     Donation,
     Lot,
-    LotHold,
     LotInput,
     LotKind,
     LotStatus,
@@ -40,17 +37,18 @@ from ..models import (
 from ..plausibility import check_shipment
 from ..queries.clearance import lock_lineage, lot_blockers
 from ..queries.duties import lot_duty_conflicts
-from ..queries.graph import downstream_lot_ids, upstream
-from ..queries.holds import active_holds
+from ..queries.graph import upstream
 from ..queries.lookup import get_consignee, get_lot, get_pool
 from ..rules import (
     DEFAULT_POLICY,
     Policy,
     lot_product_problem,
-    policy_digest,
     upstream_product_problems,
 )
-from .common import check_code, check_count, unique_or_conflict
+from .common import check_code, check_count, record_release, unique_or_conflict
+from .holds import HeldLots, hold_downstream, hold_lot, unhold_lot
+
+__all__ = ["HeldLots", "hold_downstream", "hold_lot", "unhold_lot"]  # holds live in services.holds
 
 
 @dataclass(frozen=True)
@@ -322,74 +320,8 @@ def release_lot(session: Session, *, lot_number: str, actor: str, policy: Policy
     problems = lot_blockers(session, lot, policy)
     if problems:
         raise LotNotReleasable(lot.lot_number, problems)
-    if policy.release.separate_duties:
-        conflicts = lot_duty_conflicts(session, lot, actor)
-        if conflicts:
-            raise DutiesNotSeparated("Lot", lot.lot_number, login=actor, conflicts=conflicts)
-    lot.status, lot.released_at = LotStatus.RELEASED, utcnow()
-    session.flush()
-    audit.record(
-        session,
-        action="lot.released",
-        entity_type="lot",
-        entity_key=lot.lot_number,
-        actor=actor,
-        old={"status": LotStatus.PENDING},
-        new={"status": LotStatus.RELEASED, "policy_sha256": policy_digest(policy)},
-    )
+    record_release(session, lot, conflicts=lambda: lot_duty_conflicts(session, lot, actor), actor=actor, policy=policy)
     return lot
-
-
-@dataclass(frozen=True)
-class HeldLots:
-    """What a finding upstream did downstream: the lots it put on hold now, every lot downstream (whatever its
-    status) and the consignees those lots were shipped to."""
-
-    held: list[str]
-    affected: list[str]
-    consignees: list[str]
-
-
-def hold_downstream(
-    session: Session,
-    *,
-    pool_ids: Sequence[int] = (),
-    lot_ids: Sequence[int] = (),
-    reason: str,
-    actor: str,
-    itself: Sequence[int] = (),
-) -> HeldLots:
-    """Quarantine every pending or released lot made from the given pools or lots (at any depth), and the lots
-    ``itself`` names (a released lot whose own step failed), with the reason, one ``lot.quarantined`` audit event
-    per lot. Set-based: one statement finds and locks the lots."""
-    ids = downstream_lot_ids(pool_ids=pool_ids, lot_ids=lot_ids)
-    if ids is None and not itself:
-        return HeldLots([], [], [])
-    wanted = col(Lot.id).in_(list(itself)) if ids is None else or_(col(Lot.id).in_(ids), col(Lot.id).in_(list(itself)))
-    lots = list(session.execute(select(Lot).where(wanted).order_by(col(Lot.lot_number)).with_for_update()).scalars())
-    holdable = [lot for lot in lots if lot.status in (LotStatus.PENDING, LotStatus.RELEASED)]
-    old = {lot.id: lot.status for lot in holdable}
-    if holdable:
-        session.execute(
-            update(Lot)
-            .where(col(Lot.id).in_([lot.id for lot in holdable]))
-            .values(status=LotStatus.QUARANTINED, status_reason=reason)
-        )
-        for lot in holdable:
-            audit.record(
-                session,
-                action="lot.quarantined",
-                entity_type="lot",
-                entity_key=lot.lot_number,
-                actor=actor,
-                old={"status": old[lot.id]},
-                new={"status": LotStatus.QUARANTINED},
-                reason=reason,
-            )
-    consignees = session.execute(
-        select(col(Shipment.consignee)).where(col(Shipment.lot_id).in_([lot.id for lot in lots])).distinct()
-    ).scalars()
-    return HeldLots([lot.lot_number for lot in holdable], [lot.lot_number for lot in lots], sorted(consignees))
 
 
 def ship_lot(
@@ -469,50 +401,3 @@ def ship_lot(
         },
     )
     return row
-
-
-def hold_lot(session: Session, *, lot_number: str, reason: str, actor: str) -> LotHold:
-    """Hold a lot by hand (approvers): no release and no shipment of it, or of any lot made from it, until it is
-    unheld. A lot's status does not change; the hold is one more thing that blocks it (``lot_blockers``)."""
-    reason = audit.require_reason(reason, f"A hold on lot {lot_number}")
-    lot = get_lot(session, lot_number, for_update=True)
-    hold = LotHold(lot_id=lot.id or 0, case_id=None, reason=reason, created_by=actor)
-    session.add(hold)
-    session.flush()
-    audit.record(
-        session,
-        action="lot.held",
-        entity_type="lot",
-        entity_key=lot.lot_number,
-        actor=actor,
-        new={c.name: getattr(hold, c.key) for c in LotHold.__table__.columns},  # type: ignore[attr-defined]
-        reason=reason,
-    )
-    return hold
-
-
-def unhold_lot(session: Session, *, lot_number: str, reason: str, actor: str) -> list[str]:
-    """Lift every hold standing on a lot, by hand or by a look-back case (approvers), with the reason. Returns
-    what each lifted hold was. Raises WrongState when no hold stands on it."""
-    reason = audit.require_reason(reason, f"Lifting the holds on lot {lot_number}")
-    lot = get_lot(session, lot_number, for_update=True)
-    standing = active_holds(session, [lot.id or 0]).get(lot.id or 0, [])
-    if not standing:
-        raise WrongState(f"Lot {lot.lot_number} is not held.")
-    rows = session.execute(
-        select(LotHold).where(col(LotHold.lot_id) == lot.id, col(LotHold.lifted_at).is_(None)).order_by(col(LotHold.id))
-    ).scalars()
-    for hold in rows:
-        hold.lifted_at, hold.lifted_by, hold.lift_reason = utcnow(), actor, reason
-        session.flush()
-        audit.record(
-            session,
-            action="lot.unheld",
-            entity_type="lot",
-            entity_key=lot.lot_number,
-            actor=actor,
-            old={"lifted_at": None},
-            new={c.name: getattr(hold, c.key) for c in LotHold.__table__.columns},  # type: ignore[attr-defined]
-            reason=reason,
-        )
-    return [h.text() for h in standing]

@@ -12,7 +12,6 @@ from sqlmodel import Session, col
 from .. import audit
 from ..errors import (
     DuplicateKey,
-    DutiesNotSeparated,
     IneligibleUnits,
     InvalidInput,
     NotFound,
@@ -50,13 +49,12 @@ from ..rules import (
     check_pool_composition,
     eligibility_problems,
     iu_per_ml,
-    policy_digest,
     pool_release_problems,
     pool_test_problem,
     pool_test_quarantines,
 )
-from .common import check_code, next_version, result_values, unique_or_conflict
-from .lots import HeldLots, hold_downstream
+from .common import check_code, next_version, record_release, result_values, unique_or_conflict
+from .holds import HeldLots, hold_downstream
 from .units import parse_unit_list
 
 
@@ -413,19 +411,7 @@ def release_pool(session: Session, *, pool_number: str, actor: str, policy: Poli
     problems = pool_release_problems(current_pool_tests(session, saved_id(pool.id)), policy.product(pool.product))
     if problems:
         raise PoolNotReleasable(pool.pool_number, problems)
-    if policy.release.separate_duties:
-        conflicts = pool_duty_conflicts(session, pool, actor)
-        if conflicts:
-            raise DutiesNotSeparated("Pool", pool.pool_number, login=actor, conflicts=conflicts)
-    pool.status, pool.released_at = PoolStatus.RELEASED, utcnow()
-    session.flush()
-    audit.record(
-        session,
-        action="pool.released",
-        entity_type="pool",
-        entity_key=pool.pool_number,
-        actor=actor,
-        old={"status": PoolStatus.CLOSED},
-        new={"status": PoolStatus.RELEASED, "policy_sha256": policy_digest(policy)},
+    record_release(
+        session, pool, conflicts=lambda: pool_duty_conflicts(session, pool, actor), actor=actor, policy=policy
     )
     return pool

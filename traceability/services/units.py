@@ -37,7 +37,7 @@ from ..plausibility import check_collection, check_not_future, check_result
 from ..queries.eligibility import current_results_query, donations_in_window, lookback_window, zone_of_donation
 from ..queries.lookup import get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
-from .common import check_code, check_count, next_version, result_values, unique_or_conflict
+from .common import check_code, check_count, next_version, record_interdicted, result_values, unique_or_conflict
 from .donors import defer_donor, end_deferral
 from .lookback import CaseOpened, open_case
 
@@ -394,17 +394,9 @@ def apply_reactive(
         .all()
     )
     outcome.interdicted = sorted(interdicted)
-    for number in outcome.interdicted:
-        audit.record(
-            session,
-            action="donation.interdicted",
-            entity_type="donation",
-            entity_key=number,
-            actor=actor,
-            old={"status": UnitStatus.IN_INVENTORY},
-            new={"status": UnitStatus.INTERDICTED, "window_starts_on": window.starts_on},
-            reason=f"look-back: {why}",
-        )
+    record_interdicted(
+        session, outcome.interdicted, actor=actor, reason=f"look-back: {why}", window_starts_on=window.starts_on
+    )
     outcome.pooled_in_window = [
         (u, p)
         for u, p in session.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from .. import casework
 from ..casework import CaseHoldLine, NotificationLine, TaskLine
 from ..graph import downstream_lots
 from . import as_of as then
-from .lines import FindingLine, ShipmentLine, iso
+from .lines import FindingLine, ShipmentLine, iso, trace_json
 from .shared import lots, shipments
 
 
@@ -44,10 +44,7 @@ class CaseTrace:
     as_of: str | None = None  # the case as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.as_of is None:
-            data.pop("as_of")
-        return data
+        return trace_json(self, "as_of")
 
 
 def trace_case(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ from .donor_statement import (
     kind_of,
     result_positions,
 )
-from .lines import DeferralLine, ShipmentLine, iso
+from .lines import DeferralLine, ShipmentLine, iso, trace_json
 from .shared import distribution_details
 
 _RESULT = kind_of(ResultRow)
@@ -69,10 +69,7 @@ class DonorTrace:
     as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.as_of is None:
-            data.pop("as_of")
-        return data
+        return trace_json(self, "as_of")
 
 
 def trace_donor(

@@ -5,10 +5,14 @@ Every trace's ``as_json()`` is ``dataclasses.asdict`` of it, so a field added he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 from ..signatures import SignatureLine
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 def iso(value: datetime | date | None) -> str | None:
@@ -119,12 +123,14 @@ class PoolTestLine:
 
 @dataclass
 class InputLine:
-    """One edge of a lot's lineage: ``lot_number`` drew ``quantity`` from a pool or lot (``input_kind``)."""
+    """One edge of a lot's lineage: ``lot_number`` drew ``quantity`` (in ``quantity_unit``: mL from a pool, the
+    input lot's unit from a lot) from a pool or lot (``input_kind``)."""
 
     lot_number: str
     input_kind: str
     input: str
     quantity: int | None
+    quantity_unit: str | None = None
 
 
 @dataclass
@@ -176,3 +182,13 @@ class FindingLine:
     pool_number: str | None
     pool_status: str | None
     lot_numbers: list[str]
+
+
+def trace_json(trace: DataclassInstance, *optional: str) -> dict[str, Any]:
+    """A trace as JSON: every field, less the ``optional`` ones that hold None (donations not asked for with
+    --members; ``as_of`` of today's records)."""
+    data = asdict(trace)
+    for name in optional:
+        if data[name] is None:
+            data.pop(name)
+    return data

@@ -3,7 +3,7 @@ pool test and shipment, and clearance per path."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from .lines import (
     SignedLine,
     StepLine,
     iso,
+    trace_json,
 )
 from .shared import (
     MEMBERS,
@@ -74,12 +75,7 @@ class LotTrace:
     as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.donations is None:
-            data.pop("donations")
-        if self.as_of is None:
-            data.pop("as_of")
-        return data
+        return trace_json(self, "donations", "as_of")
 
 
 def trace_lot(
@@ -148,9 +144,10 @@ def trace_lot(
                     input_kind=kind,
                     input=pool_names[ident] if kind == "pool" else lot_names[ident],
                     quantity=quantity,
+                    quantity_unit=unit,
                 )
                 for target, edges in graph.inputs.items()
-                for kind, ident, quantity in edges
+                for kind, ident, quantity, unit in edges
             ),
             key=lambda e: (e.lot_number, e.input),
         ),

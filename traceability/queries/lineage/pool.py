@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..graph import downstream_lots, steps_for
 from ..lookup import get_pool
 from ..signatures import signatures_for
 from . import as_of as then
-from .lines import DeviationLine, MemberLine, PoolTestLine, ShipmentLine, SignedLine, StepLine, iso
+from .lines import DeviationLine, MemberLine, PoolTestLine, ShipmentLine, SignedLine, StepLine, iso, trace_json
 from .shared import deviations, lots, member_lines, pool_lines, pool_tests, recorded_steps, shipments, step_lines
 
 
@@ -43,12 +43,7 @@ class PoolTrace:
     as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.donations is None:
-            data.pop("donations")
-        if self.as_of is None:
-            data.pop("as_of")
-        return data
+        return trace_json(self, "donations", "as_of")
 
 
 def trace_pool(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from ...models import Donor, Pool, PoolMember, TestResult
 from ..graph import downstream_lots
 from ..lookup import get_unit
 from . import as_of as then
-from .lines import ResultLine, ShipmentLine, iso
+from .lines import ResultLine, ShipmentLine, iso, trace_json
 from .shared import lots, shipments
 
 
@@ -36,10 +36,7 @@ class UnitTrace:
     as_of: str | None = None  # the trace as recorded at this time (--as-of), or None for today's records
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.as_of is None:
-            data.pop("as_of")
-        return data
+        return trace_json(self, "as_of")
 
 
 def trace_unit(session: Session, unit_number: str, *, as_of: datetime | None = None) -> UnitTrace:
