@@ -276,17 +276,38 @@ def read_password(from_stdin: bool, prompt: str = "Password: ") -> str:
         raise fail("No password was given; nothing was signed or changed.", 2) from None
 
 
-def signed(
-    ctx: typer.Context, session: Session, *, password: str | None, meaning: SignatureMeaning, kind: str, key: str
-) -> str:
-    """Sign the record in this unit of work when --sign was given; returns a phrase for the message."""
-    if password is None:
-        return ""
-    assert ctx.obj.identity is not None
-    row = signatures.sign(
-        session, signer=ctx.obj.identity, password=password, meaning=meaning, entity_type=kind, entity_key=key
-    )
-    return f" Signed by {row.full_name} ({row.login}), {row.meaning.value}, {row.signed_at:%Y-%m-%d %H:%M:%S} UTC."
+@dataclass
+class Signing:
+    """What --sign adds to a command's message: empty when the record was not signed."""
+
+    note: str = ""
+
+
+@contextmanager
+def signed_work(
+    ctx: typer.Context,
+    *,
+    role: Role,
+    sign: bool,
+    password_stdin: bool,
+    meaning: SignatureMeaning,
+    kind: str,
+    key: str,
+) -> Iterator[tuple[Session, Signing]]:
+    """A unit of work that, with --sign, signs the record it changed before it commits (signature and change are
+    saved together or not at all); the password is read first, before any transaction opens."""
+    password = read_password(password_stdin) if sign else None
+    signing = Signing()
+    with work(ctx, role=role) as session:
+        yield session, signing
+        if password is not None:
+            assert ctx.obj.identity is not None
+            row = signatures.sign(
+                session, signer=ctx.obj.identity, password=password, meaning=meaning, entity_type=kind, entity_key=key
+            )
+            signing.note = (
+                f" Signed by {row.full_name} ({row.login}), {row.meaning.value}, {row.signed_at:%Y-%m-%d %H:%M:%S} UTC."
+            )
 
 
 def when(text: str | None, what: str) -> datetime | None:

@@ -20,10 +20,9 @@ from cli.core import (
     donor_app,
     err,
     parsed,
-    read_password,
     result_app,
     say,
-    signed,
+    signed_work,
     when,
     work,
 )
@@ -122,13 +121,19 @@ def donor_lift(
 ) -> None:
     """Lift a temporary deferral early, with a reason (approvers). Example: plasmatrace donor lift D-000123 --deferral 1 --reason "cleared by physician" --sign"""
     lifted = parsed(day, on, "--on")  # default: today at the donor's centre
-    password = read_password(password_stdin) if sign else None
-    with work(ctx, role=Role.APPROVER) as session:
+    with signed_work(
+        ctx,
+        role=Role.APPROVER,
+        sign=sign,
+        password_stdin=password_stdin,
+        meaning=meaning,
+        kind="deferral",
+        key=f"{code}#{deferral}",
+    ) as (session, signing):
         row = donors.lift_deferral(
             session, donor_code=code, sequence=deferral, lifted_on=lifted, reason=reason, actor=ctx.obj.actor
         )
-        note = signed(ctx, session, password=password, meaning=meaning, kind="deferral", key=f"{code}#{deferral}")
-    say(f"Deferral #{deferral} of donor {code} lifted on {row.lifted_on}.{note}")
+    say(f"Deferral #{deferral} of donor {code} lifted on {row.lifted_on}.{signing.note}")
 
 
 # --- donations and results -------------------------------------------------------------------------------------

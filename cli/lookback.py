@@ -15,9 +15,8 @@ from cli.core import (
     SignOption,
     fail,
     lookback_app,
-    read_password,
     say,
-    signed,
+    signed_work,
     work,
 )
 from cli.output import (
@@ -162,8 +161,14 @@ def lookback_close(
 ) -> None:
     """Close a case with its conclusion once every task is done or waived (investigators; with separation of
     duties, not the person who opened it). Example: plasmatrace lookback close LB-2026-0001 --reason "consignees notified; lots within validated clearance" --sign"""
-    password = read_password(password_stdin) if sign else None
-    with work(ctx, role=Role.INVESTIGATOR) as session:
+    with signed_work(
+        ctx,
+        role=Role.INVESTIGATOR,
+        sign=sign,
+        password_stdin=password_stdin,
+        meaning=meaning,
+        kind="lookback_case",
+        key=case,
+    ) as (session, signing):
         lookback.close_case(session, case_number=case, reason=reason, actor=ctx.obj.actor, policy=ctx.obj.policy)
-        note = signed(ctx, session, password=password, meaning=meaning, kind="lookback_case", key=case)
-    say(f"Look-back case {case} closed.{note}")
+    say(f"Look-back case {case} closed.{signing.note}")

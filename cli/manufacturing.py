@@ -19,9 +19,8 @@ from cli.core import (
     day,
     lot_app,
     parsed,
-    read_password,
     say,
-    signed,
+    signed_work,
     step_app,
     work,
 )
@@ -193,11 +192,11 @@ def lot_release(
 ) -> None:
     """Release a lot; a final lot must meet the viral-clearance rule on every path (approvers; not who created
     the lot, recorded its steps or its pools' tests). Example: plasmatrace lot release IVG-2605 --sign"""
-    password = read_password(password_stdin) if sign else None
-    with work(ctx, role=Role.APPROVER) as session:
+    with signed_work(
+        ctx, role=Role.APPROVER, sign=sign, password_stdin=password_stdin, meaning=meaning, kind="lot", key=lot
+    ) as (session, signing):
         lots.release_lot(session, lot_number=lot, actor=ctx.obj.actor, policy=ctx.obj.policy)
-        note = signed(ctx, session, password=password, meaning=meaning, kind="lot", key=lot)
-    say(f"Lot {lot} released.{note}")
+    say(f"Lot {lot} released.{signing.note}")
 
 
 @lot_app.command("show")

@@ -18,9 +18,8 @@ from cli.core import (
     fail,
     parsed,
     pool_app,
-    read_password,
     say,
-    signed,
+    signed_work,
     when,
     work,
 )
@@ -167,11 +166,11 @@ def pool_release(
 ) -> None:
     """Release a closed pool whose required pool tests pass (approvers; not who recorded its tests).
     Example: plasmatrace pool release P-0042 --sign --meaning approved"""
-    password = read_password(password_stdin) if sign else None
-    with work(ctx, role=Role.APPROVER) as session:
+    with signed_work(
+        ctx, role=Role.APPROVER, sign=sign, password_stdin=password_stdin, meaning=meaning, kind="pool", key=pool
+    ) as (session, signing):
         pools.release_pool(session, pool_number=pool, actor=ctx.obj.actor, policy=ctx.obj.policy)
-        note = signed(ctx, session, password=password, meaning=meaning, kind="pool", key=pool)
-    say(f"Pool {pool} released.{note}")
+    say(f"Pool {pool} released.{signing.note}")
 
 
 @pool_app.command("show")
