@@ -127,6 +127,9 @@ def audit_checkpoint(
     print(f"{seq}:{head_hash}")
 
 
+# --- signatures ------------------------------------------------------------------------------------------------
+
+
 @signature_app.command("list")
 def signature_list(
     ctx: typer.Context,

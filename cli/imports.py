@@ -26,8 +26,6 @@ from traceability.errors import (
 )
 from traceability.queries import casework
 
-# --- import --------------------------------------------------------------------------------------------------
-
 
 def _import(ctx: typer.Context, kind: str, file: Path, dry_run: bool, skip_invalid: bool, rejects: Path | None) -> None:
     from traceability.importers.load import ImportKind, default_rejects_path, import_file

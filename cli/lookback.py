@@ -37,8 +37,6 @@ from traceability.queries import casework, lineage
 from traceability.reports import sections
 from traceability.services import lookback
 
-# --- look-back -------------------------------------------------------------------------------------------------
-
 
 @lookback_app.command("open")
 def lookback_open(

@@ -41,8 +41,6 @@ from traceability.queries import lineage, listings, lookup
 from traceability.reports import sections
 from traceability.services import inactivation, lots
 
-# --- steps and lots --------------------------------------------------------------------------------------------
-
 
 def _lrv(items: list[str]) -> dict[str, float]:
     pairs = parse_assignments(items, "--lrv")

@@ -30,8 +30,6 @@ from traceability.errors import (
 from traceability.reports import sections, writers
 from traceability.services import lookback
 
-# --- rendering -------------------------------------------------------------------------------------------------
-
 
 def print_rows(columns: list[str], rows: list[list[Any]], fmt: OutputFormat, *, title: str | None = None) -> None:
     if fmt == OutputFormat.json:

@@ -40,8 +40,6 @@ from traceability.queries import lineage, listings
 from traceability.reports import sections
 from traceability.services import pools
 
-# --- pools -----------------------------------------------------------------------------------------------------
-
 
 @pool_app.command("create")
 def pool_create(

@@ -30,8 +30,6 @@ from traceability.errors import (
 from traceability.identity import Role
 from traceability.reports import sections, writers
 
-# --- recalls -------------------------------------------------------------------------------------------------
-
 
 class RecallClassChoice(StrEnum):
     I = "I"  # noqa: E741

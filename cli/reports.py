@@ -30,8 +30,6 @@ from traceability.errors import (
     ExitCode,
 )
 
-# --- reports -------------------------------------------------------------------------------------------------
-
 
 class ReportFormat(StrEnum):
     html = "html"

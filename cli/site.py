@@ -36,7 +36,7 @@ from traceability.queries import listings
 from traceability.reports import writers
 from traceability.services import consignees, donors, users
 
-# --- establishments and donors ---------------------------------------------------------------------------------
+# --- establishments --------------------------------------------------------------------------------------------
 
 
 @establishment_app.command("add")
@@ -63,7 +63,7 @@ def establishment_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.tabl
     print_rows(columns, rows, fmt, title="Establishments")
 
 
-# --- consignees -----------------------------------------------------------------------------------------------
+# --- consignees ------------------------------------------------------------------------------------------------
 
 
 @consignee_app.command("add")
@@ -104,7 +104,7 @@ def consignee_show(ctx: typer.Context, code: str, fmt: FormatOption = OutputForm
     print_rows(columns, rows, OutputFormat.table, title="Shipments")
 
 
-# --- users and signatures --------------------------------------------------------------------------------------
+# --- users -----------------------------------------------------------------------------------------------------
 
 
 @user_app.command("add")

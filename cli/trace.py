@@ -20,8 +20,6 @@ from cli.output import (
 from traceability.queries import lineage
 from traceability.reports import sections
 
-# --- trace -----------------------------------------------------------------------------------------------------
-
 MembersOption = Annotated[bool, typer.Option("--members", help="Include every donation (unit, donor, pool).")]
 
 
