@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,13 +25,16 @@ import common
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+CLI = [sys.executable, "-m", "cli"]  # with ROOT on PYTHONPATH: this checkout's cli package
+CLI_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def build_site(url: str, donors: int) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "--db", url, "demo", "--donors", str(donors), "--seed", "7"],
+        [*CLI, "--db", url, "demo", "--donors", str(donors), "--seed", "7"],
         check=True,
         capture_output=True,
+        env=CLI_ENV,
     )
 
 
@@ -65,9 +69,10 @@ def in_process(url: str, lot: str, fmt: str, output: Path) -> float:
 def command(url: str, lot: str, fmt: str, output: Path) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "--db", url, "report", "lot", lot, "--format", fmt, "-o", str(output)],
+        [*CLI, "--db", url, "report", "lot", lot, "--format", fmt, "-o", str(output)],
         check=True,
         capture_output=True,
+        env=CLI_ENV,
     )
     return time.perf_counter() - started
 

@@ -1,6 +1,6 @@
 """Exit codes and the expected failures that carry them.
 
-Rules and services raise these; only ``cli.py`` catches them, prints the message and exits with the code.
+Rules and services raise these; only the ``cli`` package catches them, prints the message and exits with the code.
 """
 
 from __future__ import annotations

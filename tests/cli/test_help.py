@@ -116,9 +116,9 @@ def test_members_is_offered_by_the_pool_and_lot_traces_only() -> None:
     assert result.exit_code == 2 and "--members" in result.output
 
 
-def test_cli_py_help_runs_as_a_script_from_the_repository_root() -> None:
+def test_python_m_cli_help_runs_from_the_repository_root() -> None:
     done = subprocess.run(
-        [sys.executable, "cli.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     assert "Usage" in done.stdout

@@ -385,7 +385,7 @@ def test_a_failed_report_write_leaves_the_previous_file_whole(run: Cli) -> None:
 def test_ctrl_c_says_a_word_and_exits_130(tmp_path: Path) -> None:
     env = {**os.environ, "PLASMATRACE_DB": f"sqlite:///{tmp_path / 'demo.db'}", "PLASMATRACE_ACTOR": "qa"}
     proc = subprocess.Popen(
-        [sys.executable, "cli.py", "demo"],
+        [sys.executable, "-m", "cli", "demo"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

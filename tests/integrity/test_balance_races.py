@@ -23,7 +23,7 @@ def run_at_once(db_url: str, commands: list[list[str]]) -> list[tuple[int, str]]
     env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": cli_actor(db_url)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "cli.py", *args],
+            [sys.executable, "-m", "cli", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -120,7 +120,7 @@ def run_and_kill(
     running when the signal was sent. ``tables``: those whose growth ``when`` looks at."""
     watcher = Watcher(url, tables=tables)
     proc = subprocess.Popen(
-        [sys.executable, "cli.py", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
         env=command_env(url),
         stdout=subprocess.DEVNULL,
@@ -186,7 +186,7 @@ def timed_import(url: str, file: Path, *, table: str) -> tuple[float, int]:
     to its last), so neither the command's start-up and exit nor the machine's page cache count in it."""
     watcher = Watcher(url, tables=(table,))
     proc = subprocess.Popen(
-        [sys.executable, "cli.py", "import", "donations", str(file)],
+        [sys.executable, "-m", "cli", "import", "donations", str(file)],
         cwd=ROOT,
         env=command_env(url),
         stdout=subprocess.DEVNULL,
@@ -240,7 +240,7 @@ def test_a_killed_import_leaves_nothing_and_a_rerun_completes(db_url: str, tmp_p
     assert after == before and after["verify"] is True
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "cli.py", "import", "donations", str(file)],
+        [sys.executable, "-m", "cli", "import", "donations", str(file)],
         cwd=ROOT,
         env=command_env(db_url),
         capture_output=True,

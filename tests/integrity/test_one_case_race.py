@@ -25,7 +25,7 @@ def test_two_reactive_results_for_one_donor_at_once_make_one_case(db_url: str) -
     env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": cli_actor(db_url)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "cli.py", "result", "add", unit, "--marker", marker, "--result", "R"],
+            [sys.executable, "-m", "cli", "result", "add", unit, "--marker", marker, "--result", "R"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -27,7 +27,7 @@ def test_two_processes_adding_one_unit_to_two_pools_one_wins(db_url: str) -> Non
     env = {**os.environ, "PLASMATRACE_DB": db_url, "PLASMATRACE_ACTOR": cli_actor(db_url)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "cli.py", "pool", "add", pool, unit],
+            [sys.executable, "-m", "cli", "pool", "add", pool, unit],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

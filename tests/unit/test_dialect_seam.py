@@ -17,7 +17,7 @@ ENGINE_NAME = re.compile(
 
 
 def _sources() -> list[Path]:
-    files = [ROOT / "cli.py", *sorted((ROOT / "traceability").rglob("*.py"))]
+    files = [*sorted((ROOT / "cli").rglob("*.py")), *sorted((ROOT / "traceability").rglob("*.py"))]
     return [f for f in files if SEAM not in f.parents]
 
 
