@@ -39,7 +39,7 @@ from traceability.models import (
 from traceability.parsing import parse_assignments, parse_float, parse_timestamp
 from traceability.queries import lineage, listings, lookup
 from traceability.reports import sections
-from traceability.services import inactivation, lots
+from traceability.services import holds, inactivation, lots
 
 
 def _lrv(items: list[str]) -> dict[str, float]:
@@ -252,7 +252,7 @@ def lot_hold(ctx: typer.Context, lot: str, reason: ReasonOption) -> None:
     """Hold a lot by hand (approvers): no release or shipment of it or of lots made from it until unheld.
     Example: plasmatrace lot hold IVG-2605 --reason "complaint under investigation\""""
     with work(ctx, role=Role.APPROVER) as session:
-        lots.hold_lot(session, lot_number=lot, reason=reason, actor=ctx.obj.actor)
+        holds.hold_lot(session, lot_number=lot, reason=reason, actor=ctx.obj.actor)
     say(f"Lot {lot} held: {reason}")
 
 
@@ -261,7 +261,7 @@ def lot_unhold(ctx: typer.Context, lot: str, reason: ReasonOption) -> None:
     """Lift every hold on a lot, by hand or by a look-back case (approvers), with the reason.
     Example: plasmatrace lot unhold IVG-2605 --reason "QA: complaint unfounded\""""
     with work(ctx, role=Role.APPROVER) as session:
-        lifted = lots.unhold_lot(session, lot_number=lot, reason=reason, actor=ctx.obj.actor)
+        lifted = holds.unhold_lot(session, lot_number=lot, reason=reason, actor=ctx.obj.actor)
     for line in lifted:
         say(f"Lifted: {line}.")
     say(f"Lot {lot} is no longer held.")

@@ -28,7 +28,7 @@ from traceability.queries import casework
 from traceability.queries.eligibility import lookback_window
 from traceability.queries.impact import case_impact
 from traceability.queries.lineage import trace_lot
-from traceability.services import lookback, lots, pools, units
+from traceability.services import holds, lookback, lots, pools, units
 
 INVESTIGATOR = "qa.investigator"
 
@@ -196,15 +196,15 @@ def test_a_held_lot_cannot_ship_or_be_released_until_assessed_no_action(session:
 
 def test_a_lot_held_by_hand_ships_again_once_unheld(session: Session) -> None:
     lineage(session)
-    lots.hold_lot(session, lot_number="INT-C", reason="complaint", actor=APPROVER)
+    holds.hold_lot(session, lot_number="INT-C", reason="complaint", actor=APPROVER)
     with pytest.raises(LotNotShippable, match=r"lot INT-C is held by hand \(qa.approver\): complaint"):
         lots.ship_lot(session, lot_number="FIN-C", consignee="H-C", quantity=1, shipped_on=NOW.date(), actor=ACTOR)
-    assert lots.unhold_lot(session, lot_number="INT-C", reason="unfounded", actor=APPROVER) == [
+    assert holds.unhold_lot(session, lot_number="INT-C", reason="unfounded", actor=APPROVER) == [
         "lot INT-C is held by hand (qa.approver): complaint"
     ]
     lots.ship_lot(session, lot_number="FIN-C", consignee="H-C", quantity=1, shipped_on=NOW.date(), actor=ACTOR)
     with pytest.raises(WrongState, match="not held"):
-        lots.unhold_lot(session, lot_number="INT-C", reason="again", actor=APPROVER)
+        holds.unhold_lot(session, lot_number="INT-C", reason="again", actor=APPROVER)
 
 
 def test_a_case_with_an_open_task_cannot_close_nor_by_its_opener(session: Session) -> None:

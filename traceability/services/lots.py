@@ -46,9 +46,6 @@ from ..rules import (
     upstream_product_problems,
 )
 from .common import check_code, check_count, record_release, unique_or_conflict
-from .holds import HeldLots, hold_downstream, hold_lot, unhold_lot
-
-__all__ = ["HeldLots", "hold_downstream", "hold_lot", "unhold_lot"]  # holds live in services.holds
 
 
 @dataclass(frozen=True)
