@@ -9,12 +9,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlmodel import Session
 
 from tests.factories import cli_actor, make_consignee, make_donor, make_unit
 from tests.integration.test_records import released_final_lot, released_pool
 from traceability.db import make_engine
 from traceability.errors import ExitCode
+from traceability.models import LookbackCase
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +76,7 @@ def test_two_shipments_of_the_last_vials_at_once_one_wins(db_url: str) -> None:
     assert any("Lot IVG-RACE has 40 vials left" in text for _, text in outcomes)
 
 
-def test_eight_look_back_cases_for_one_donor_at_once_open_one(db_url: str) -> None:
+def test_eight_look_back_cases_for_one_donor_at_once_open_one_and_the_others_join_it(db_url: str) -> None:
     engine = make_engine(db_url)
     with Session(engine) as session, session.begin():
         donor = make_donor(session)
@@ -82,9 +84,13 @@ def test_eight_look_back_cases_for_one_donor_at_once_open_one(db_url: str) -> No
         code = donor.donor_code
     engine.dispose()
     outcomes = run_at_once(db_url, [["lookback", "open", code, "--reason", f"PDI {i}"] for i in range(8)])
-    codes = [c for c, _ in outcomes]
-    assert codes.count(ExitCode.OK) == 1, outcomes
-    assert all(c == ExitCode.CONFLICT for c in codes if c != ExitCode.OK), outcomes
+    assert [c for c, _ in outcomes] == [ExitCode.OK] * 8, outcomes
+    assert sum("joins it" in text for _, text in outcomes) == 7, outcomes
+    engine = make_engine(db_url)
+    with Session(engine) as session:
+        numbers = session.execute(select(LookbackCase.case_number)).scalars().all()
+    engine.dispose()
+    assert len(numbers) == 1, numbers
 
 
 def test_eight_deferrals_of_one_donor_at_once_end_without_a_traceback(db_url: str) -> None:

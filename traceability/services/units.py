@@ -35,7 +35,7 @@ from ..models import (
 from ..parsing import parse_choice, parse_positive_int, parse_timestamp
 from ..plausibility import check_collection, check_not_future, check_result
 from ..queries.eligibility import current_results_query, donations_in_window, lookback_window, zone_of_donation
-from ..queries.lookup import get_donor, get_establishment, get_unit
+from ..queries.lookup import canonical_unit_number, get_donor, get_establishment, get_unit
 from ..rules import DEFAULT_POLICY, OnReactive, Policy
 from .common import check_code, check_count, next_version, record_interdicted, result_values, unique_or_conflict
 from .donors import defer_donor, end_deferral
@@ -256,6 +256,11 @@ def add_result(
     A reactive result on a required-panel marker rejects the unit, defers the donor permanently and interdicts
     the donor's units still in inventory within the look-back window.
     """
+    if result == ResultValue.REACTIVE:
+        # A reactive result may interdict the donor's other units and open or join the donor's case: take the donor
+        # before the unit, as every writer about that donor does, so two reactive results for one donor queue
+        # instead of each holding its own unit while waiting for the other's.
+        _lock_donor_of_unit(session, unit_number)
     unit = get_unit(session, unit_number, for_update=True)
     key = f"Unit {unit.unit_number}"
     if (value is None) != (value_unit is None):
@@ -300,6 +305,11 @@ def add_result(
             end_deferrals_on_nonreactive(session, [saved_id(unit.id)], marker, actor=actor, policy=policy)
         )
     return outcome
+
+
+def _lock_donor_of_unit(session: Session, unit_number: str) -> None:
+    donor_id = select(col(Donation.donor_id)).where(col(Donation.unit_number) == canonical_unit_number(unit_number))
+    session.execute(select(col(Donor.id)).where(col(Donor.id).in_(donor_id.scalar_subquery())).with_for_update()).all()
 
 
 def apply_reactive(
