@@ -121,7 +121,7 @@ def test_a_nonreactive_donation_after_the_reactive_one_does_not_move_the_window_
     opened = lookback.open_case(session, donor_code=donor.donor_code, reason="HCV RNA reactive", actor=ACTOR)
     assert opened.joined
     findings = trace_case(session, opened.case_number).findings
-    assert {f["unit_number"]: f["action"] for f in findings}[old.unit_number] == "interdicted"
+    assert {f.unit_number: f.action for f in findings}[old.unit_number] == "interdicted"
     trace = trace_donor(session, donor.donor_code)
     assert trace.lookback_window_start == "2024-12-20"
     assert next(d for d in trace.donations if d.unit_number == old.unit_number).in_lookback_window
