@@ -1601,15 +1601,26 @@ def audit_log(
 def audit_verify(
     ctx: typer.Context,
     checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="A token from `audit checkpoint`.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="A token from `audit checkpoint`: verify only what changed after it.")
+    ] = None,
 ) -> None:
-    """Recompute the hash chain and name the first event that was changed, removed or inserted.
-    Example: plasmatrace audit verify --checkpoint 1234:9f2c..."""
+    """Recompute the hash chain and name the first event that was changed, removed or inserted; then prove every
+    record of the regulated tables against the trail. Example: plasmatrace audit verify --checkpoint 1234:9f2c..."""
     with work(ctx, readonly=True) as session:
-        result = audit.verify(session, checkpoint=checkpoint)
+        result = audit.verify(session, checkpoint=checkpoint, since=since)
     if not result.ok:
         err.print(f"[bold red]Audit trail broken:[/] {escape(result.problem or '')}")
+        if result.records is not None:
+            for difference in result.records.differences:
+                err.print(f"  {escape(difference.render())}")
+            if result.records.more:
+                err.print(f"  ... and {result.records.more:,} more")
         raise typer.Exit(code=ExitCode.RULE_VIOLATION)
-    say(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}.")
+    proven = result.records
+    rows = f"; {proven.rows:,} records in {proven.tables} tables match it" if proven else ""
+    scope = f" since {since.split(':')[0]}" if since else ""
+    say(f"Audit trail intact{scope}: {result.events:,} events, head {result.checkpoint}{rows}.")
 
 
 @audit_app.command("checkpoint")

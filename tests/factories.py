@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from traceability import audit
 from traceability.models import (
     Donation,
     Donor,
@@ -276,6 +277,18 @@ def bulk_units(
     ]
     for start in range(0, len(results), 20_000):
         session.execute(insert(TestResult), results[start : start + 20_000])
+    # The rows go into the trail as one event, as an import's digest would prove them: audit verify replays them.
+    audit.records.touched_new(session, "donor", ids.values())
+    audit.records.touched_new(session, "donation", unit_ids.values())
+    audit.records.touched_new_where(session, "test_result", TestResult.donation_id.in_(list(unit_ids.values())))
+    audit.record(
+        session,
+        action="donation.added",
+        entity_type="donation",
+        entity_key=f"{len(numbers)} test units",
+        actor=ACTOR,
+        new={"count": len(numbers)},
+    )
     return numbers
 
 

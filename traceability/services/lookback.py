@@ -85,6 +85,9 @@ def open_case(
             CaseFinding(case_id=case.id, donation_id=donation_id, pool_id=pool_id, action=action, created_by=actor)
         )
     if interdicted:
+        audit.records.touching_where(
+            session, "donation", Donation.unit_number.in_(interdicted) & (Donation.status == UnitStatus.IN_INVENTORY)
+        )
         session.execute(
             update(Donation)
             .where(Donation.unit_number.in_(interdicted), Donation.status == UnitStatus.IN_INVENTORY)

@@ -20,9 +20,11 @@ from typing import Any
 from sqlalchemy import event, exists, func, select
 from sqlmodel import Session, SQLModel
 
-from .db import database_login, lock_audit_chain
-from .errors import InvalidInput
-from .models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
+from ..db import database_login, lock_audit_chain
+from ..errors import InvalidInput
+from ..models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
+from . import catalogue, records
+from .records import RecordProof
 
 GENESIS_HASH = "0" * 64
 _HEAD_KEY = "plasmatrace.audit_head"
@@ -100,7 +102,15 @@ def record(
     reason: str | None = None,
 ) -> AuditEvent:
     """Append one event to the chain, in the caller's transaction. On PostgreSQL the actor is the login
-    (``session_user``), whatever ``actor`` says: a trigger refuses any other, and the hash covers the login."""
+    (``session_user``), whatever ``actor`` says: a trigger refuses any other, and the hash covers the login.
+
+    The action must be in the catalogue (``audit.catalogue``) with this entity type. The complete state of every
+    row of a regulated table written since the last event is added to ``new`` under ``records``."""
+    catalogue.check(action, entity_type)
+    session.flush()
+    written = records.capture(session)
+    if written is not None:
+        new = dict(new or {}) | {records.RECORDS_KEY: written}
     actor = database_login(session) or actor
     seq, prev_hash = _head(session)
     event = AuditEvent(
@@ -139,14 +149,15 @@ class Verification:
     head_seq: int
     head_hash: str
     problem: str | None = None
+    records: RecordProof | None = None
 
     @property
     def checkpoint(self) -> str:
         return f"{self.head_seq}:{self.head_hash}"
 
 
-def _events(session: Session, batch: int = 5_000) -> Iterator[AuditEvent]:
-    last = None
+def _events(session: Session, batch: int = 5_000, after: int | None = None) -> Iterator[AuditEvent]:
+    last = after
     while True:
         query = select(AuditEvent).order_by(AuditEvent.seq).limit(batch)
         if last is not None:
@@ -166,12 +177,33 @@ def parse_checkpoint(token: str) -> tuple[int, str]:
     return int(seq), digest
 
 
-def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
-    """Recompute the chain and name the first event that was changed, removed, inserted or reordered."""
+def verify(
+    session: Session, *, checkpoint: str | None = None, since: str | None = None, prove_records: bool = True
+) -> Verification:
+    """Recompute the chain and name the first event that was changed, removed, inserted or reordered; then prove
+    the records (``records.verify_records``). With ``since`` (a checkpoint token), only the events after it and
+    the rows they (and the imports after it) wrote."""
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     wanted = parse_checkpoint(checkpoint) if checkpoint else None
     seen_checkpoint = False
-    for entry in _events(session):
+    start = None
+    if since:
+        start_seq, start_hash = parse_checkpoint(since)
+        found = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == start_seq)).scalar()
+        if found != start_hash:
+            return Verification(
+                False,
+                0,
+                start_seq,
+                start_hash,
+                f"event {start_seq} does not match the checkpoint given to --since: the chain was rewritten"
+                if found
+                else f"the checkpoint given to --since names event {start_seq}, which is not in the trail",
+            )
+        start, expected_seq, prev_hash = start_seq, start_seq + 1, start_hash
+        if wanted and wanted[0] <= start_seq:
+            wanted = None
+    for entry in _events(session, after=start):
         at = f"{entry.occurred_at:%Y-%m-%d %H:%M:%S} UTC"
         where = f"event {entry.seq} ({entry.action} {entry.entity_type} {entry.entity_key}, {at})"
         if entry.seq != expected_seq:
@@ -214,6 +246,19 @@ def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
     problem = _import_pointer_problem(session)
     if problem is not None:
         return Verification(False, count, expected_seq - 1, prev_hash, problem)
+    if prove_records:
+        proof = records.verify_records(session, since_seq=start or 0)
+        if not proof.ok:
+            shown = len(proof.differences) + proof.more
+            return Verification(
+                False,
+                count,
+                expected_seq - 1,
+                prev_hash,
+                f"{shown:,} record(s) differ from what the audit trail says was written",
+                proof,
+            )
+        return Verification(True, count, expected_seq - 1, prev_hash, None, proof)
     return Verification(True, count, expected_seq - 1, prev_hash)
 
 
