@@ -287,7 +287,6 @@ def bulk_units(
         entity_type="donation",
         entity_key=f"{len(numbers)} test units",
         actor=ACTOR,
-        new={"count": len(numbers)},
     )
     return numbers
 

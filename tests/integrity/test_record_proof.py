@@ -176,3 +176,42 @@ def test_record_refuses_an_action_outside_the_catalogue(session: Session) -> Non
     with pytest.raises(Exception, match="records a pool"):
         audit.record(session, action="pool.closed", entity_type="lot", entity_key="P", actor=ACTOR)
     assert "pool.closed" in catalogue.catalogue()
+
+
+def test_a_database_from_before_the_record_proof_is_proven_by_its_baseline(db_url: str) -> None:
+    from alembic import command
+
+    from traceability.db import make_engine
+    from traceability.migrate import alembic_config, upgrade
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0005")
+    with Session(engine) as session, session.begin():
+        donor = make_donor(session)
+        number = make_unit(session, donor=donor, collected_at=NOW - timedelta(days=30)).unit_number
+        # Written before the upgrade without an event: the baseline takes the database as it finds it.
+        session.execute(text("UPDATE donation SET volume_ml = 700 WHERE unit_number = :u"), {"u": number})
+    before, after = upgrade(engine)
+    assert (before, after) == ("0005", "0006")
+    with Session(engine) as session:
+        assert audit.verify(session).ok
+        session.execute(text("UPDATE donation SET volume_ml = 650 WHERE unit_number = :u"), {"u": number})
+        changed = audit.verify(session)
+        session.rollback()
+        session.execute(
+            text(
+                "INSERT INTO donor (donor_code, establishment_id, created_at, created_by) "
+                "SELECT 'LATE-1', establishment_id, created_at, 'someone' FROM donor LIMIT 1"
+            )
+        )
+        inserted = audit.verify(session)
+        session.rollback()
+    engine.dispose()
+    assert changed.records is not None and inserted.records is not None
+    assert (
+        [d.render() for d in changed.records.differences]
+        == [d.render() for d in changed.records.differences if d.table == "donation" and "baseline" in d.key]
+        != []
+    )
+    assert any(d.render().startswith("donor LATE-1: the trail says (no event") for d in inserted.records.differences)

@@ -106,7 +106,7 @@ def record(
 
     The action must be in the catalogue (``audit.catalogue``) with this entity type. The complete state of every
     row of a regulated table written since the last event is added to ``new`` under ``records``."""
-    catalogue.check(action, entity_type)
+    catalogue.check(action, entity_type, old, new)
     session.flush()
     written = records.capture(session)
     if written is not None:

@@ -54,7 +54,7 @@ class DonationAdded(AuditAction):
 
 class DonationCorrected(AuditAction):
     action, entity_types = "donation.corrected", ("donation",)
-    fields = ("volume_ml", "collected_at", "frozen_at", "plasma_kind", "version", "deviation")
+    fields = ("collected_at", "frozen_at", "volume_ml", "plasma_kind", "establishment_id", "version", "deviation")
 
 
 class DonationDiscarded(AuditAction):
@@ -132,7 +132,7 @@ class LotQuarantined(AuditAction):
 
 
 class LotHoldLifted(AuditAction):
-    action, entity_types, fields = "lot.hold_lifted", ("lot",), ("status",)
+    action, entity_types, fields = "lot.hold_lifted", ("lot",), ("status", "status_reason")
 
 
 class LotShipped(AuditAction):
@@ -224,11 +224,18 @@ def catalogue() -> dict[str, type[AuditAction]]:
     return dict(_CATALOGUE)
 
 
-def check(action: str, entity_type: str) -> type[AuditAction]:
-    """The class of an action; InvalidInput for an action not in the catalogue or a wrong entity type."""
+def check(action: str, entity_type: str, *values: dict[str, object] | None) -> type[AuditAction]:
+    """The class of an action; InvalidInput for an action not in the catalogue, a wrong entity type, or old or
+    new values with a field the class does not name."""
     kind = _CATALOGUE.get(action)
     if kind is None:
         raise InvalidInput(f"Audit action {action!r} is not in the catalogue of audit events (traceability/audit).")
     if entity_type not in kind.entity_types:
         raise InvalidInput(f"Audit action {action} records a {' or '.join(kind.entity_types)}, not a {entity_type!r}.")
+    for given in values:
+        unknown = sorted(set(given or ()) - set(kind.fields) - {"records"})
+        if unknown:
+            raise InvalidInput(
+                f"Audit action {action} records no field {', '.join(unknown)} (its fields: {', '.join(kind.fields)})."
+            )
     return kind
