@@ -22,15 +22,7 @@ import common  # noqa: E402
 from generate import ensure_generated, init_db  # noqa: E402
 
 
-def build(donations: int, folder: Path) -> Path:
-    data = folder / f"verify-data-{donations}"
-    ensure_generated(data, donations=donations)
-    path = folder / f"plasmatrace-verify-{donations}.db"
-    if path.exists():
-        return path
-    partial = path.with_suffix(".part")
-    common.remove_sqlite(partial)
-    url = common.sqlite_url(partial)
+def load(url: str, data: Path) -> None:
     init_db(url, data)
     for kind in ("donors", "donations", "results"):
         subprocess.run(
@@ -39,38 +31,59 @@ def build(donations: int, folder: Path) -> Path:
             cwd=Path(__file__).resolve().parent.parent,
             stdout=subprocess.DEVNULL,
         )
-    partial.rename(path)
-    return path
+
+
+def build(donations: int, folder: Path) -> str:
+    data = folder / f"verify-data-{donations}"
+    ensure_generated(data, donations=donations)
+    path = folder / f"plasmatrace-verify-{donations}.db"
+    if not path.exists():
+        partial = path.with_suffix(".part")
+        common.remove_sqlite(partial)
+        load(common.sqlite_url(partial), data)
+        partial.rename(path)
+    return common.sqlite_url(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--donations", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--postgres", metavar="URL", help="measure on a new database on this server instead")
     args = parser.parse_args()
-    path = build(args.donations, args.dir)
+    if args.postgres:
+        data = args.dir / f"verify-data-{args.donations}"
+        ensure_generated(data, donations=args.donations)
+        with common.postgres_database(args.postgres, "verify") as url:
+            load(url, data)
+            measure(url, args.donations)
+    else:
+        measure(build(args.donations, args.dir), args.donations)
 
-    from sqlalchemy import text
+
+def measure(url: str, donations: int) -> None:
+    from sqlalchemy import select, type_coerce
+    from sqlalchemy.types import NullType
     from sqlmodel import Session
 
     from traceability import audit
     from traceability.audit import records
     from traceability.db import make_engine
 
-    engine = make_engine(common.sqlite_url(path))
+    engine = make_engine(url)
     rows = 0
     with engine.connect() as conn, common.Timer() as plain:
         for spec in records.REGULATED:
-            for _row in conn.execute(
-                text(f"SELECT * FROM {spec.table}").execution_options(stream_results=True, yield_per=10_000)
-            ):
+            plain_select = select(*(type_coerce(c, NullType()) for c in spec.model_table.c))  # SELECT every column
+            for _row in conn.execute(plain_select.execution_options(stream_results=True, yield_per=10_000)):
                 rows += 1
     with Session(engine) as session, common.Timer() as verify:
         result = audit.verify(session)
     assert result.ok, result.problem
     ratio = verify.seconds / plain.seconds
     out = {
-        "donations": args.donations,
+        "donations": donations,
+        "engine": engine.dialect.name,
         "rows": rows,
         "plain_select_s": round(plain.seconds, 2),
         "verify_s": round(verify.seconds, 2),
