@@ -33,6 +33,7 @@ from sqlalchemy.types import NullType
 from sqlmodel import Session, SQLModel, col
 
 from ..models import (
+    IMPORT_EVENT_POINTERS,
     AppUser,
     AuditEvent,
     CaseFinding,
@@ -706,20 +707,32 @@ class Digest:
         return {"rows": self.rows, "sum": f"{self.total:016x}"}
 
 
-def import_digest(session: Session, import_event_id: int) -> dict[str, Any]:
-    """A digest per table of the rows an import loaded (those naming its event): what its completion event keeps."""
+def import_digest(session: Session, import_event_id: int, action: str) -> dict[str, Any]:
+    """A digest per table of the rows an import loaded (those naming its event): what its completion event keeps.
+    Only the tables whose rows name imports of this kind (``models.IMPORT_EVENT_POINTERS``) are read."""
     out: dict[str, Any] = {}
     connection = session.connection()
+    plain = connection.dialect.name == "sqlite"
     for spec in REGULATED:
-        if not spec.imported:
+        if IMPORT_EVENT_POINTERS.get(spec.table) != action:
             continue
         pointer = spec.model_table.c.import_event_id
-        digest = Digest()
-        for row in connection.execute(spec.select().where(pointer == import_event_id)):
-            digest.add(row_hash(_state(row)))
-        if digest.rows:
-            out[spec.table] = digest.as_json()
+        query = spec.select().where(pointer == import_event_id)
+        count, total = _digest_rows(connection.execute(query.execution_options(yield_per=10_000)), plain)
+        if count:
+            out[spec.table] = Digest(count, total).as_json()
     return out
+
+
+def _digest_rows(rows: Iterable[Any], plain: bool) -> tuple[int, int]:
+    """Count and 64-bit sum of row hashes, in as few Python steps per row as it takes."""
+    count = total = 0
+    blake, from_bytes, dumps = _blake2b, _from_bytes, _dumps
+    for row in rows:
+        state = tuple(row)[2:] if plain else _state(row)
+        total += from_bytes(blake(dumps(state, 0), digest_size=8).digest(), "big")
+        count += 1
+    return count, total & _MASK
 
 
 def baseline(session: Session) -> dict[str, Any]:
