@@ -63,7 +63,7 @@ RECORDS_KEY = "records"
 BASELINE_ACTION = "audit.baseline"
 _TOUCHED = "plasmatrace.touched_rows"
 _MASK = (1 << 64) - 1
-_CHUNK = 500
+_CHUNK = 5_000
 
 
 # --- canonical form ----------------------------------------------------------------------------------------------
@@ -574,6 +574,8 @@ class _Touched:
     """Rows written in this transaction since the last event: table -> id -> canonical state before (None: new)."""
 
     before: dict[str, dict[int, tuple[Any, CanonicalRow] | None]] = field(default_factory=lambda: defaultdict(dict))
+    after: dict[str, dict[int, dict[str, Value]]] = field(default_factory=lambda: defaultdict(dict))
+    """Rows whose new state is their state before with these fields set (a set-based UPDATE of known values)."""
 
 
 def _touched(session: Session) -> _Touched:
@@ -590,6 +592,14 @@ def read_rows(session: Session, table: str, ids: Iterable[int]) -> dict[int, tup
     found: dict[int, tuple[Any, CanonicalRow]] = {}
     wanted = sorted(set(ids))
     connection = session.connection()
+    if len(wanted) > 50 and wanted[-1] - wanted[0] < 2 * len(wanted):
+        # Rows written together have ids close together: one range, no list of parameters to expand.
+        chosen = set(wanted)
+        query = spec.select().where(id_column.between(wanted[0], wanted[-1]))
+        for row in connection.execute(query):
+            if int(row[0]) in chosen:
+                found[int(row[0])] = (row[1], _state(row))
+        return found
     for start in range(0, len(wanted), _CHUNK):
         query = spec.select().where(id_column.in_(wanted[start : start + _CHUNK]))
         for row in connection.execute(query):
@@ -616,11 +626,18 @@ def touched_new(session: Session, table: str, ids: Iterable[int]) -> None:
         registry.setdefault(i, None)
 
 
-def touching_where(session: Session, table: str, condition: Any) -> None:
-    """``touching`` for the rows a condition selects (one statement): call it before a set-based change."""
-    registry = _touched(session).before[table]
+def touching_where(session: Session, table: str, condition: Any, *, sets: dict[str, Value] | None = None) -> None:
+    """``touching`` for the rows a condition selects (one statement): call it before a set-based change. With
+    ``sets`` (the UPDATE's values, which every selected row gets), their new state is not read again."""
+    touched = _touched(session)
+    registry = touched.before[table]
+    known = touched.after[table]
     for row in session.connection().execute(BY_TABLE[table].select().where(condition)):
-        registry.setdefault(int(row[0]), (row[1], _state(row)))
+        row_id = int(row[0])
+        if row_id not in registry:
+            registry[row_id] = (row[1], _state(row))
+            if sets is not None:
+                known[row_id] = sets
 
 
 def touched_new_where(session: Session, table: str, condition: Any) -> None:
@@ -660,6 +677,19 @@ def _forget_touched(session: Session, transaction: Any) -> None:
         session.info.pop(_TOUCHED, None)
 
 
+_BASELINE_KNOWN = "plasmatrace.has_baseline"
+
+
+def _has_baseline(session: Session) -> bool:
+    known = session.info.get(_BASELINE_KNOWN)
+    if known is None:
+        found = session.connection().execute(
+            select(AuditEvent.id).where(col(AuditEvent.action) == BASELINE_ACTION).limit(1)
+        )
+        known = session.info[_BASELINE_KNOWN] = found.first() is not None
+    return bool(known)
+
+
 def capture(session: Session) -> dict[str, Any] | None:
     """The rows touched since the last event, in the form an event keeps them (and forget them)."""
     touched = session.info.pop(_TOUCHED, None)
@@ -669,7 +699,17 @@ def capture(session: Session) -> dict[str, Any] | None:
     for table, before in sorted(touched.before.items()):
         if not before:
             continue
-        after = read_rows(session, table, before)
+        known = touched.after.get(table, {})
+        after = read_rows(session, table, [i for i in before if i not in known])
+        if known:
+            columns = BY_TABLE[table].columns()
+            for i, sets in known.items():
+                old = before[i]
+                if old is not None:
+                    state = list(old[1])
+                    for name, value in sets.items():
+                        state[columns.index(name)] = value
+                    after[i] = (old[0], tuple(state))
         rows: list[list[Value]] = []
         was: list[str | None] = []
         deleted: list[list[Value]] = []
@@ -678,7 +718,9 @@ def capture(session: Session) -> dict[str, Any] | None:
             old = before[i]
             if i in after:
                 rows.append(list(after[i][1]))
-                was.append(None if old is None else f"{row_hash(old[1]):016x}")
+                # The state before matters to a digest only: that of an import, or of the baseline if there is one.
+                needed = old is not None and (old[0] is not None or _has_baseline(session))
+                was.append(f"{row_hash(old[1]):016x}" if needed and old is not None else None)
             elif old is not None:
                 deleted.append(list(old[1]))
                 deleted_from.append([old[0], i])

@@ -129,7 +129,9 @@ def add_units(
     connection = session.connection()
     try:
         requested = requested_donations(session, numbers, {"id": Donation.id}).subquery("requested")
-        audit.records.touching_where(session, "donation", Donation.id.in_(select(requested.c.id)))
+        audit.records.touching_where(
+            session, "donation", Donation.id.in_(select(requested.c.id)), sets={"status": UnitStatus.POOLED.value}
+        )
         inserted = connection.execute(
             insert(PoolMember).from_select(
                 ["pool_id", "donation_id", "created_at", "created_by", "import_event_id"],
