@@ -182,7 +182,7 @@ def test_a_database_from_before_the_record_proof_is_proven_by_its_baseline(db_ur
     from alembic import command
 
     from traceability.db import make_engine
-    from traceability.migrate import alembic_config, upgrade
+    from traceability.migrate import alembic_config, head_revision, upgrade
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -193,7 +193,7 @@ def test_a_database_from_before_the_record_proof_is_proven_by_its_baseline(db_ur
         # Written before the upgrade without an event: the baseline takes the database as it finds it.
         session.execute(text("UPDATE donation SET volume_ml = 700 WHERE unit_number = :u"), {"u": number})
     before, after = upgrade(engine)
-    assert (before, after) == ("0005", "0006")
+    assert before == "0005" and after == head_revision()
     with Session(engine) as session:
         assert audit.verify(session).ok
         session.execute(text("UPDATE donation SET volume_ml = 650 WHERE unit_number = :u"), {"u": number})

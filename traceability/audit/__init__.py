@@ -89,14 +89,18 @@ def _forget_head(session: Session, _transaction: Any) -> None:
     session.info.pop(_HEAD_KEY, None)
 
 
-def _head(session: Session) -> tuple[int, str]:
+def _head(session: Session) -> tuple[int, str, bool]:
+    """The chain's head (seq, hash) and whether the trail has a baseline event (in the same statement)."""
     transaction = session.get_transaction()
     cached = session.info.get(_HEAD_KEY)
     if cached is not None and cached[0] is transaction:
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
     lock_audit_chain(session)
-    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
-    return (row[0], row[1]) if row else (0, GENESIS_HASH)
+    baseline = exists().where(AuditEvent.action == records.BASELINE_ACTION)
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash, baseline.label("baseline")).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    return (row[0], row[1], bool(row[2])) if row else (0, GENESIS_HASH, False)
 
 
 def record(
@@ -117,9 +121,9 @@ def record(
     row of a regulated table written since the last event is added to ``new`` under ``records``."""
     catalogue.check(action, entity_type, old, new)
     session.flush()
-    written = records.capture(session)
+    seq, prev_hash, baseline = _head(session)
+    written = records.capture(session, baseline=baseline)
     actor = database_login(session) or actor
-    seq, prev_hash = _head(session)
     event = AuditEvent(
         seq=seq + 1,
         occurred_at=utcnow(),
@@ -136,7 +140,12 @@ def record(
     event.hash = event_hash(_hashed_fields(event))
     session.add(event)
     session.flush()
-    session.info[_HEAD_KEY] = (session.get_transaction(), event.seq, event.hash)
+    session.info[_HEAD_KEY] = (
+        session.get_transaction(),
+        event.seq,
+        event.hash,
+        baseline or action == records.BASELINE_ACTION,
+    )
     return event
 
 

@@ -677,21 +677,9 @@ def _forget_touched(session: Session, transaction: Any) -> None:
         session.info.pop(_TOUCHED, None)
 
 
-_BASELINE_KNOWN = "plasmatrace.has_baseline"
-
-
-def _has_baseline(session: Session) -> bool:
-    known = session.info.get(_BASELINE_KNOWN)
-    if known is None:
-        found = session.connection().execute(
-            select(AuditEvent.id).where(col(AuditEvent.action) == BASELINE_ACTION).limit(1)
-        )
-        known = session.info[_BASELINE_KNOWN] = found.first() is not None
-    return bool(known)
-
-
-def capture(session: Session) -> dict[str, Any] | None:
-    """The rows touched since the last event, in the form an event keeps them (and forget them)."""
+def capture(session: Session, *, baseline: bool) -> dict[str, Any] | None:
+    """The rows touched since the last event, in the form an event keeps them (and forget them). The hash of a
+    row's state before is kept where a digest needs it: for an imported row, or any row once there is a baseline."""
     touched = session.info.pop(_TOUCHED, None)
     if touched is None or not any(touched.before.values()):
         return None
@@ -719,7 +707,7 @@ def capture(session: Session) -> dict[str, Any] | None:
             if i in after:
                 rows.append(list(after[i][1]))
                 # The state before matters to a digest only: that of an import, or of the baseline if there is one.
-                needed = old is not None and (old[0] is not None or _has_baseline(session))
+                needed = old is not None and (old[0] is not None or baseline)
                 was.append(f"{row_hash(old[1]):016x}" if needed and old is not None else None)
             elif old is not None:
                 deleted.append(list(old[1]))
