@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import event, exists, func, select
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from ..db import database_login, lock_audit_chain
 from ..errors import InvalidInput
@@ -96,9 +96,11 @@ def _head(session: Session) -> tuple[int, str, bool]:
     if cached is not None and cached[0] is transaction:
         return cached[1], cached[2], cached[3]
     lock_audit_chain(session)
-    baseline = exists().where(AuditEvent.action == records.BASELINE_ACTION)
+    baseline = exists().where(col(AuditEvent.action) == records.BASELINE_ACTION)
     row = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash, baseline.label("baseline")).order_by(AuditEvent.seq.desc()).limit(1)
+        select(col(AuditEvent.seq), col(AuditEvent.hash), baseline.label("baseline"))
+        .order_by(col(AuditEvent.seq).desc())
+        .limit(1)
     ).first()
     return (row[0], row[1], bool(row[2])) if row else (0, GENESIS_HASH, False)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, Table, event, null, select, tuple_, type_coerce
 from sqlalchemy.orm import aliased
@@ -76,7 +76,7 @@ def canonical(value: Any) -> Value:
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return str(value.strftime("%Y-%m-%d %H:%M:%S.%f"))
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -135,17 +135,18 @@ class Regulated:
     def select(self) -> Select[Any]:
         """The declaration's SELECT with every column read as the driver returns it (no type processing)."""
         query = self.source()
-        return query.with_only_columns(
+        coerced = query.with_only_columns(
             *(type_coerce(c, NullType()).label(c.key or f"c{i}") for i, c in enumerate(query.selected_columns)),
             maintain_column_froms=True,
         )
+        return cast("Select[Any]", coerced)
 
     def columns(self) -> list[str]:
         return [c.key or "" for c in self.source().selected_columns][2:]
 
     @property
     def model_table(self) -> Table:
-        return SQLModel.metadata.tables[self.table]  # type: ignore[return-value]
+        return SQLModel.metadata.tables[self.table]
 
 
 def _imp(column: Any) -> ColumnElement[Any]:
@@ -582,7 +583,8 @@ def _touched(session: Session) -> _Touched:
     found = session.info.get(_TOUCHED)
     if found is None:
         found = session.info[_TOUCHED] = _Touched()
-    return found  # type: ignore[no-any-return]
+    assert isinstance(found, _Touched)
+    return found
 
 
 def read_rows(session: Session, table: str, ids: Iterable[int]) -> dict[int, tuple[Any, CanonicalRow]]:
@@ -824,13 +826,13 @@ def _key_text(key: Sequence[Value]) -> str:
 
 def _events(session: Session, since_seq: int) -> Iterator[tuple[int, int, str, str | None]]:
     query = (
-        select(AuditEvent.seq, AuditEvent.id, AuditEvent.action, AuditEvent.new_values)
+        select(col(AuditEvent.seq), col(AuditEvent.id), col(AuditEvent.action), col(AuditEvent.new_values))
         .where(col(AuditEvent.seq) > since_seq)
         .order_by(col(AuditEvent.seq))
         .execution_options(yield_per=2_000)
     )
     for row in session.connection().execute(query):
-        yield int(row[0]), int(row[1]), str(row[2]), row[3]
+        yield int(row[0]), int(row[1] or 0), str(row[2]), row[3]
 
 
 @dataclass
@@ -974,33 +976,33 @@ def verify_records(session: Session, *, since_seq: int = 0) -> RecordProof:
                     Difference(spec.table, _key_text(key), None, f"(a row, written by event {life.seq})", "(no row)")
                 )
         for import_id, claim in imports.items():
-            said = claim.digests.get(spec.table)
-            held = claimed.get(import_id, Digest())
+            kept = claim.digests.get(spec.table)
+            slow = claimed.get(import_id, Digest())
             fast = sums[import_id]
-            held = Digest(held.rows + fast[0], (held.total + fast[1]) & _MASK)
-            if said is None and held.rows == 0:
+            held = Digest(slow.rows + fast[0], (slow.total + fast[1]) & _MASK)
+            if kept is None and held.rows == 0:
                 continue
-            said = said or Digest()
-            if (said.rows, said.total) != (held.rows, held.total):
+            loaded = kept or Digest()
+            if (loaded.rows, loaded.total) != (held.rows, held.total):
                 differ(
                     Difference(
                         spec.table,
                         f"(rows of import event {claim.seq})",
                         None,
-                        f"({said.rows:,} rows, digest {said.total:016x})",
+                        f"({loaded.rows:,} rows, digest {loaded.total:016x})",
                         f"({held.rows:,} rows, digest {held.total:016x})",
                     )
                 )
         if base_info is not None:
-            said = Digest(int(base_info["rows"]), int(base_info["sum"], 16))
+            at_base = Digest(int(base_info["rows"]), int(base_info["sum"], 16))
             # Rows of the baseline deleted since are accounted by their deletion event.
-            if (said.rows, said.total) != (base_digest.rows, base_digest.total):
+            if (at_base.rows, at_base.total) != (base_digest.rows, base_digest.total):
                 differ(
                     Difference(
                         spec.table,
                         f"(rows present at the baseline, event {base_seq})",
                         None,
-                        f"({said.rows:,} rows, digest {said.total:016x})",
+                        f"({at_base.rows:,} rows, digest {at_base.total:016x})",
                         f"({base_digest.rows:,} rows, digest {base_digest.total:016x})",
                     )
                 )
