@@ -75,8 +75,10 @@ def canonical(value: Any) -> Value:
         return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return str(value.strftime("%Y-%m-%d %H:%M:%S.%f"))
+            if value.utcoffset():
+                value = value.astimezone(UTC)
+            value = value.replace(tzinfo=None)
+        return value.isoformat(" ", "microseconds")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
