@@ -164,7 +164,7 @@ class UserDisabled(AuditAction):
 
 
 class SignatureApplied(AuditAction):
-    action, entity_types = "signature.applied", ("lot", "pool", "lookback_case", "donor")
+    action, entity_types = "signature.applied", ("lot", "pool", "lookback_case", "deferral", "donor")
     fields = ("login", "full_name", "meaning", "signed_at", "content_sha256")
 
 
