@@ -78,9 +78,14 @@ def audit_verify(
         Path | None,
         typer.Option("--checkpoints", help="A file written by `audit checkpoint --to FILE`: every line is checked."),
     ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="A token from `audit checkpoint`: verify only what changed after it.")
+    ] = None,
 ) -> None:
-    """Recompute the hash chain and name the first event that was changed, removed or inserted; name the records
-    that have no audit event (an empty or rebuilt trail). Example: plasmatrace audit verify --checkpoints /mnt/worm/cp"""
+    """Recompute the hash chain and name the first event that was changed, removed or inserted; then prove every
+    record of the regulated tables against the trail (a row changed, removed or inserted behind its back is named)
+    and name the records that have no audit event (an empty or rebuilt trail).
+    Example: plasmatrace audit verify --checkpoints /mnt/worm/cp"""
     from traceability import audit_checkpoints
 
     try:
@@ -90,18 +95,26 @@ def audit_verify(
     if checkpoints is not None and not kept:
         raise fail(InvalidInput(f"Checkpoint file {checkpoints} holds no checkpoint."))
     with work(ctx, readonly=True) as session:
-        result = audit.verify(session, checkpoint=checkpoint)
+        result = audit.verify(session, checkpoint=checkpoint, since=since)
         problems = [] if result.ok else [result.problem or ""]
         if result.ok and kept:
             problems += audit_checkpoints.checkpoint_problems(session, kept, path=checkpoints or Path())
-        unproven = audit_checkpoints.records_without_events(session)
+        unproven = [] if since else audit_checkpoints.records_without_events(session)
     problems += [u.describe() for u in unproven]
     if problems:
         for problem in problems:
             err.print(f"[bold red]Audit trail broken:[/] {escape(shown(problem))}")
+        if result.records is not None:
+            for difference in result.records.differences:
+                err.print(f"  {escape(difference.render())}")
+            if result.records.more:
+                err.print(f"  ... and {result.records.more:,} more")
         raise typer.Exit(code=ExitCode.RULE_VIOLATION)
     against = f"; {len(kept):,} checkpoints of {checkpoints} match" if kept else ""
-    say(f"Audit trail intact: {result.events:,} events, head {result.checkpoint}{against}.")
+    proven = result.records
+    rows = f"; {proven.rows:,} records in {proven.tables} tables match it" if proven else ""
+    scope = f" since {since.split(':')[0]}" if since else ""
+    say(f"Audit trail intact{scope}: {result.events:,} events, head {result.checkpoint}{rows}{against}.")
 
 
 @audit_app.command("checkpoint")

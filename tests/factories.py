@@ -18,6 +18,7 @@ from traceability.models import (
     Marker,
     ResultValue,
     StepMethod,
+    saved_id,
 )
 from traceability.rules import DEFAULT_POLICY
 from traceability.services import consignees, donors, inactivation, lots, units
@@ -240,15 +241,20 @@ def bulk_units(
     import, each kind of row names one import event of the audit trail (``import_event_id``).
     """
 
+    started: dict[str, tuple[int, int]] = {}  # kind -> (import event id, rows)
+    batch = f"bulk test data {next_id()}"
+
     def loaded(kind: str, rows: int) -> int | None:
-        """Bulk rows point at an import event, as imported rows do (an audit verify finds none without one)."""
-        return audit.record(
-            session, action=f"import.{kind}", entity_type="import", entity_key="bulk test data", actor=ACTOR,
-            new={"rows": rows},
-        ).id  # fmt: skip
+        """Bulk rows point at an import event, as imported rows do."""
+        event = audit.record(
+            session, action=f"import.{kind}", entity_type="import", entity_key=batch, actor=ACTOR,
+            new={"sha256": batch, "file": batch},
+        )  # fmt: skip
+        started[kind] = (saved_id(event.id), rows)
+        return event.id
 
     base = next_id() * 10_000
-    return records.insert_qualified_units(
+    numbers = records.insert_qualified_units(
         session,
         establishment=establishment or make_establishment(session),
         donor_codes=[f"BD{base + i:09d}" for i in range(donors_count)],
@@ -261,6 +267,15 @@ def bulk_units(
         panel=PANEL,
         loaded=loaded,
     )
+    # Each import completes with the digest of the rows it loaded, as a real import's does: audit verify proves them.
+    for kind, (event_id, rows) in started.items():
+        action = f"import.{kind}"
+        audit.record(
+            session, action=f"{action}.completed", entity_type="import", entity_key=batch, actor=ACTOR,
+            new={"sha256": batch, "rows": rows, "loaded": rows, "import_event": event_id,
+                 "digest": audit.records.import_digest(session, event_id, action)},
+        )  # fmt: skip
+    return numbers
 
 
 def backdate_release(session: Session, lot_number: str, when: datetime = NOW - timedelta(days=1)) -> None:

@@ -44,3 +44,13 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "python -m pip install -e . && plasmatrace demo" in README
     assert test_command in README
     assert test_command in ci
+
+
+def test_readme_lists_every_audit_action_of_the_catalogue() -> None:
+    import re
+
+    from traceability.audit import catalogue
+
+    section = README.split("### Audit events", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z._-]+)` \|", section, flags=re.MULTILINE))
+    assert listed == set(catalogue.catalogue())

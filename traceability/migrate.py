@@ -35,7 +35,11 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
+RECORD_PROOF_REVISION = "0006"
+"""From this revision on every event keeps the full state of the rows it wrote (see schema/versions/0006)."""
+
+
+def upgrade(engine: Engine, *, actor: str = "plasmatrace init") -> tuple[str | None, str]:
     """Bring the database to the newest schema; returns (revision before, revision after).
 
     On SQLite a migration may rebuild a table (copy, drop, rename: SQLite's own procedure for changes ALTER
@@ -46,4 +50,25 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         with conn.begin():
             command.upgrade(alembic_config(conn), "head")
             check_foreign_keys()
+    if before is not None and before < RECORD_PROOF_REVISION:
+        record_baseline(engine, actor=actor)
     return before, head_revision()
+
+
+def record_baseline(engine: Engine, *, actor: str) -> None:
+    """One ``audit.baseline`` event with a digest of every regulated table: the rows of a database upgraded from
+    before the record proof are proven by it from now on (their events do not carry full rows)."""
+    from sqlmodel import Session
+
+    from traceability import audit
+
+    with Session(engine) as session, session.begin():
+        audit.record(
+            session,
+            action=audit.records.BASELINE_ACTION,
+            entity_type="audit",
+            entity_key=f"schema {RECORD_PROOF_REVISION}",
+            actor=actor,
+            new={"tables": audit.records.baseline(session)},
+            reason="record proof begins: rows present now are proven by this digest",
+        )

@@ -245,7 +245,9 @@ def test_the_audit_actor_is_the_login_even_when_actor_or_the_environment_says_ot
     engine = make_engine(site.url("rec"))
     try:
         with Session(engine) as session, session.begin():
-            event = audit.record(session, action="note", entity_type="note", entity_key="N-1", actor="mallory")
+            event = audit.record(
+                session, action="signature.failed", entity_type="user", entity_key="N-1", actor="mallory"
+            )
             assert event.actor == rec
         # ... and the database refuses an event naming anyone else, even from a login allowed to append.
         with pytest.raises(DBAPIError) as refused, engine.begin() as conn:

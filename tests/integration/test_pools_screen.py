@@ -361,8 +361,9 @@ def test_add_and_close_run_as_many_statements_for_3000_units_as_for_20(session: 
                 counts[number, "close"] = len(seen)
         finally:
             event.remove(engine, "before_cursor_execute", note)
-    assert counts["P-S", "add"] == counts["P-L", "add"] <= 12, counts
-    assert counts["P-L", "close"] <= 12, counts
+    # Each bound includes the two reads that put the written rows' state before and after into the audit event.
+    assert counts["P-S", "add"] == counts["P-L", "add"] <= 14, counts
+    assert counts["P-L", "close"] <= 14, counts
 
 
 def test_the_screen_treats_a_date_only_deferral_like_the_rules(session: Session) -> None:

@@ -215,4 +215,8 @@ def audit_log(
 
 
 def _values(text: str | None) -> dict[str, Any] | str:
-    return json.loads(text) if text else ""
+    """An event's values as shown, without the rows it wrote (``records``: full state, for ``audit verify``)."""
+    values = json.loads(text) if text else ""
+    if isinstance(values, dict):
+        values.pop("records", None)
+    return values

@@ -49,6 +49,7 @@ def _fields(old: str | None, new: str | None) -> list[tuple[str, Any, Any]]:
         before = {"value": before}
     if not isinstance(after, dict):
         after = {"value": after}
+    after.pop("records", None)  # the full state of the rows the event wrote: proven by audit verify, not shown
     return [(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after))]
 
 

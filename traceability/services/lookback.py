@@ -165,6 +165,11 @@ def open_case(
         session.add(finding)
         findings.append(finding)
     if stopped:
+        audit.records.touching_where(
+            session,
+            "donation",
+            col(Donation.unit_number).in_(stopped) & (col(Donation.status) == UnitStatus.IN_INVENTORY),
+        )
         session.execute(
             update(Donation)
             .where(col(Donation.unit_number).in_(stopped), col(Donation.status) == UnitStatus.IN_INVENTORY)

@@ -129,6 +129,9 @@ def add_units(
     connection = session.connection()
     try:
         requested = requested_donations(session, numbers, {"id": col(Donation.id)}).subquery("requested")
+        audit.records.touching_where(
+            session, "donation", Donation.id.in_(select(requested.c.id)), sets={"status": UnitStatus.POOLED.value}
+        )
         inserted = connection.execute(
             insert(PoolMember).from_select(
                 ["pool_id", "donation_id", "created_at", "created_by", "import_event_id"],
@@ -156,6 +159,9 @@ def add_units(
     if inserted != len(numbers) or changed != len(numbers):
         # A unit was removed, or changed status, after the screen (another transaction, on PostgreSQL).
         raise UnitAlreadyPooled(_which(numbers), None)
+    audit.records.touched_new_where(
+        session, "pool_member", (PoolMember.pool_id == pool.id) & PoolMember.donation_id.in_(select(requested.c.id))
+    )
     audit.record(
         session,
         action="pool.units_added",
@@ -196,6 +202,10 @@ def remove_units(
     if strangers:
         raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
     ids = {n: facts[n].donation_id for n in numbers}
+    audit.records.touching(session, "donation", ids.values())
+    audit.records.touching_where(
+        session, "pool_member", (PoolMember.pool_id == pool.id) & PoolMember.donation_id.in_(list(ids.values()))
+    )
     session.execute(
         delete(PoolMember).where(
             col(PoolMember.pool_id) == pool.id, col(PoolMember.donation_id).in_(list(ids.values()))

@@ -20,9 +20,11 @@ from typing import Any
 from sqlalchemy import event, exists, func, select
 from sqlmodel import Session, SQLModel, col
 
-from .db import database_login, lock_audit_chain
-from .errors import InvalidInput
-from .models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
+from ..db import database_login, lock_audit_chain
+from ..errors import InvalidInput
+from ..models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
+from . import catalogue, records
+from .records import RecordProof
 
 GENESIS_HASH = "0" * 64
 _HEAD_KEY = "plasmatrace.audit_head"
@@ -48,6 +50,15 @@ def to_json(values: dict[str, Any] | None) -> str | None:
     if values is None:
         return None
     return json.dumps(_plain(values), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _new_values(new: dict[str, Any] | None, written: dict[str, Any] | None) -> str | None:
+    """The new values as canonical JSON, with the rows the event wrote under ``records`` (already plain: they go
+    to the encoder as they are, which matters for an event that writes 20,000 rows)."""
+    if written is None:
+        return to_json(new)
+    values = {str(k): _plain(v) for k, v in (new or {}).items()} | {records.RECORDS_KEY: written}
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def event_hash(fields: dict[str, Any]) -> str:
@@ -78,16 +89,20 @@ def _forget_head(session: Session, _transaction: Any) -> None:
     session.info.pop(_HEAD_KEY, None)
 
 
-def _head(session: Session) -> tuple[int, str]:
+def _head(session: Session) -> tuple[int, str, bool]:
+    """The chain's head (seq, hash) and whether the trail has a baseline event (in the same statement)."""
     transaction = session.get_transaction()
     cached = session.info.get(_HEAD_KEY)
     if cached is not None and cached[0] is transaction:
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
     lock_audit_chain(session)
+    baseline = exists().where(col(AuditEvent.action) == records.BASELINE_ACTION)
     row = session.execute(
-        select(col(AuditEvent.seq), col(AuditEvent.hash)).order_by(col(AuditEvent.seq).desc()).limit(1)
+        select(col(AuditEvent.seq), col(AuditEvent.hash), baseline.label("baseline"))
+        .order_by(col(AuditEvent.seq).desc())
+        .limit(1)
     ).first()
-    return (row[0], row[1]) if row else (0, GENESIS_HASH)
+    return (row[0], row[1], bool(row[2])) if row else (0, GENESIS_HASH, False)
 
 
 def record(
@@ -102,9 +117,15 @@ def record(
     reason: str | None = None,
 ) -> AuditEvent:
     """Append one event to the chain, in the caller's transaction. On PostgreSQL the actor is the login
-    (``session_user``), whatever ``actor`` says: a trigger refuses any other, and the hash covers the login."""
+    (``session_user``), whatever ``actor`` says: a trigger refuses any other, and the hash covers the login.
+
+    The action must be in the catalogue (``audit.catalogue``) with this entity type. The complete state of every
+    row of a regulated table written since the last event is added to ``new`` under ``records``."""
+    catalogue.check(action, entity_type, old, new)
+    session.flush()
+    seq, prev_hash, baseline = _head(session)
+    written = records.capture(session, baseline=baseline)
     actor = database_login(session) or actor
-    seq, prev_hash = _head(session)
     event = AuditEvent(
         seq=seq + 1,
         occurred_at=utcnow(),
@@ -113,7 +134,7 @@ def record(
         entity_type=entity_type,
         entity_key=entity_key,
         old_values=to_json(old),
-        new_values=to_json(new),
+        new_values=_new_values(new, written),
         reason=reason,
         prev_hash=prev_hash,
         hash="",
@@ -121,7 +142,12 @@ def record(
     event.hash = event_hash(_hashed_fields(event))
     session.add(event)
     session.flush()
-    session.info[_HEAD_KEY] = (session.get_transaction(), event.seq, event.hash)
+    session.info[_HEAD_KEY] = (
+        session.get_transaction(),
+        event.seq,
+        event.hash,
+        baseline or action == records.BASELINE_ACTION,
+    )
     return event
 
 
@@ -141,14 +167,15 @@ class Verification:
     head_seq: int
     head_hash: str
     problem: str | None = None
+    records: RecordProof | None = None
 
     @property
     def checkpoint(self) -> str:
         return f"{self.head_seq}:{self.head_hash}"
 
 
-def _events(session: Session, batch: int = 5_000) -> Iterator[AuditEvent]:
-    last = None
+def _events(session: Session, batch: int = 5_000, after: int | None = None) -> Iterator[AuditEvent]:
+    last = after
     while True:
         query = select(AuditEvent).order_by(col(AuditEvent.seq)).limit(batch)
         if last is not None:
@@ -168,12 +195,33 @@ def parse_checkpoint(token: str) -> tuple[int, str]:
     return int(seq), digest
 
 
-def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
-    """Recompute the chain and name the first event that was changed, removed, inserted or reordered."""
+def verify(
+    session: Session, *, checkpoint: str | None = None, since: str | None = None, prove_records: bool = True
+) -> Verification:
+    """Recompute the chain and name the first event that was changed, removed, inserted or reordered; then prove
+    the records (``records.verify_records``). With ``since`` (a checkpoint token), only the events after it and
+    the rows they (and the imports after it) wrote."""
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     wanted = parse_checkpoint(checkpoint) if checkpoint else None
     seen_checkpoint = False
-    for entry in _events(session):
+    start = None
+    if since:
+        start_seq, start_hash = parse_checkpoint(since)
+        found = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == start_seq)).scalar()
+        if found != start_hash:
+            return Verification(
+                False,
+                0,
+                start_seq,
+                start_hash,
+                f"event {start_seq} does not match the checkpoint given to --since: the chain was rewritten"
+                if found
+                else f"the checkpoint given to --since names event {start_seq}, which is not in the trail",
+            )
+        start, expected_seq, prev_hash = start_seq, start_seq + 1, start_hash
+        if wanted and wanted[0] <= start_seq:
+            wanted = None
+    for entry in _events(session, after=start):
         at = f"{entry.occurred_at:%Y-%m-%d %H:%M:%S} UTC"
         where = f"event {entry.seq} ({entry.action} {entry.entity_type} {entry.entity_key}, {at})"
         if entry.seq != expected_seq:
@@ -213,9 +261,22 @@ def verify(session: Session, *, checkpoint: str | None = None) -> Verification:
             f"the chain ends at event {expected_seq - 1} but the checkpoint names event {wanted[0]}: "
             "events after it were removed",
         )
-    pointer_problem = _import_pointer_problem(session)
-    if pointer_problem is not None:
-        return Verification(False, count, expected_seq - 1, prev_hash, pointer_problem)
+    problem = _import_pointer_problem(session)
+    if problem is not None:
+        return Verification(False, count, expected_seq - 1, prev_hash, problem)
+    if prove_records:
+        proof = records.verify_records(session, since_seq=start or 0)
+        if not proof.ok:
+            shown = len(proof.differences) + proof.more
+            return Verification(
+                False,
+                count,
+                expected_seq - 1,
+                prev_hash,
+                f"{shown:,} record(s) differ from what the audit trail says was written",
+                proof,
+            )
+        return Verification(True, count, expected_seq - 1, prev_hash, None, proof)
     return Verification(True, count, expected_seq - 1, prev_hash)
 
 
