@@ -207,7 +207,7 @@ def verify(
     start = None
     if since:
         start_seq, start_hash = parse_checkpoint(since)
-        found = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == start_seq)).scalar()
+        found = session.execute(select(col(AuditEvent.hash)).where(col(AuditEvent.seq) == start_seq)).scalar()
         if found != start_hash:
             return Verification(
                 False,
@@ -261,9 +261,9 @@ def verify(
             f"the chain ends at event {expected_seq - 1} but the checkpoint names event {wanted[0]}: "
             "events after it were removed",
         )
-    problem = _import_pointer_problem(session)
-    if problem is not None:
-        return Verification(False, count, expected_seq - 1, prev_hash, problem)
+    pointer_problem = _import_pointer_problem(session)
+    if pointer_problem is not None:
+        return Verification(False, count, expected_seq - 1, prev_hash, pointer_problem)
     if prove_records:
         proof = records.verify_records(session, since_seq=start or 0)
         if not proof.ok:

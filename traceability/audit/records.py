@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 from sqlmodel import Session, SQLModel, col
 
+from ..db import dialect
 from ..models import (
     IMPORT_EVENT_POINTERS,
     AppUser,
@@ -78,7 +79,7 @@ def canonical(value: Any) -> Value:
             if value.utcoffset():
                 value = value.astimezone(UTC)
             value = value.replace(tzinfo=None)
-        return value.isoformat(" ", "microseconds")
+        return str(value.isoformat(" ", "microseconds"))
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -173,14 +174,14 @@ def _donors() -> Select[Any]:
     return (
         select(
             col(Donor.id),
-            _imp(Donor.import_event_id),
+            _imp(col(Donor.import_event_id)),
             col(Donor.donor_code),
             col(site.code).label("establishment"),
             col(Donor.registered_on),
             *_recorded(Donor),
         )
         .select_from(Donor)
-        .outerjoin(site, site.id == Donor.establishment_id)
+        .outerjoin(site, col(site.id) == col(Donor.establishment_id))
     )
 
 
@@ -202,7 +203,7 @@ def _deferrals() -> Select[Any]:
             *_recorded(d),
         )
         .select_from(d)
-        .outerjoin(Donor, Donor.id == d.donor_id)
+        .outerjoin(Donor, col(Donor.id) == d.donor_id)
     )
 
 
@@ -228,8 +229,8 @@ def _donations() -> Select[Any]:
             *_recorded(d),
         )
         .select_from(d)
-        .outerjoin(Donor, Donor.id == d.donor_id)
-        .outerjoin(site, site.id == d.establishment_id)
+        .outerjoin(Donor, col(Donor.id) == d.donor_id)
+        .outerjoin(site, col(site.id) == col(d.establishment_id))
     )
 
 
@@ -253,8 +254,8 @@ def _results() -> Select[Any]:
             *_recorded(r),
         )
         .select_from(r)
-        .outerjoin(Donation, Donation.id == r.donation_id)
-        .outerjoin(lab, lab.id == r.lab_id)
+        .outerjoin(Donation, col(Donation.id) == r.donation_id)
+        .outerjoin(lab, col(lab.id) == col(r.lab_id))
     )
 
 
@@ -285,8 +286,8 @@ def _members() -> Select[Any]:
             *_recorded(m),
         )
         .select_from(m)
-        .outerjoin(Donation, Donation.id == m.donation_id)
-        .outerjoin(Pool, Pool.id == m.pool_id)
+        .outerjoin(Donation, col(Donation.id) == m.donation_id)
+        .outerjoin(Pool, col(Pool.id) == m.pool_id)
     )
 
 
@@ -307,7 +308,7 @@ def _pool_tests() -> Select[Any]:
             *_recorded(t),
         )
         .select_from(t)
-        .outerjoin(Pool, Pool.id == t.pool_id)
+        .outerjoin(Pool, col(Pool.id) == t.pool_id)
     )
 
 
@@ -346,9 +347,9 @@ def _lot_inputs() -> Select[Any]:
             *_recorded(i),
         )
         .select_from(i)
-        .outerjoin(made, made.id == i.lot_id)
-        .outerjoin(Pool, Pool.id == i.input_pool_id)
-        .outerjoin(drawn, drawn.id == i.input_lot_id)
+        .outerjoin(made, col(made.id) == col(i.lot_id))
+        .outerjoin(Pool, col(Pool.id) == i.input_pool_id)
+        .outerjoin(drawn, col(drawn.id) == col(i.input_lot_id))
     )
 
 
@@ -374,8 +375,8 @@ def _steps() -> Select[Any]:
             *_recorded(s),
         )
         .select_from(s)
-        .outerjoin(Pool, Pool.id == s.pool_id)
-        .outerjoin(Lot, Lot.id == s.lot_id)
+        .outerjoin(Pool, col(Pool.id) == s.pool_id)
+        .outerjoin(Lot, col(Lot.id) == s.lot_id)
     )
 
 
@@ -407,8 +408,8 @@ def _shipments() -> Select[Any]:
             *_recorded(s),
         )
         .select_from(s)
-        .outerjoin(Lot, Lot.id == s.lot_id)
-        .outerjoin(Consignee, Consignee.id == s.consignee_id)
+        .outerjoin(Lot, col(Lot.id) == s.lot_id)
+        .outerjoin(Consignee, col(Consignee.id) == s.consignee_id)
     )
 
 
@@ -428,7 +429,7 @@ def _cases() -> Select[Any]:
             *_recorded(c),
         )
         .select_from(c)
-        .outerjoin(Donor, Donor.id == c.donor_id)
+        .outerjoin(Donor, col(Donor.id) == c.donor_id)
     )
 
 
@@ -445,9 +446,9 @@ def _findings() -> Select[Any]:
             *_recorded(f),
         )
         .select_from(f)
-        .outerjoin(LookbackCase, LookbackCase.id == f.case_id)
-        .outerjoin(Donation, Donation.id == f.donation_id)
-        .outerjoin(Pool, Pool.id == f.pool_id)
+        .outerjoin(LookbackCase, col(LookbackCase.id) == f.case_id)
+        .outerjoin(Donation, col(Donation.id) == f.donation_id)
+        .outerjoin(Pool, col(Pool.id) == f.pool_id)
     )
 
 
@@ -481,8 +482,8 @@ def _corrections() -> Select[Any]:
             *_recorded(c),
         )
         .select_from(c)
-        .outerjoin(Donation, Donation.id == c.donation_id)
-        .outerjoin(Pool, Pool.id == c.pool_id)
+        .outerjoin(Donation, col(Donation.id) == c.donation_id)
+        .outerjoin(Pool, col(Pool.id) == c.pool_id)
     )
 
 
@@ -746,7 +747,7 @@ def import_digest(session: Session, import_event_id: int, action: str) -> dict[s
     Only the tables whose rows name imports of this kind (``models.IMPORT_EVENT_POINTERS``) are read."""
     out: dict[str, Any] = {}
     connection = session.connection()
-    plain = connection.dialect.name == "sqlite"
+    plain = dialect.is_sqlite(connection)
     for spec in REGULATED:
         if IMPORT_EVENT_POINTERS.get(spec.table) != action:
             continue
@@ -931,7 +932,7 @@ def verify_records(session: Session, *, since_seq: int = 0) -> RecordProof:
         # (format 0: no interning marks) and BLAKE2b in C, the sum kept per import.
         sums: dict[Any, list[int]] = {i: [0, 0] for i in imports}
         sums.update({str(i): s for i, s in sums.items()})
-        plain = connection.dialect.name == "sqlite"  # SQLite returns text and numbers: canonical already
+        plain = dialect.is_sqlite(connection)  # SQLite returns text and numbers: canonical already
         blake, from_bytes, dumps = _blake2b, _from_bytes, _dumps
         for raw in _table_rows(connection, spec, known, imports, since_seq):
             proof.rows += 1

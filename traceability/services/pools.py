@@ -130,7 +130,7 @@ def add_units(
     try:
         requested = requested_donations(session, numbers, {"id": col(Donation.id)}).subquery("requested")
         audit.records.touching_where(
-            session, "donation", Donation.id.in_(select(requested.c.id)), sets={"status": UnitStatus.POOLED.value}
+            session, "donation", col(Donation.id).in_(select(requested.c.id)), sets={"status": UnitStatus.POOLED.value}
         )
         inserted = connection.execute(
             insert(PoolMember).from_select(
@@ -160,7 +160,9 @@ def add_units(
         # A unit was removed, or changed status, after the screen (another transaction, on PostgreSQL).
         raise UnitAlreadyPooled(_which(numbers), None)
     audit.records.touched_new_where(
-        session, "pool_member", (PoolMember.pool_id == pool.id) & PoolMember.donation_id.in_(select(requested.c.id))
+        session,
+        "pool_member",
+        (col(PoolMember.pool_id) == pool.id) & col(PoolMember.donation_id).in_(select(requested.c.id)),
     )
     audit.record(
         session,
@@ -202,9 +204,11 @@ def remove_units(
     if strangers:
         raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
     ids = {n: facts[n].donation_id for n in numbers}
-    audit.records.touching(session, "donation", ids.values())
+    audit.records.touching(session, "donation", [i for i in ids.values() if i is not None])
     audit.records.touching_where(
-        session, "pool_member", (PoolMember.pool_id == pool.id) & PoolMember.donation_id.in_(list(ids.values()))
+        session,
+        "pool_member",
+        (col(PoolMember.pool_id) == pool.id) & col(PoolMember.donation_id).in_(list(ids.values())),
     )
     session.execute(
         delete(PoolMember).where(
