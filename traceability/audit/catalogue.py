@@ -145,13 +145,99 @@ class ConsigneeAdded(AuditAction):
 
 
 # --- look-back ---
+_CASE_ROW = (
+    "id", "case_number", "donor_id", "reason", "status", "window_start", "closed_at", "closure", "trigger",
+    "received_on", "timezone", "closed_by", "created_at", "created_by",
+)  # fmt: skip
+"""Every column of a look-back case, as its events record it."""
+
+
 class LookbackOpened(AuditAction):
     action, entity_types = "lookback.opened", ("lookback_case",)
-    fields = ("donor", "window_starts_on", "last_nonreactive", "interdicted", "pooled", "other")
+    fields = (
+        *_CASE_ROW, "donor", "window_starts_on", "last_nonreactive", "interdicted", "pooled", "other", "findings",
+    )  # fmt: skip
+
+
+class LookbackJoined(AuditAction):
+    """A later finding about a donor with an open case joins it: the new findings, interdictions and tasks."""
+
+    action, entity_types, fields = "lookback.joined", ("lookback_case",), LookbackOpened.fields
 
 
 class LookbackClosed(AuditAction):
-    action, entity_types, fields = "lookback.closed", ("lookback_case",), ("status",)
+    action, entity_types, fields = "lookback.closed", ("lookback_case",), _CASE_ROW
+
+
+_TASK_ROW = (
+    "id", "case_id", "seq", "kind", "lot_id", "consignee_id", "due_on", "state", "decision", "note", "done_at",
+    "done_by", "created_at", "created_by",
+)  # fmt: skip
+
+
+class LookbackTaskAdded(AuditAction):
+    action, entity_types, fields = "lookback.task_added", ("case_task",), _TASK_ROW
+
+
+class LookbackTaskDone(AuditAction):
+    """A task done (an assessment records its decision here)."""
+
+    action, entity_types, fields = "lookback.task_done", ("case_task",), _TASK_ROW
+
+
+class LookbackTaskWaived(AuditAction):
+    action, entity_types, fields = "lookback.task_waived", ("case_task",), _TASK_ROW
+
+
+_HOLD_ROW = (
+    "id", "lot_id", "case_id", "reason", "lifted_at", "lifted_by", "lift_reason", "created_at", "created_by",
+)  # fmt: skip
+
+
+class LotHeld(AuditAction):
+    """A hold placed on a lot, by a look-back case (``case``) or by an approver."""
+
+    action, entity_types, fields = "lot.held", ("lot",), (*_HOLD_ROW, "case")
+
+
+class LotUnheld(AuditAction):
+    action, entity_types, fields = "lot.unheld", ("lot",), _HOLD_ROW
+
+
+# --- recalls ---
+_RECALL_ROW = (
+    "id", "recall_number", "lot_id", "recall_class", "reason", "status", "closed_at", "closed_by", "created_at",
+    "created_by",
+)  # fmt: skip
+_RECALL_CONSIGNEE_ROW = (
+    "id", "recall_id", "consignee_id", "shipped", "notified_on", "notified_by", "acknowledged_at", "acknowledged_by",
+    "returned", "created_at", "created_by",
+)  # fmt: skip
+
+
+class RecallOpened(AuditAction):
+    action, entity_types, fields = "recall.opened", ("recall",), (*_RECALL_ROW, "lot")
+
+
+class RecallClosed(AuditAction):
+    action, entity_types, fields = "recall.closed", ("recall",), (*_RECALL_ROW, "lot")
+
+
+class RecallConsigneeListed(AuditAction):
+    action, entity_types, fields = (
+        "recall.consignee_listed",
+        ("recall_consignee",),
+        (*_RECALL_CONSIGNEE_ROW, "consignee"),
+    )
+
+
+class RecallNotified(AuditAction):
+    action, entity_types, fields = "recall.notified", ("recall_consignee",), (*_RECALL_CONSIGNEE_ROW, "consignee")
+
+
+class RecallAcknowledged(AuditAction):
+    action, entity_types = "recall.acknowledged", ("recall_consignee",)
+    fields = (*_RECALL_CONSIGNEE_ROW, "consignee")
 
 
 # --- users and signatures ---

@@ -38,6 +38,7 @@ from ..models import (
     AppUser,
     AuditEvent,
     CaseFinding,
+    CaseTask,
     Consignee,
     CorrectionDeviation,
     Deferral,
@@ -46,10 +47,13 @@ from ..models import (
     Establishment,
     LookbackCase,
     Lot,
+    LotHold,
     LotInput,
     Pool,
     PoolMember,
     PoolTest,
+    Recall,
+    RecallConsignee,
     Shipment,
     Step,
     TestResult,
@@ -426,10 +430,103 @@ def _cases() -> Select[Any]:
             col(c.window_start),
             col(c.closed_at),
             col(c.closure),
+            col(c.trigger),
+            col(c.received_on),
+            col(c.timezone),
+            col(c.closed_by),
             *_recorded(c),
         )
         .select_from(c)
         .outerjoin(Donor, col(Donor.id) == c.donor_id)
+    )
+
+
+def _tasks() -> Select[Any]:
+    t = CaseTask
+    return (
+        select(
+            col(t.id),
+            _no_import(),
+            col(LookbackCase.case_number).label("case"),
+            col(t.seq),
+            col(t.kind),
+            col(Lot.lot_number).label("lot"),
+            col(Consignee.code).label("consignee"),
+            col(t.due_on),
+            col(t.state),
+            col(t.decision),
+            col(t.note),
+            col(t.done_at),
+            col(t.done_by),
+            *_recorded(t),
+        )
+        .select_from(t)
+        .outerjoin(LookbackCase, col(LookbackCase.id) == t.case_id)
+        .outerjoin(Lot, col(Lot.id) == t.lot_id)
+        .outerjoin(Consignee, col(Consignee.id) == t.consignee_id)
+    )
+
+
+def _holds() -> Select[Any]:
+    h = LotHold
+    return (
+        select(
+            col(h.id),
+            _no_import(),
+            col(Lot.lot_number).label("lot"),
+            col(h.id).label("hold"),
+            col(LookbackCase.case_number).label("case"),
+            col(h.reason),
+            col(h.lifted_at),
+            col(h.lifted_by),
+            col(h.lift_reason),
+            *_recorded(h),
+        )
+        .select_from(h)
+        .outerjoin(Lot, col(Lot.id) == h.lot_id)
+        .outerjoin(LookbackCase, col(LookbackCase.id) == h.case_id)
+    )
+
+
+def _recalls() -> Select[Any]:
+    r = Recall
+    return (
+        select(
+            col(r.id),
+            _no_import(),
+            col(r.recall_number),
+            col(Lot.lot_number).label("lot"),
+            col(r.recall_class),
+            col(r.reason),
+            col(r.status),
+            col(r.closed_at),
+            col(r.closed_by),
+            *_recorded(r),
+        )
+        .select_from(r)
+        .outerjoin(Lot, col(Lot.id) == r.lot_id)
+    )
+
+
+def _recall_consignees() -> Select[Any]:
+    rc = RecallConsignee
+    return (
+        select(
+            col(rc.id),
+            _no_import(),
+            col(Recall.recall_number).label("recall"),
+            col(Consignee.code).label("consignee"),
+            col(rc.shipped),
+            col(rc.notified_on),
+            col(rc.notified_by),
+            col(rc.acknowledged_at),
+            col(rc.acknowledged_by),
+            col(rc.returned),
+            *_recorded(rc),
+        )
+        .select_from(rc)
+        .outerjoin(Recall, col(Recall.id) == rc.recall_id)
+        .outerjoin(Consignee, col(Consignee.id) == rc.consignee_id)
     )
 
 
@@ -550,8 +647,30 @@ REGULATED: tuple[Regulated, ...] = (
     Regulated("step", ("step_key",), _steps, creates=("step.added",), changes=("step.deviation_closed",)),
     Regulated("consignee", ("code",), _consignees, creates=("consignee.added",), imported=True),
     Regulated("shipment", ("shipment_number",), _shipments, creates=("lot.shipped",)),
-    Regulated("lookback_case", ("case_number",), _cases, creates=("lookback.opened",), changes=("lookback.closed",)),
-    Regulated("case_finding", ("case", "unit"), _findings, creates=("lookback.opened",)),
+    Regulated(
+        "lookback_case",
+        ("case_number",),
+        _cases,
+        creates=("lookback.opened",),
+        changes=("lookback.joined", "lookback.closed"),
+    ),
+    Regulated("case_finding", ("case", "unit"), _findings, creates=("lookback.opened", "lookback.joined")),
+    Regulated(
+        "case_task",
+        ("case", "seq"),
+        _tasks,
+        creates=("lookback.task_added",),
+        changes=("lookback.task_done", "lookback.task_waived"),
+    ),
+    Regulated("lot_hold", ("lot", "hold"), _holds, creates=("lot.held",), changes=("lot.unheld",)),
+    Regulated("recall", ("recall_number",), _recalls, creates=("recall.opened",), changes=("recall.closed",)),
+    Regulated(
+        "recall_consignee",
+        ("recall", "consignee"),
+        _recall_consignees,
+        creates=("recall.consignee_listed",),
+        changes=("recall.notified", "recall.acknowledged"),
+    ),
     Regulated("app_user", ("login",), _users, creates=("user.added",), changes=("user.disabled",)),
     Regulated("correction_deviation", ("unit", "donation_version"), _corrections, creates=("donation.corrected",)),
 )
@@ -560,6 +679,10 @@ fails for a table in the metadata that is neither here nor in NOT_REGULATED)."""
 
 NOT_REGULATED: dict[str, str] = {
     "audit_event": "the trail itself: its hash chain proves it (audit verify checks the chain first)",
+    "recall_drill": (
+        "a kept recall drill changes no regulated record (SPEC §12): it is kept outside the chain, with the audit "
+        "checkpoint it read and the SHA-256 of its answer"
+    ),
     "signature": (
         "each row restates its own signature.applied event (login, printed name, meaning, time, content hash), "
         "which the chain proves; it is written after that event because it names the event's id"
