@@ -251,7 +251,9 @@ def test_consignees_carried_over_by_migration_0005_get_their_event_and_rows_made
         with Session(engine) as session:
             assert audit.verify(session).ok
             named = {u.table: u.keys for u in records_without_events(session)}
-            events = session.execute(select(AuditEvent.entity_key, AuditEvent.reason)).all()
+            events = session.execute(
+                select(AuditEvent.entity_key, AuditEvent.reason).where(AuditEvent.action != "audit.baseline")
+            ).all()
         assert [(key, "migration 0005" in (reason or "")) for key, reason in events] == [("LEGACY-0001", True)]
         assert named == {"lot": ("IVG-OLD",), "shipment": ("IVG-OLD-SH001",)}  # written without events, by hand
     finally:
