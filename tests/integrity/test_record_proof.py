@@ -23,8 +23,8 @@ from tests.factories import (
 )
 from traceability import audit
 from traceability.audit import catalogue, records
-from traceability.models import LotKind, StepMethod
-from traceability.services import donors, lots
+from traceability.models import LotKind, Marker, RecallClass, ResultValue, StepMethod
+from traceability.services import donors, lots, recalls, units
 
 
 def world(session: Session) -> dict[str, str]:
@@ -215,3 +215,40 @@ def test_a_database_from_before_the_record_proof_is_proven_by_its_baseline(db_ur
         != []
     )
     assert any(d.render().startswith("donor LATE-1: the trail says (no event") for d in inserted.records.differences)
+
+
+def test_cases_their_tasks_and_holds_and_recalls_are_proven_too(session: Session) -> None:
+    w = world(session)
+    opened = units.add_result(
+        session,
+        unit_number=w["member"],
+        marker=Marker.HCV_RNA,
+        result=ResultValue.REACTIVE,
+        tested_at=NOW,
+        actor=ACTOR,
+    )
+    assert opened.case is not None and opened.case.held == [w["lot"]]
+    case = opened.case.case_number
+    recall, listed = recalls.open_recall(
+        session, lot_number=w["lot"], recall_class=RecallClass.II, reason="HCV RNA reactive donor", actor=ACTOR
+    )
+    consignee = session.execute(
+        text("SELECT code FROM consignee WHERE id = :i"), {"i": listed[0].consignee_id}
+    ).scalar_one()
+    recalls.notify(session, recall_number=recall.recall_number, consignee_code=consignee, actor=ACTOR)
+    untouched = audit.verify(session)
+    assert untouched.ok, untouched.records and [d.render() for d in untouched.records.differences]
+    tampers = {
+        f"case_task {case}/1, field state": "UPDATE case_task SET state = 'done' WHERE seq = 1",
+        f"lot_hold {w['lot']}/": "UPDATE lot_hold SET lifted_at = created_at, lifted_by = 'someone'",
+        f"recall {recall.recall_number}, field status": "UPDATE recall SET status = 'closed'",
+        f"recall_consignee {recall.recall_number}/{consignee}, field returned": "UPDATE recall_consignee SET returned=1",
+        f"lookback_case {case}, field status": "UPDATE lookback_case SET status = 'closed'",
+    }
+    for expected, sql in tampers.items():
+        savepoint = session.begin_nested()
+        session.execute(text(sql))
+        result = audit.verify(session)
+        shown = [d.render() for d in (result.records.differences if result.records else [])]
+        savepoint.rollback()
+        assert not result.ok and any(s.startswith(expected) for s in shown), (expected, shown)
