@@ -242,7 +242,9 @@ def test_cases_their_tasks_and_holds_and_recalls_are_proven_too(session: Session
         f"case_task {case}/1, field state": "UPDATE case_task SET state = 'done' WHERE seq = 1",
         f"lot_hold {w['lot']}/": "UPDATE lot_hold SET lifted_at = created_at, lifted_by = 'someone'",
         f"recall {recall.recall_number}, field status": "UPDATE recall SET status = 'closed'",
-        f"recall_consignee {recall.recall_number}/{consignee}, field returned": "UPDATE recall_consignee SET returned=1",
+        f"recall_consignee {recall.recall_number}/{consignee}, field returned": (
+            "UPDATE recall_consignee SET returned = 1"
+        ),
         f"lookback_case {case}, field status": "UPDATE lookback_case SET status = 'closed'",
     }
     for expected, sql in tampers.items():
