@@ -67,13 +67,13 @@ def measure(url: str, donations: int) -> None:
     from sqlmodel import Session
 
     from traceability import audit
-    from traceability.audit import records
+    from traceability.audit import tables
     from traceability.db import make_engine
 
     engine = make_engine(url)
     rows = 0
     with engine.connect() as conn, common.Timer() as plain:
-        for spec in records.REGULATED:
+        for spec in tables.REGULATED:
             plain_select = select(*(type_coerce(c, NullType()) for c in spec.model_table.c))  # SELECT every column
             for _row in conn.execute(plain_select.execution_options(stream_results=True, yield_per=10_000)):
                 rows += 1

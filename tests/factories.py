@@ -273,7 +273,7 @@ def bulk_units(
         audit.record(
             session, action=f"{action}.completed", entity_type="import", entity_key=batch, actor=ACTOR,
             new={"sha256": batch, "rows": rows, "loaded": rows, "import_event": event_id,
-                 "digest": audit.records.import_digest(session, event_id, action)},
+                 "digest": audit.recording.import_digest(session, event_id, action)},
         )  # fmt: skip
     return numbers
 

@@ -65,10 +65,10 @@ def record_baseline(engine: Engine, *, actor: str) -> None:
     with Session(engine) as session, session.begin():
         audit.record(
             session,
-            action=audit.records.BASELINE_ACTION,
+            action=audit.recording.BASELINE_ACTION,
             entity_type="audit",
             entity_key=f"schema {RECORD_PROOF_REVISION}",
             actor=actor,
-            new={"tables": audit.records.baseline(session)},
+            new={"tables": audit.recording.baseline(session)},
             reason="record proof begins: rows present now are proven by this digest",
         )

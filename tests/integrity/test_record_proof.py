@@ -22,7 +22,8 @@ from tests.factories import (
     make_unit,
 )
 from traceability import audit
-from traceability.audit import catalogue, records
+from traceability.audit import catalogue
+from traceability.audit.tables import NOT_REGULATED, REGULATED
 from traceability.models import LotKind, Marker, RecallClass, ResultValue, StepMethod
 from traceability.services import donors, lots, recalls, units
 
@@ -165,9 +166,9 @@ def test_since_a_checkpoint_verifies_what_changed_after_it(session: Session) -> 
 
 def test_every_table_is_proven_or_said_not_to_be() -> None:
     tables = set(SQLModel.metadata.tables)
-    proven = {spec.table for spec in records.REGULATED}
-    assert tables - proven - set(records.NOT_REGULATED) == set()
-    assert proven & set(records.NOT_REGULATED) == set()
+    proven = {spec.table for spec in REGULATED}
+    assert tables - proven - set(NOT_REGULATED) == set()
+    assert proven & set(NOT_REGULATED) == set()
 
 
 def test_record_refuses_an_action_outside_the_catalogue(session: Session) -> None:

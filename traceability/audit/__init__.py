@@ -4,6 +4,11 @@ Every write records an event in the same transaction as the change: who, what (a
 key), when, old and new values and the reason. Each event carries the hash of the one before it; ``seq`` is
 contiguous, so a removed event leaves a gap and an inserted or edited one breaks the chain. The database refuses
 UPDATE and DELETE on ``audit_event`` (triggers installed by the migrations).
+
+The package: the chain (here); ``catalogue``, the audit events; and the record proof, which shows every row of
+every regulated table is what the trail says was written: ``canonical`` (a row's canonical form, its hash, digests),
+``selects`` and ``tables`` (one SELECT and one declaration per regulated table), ``recording`` (which rows a write
+touched, kept in its event; import digests; the baseline) and ``proof`` (``verify_records``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from sqlmodel import Session, SQLModel, col
 from ..db import database_login, lock_audit_chain
 from ..errors import InvalidInput
 from ..models import IMPORT_EVENT_POINTERS, AuditEvent, utcnow
-from . import catalogue, records
-from .records import RecordProof
+from . import catalogue, recording
+from .canonical import RECORDS_KEY
+from .proof import RecordProof, verify_records
 
 GENESIS_HASH = "0" * 64
 _HEAD_KEY = "plasmatrace.audit_head"
@@ -57,7 +63,7 @@ def _new_values(new: dict[str, Any] | None, written: dict[str, Any] | None) -> s
     to the encoder as they are, which matters for an event that writes 20,000 rows)."""
     if written is None:
         return to_json(new)
-    values = {str(k): _plain(v) for k, v in (new or {}).items()} | {records.RECORDS_KEY: written}
+    values = {str(k): _plain(v) for k, v in (new or {}).items()} | {RECORDS_KEY: written}
     return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -96,7 +102,7 @@ def _head(session: Session) -> tuple[int, str, bool]:
     if cached is not None and cached[0] is transaction:
         return cached[1], cached[2], cached[3]
     lock_audit_chain(session)
-    baseline = exists().where(col(AuditEvent.action) == records.BASELINE_ACTION)
+    baseline = exists().where(col(AuditEvent.action) == recording.BASELINE_ACTION)
     row = session.execute(
         select(col(AuditEvent.seq), col(AuditEvent.hash), baseline.label("baseline"))
         .order_by(col(AuditEvent.seq).desc())
@@ -124,7 +130,7 @@ def record(
     catalogue.check(action, entity_type, old, new)
     session.flush()
     seq, prev_hash, baseline = _head(session)
-    written = records.capture(session, baseline=baseline)
+    written = recording.capture(session, baseline=baseline)
     actor = database_login(session) or actor
     event = AuditEvent(
         seq=seq + 1,
@@ -146,7 +152,7 @@ def record(
         session.get_transaction(),
         event.seq,
         event.hash,
-        baseline or action == records.BASELINE_ACTION,
+        baseline or action == recording.BASELINE_ACTION,
     )
     return event
 
@@ -199,7 +205,7 @@ def verify(
     session: Session, *, checkpoint: str | None = None, since: str | None = None, prove_records: bool = True
 ) -> Verification:
     """Recompute the chain and name the first event that was changed, removed, inserted or reordered; then prove
-    the records (``records.verify_records``). With ``since`` (a checkpoint token), only the events after it and
+    the records (``proof.verify_records``). With ``since`` (a checkpoint token), only the events after it and
     the rows they (and the imports after it) wrote."""
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     wanted = parse_checkpoint(checkpoint) if checkpoint else None
@@ -265,7 +271,7 @@ def verify(
     if pointer_problem is not None:
         return Verification(False, count, expected_seq - 1, prev_hash, pointer_problem)
     if prove_records:
-        proof = records.verify_records(session, since_seq=start or 0)
+        proof = verify_records(session, since_seq=start or 0)
         if not proof.ok:
             shown = len(proof.differences) + proof.more
             return Verification(

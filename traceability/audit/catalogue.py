@@ -2,7 +2,7 @@
 
 ``audit.record`` refuses an action that is not here and an entity type that does not match its class. Besides the
 fields named here, an event that wrote rows of regulated tables keeps their complete state under ``records`` (see
-``audit.records``). README lists every action (tests/test_docs.py checks that the list matches).
+``audit.recording``). README lists every action (tests/test_docs.py checks that the list matches).
 """
 
 from __future__ import annotations

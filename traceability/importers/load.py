@@ -267,7 +267,7 @@ def _import_file(
                     "rejected": job.rejected,
                     # The rows it loaded, as a digest per table: audit verify proves them without an event per row.
                     "import_event": event.id,
-                    "digest": audit.records.import_digest(session, event.id, event.action) if event.id else {},
+                    "digest": audit.recording.import_digest(session, event.id, event.action) if event.id else {},
                 },
             )
         if dry_run:

@@ -48,7 +48,7 @@ def hold_downstream(
     holdable = [lot for lot in lots if lot.status in (LotStatus.PENDING, LotStatus.RELEASED)]
     old = {lot.id: lot.status for lot in holdable}
     if holdable:
-        audit.records.touching(session, "lot", [lot.id for lot in holdable if lot.id is not None])
+        audit.recording.touching(session, "lot", [lot.id for lot in holdable if lot.id is not None])
         session.execute(
             update(Lot)
             .where(col(Lot.id).in_([lot.id for lot in holdable]))

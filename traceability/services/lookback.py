@@ -165,7 +165,7 @@ def open_case(
         session.add(finding)
         findings.append(finding)
     if stopped:
-        audit.records.touching_where(
+        audit.recording.touching_where(
             session,
             "donation",
             col(Donation.unit_number).in_(stopped) & (col(Donation.status) == UnitStatus.IN_INVENTORY),

@@ -129,7 +129,7 @@ def add_units(
     connection = session.connection()
     try:
         requested = requested_donations(session, numbers, {"id": col(Donation.id)}).subquery("requested")
-        audit.records.touching_where(
+        audit.recording.touching_where(
             session, "donation", col(Donation.id).in_(select(requested.c.id)), sets={"status": UnitStatus.POOLED.value}
         )
         inserted = connection.execute(
@@ -159,7 +159,7 @@ def add_units(
     if inserted != len(numbers) or changed != len(numbers):
         # A unit was removed, or changed status, after the screen (another transaction, on PostgreSQL).
         raise UnitAlreadyPooled(_which(numbers), None)
-    audit.records.touched_new_where(
+    audit.recording.touched_new_where(
         session,
         "pool_member",
         (col(PoolMember.pool_id) == pool.id) & col(PoolMember.donation_id).in_(select(requested.c.id)),
@@ -204,8 +204,8 @@ def remove_units(
     if strangers:
         raise InvalidInput(f"Pool {pool.pool_number}: not a member: {', '.join(strangers[:20])}.")
     ids = {n: facts[n].donation_id for n in numbers}
-    audit.records.touching(session, "donation", [i for i in ids.values() if i is not None])
-    audit.records.touching_where(
+    audit.recording.touching(session, "donation", [i for i in ids.values() if i is not None])
+    audit.recording.touching_where(
         session,
         "pool_member",
         (col(PoolMember.pool_id) == pool.id) & col(PoolMember.donation_id).in_(list(ids.values())),

@@ -392,7 +392,7 @@ def apply_reactive(
         outcome.deferred = True
     window = lookback_window(session, unit.donor_id, before=unit.collected_at, policy=policy)
     in_window = [i for i in donations_in_window(session, unit.donor_id, window) if i != unit.id]
-    audit.records.touching_where(
+    audit.recording.touching_where(
         session, "donation", col(Donation.id).in_(in_window) & (col(Donation.status) == UnitStatus.IN_INVENTORY)
     )
     interdicted = (
