@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, type_coerce
+from sqlalchemy import Date, DateTime, Select, Table, type_coerce
 from sqlalchemy.types import NullType
 from sqlmodel import SQLModel
 
+from ..db import dialect
+from ..models import UTCDateTime
 from .selects import (
     cases,
     consignees,
@@ -36,6 +38,17 @@ from .selects import (
 )
 
 
+def _as_stored(column: Any) -> Any:
+    """Times and dates read as the canonical text the proof compares (SQLite stores them so; PostgreSQL renders
+    them on the server), so that no engine hands back objects to convert row by row."""
+    kind = column.type
+    if isinstance(kind, UTCDateTime | DateTime):
+        return dialect.utc_time_text(column)
+    if isinstance(kind, Date):
+        return dialect.date_text(column)
+    return column
+
+
 @dataclass(frozen=True)
 class Regulated:
     """One regulated table: how to read its rows in business terms, and which actions write them.
@@ -59,7 +72,10 @@ class Regulated:
         """The declaration's SELECT with every column read as the driver returns it (no type processing)."""
         query = self.source()
         coerced = query.with_only_columns(
-            *(type_coerce(c, NullType()).label(c.key or f"c{i}") for i, c in enumerate(query.selected_columns)),
+            *(
+                type_coerce(_as_stored(c), NullType()).label(c.key or f"c{i}")
+                for i, c in enumerate(query.selected_columns)
+            ),
             maintain_column_froms=True,
         )
         return cast("Select[Any]", coerced)

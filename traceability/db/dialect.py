@@ -27,7 +27,9 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 Bind = Session | Connection | Engine | Dialect
 """Anything that knows its database: a session, a connection, an engine or the dialect itself."""
@@ -190,3 +192,35 @@ def foreign_keys_off(conn: Connection) -> Iterator[Callable[[], None]]:
         yield check
     finally:
         raw.execute("PRAGMA foreign_keys=ON")
+
+
+class utc_time_text(FunctionElement[str]):  # noqa: N801 - a SQL construct, named as SQL functions are
+    """A UTC timestamp column as the text ``YYYY-MM-DD HH:MM:SS.ffffff``: what SQLite stores already, and what
+    PostgreSQL renders on the server instead of handing the driver a datetime object to convert row by row."""
+
+    inherit_cache = True
+    name = "utc_time_text"
+
+
+class date_text(FunctionElement[str]):  # noqa: N801 - a SQL construct
+    """A date column as the text ``YYYY-MM-DD`` (SQLite stores it so)."""
+
+    inherit_cache = True
+    name = "date_text"
+
+
+@compiles(utc_time_text)
+@compiles(date_text)
+def _stored_text(element: FunctionElement[str], compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(utc_time_text, "postgresql")
+def _utc_time_text_postgresql(element: FunctionElement[str], compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"to_char(({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
+@compiles(date_text, "postgresql")
+def _date_text_postgresql(element: FunctionElement[str], compiler: Any, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)}, 'YYYY-MM-DD')"
