@@ -12,10 +12,10 @@ import unicodedata
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from psycopg import sql
 from sqlalchemy import select, text
 from sqlmodel import Session, col
 
@@ -24,6 +24,9 @@ from ..db import database_login
 from ..errors import DuplicateKey, InvalidInput, NotFound, WrongState
 from ..identity import Role
 from ..models import AppUser, utcnow
+
+if TYPE_CHECKING:
+    from psycopg import sql  # PostgreSQL only: imported where it is used, not at start-up
 
 _LOGIN = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
 _HASHER = PasswordHasher()  # argon2-cffi's defaults are Argon2id (RFC 9106 low-memory profile)
@@ -82,6 +85,8 @@ def _execute(session: Session, statement: sql.Composable) -> None:
 def add_user(session: Session, *, login: str, full_name: str, roles: list[Role], password: str, actor: str) -> AppUser:
     """Add a person: on PostgreSQL a login with ``password`` in the given group roles; on SQLite a user whose
     signing password is kept as an Argon2id hash. Raises InvalidInput, DuplicateKey."""
+    from psycopg import sql
+
     login = check_login(login)
     full_name = full_name.strip()
     if not full_name:
@@ -131,6 +136,8 @@ def add_user(session: Session, *, login: str, full_name: str, roles: list[Role],
 def disable_user(session: Session, *, login: str, reason: str | None, actor: str) -> AppUser:
     """Disable a user: on PostgreSQL the login can no longer connect (NOLOGIN); it can no longer sign; its
     records keep its name. Raises NotFound, WrongState."""
+    from psycopg import sql
+
     user: AppUser | None = session.execute(
         select(AppUser).where(col(AppUser.login) == login).with_for_update()
     ).scalar_one_or_none()
