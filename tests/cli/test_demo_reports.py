@@ -25,6 +25,9 @@ def test_the_demo_builds_a_site_refuses_to_run_twice_and_reports_on_it(fresh: Cl
     assert len(pools) == 2 and all(p["distinct donors"] >= 1000 for p in pools)
     assert sorted(p["status"] for p in pools) == ["quarantined", "released"]
     assert "retested HCV RNA reactive (version 2): quarantined" in result.stderr
+    # The late reactive result opened its case by itself; a mock recall drill ran, changed nothing and was kept.
+    assert "opened by itself" in result.stderr and "Mock recall drill for donor" in result.stderr
+    assert [d["subject"] for d in fresh.json("recall", "drills")] == ["donor"]
     lots = fresh.json("lot", "list", "--format", "json")
     assert {lot["status"] for lot in lots} == {"quarantined"}
     final = next(lot["lot"] for lot in lots if lot["kind"] == "final")

@@ -1,10 +1,10 @@
 """The demo as scenes, each one thing a site does, each through the same importers and services as every command.
 
 :func:`build` plays them in order: :func:`site`, :func:`imports`, :func:`pools`, :func:`lots_and_shipments`,
-then :func:`late_reactive_result`, whose :class:`LateResult` the scenes after it take (the donor's look-back
-case, :func:`pool_retest`). Scenes share a :class:`Tour` (how to open a unit of work, how
-to speak, the clock, the policy, who records and who releases) and open one unit of work per step a user would
-take.
+then :func:`late_reactive_result`, whose :class:`LateResult` the scenes after it take (the look-back case it
+opened and a mock recall drill, in :mod:`traceability.demo.casework`, then :func:`pool_retest`). Scenes share a
+:class:`Tour` (how to open a unit of work, how to speak, the clock, the policy, who records and who releases) and
+open one unit of work per step a user would take.
 """
 
 from __future__ import annotations
@@ -24,15 +24,24 @@ from ..db import dialect
 from ..errors import Conflict, IneligibleUnits, InvalidInput, NotPermitted
 from ..identity import Role
 from ..importers.load import ImportKind, import_file
-from ..models import AuditEvent, EstablishmentKind, LotKind, LotUnit, Marker, ResultValue, StepMethod, utcnow
-from ..queries import casework
+from ..models import (
+    AuditEvent,
+    EstablishmentKind,
+    LotKind,
+    LotUnit,
+    Marker,
+    ResultValue,
+    StepMethod,
+    utcnow,
+)
 from ..rules import DEFAULT_POLICY, Policy
-from ..services import consignees, donors, lookback, lots, units, users
+from ..services import consignees, donors, lots, units, users
 from ..services import pools as pool_service
 from ..services.units import ResultOutcome
 from ..synthetic.codes import din
 from ..synthetic.records import pass_pool_tests, typical_step
-from .cast import APPROVER, CENTRES, CONSIGNEES, DEMO_USERS, INVESTIGATOR, LAB, PLANT, RECORDER, ZONES
+from . import casework
+from .cast import APPROVER, CENTRES, CONSIGNEES, DEMO_USERS, LAB, PLANT, RECORDER, ZONES
 from .population import Population, populate, write_exports
 
 Work = Callable[[], AbstractContextManager[Session]]
@@ -375,34 +384,6 @@ def late_reactive_result(tour: Tour, population: Population, *, seed: int) -> La
     return LateResult(donor_code, unit_number, outcome)
 
 
-def case_work(tour: Tour, late: LateResult) -> None:
-    """Shows the look-back case the late reactive result opened by itself: what is due, in calendar days, and one
-    notification recorded (the first consignee's quarantine request)."""
-    case = late.outcome.case
-    if case is None:
-        return
-    number = case.case_number
-    tour.say(
-        f"Look-back case {number} opened by itself for donor {case.donor_code}: {case.tasks} task(s), "
-        f"first due {case.first_due}; lots held until assessed: {', '.join(case.held) or 'none'}."
-    )
-    with tour.work() as session:
-        due = [t for t in casework.due_tasks(session) if t.case_number == number]
-        for line in due[:4]:
-            what = " ".join(x for x in (line.kind, line.lot_number, line.consignee) if x)
-            tour.say(f"  due {line.due_on}: task {line.task} {what}")
-        request = next((t for t in due if t.kind == "quarantine-request"), None)
-        if request is not None:
-            lookback.finish_task(
-                session,
-                case_number=number,
-                seq=request.task,
-                actor=INVESTIGATOR.login if tour.people else tour.admin,
-                note=f"quarantine of lot {request.lot_number} requested from {request.consignee} by phone and letter",
-            )
-            tour.say(f"Notified {request.consignee} to quarantine lot {request.lot_number} (task {request.task} done).")
-
-
 def pool_retest(tour: Tour, late: LateResult) -> None:
     """Shows a finding after release: QA retests the retained sample of the pool that holds the donor's earlier
     units, reactive. The retest is the pool's current version: the pool is quarantined although it was released,
@@ -449,6 +430,7 @@ def build(
     volumes = pools(tour, population)
     lots_and_shipments(tour, volumes)
     late = late_reactive_result(tour, population, seed=seed)
-    case_work(tour, late)
+    casework.case_work(tour, late)
+    casework.recall_drill(tour, late)
     pool_retest(tour, late)
     return tour.result
