@@ -88,9 +88,6 @@ class Regulated:
         return SQLModel.metadata.tables[self.table]
 
 
-_REACTIVE = ("result.added", "import.results")
-"""A reactive result (typed or imported) rejects its unit, defers its donor and interdicts units in its window."""
-
 REGULATED: tuple[Regulated, ...] = (
     Regulated("establishment", ("code",), establishments, creates=("establishment.added",)),
     Regulated("donor", ("donor_code",), donors, creates=("donor.added",), imported=True),
